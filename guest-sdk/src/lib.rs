@@ -1,0 +1,492 @@
+//! Write flowhost flows in Rust.
+//!
+//! A flow is one function that handles one message, exported with
+//! [`export!`]. It answers with [`say`], remembers the conversation in the
+//! session's [`context`] and the user in their [`profile`], and logs with
+//! [`info!`] and friends. Errors travel with `?`: any error type converts into
+//! [`Error`], and an error returned from the flow ends that message without
+//! sending its outputs or keeping its state changes.
+//!
+//! ```no_run
+//! use flowhost_sdk::{Message, Result, say};
+//!
+//! fn handle(message: Message) -> Result<()> {
+//!     let name = message.text.as_deref().unwrap_or("stranger");
+//!     say(format!("Hello, {name}!"));
+//!     Ok(())
+//! }
+//!
+//! flowhost_sdk::export!(handle);
+//! ```
+//!
+//! Build it as a `cdylib` for `wasm32-wasip2`; the README's "Writing a flow"
+//! section has the `Cargo.toml` and `.cargo/config.toml` to start from.
+//!
+//! The host runs every message in a fresh instance of the flow, so statics do
+//! not survive from one message to the next: keep what must last in
+//! [`context`] or [`profile`].
+
+#![deny(missing_docs)]
+
+// The generated bindings name their runtime by absolute path, so that the
+// `export!` macro expands the same inside this crate and in a flow.
+extern crate self as flowhost_sdk;
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+pub use serde_json::{Map, Value, json};
+
+#[doc(hidden)]
+#[allow(clippy::too_many_arguments)] // in the generated bindings
+pub mod __private {
+    //! The generated bindings and the glue behind [`export!`](crate::export).
+    //! Not part of the API.
+
+    pub use wit_bindgen;
+
+    wit_bindgen::generate!({
+        path: "../wit",
+        world: "flow",
+        pub_export_macro: true,
+        export_macro_name: "export_flow_world",
+        default_bindings_module: "::flowhost_sdk::__private",
+        runtime_path: "::flowhost_sdk::__private::wit_bindgen::rt",
+    });
+
+    /// Converts the WIT message and runs the author's function.
+    pub fn run(
+        raw: flowhost::flow::types::Message,
+        handle: fn(crate::Message) -> crate::Result<()>,
+    ) -> Result<(), String> {
+        let message = crate::Message::from_wit(raw).map_err(|e| e.to_string())?;
+        handle(message).map_err(|e| e.to_string())
+    }
+}
+
+use __private::flowhost::flow as wit;
+
+/// Exports a function as the flow.
+///
+/// The function takes a [`Message`] and returns [`Result<()>`](Result). Use
+/// the macro once, at the top level of the flow crate.
+///
+/// ```no_run
+/// fn handle(message: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+///     flowhost_sdk::say(message.text.unwrap_or_default());
+///     Ok(())
+/// }
+///
+/// flowhost_sdk::export!(handle);
+/// ```
+#[macro_export]
+macro_rules! export {
+    ($handle:path) => {
+        const _: () = {
+            struct FlowhostExport;
+
+            impl $crate::__private::Guest for FlowhostExport {
+                fn handle(
+                    message: $crate::__private::flowhost::flow::types::Message,
+                ) -> ::core::result::Result<(), ::std::string::String> {
+                    $crate::__private::run(message, $handle)
+                }
+            }
+
+    $crate::__private::export_flow_world!(FlowhostExport with_types_in $crate::__private);
+        };
+    };
+}
+
+/// One inbound user message.
+///
+/// ```no_run
+/// use flowhost_sdk::{Message, Result, say};
+///
+/// fn handle(message: Message) -> Result<()> {
+///     if let Some(text) = &message.text {
+///         say(format!("{} said: {text}", message.user_id));
+///     }
+///     if let Some(order) = message.data.as_ref().and_then(|d| d.get("orderId")) {
+///         say(format!("About order {order}"));
+///     }
+///     Ok(())
+/// }
+/// # flowhost_sdk::export!(handle);
+/// ```
+#[derive(Debug, Clone, PartialEq)]
+#[non_exhaustive]
+pub struct Message {
+    /// The end user's id (`userId`).
+    pub user_id: String,
+    /// The conversation's id (`sessionId`).
+    pub session_id: String,
+    /// The user's text, when the message has one.
+    pub text: Option<String>,
+    /// The message's data, when it has some: always a JSON object.
+    pub data: Option<Value>,
+    /// The id shared by this message and all of its outputs.
+    pub trace_id: String,
+    /// The name of the endpoint that received the message.
+    pub endpoint: String,
+}
+
+impl Message {
+    fn from_wit(raw: wit::types::Message) -> Result<Self> {
+        let data = match raw.data {
+            Some(json) => Some(serde_json::from_str(&json).map_err(|e| {
+                Error::msg(format!("the host sent message data that is not JSON: {e}"))
+            })?),
+            None => None,
+        };
+        Ok(Message {
+            user_id: raw.user_id,
+            session_id: raw.session_id,
+            text: raw.text,
+            data,
+            trace_id: raw.trace_id,
+            endpoint: raw.endpoint,
+        })
+    }
+
+    /// Deserializes the message's data into your own type; `Ok(None)` when the
+    /// message has no data.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Deserialize)]
+    /// struct Order {
+    ///     #[serde(rename = "orderId")]
+    ///     order_id: String,
+    /// }
+    ///
+    /// fn handle(message: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+    ///     if let Some(order) = message.data_as::<Order>()? {
+    ///         flowhost_sdk::say(format!("Looking up {}", order.order_id));
+    ///     }
+    ///     Ok(())
+    /// }
+    /// # flowhost_sdk::export!(handle);
+    /// ```
+    pub fn data_as<T: DeserializeOwned>(&self) -> Result<Option<T>> {
+        match &self.data {
+            Some(data) => Ok(Some(T::deserialize(data)?)),
+            None => Ok(None),
+        }
+    }
+}
+
+/// One output to the user: text, data, or both.
+///
+/// Plain text converts into an output, so `say("hi")` works; build anything
+/// richer with [`Output::text`], [`Output::data`] and [`Output::with_data`].
+///
+/// ```no_run
+/// use flowhost_sdk::{Output, json, say};
+///
+/// # fn handle(_: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+/// say("Plain text");
+/// say(Output::data(json!({ "buttons": ["Yes", "No"] }))?);
+/// say(Output::text("Your order").with_data(json!({ "orderId": "A-17" }))?);
+/// # Ok(())
+/// # }
+/// # flowhost_sdk::export!(handle);
+/// ```
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    text: Option<String>,
+    data: Option<Map<String, Value>>,
+}
+
+impl Output {
+    /// An output with text only.
+    pub fn text(text: impl Into<String>) -> Self {
+        Output {
+            text: Some(text.into()),
+            data: None,
+        }
+    }
+
+    /// An output with data only. The data must serialize to a JSON object.
+    pub fn data(data: impl Serialize) -> Result<Self> {
+        Output::default().with_data(data)
+    }
+
+    /// Adds data to the output. The data must serialize to a JSON object.
+    pub fn with_data(mut self, data: impl Serialize) -> Result<Self> {
+        match serde_json::to_value(data)? {
+            Value::Object(map) => {
+                self.data = Some(map);
+                Ok(self)
+            }
+            other => Err(Error::msg(format!(
+                "output data must be a JSON object, not {}",
+                kind_of(&other)
+            ))),
+        }
+    }
+}
+
+impl From<&str> for Output {
+    fn from(text: &str) -> Self {
+        Output::text(text)
+    }
+}
+
+impl From<String> for Output {
+    fn from(text: String) -> Self {
+        Output::text(text)
+    }
+}
+
+/// Sends one output to the user.
+///
+/// Outputs reach the endpoint's webhook in the order they were said, once
+/// the flow has returned `Ok`. If the flow fails, none of the message's
+/// outputs are sent.
+///
+/// ```no_run
+/// # fn handle(_: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+/// flowhost_sdk::say("Could you give me your order number?");
+/// # Ok(())
+/// # }
+/// # flowhost_sdk::export!(handle);
+/// ```
+pub fn say(output: impl Into<Output>) {
+    let output = output.into();
+    let data = output.data.map(|map| Value::Object(map).to_string());
+    wit::output::say(output.text.as_deref(), data.as_deref());
+}
+
+/// The session's context: a JSON object that lives as long as the
+/// conversation (the endpoint and `sessionId`).
+///
+/// Read it into your own type with [`context::get_as`], change it, and write
+/// it back with [`context::set_as`]; a new session starts with `{}`, so give
+/// your fields defaults.
+///
+/// ```no_run
+/// use flowhost_sdk::{context, say};
+///
+/// #[derive(Default, serde::Serialize, serde::Deserialize)]
+/// struct Conversation {
+///     #[serde(default)]
+///     turns: u32,
+/// }
+///
+/// fn handle(_: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+///     let mut conversation: Conversation = context::get_as()?;
+///     conversation.turns += 1;
+///     say(format!("This is turn {}", conversation.turns));
+///     context::set_as(&conversation)
+/// }
+/// # flowhost_sdk::export!(handle);
+/// ```
+pub mod context {
+    use super::*;
+
+    /// The context as a JSON object.
+    pub fn get() -> Result<Value> {
+        parse_object("context", &wit::context::get())
+    }
+
+    /// Replaces the context. `value` must be a JSON object.
+    pub fn set(value: Value) -> Result<()> {
+        wit::context::set(&object_text("context", value)?);
+        Ok(())
+    }
+
+    /// The context, deserialized into your own type.
+    pub fn get_as<T: DeserializeOwned>() -> Result<T> {
+        Ok(serde_json::from_str(&wit::context::get())?)
+    }
+
+    /// Replaces the context with your own type, which must serialize to a
+    /// JSON object.
+    pub fn set_as<T: Serialize>(value: &T) -> Result<()> {
+        set(serde_json::to_value(value)?)
+    }
+}
+
+/// The user's profile: a JSON object that lives with the user (the endpoint
+/// and `userId`), across all of their sessions.
+///
+/// ```no_run
+/// use flowhost_sdk::{json, profile, say};
+///
+/// fn handle(message: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+///     let mut me = profile::get()?;
+///     match me.get("name").and_then(|n| n.as_str()) {
+///         Some(name) => say(format!("Welcome back, {name}!")),
+///         None => {
+///             me["name"] = json!(message.text.unwrap_or_default());
+///             profile::set(me)?;
+///         }
+///     }
+///     Ok(())
+/// }
+/// # flowhost_sdk::export!(handle);
+/// ```
+pub mod profile {
+    use super::*;
+
+    /// The profile as a JSON object.
+    pub fn get() -> Result<Value> {
+        parse_object("profile", &wit::profile::get())
+    }
+
+    /// Replaces the profile. `value` must be a JSON object.
+    pub fn set(value: Value) -> Result<()> {
+        wit::profile::set(&object_text("profile", value)?);
+        Ok(())
+    }
+
+    /// The profile, deserialized into your own type.
+    pub fn get_as<T: DeserializeOwned>() -> Result<T> {
+        Ok(serde_json::from_str(&wit::profile::get())?)
+    }
+
+    /// Replaces the profile with your own type, which must serialize to a
+    /// JSON object.
+    pub fn set_as<T: Serialize>(value: &T) -> Result<()> {
+        set(serde_json::to_value(value)?)
+    }
+}
+
+fn parse_object(what: &str, text: &str) -> Result<Value> {
+    let value: Value = serde_json::from_str(text)?;
+    if value.is_object() {
+        Ok(value)
+    } else {
+        Err(Error::msg(format!(
+            "the host sent a {what} that is {}, not an object",
+            kind_of(&value)
+        )))
+    }
+}
+
+fn object_text(what: &str, value: Value) -> Result<String> {
+    if value.is_object() {
+        Ok(value.to_string())
+    } else {
+        Err(Error::msg(format!(
+            "the {what} must be a JSON object, not {}",
+            kind_of(&value)
+        )))
+    }
+}
+
+fn kind_of(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+/// How important a log line is; see [`log()`] and the [`info!`] family.
+pub use wit::log::Level;
+
+/// Writes one log line to the host's log, tagged with the flow, trace id and
+/// session. The [`trace!`], [`debug!`], [`info!`], [`warn!`] and [`error!`]
+/// macros format and call this.
+///
+/// ```no_run
+/// flowhost_sdk::log(flowhost_sdk::Level::Info, "looking up the order");
+/// ```
+pub fn log(level: Level, message: &str) {
+    wit::log::log(level, message);
+}
+
+/// Logs a formatted line at trace level: `flowhost_sdk::trace!("x = {x}")`.
+#[macro_export]
+macro_rules! trace {
+    ($($arg:tt)+) => { $crate::log($crate::Level::Trace, &::std::format!($($arg)+)) };
+}
+
+/// Logs a formatted line at debug level: `flowhost_sdk::debug!("x = {x}")`.
+#[macro_export]
+macro_rules! debug {
+    ($($arg:tt)+) => { $crate::log($crate::Level::Debug, &::std::format!($($arg)+)) };
+}
+
+/// Logs a formatted line at info level: `flowhost_sdk::info!("x = {x}")`.
+#[macro_export]
+macro_rules! info {
+    ($($arg:tt)+) => { $crate::log($crate::Level::Info, &::std::format!($($arg)+)) };
+}
+
+/// Logs a formatted line at warn level: `flowhost_sdk::warn!("x = {x}")`.
+#[macro_export]
+macro_rules! warn {
+    ($($arg:tt)+) => { $crate::log($crate::Level::Warn, &::std::format!($($arg)+)) };
+}
+
+/// Logs a formatted line at error level: `flowhost_sdk::error!("x = {x}")`.
+#[macro_export]
+macro_rules! error {
+    ($($arg:tt)+) => { $crate::log($crate::Level::Error, &::std::format!($($arg)+)) };
+}
+
+/// The error a flow returns; anything that implements
+/// [`std::error::Error`] converts into it with `?`.
+///
+/// Its text, with the chain of causes, is what the host logs when the flow
+/// fails.
+///
+/// ```no_run
+/// use flowhost_sdk::{Error, Message, Result};
+///
+/// fn handle(message: Message) -> Result<()> {
+///     let count: u32 = message.text.as_deref().unwrap_or("").parse()?;
+///     if count > 10 {
+///         return Err(Error::msg("at most 10, please"));
+///     }
+///     Ok(())
+/// }
+/// # flowhost_sdk::export!(handle);
+/// ```
+pub struct Error {
+    message: String,
+}
+
+impl Error {
+    /// An error with this message.
+    pub fn msg(message: impl fmt::Display) -> Self {
+        Error {
+            message: message.to_string(),
+        }
+    }
+}
+
+impl<E: std::error::Error> From<E> for Error {
+    fn from(error: E) -> Self {
+        let mut message = error.to_string();
+        let mut source = error.source();
+        while let Some(cause) = source {
+            message.push_str(": ");
+            message.push_str(&cause.to_string());
+            source = cause.source();
+        }
+        Error { message }
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.message, f)
+    }
+}
+
+/// `Result<T, flowhost_sdk::Error>`, the return type of a flow.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
