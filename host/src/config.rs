@@ -1,0 +1,634 @@
+//! Configuration: built-in defaults, then `flowhost.toml`, then `FLOWHOST_*`
+//! environment variables, then command-line flags, later ones winning.
+//!
+//! The merged result is deserialized into raw structs that mirror the file
+//! and then checked once, here, into a [`Config`] that the rest of the host
+//! can trust: addresses parsed, names and URLs validated, sizes and durations
+//! in their units. Nothing else in the host reads configuration text.
+//!
+//! Environment variables use `__` to reach into tables:
+//! `FLOWHOST_LIMITS__DEADLINE=2s`,
+//! `FLOWHOST_ENDPOINTS__SUPPORT__WEBHOOK_URL=https://…`.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
+use reqwest::Url;
+use serde::Deserialize;
+
+use crate::runtime::Limits;
+use crate::units::{ByteSize, HumanDuration};
+
+/// The configuration file read when `--config` is not given.
+pub const DEFAULT_CONFIG_FILE: &str = "flowhost.toml";
+
+/// The checked configuration of one flowhost process.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Where the HTTP server listens.
+    pub listen: SocketAddr,
+    /// The base URL that endpoint URLs are printed with, when flowhost is
+    /// reached through a proxy; `http://<listen>` when not set.
+    pub public_url: Option<Url>,
+    /// The folder of `<name>.wasm` flow files.
+    pub flows_dir: PathBuf,
+    /// The folder of the store (SQLite database) and the compile cache.
+    pub data_dir: PathBuf,
+    /// Bearer token for the `/admin` routes; they are disabled without one.
+    pub admin_token: Option<String>,
+    /// The largest request body an endpoint accepts.
+    pub max_body_size: u64,
+    /// Limits applied to every flow unless its own manifest says otherwise.
+    pub limits: Limits,
+    /// How flows are executed.
+    pub runtime: RuntimeConfig,
+    /// How outputs are delivered.
+    pub delivery: DeliveryConfig,
+    /// The endpoints, by name.
+    pub endpoints: BTreeMap<String, EndpointConfig>,
+}
+
+/// How flows are executed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RuntimeConfig {
+    /// Flows that may run at the same moment: the size of the instance pool.
+    pub max_concurrent_flows: u32,
+    /// Threads that run flows, apart from the threads that serve HTTP.
+    pub flow_threads: usize,
+    /// The most linear memory any flow may be given, whatever its manifest
+    /// says: the size of each slot in the instance pool.
+    pub max_flow_memory: u64,
+    /// The WebAssembly stack of every flow (host-wide: wasmtime sets it per
+    /// engine, not per instance).
+    pub max_wasm_stack: u64,
+    /// Accepted messages that may wait for their turn before new ones are
+    /// refused with 503: a bound on the work (and memory) queued up.
+    pub max_queued_messages: usize,
+    /// How long running flows get to finish when the host shuts down.
+    pub shutdown_grace: Duration,
+}
+
+/// How outputs are delivered to webhooks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryConfig {
+    /// How long one POST may take, connecting included.
+    pub timeout: Duration,
+    /// The waits before each retry of a failed POST; the first attempt is
+    /// immediate. An output whose last retry fails becomes a dead letter.
+    pub retry_schedule: Vec<Duration>,
+    /// POSTs in flight at once, across all endpoints and sessions.
+    pub max_concurrent: usize,
+}
+
+/// One webhook endpoint: a URL token, the flow that handles its messages and
+/// the webhook that receives the flow's outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    /// The endpoint's name, the key of its `[endpoints.<name>]` table.
+    pub name: String,
+    /// The flow that runs each message: `<flows_dir>/<flow>.wasm`.
+    pub flow: String,
+    /// The secret path segment of the endpoint's URL; generated and kept in
+    /// the store when not configured.
+    pub url_token: Option<String>,
+    /// Whether callers must present an API key.
+    pub auth: Auth,
+    /// Where outputs are POSTed.
+    pub webhook_url: Url,
+    /// Basic auth for the webhook, when set.
+    pub webhook_auth: Option<BasicAuth>,
+    /// Copied into every output's `disableSensitiveLogging`; when true,
+    /// flowhost also keeps message content out of its own logs.
+    pub disable_sensitive_logging: bool,
+}
+
+/// How callers of an endpoint authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Auth {
+    /// Anyone who knows the URL may post.
+    None,
+    /// Callers must send a valid `X-Webhook-Key`.
+    ApiKey,
+}
+
+/// Basic auth credentials for a webhook.
+#[derive(Clone, PartialEq)]
+pub struct BasicAuth {
+    /// The user name.
+    pub user: String,
+    /// The password, possibly empty.
+    pub password: String,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Command-line values that override the file and the environment.
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `--listen`
+    pub listen: Option<String>,
+    /// `--flows-dir`
+    pub flows_dir: Option<PathBuf>,
+    /// `--data-dir`
+    pub data_dir: Option<PathBuf>,
+}
+
+/// A configuration that cannot be used, with every reason found.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file, the environment or a flag could not be read into the
+    /// expected shape.
+    #[error("{0}")]
+    Parse(Box<figment::Error>),
+    /// The configuration file named with `--config` does not exist.
+    #[error("configuration file {0} does not exist")]
+    Missing(PathBuf),
+    /// Values that are well-formed but wrong.
+    #[error("invalid configuration:\n  - {}", .0.join("\n  - "))]
+    Invalid(Vec<String>),
+}
+
+impl Config {
+    /// Loads the configuration: `path` if given (it must exist), else
+    /// `flowhost.toml` if present, else the built-in defaults; then the
+    /// environment and `overrides`.
+    pub fn load(path: Option<&Path>, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let file = match path {
+            Some(path) if !path.exists() => return Err(ConfigError::Missing(path.to_owned())),
+            Some(path) => Some(path.to_owned()),
+            None => Some(PathBuf::from(DEFAULT_CONFIG_FILE)).filter(|p| p.exists()),
+        };
+        let mut figment = Figment::new();
+        if let Some(file) = &file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        Self::from_figment(figment, overrides)
+    }
+
+    /// Parses and checks configuration text in TOML, with no environment.
+    pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
+        let raw: RawConfig = Figment::from(Toml::string(text))
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        raw.check()
+    }
+
+    fn from_figment(figment: Figment, overrides: &Overrides) -> Result<Config, ConfigError> {
+        let mut figment = figment.merge(
+            Env::prefixed("FLOWHOST_")
+                // These variables configure the command line and logging,
+                // not the host.
+                .ignore(&["config", "log", "log_format"])
+                .split("__"),
+        );
+        if let Some(listen) = &overrides.listen {
+            figment = figment.merge(Serialized::global("listen", listen));
+        }
+        if let Some(dir) = &overrides.flows_dir {
+            figment = figment.merge(Serialized::global("flows_dir", dir));
+        }
+        if let Some(dir) = &overrides.data_dir {
+            figment = figment.merge(Serialized::global("data_dir", dir));
+        }
+        let raw: RawConfig = figment
+            .extract()
+            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        raw.check()
+    }
+
+    /// The base of the URLs printed for endpoints.
+    pub fn base_url(&self, bound: SocketAddr) -> String {
+        match &self.public_url {
+            Some(url) => url.as_str().trim_end_matches('/').to_owned(),
+            None => format!("http://{bound}"),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The raw shape of the file. Every field has a default, so an empty file (or
+// none) is a valid configuration with no endpoints.
+// ---------------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    #[serde(default = "defaults::listen")]
+    listen: String,
+    #[serde(default)]
+    public_url: Option<String>,
+    #[serde(default = "defaults::flows_dir")]
+    flows_dir: PathBuf,
+    #[serde(default = "defaults::data_dir")]
+    data_dir: PathBuf,
+    #[serde(default)]
+    admin_token: Option<String>,
+    #[serde(default)]
+    max_body_size: Option<ByteSize>,
+    #[serde(default)]
+    limits: RawLimits,
+    #[serde(default)]
+    runtime: RawRuntime,
+    #[serde(default)]
+    delivery: RawDelivery,
+    #[serde(default)]
+    endpoints: BTreeMap<String, RawEndpoint>,
+}
+
+/// Flow limits as written in `flowhost.toml` and in a flow's manifest; every
+/// field is optional so that a manifest can override just one.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) memory: Option<ByteSize>,
+    pub(crate) deadline: Option<HumanDuration>,
+    pub(crate) fuel: Option<u64>,
+    pub(crate) max_outputs: Option<u32>,
+    pub(crate) max_output_size: Option<ByteSize>,
+    pub(crate) max_state_size: Option<ByteSize>,
+    pub(crate) max_log_size: Option<ByteSize>,
+}
+
+impl RawLimits {
+    /// `base` with the values set here replacing its own.
+    pub(crate) fn apply(&self, base: &Limits) -> Limits {
+        Limits {
+            memory: self.memory.map_or(base.memory, |m| m.0),
+            deadline: self.deadline.map_or(base.deadline, |d| d.0),
+            fuel: self.fuel.or(base.fuel),
+            max_outputs: self.max_outputs.unwrap_or(base.max_outputs),
+            max_output_size: self.max_output_size.map_or(base.max_output_size, |s| s.0),
+            max_state_size: self.max_state_size.map_or(base.max_state_size, |s| s.0),
+            max_log_size: self.max_log_size.map_or(base.max_log_size, |s| s.0),
+        }
+    }
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRuntime {
+    max_concurrent_flows: Option<u32>,
+    flow_threads: Option<usize>,
+    max_flow_memory: Option<ByteSize>,
+    max_wasm_stack: Option<ByteSize>,
+    max_queued_messages: Option<usize>,
+    shutdown_grace: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDelivery {
+    timeout: Option<HumanDuration>,
+    retry_schedule: Option<Vec<HumanDuration>>,
+    max_concurrent: Option<usize>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawEndpoint {
+    flow: String,
+    #[serde(default)]
+    url_token: Option<String>,
+    #[serde(default = "defaults::auth")]
+    auth: Auth,
+    webhook_url: String,
+    #[serde(default)]
+    webhook_user: Option<String>,
+    #[serde(default)]
+    webhook_password: Option<String>,
+    #[serde(default)]
+    disable_sensitive_logging: bool,
+}
+
+mod defaults {
+    use super::Auth;
+    use std::path::PathBuf;
+
+    pub(super) fn listen() -> String {
+        "127.0.0.1:8080".into()
+    }
+    pub(super) fn flows_dir() -> PathBuf {
+        "flows".into()
+    }
+    pub(super) fn data_dir() -> PathBuf {
+        "data".into()
+    }
+    pub(super) fn auth() -> Auth {
+        Auth::None
+    }
+}
+
+impl RawConfig {
+    /// Checks every value and collects every problem, so that one run of
+    /// `flowhost serve` reports them all.
+    fn check(self) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+
+        let listen = self.listen.parse().unwrap_or_else(|e| {
+            problems.push(format!(
+                "listen: {:?} is not an address like 127.0.0.1:8080 ({e})",
+                self.listen
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+
+        let public_url = self.public_url.as_deref().and_then(|url| {
+            check_http_url("public_url", url)
+                .map_err(|p| problems.push(p))
+                .ok()
+        });
+
+        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
+            problems.push("admin_token: use at least 16 characters".into());
+        }
+
+        let limits = self.limits.apply(&Limits::default());
+        problems.extend(limits.check().into_iter().map(|p| format!("limits.{p}")));
+
+        let runtime = RuntimeConfig {
+            max_concurrent_flows: self.runtime.max_concurrent_flows.unwrap_or(100),
+            flow_threads: self
+                .runtime
+                .flow_threads
+                .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
+            max_flow_memory: self.runtime.max_flow_memory.map_or(1 << 30, |s| s.0),
+            max_wasm_stack: self.runtime.max_wasm_stack.map_or(512 << 10, |s| s.0),
+            max_queued_messages: self.runtime.max_queued_messages.unwrap_or(100_000),
+            shutdown_grace: self
+                .runtime
+                .shutdown_grace
+                .map_or(Duration::from_secs(10), |d| d.0),
+        };
+        if runtime.max_concurrent_flows == 0 {
+            problems.push("runtime.max_concurrent_flows: must be at least 1".into());
+        }
+        if runtime.flow_threads == 0 {
+            problems.push("runtime.flow_threads: must be at least 1".into());
+        }
+        if limits.memory > runtime.max_flow_memory {
+            problems.push(format!(
+                "limits.memory: {} is more than runtime.max_flow_memory ({})",
+                ByteSize(limits.memory),
+                ByteSize(runtime.max_flow_memory)
+            ));
+        }
+
+        let delivery = DeliveryConfig {
+            timeout: self
+                .delivery
+                .timeout
+                .map_or(Duration::from_secs(15), |d| d.0),
+            retry_schedule: self
+                .delivery
+                .retry_schedule
+                .map_or_else(defaults_retry_schedule, |s| {
+                    s.into_iter().map(|d| d.0).collect()
+                }),
+            max_concurrent: self.delivery.max_concurrent.unwrap_or(256),
+        };
+        if delivery.max_concurrent == 0 {
+            problems.push("delivery.max_concurrent: must be at least 1".into());
+        }
+        if delivery.timeout.is_zero() {
+            problems.push("delivery.timeout: must be more than 0s".into());
+        }
+
+        let mut endpoints = BTreeMap::new();
+        let mut tokens = HashSet::new();
+        for (name, raw) in self.endpoints {
+            let at = format!("endpoints.{name}");
+            if !is_name(&name) {
+                problems.push(format!(
+                    "{at}: an endpoint name uses a-z, 0-9, '-' and '_' (at most 64)"
+                ));
+            }
+            if !is_name(&raw.flow) {
+                problems.push(format!(
+                    "{at}.flow: {:?} is not a flow name (a-z, 0-9, '-', '_')",
+                    raw.flow
+                ));
+            }
+            if let Some(token) = &raw.url_token {
+                if !is_url_token(token) {
+                    problems.push(format!(
+                        "{at}.url_token: use 16 to 128 characters of A-Z, a-z, 0-9, '-' and '_'"
+                    ));
+                } else if !tokens.insert(token.clone()) {
+                    problems.push(format!(
+                        "{at}.url_token: another endpoint has the same token"
+                    ));
+                }
+            }
+            let webhook_url = check_http_url(&format!("{at}.webhook_url"), &raw.webhook_url)
+                .map_err(|p| problems.push(p))
+                .ok();
+            let webhook_auth = match (raw.webhook_user, raw.webhook_password) {
+                (Some(user), password) => Some(BasicAuth {
+                    user,
+                    password: password.unwrap_or_default(),
+                }),
+                (None, Some(_)) => {
+                    problems.push(format!("{at}.webhook_password: set webhook_user too"));
+                    None
+                }
+                (None, None) => None,
+            };
+            if let Some(webhook_url) = webhook_url {
+                endpoints.insert(
+                    name.clone(),
+                    EndpointConfig {
+                        name,
+                        flow: raw.flow,
+                        url_token: raw.url_token,
+                        auth: raw.auth,
+                        webhook_url,
+                        webhook_auth,
+                        disable_sensitive_logging: raw.disable_sensitive_logging,
+                    },
+                );
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Config {
+            listen,
+            public_url,
+            flows_dir: self.flows_dir,
+            data_dir: self.data_dir,
+            admin_token: self.admin_token,
+            max_body_size: self.max_body_size.map_or(1 << 20, |s| s.0),
+            limits,
+            runtime,
+            delivery,
+            endpoints,
+        })
+    }
+}
+
+/// Svix's schedule: retries after 5 s, 5 min, 30 min, 2 h, 5 h, 10 h and
+/// 10 h, about 27 hours in all.
+fn defaults_retry_schedule() -> Vec<Duration> {
+    [5, 300, 1800, 7200, 18000, 36000, 36000]
+        .into_iter()
+        .map(Duration::from_secs)
+        .collect()
+}
+
+fn check_http_url(at: &str, text: &str) -> Result<Url, String> {
+    let url = Url::parse(text).map_err(|e| format!("{at}: {text:?} is not a URL ({e})"))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!("{at}: {text:?} is not an http(s) URL"));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{at}: put credentials in webhook_user and webhook_password, not in the URL"
+        ));
+    }
+    Ok(url)
+}
+
+/// Whether `name` can name an endpoint or a flow: it appears in file names,
+/// URLs and logs, so it is kept plain.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+fn is_url_token(token: &str) -> bool {
+    (16..=128).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FULL: &str = r#"
+        listen = "127.0.0.1:9999"
+        flows_dir = "my-flows"
+        data_dir = "my-data"
+
+        [limits]
+        memory = "32 MiB"
+        deadline = "2s"
+
+        [delivery]
+        retry_schedule = ["10ms", "20ms"]
+
+        [endpoints.support]
+        flow = "order-help"
+        url_token = "0123456789abcdef0123456789abcdef"
+        auth = "api-key"
+        webhook_url = "http://127.0.0.1:9000/hook"
+        webhook_user = "bot"
+        webhook_password = "s3cret"
+        disable_sensitive_logging = true
+    "#;
+
+    #[test]
+    fn reads_every_documented_key() {
+        let config = Config::from_toml(FULL).unwrap();
+        assert_eq!(config.listen, "127.0.0.1:9999".parse().unwrap());
+        assert_eq!(config.flows_dir, PathBuf::from("my-flows"));
+        assert_eq!(config.limits.memory, 32 << 20);
+        assert_eq!(config.limits.deadline, Duration::from_secs(2));
+        assert_eq!(
+            config.delivery.retry_schedule,
+            [Duration::from_millis(10), Duration::from_millis(20)]
+        );
+        let support = &config.endpoints["support"];
+        assert_eq!(support.flow, "order-help");
+        assert_eq!(support.auth, Auth::ApiKey);
+        assert_eq!(support.webhook_url.as_str(), "http://127.0.0.1:9000/hook");
+        assert_eq!(
+            support.webhook_auth,
+            Some(BasicAuth {
+                user: "bot".into(),
+                password: "s3cret".into()
+            })
+        );
+        assert!(support.disable_sensitive_logging);
+    }
+
+    #[test]
+    fn an_empty_file_is_the_defaults() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
+        assert_eq!(config.limits, Limits::default());
+        assert_eq!(config.delivery.retry_schedule.len(), 7);
+        assert!(config.endpoints.is_empty());
+    }
+
+    #[test]
+    fn reports_every_problem_at_once() {
+        let err = Config::from_toml(
+            r#"
+            listen = "nowhere"
+            [endpoints.Bad]
+            flow = "../etc"
+            url_token = "short"
+            webhook_url = "ftp://example.com"
+            webhook_password = "x"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "listen:",
+            "endpoints.Bad: an endpoint name",
+            "endpoints.Bad.flow:",
+            "endpoints.Bad.url_token:",
+            "endpoints.Bad.webhook_url:",
+            "endpoints.Bad.webhook_password: set webhook_user too",
+        ] {
+            assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
+        }
+    }
+
+    #[test]
+    fn rejects_unknown_keys() {
+        let err = Config::from_toml("[endpoints.a]\nflow = \"echo\"\nwebhok_url = \"http://x\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("webhok_url"), "{err}");
+    }
+
+    #[test]
+    fn rejects_duplicate_tokens_and_credentials_in_urls() {
+        let err = Config::from_toml(
+            r#"
+            [endpoints.a]
+            flow = "echo"
+            url_token = "0123456789abcdef0123456789abcdef"
+            webhook_url = "http://u:p@example.com/"
+            [endpoints.b]
+            flow = "echo"
+            url_token = "0123456789abcdef0123456789abcdef"
+            webhook_url = "http://example.com/"
+            "#,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("same token"), "{err}");
+        assert!(err.contains("credentials"), "{err}");
+    }
+}

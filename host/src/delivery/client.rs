@@ -1,0 +1,134 @@
+//! One POST of one output, and what its answer means.
+//!
+//! Only a 2xx is a delivery. Redirects are not followed (a 3xx is a failed
+//! attempt, like any other status), response bodies are read only up to a
+//! small cap so that a receiver cannot make flowhost buffer without end, and
+//! each attempt is bounded by the configured timeout, connecting included.
+
+use std::time::Duration;
+
+use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+
+use super::retry::parse_retry_after;
+use crate::config::EndpointConfig;
+use crate::store::PendingOutput;
+
+/// How much of a response body is read, to quote in the attempt's record.
+const BODY_CAP: usize = 16 << 10;
+
+/// What one attempt came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Answer {
+    /// The receiver answered 2xx.
+    Delivered {
+        /// The status.
+        status: u16,
+    },
+    /// Anything else.
+    Failed {
+        /// The status, if the receiver answered.
+        status: Option<u16>,
+        /// What went wrong, in words.
+        error: String,
+        /// When the receiver asked to be retried (429 and 503 only).
+        retry_after: Option<Duration>,
+    },
+}
+
+/// Sends outputs over HTTP.
+#[derive(Clone)]
+pub(crate) struct Sender {
+    client: reqwest::Client,
+}
+
+impl Sender {
+    pub(crate) fn new(timeout: Duration) -> anyhow::Result<Sender> {
+        crate::tls::install_crypto_provider();
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .timeout(timeout)
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .pool_idle_timeout(Duration::from_secs(60))
+            .tcp_nodelay(true)
+            .build()?;
+        Ok(Sender { client })
+    }
+
+    /// POSTs `output` to the endpoint's webhook.
+    pub(crate) async fn send(&self, endpoint: &EndpointConfig, output: &PendingOutput) -> Answer {
+        let timestamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let mut request = self
+            .client
+            .post(endpoint.webhook_url.clone())
+            .header(CONTENT_TYPE, "application/json")
+            .header(USER_AGENT, concat!("flowhost/", env!("CARGO_PKG_VERSION")))
+            .header("webhook-id", &output.webhook_id)
+            .header("webhook-timestamp", timestamp.to_string())
+            .body(output.body.clone());
+        if let Some(auth) = &endpoint.webhook_auth {
+            request = request.basic_auth(&auth.user, Some(&auth.password));
+        }
+        let mut response = match request.send().await {
+            Ok(response) => response,
+            Err(e) => {
+                return Answer::Failed {
+                    status: None,
+                    error: describe(&e),
+                    retry_after: None,
+                };
+            }
+        };
+        let status = response.status();
+        let retry_after = matches!(status.as_u16(), 429 | 503)
+            .then(|| response.headers().get(RETRY_AFTER))
+            .flatten()
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        // Read (a little of) the body: it tells the operator why a receiver
+        // refused, and reading it to the end lets the connection be reused.
+        let mut body = Vec::new();
+        while body.len() < BODY_CAP {
+            match response.chunk().await {
+                Ok(Some(chunk)) => body.extend_from_slice(&chunk),
+                _ => break,
+            }
+        }
+        if status.is_success() {
+            return Answer::Delivered {
+                status: status.as_u16(),
+            };
+        }
+        body.truncate(512);
+        let quoted = String::from_utf8_lossy(&body);
+        let error = if quoted.trim().is_empty() {
+            format!("the receiver answered {status}")
+        } else {
+            format!("the receiver answered {status}: {}", quoted.trim())
+        };
+        Answer::Failed {
+            status: Some(status.as_u16()),
+            error,
+            retry_after,
+        }
+    }
+}
+
+/// A reqwest error with its causes, which say what actually failed.
+fn describe(error: &reqwest::Error) -> String {
+    let mut text = if error.is_timeout() {
+        "timed out".to_owned()
+    } else if error.is_connect() {
+        "could not connect".to_owned()
+    } else {
+        "request failed".to_owned()
+    };
+    let mut source = std::error::Error::source(error);
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

@@ -1,0 +1,119 @@
+//! Errors as RFC 9457 `application/problem+json` documents.
+//!
+//! Every error flowhost answers has a `type` (a stable URN clients can match
+//! on), a `title`, the `status`, and a `detail` that says what to fix;
+//! validation errors add `errors`, one per field, with a JSON pointer to it.
+
+use axum::Json;
+use axum::response::{IntoResponse, Response};
+use http::{HeaderName, HeaderValue, StatusCode, header};
+use serde::Serialize;
+
+/// One field's problem.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    /// A JSON pointer to the field, such as `/userId`.
+    pub pointer: String,
+    /// What is wrong with it.
+    pub detail: String,
+}
+
+/// An error response.
+#[derive(Debug, Clone, Serialize)]
+pub struct Problem {
+    /// `urn:flowhost:problem:<slug>`
+    #[serde(rename = "type")]
+    pub kind: String,
+    /// A short, fixed summary of the problem type.
+    pub title: &'static str,
+    /// The HTTP status.
+    #[serde(serialize_with = "status_code")]
+    pub status: StatusCode,
+    /// What happened, for this request.
+    pub detail: String,
+    /// The fields at fault, for validation errors.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+    #[serde(skip)]
+    headers: Vec<(HeaderName, HeaderValue)>,
+}
+
+fn status_code<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_u16(status.as_u16())
+}
+
+impl Problem {
+    /// A problem of type `urn:flowhost:problem:<slug>`.
+    pub fn new(
+        status: StatusCode,
+        slug: &str,
+        title: &'static str,
+        detail: impl Into<String>,
+    ) -> Self {
+        Problem {
+            kind: format!("urn:flowhost:problem:{slug}"),
+            title,
+            status,
+            detail: detail.into(),
+            errors: Vec::new(),
+            headers: Vec::new(),
+        }
+    }
+
+    /// Adds a response header.
+    pub fn with_header(mut self, name: HeaderName, value: &'static str) -> Self {
+        self.headers.push((name, HeaderValue::from_static(value)));
+        self
+    }
+
+    /// No endpoint has this URL (or the route does not exist).
+    pub fn not_found(detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::NOT_FOUND, "not-found", "Not found", detail)
+    }
+
+    /// A missing or wrong API key: the same answer for both.
+    pub fn unauthorized() -> Self {
+        Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Missing or invalid API key",
+            "this endpoint requires a valid API key in the X-Webhook-Key header",
+        )
+        .with_header(
+            header::WWW_AUTHENTICATE,
+            r#"ApiKey realm="flowhost", header="X-Webhook-Key""#,
+        )
+    }
+
+    /// Something went wrong on flowhost's side; the detail stays in its log.
+    pub fn internal() -> Self {
+        Problem::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "Internal error",
+            "flowhost could not handle the request; it has been logged",
+        )
+    }
+
+    /// Retry later: overloaded, or the flow is not loaded.
+    pub fn unavailable(slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
+        Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, detail)
+            .with_header(header::RETRY_AFTER, "1")
+    }
+}
+
+impl IntoResponse for Problem {
+    fn into_response(self) -> Response {
+        let status = self.status;
+        let headers = self.headers.clone();
+        let mut response = (status, Json(self)).into_response();
+        response.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/problem+json"),
+        );
+        for (name, value) in headers {
+            response.headers_mut().insert(name, value);
+        }
+        response
+    }
+}

@@ -1,0 +1,190 @@
+//! One lane per key: jobs of a key run one at a time in the order they were
+//! pushed; jobs of different keys run concurrently.
+//!
+//! The inbox runs messages in lanes keyed by session, and delivery sends
+//! outputs in lanes keyed by session, which is how both keep a session's
+//! order without a lock per session or a task per idle session: a lane
+//! exists only while it has work, as one task that drains its queue and
+//! then removes itself.
+
+use std::collections::hash_map::Entry;
+use std::collections::{HashMap, VecDeque};
+use std::future::Future;
+use std::hash::Hash;
+use std::panic::AssertUnwindSafe;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+
+use futures::FutureExt;
+use tokio::runtime::Handle;
+use tokio_util::task::TaskTracker;
+
+type Work<K, J> = Arc<dyn Fn(K, J) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+
+/// Per-key FIFO lanes over a shared worker function.
+pub(crate) struct Lanes<K, J> {
+    inner: Arc<Inner<K, J>>,
+}
+
+struct Inner<K, J> {
+    /// The jobs waiting behind the running one, per key with a running job.
+    queues: Mutex<HashMap<K, VecDeque<J>>>,
+    work: Work<K, J>,
+    runtime: Handle,
+    tasks: TaskTracker,
+}
+
+impl<K, J> Clone for Lanes<K, J> {
+    fn clone(&self) -> Self {
+        Lanes {
+            inner: Arc::clone(&self.inner),
+        }
+    }
+}
+
+impl<K, J> Lanes<K, J>
+where
+    K: Clone + Eq + Hash + std::fmt::Display + Send + Sync + 'static,
+    J: Send + 'static,
+{
+    /// Lanes that run `work` for each job, on `runtime`.
+    pub(crate) fn new<F, Fut>(runtime: Handle, work: F) -> Self
+    where
+        F: Fn(K, J) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        Lanes {
+            inner: Arc::new(Inner {
+                queues: Mutex::new(HashMap::new()),
+                work: Arc::new(move |key, job| Box::pin(work(key, job))),
+                runtime,
+                tasks: TaskTracker::new(),
+            }),
+        }
+    }
+
+    /// Queues `job` behind the jobs of `key`, starting the lane if idle. May
+    /// be called from any thread.
+    pub(crate) fn push(&self, key: K, job: J) {
+        let mut queues = self.inner.queues.lock().unwrap();
+        match queues.entry(key) {
+            Entry::Occupied(mut waiting) => waiting.get_mut().push_back(job),
+            Entry::Vacant(idle) => {
+                let key = idle.key().clone();
+                idle.insert(VecDeque::new());
+                drop(queues);
+                let inner = Arc::clone(&self.inner);
+                self.inner
+                    .tasks
+                    .spawn_on(run_lane(inner, key, job), &self.inner.runtime);
+            }
+        }
+    }
+
+    /// Resolves once no lane is running. Lanes started later are not waited
+    /// for, so stop pushing first.
+    pub(crate) async fn idle(&self) {
+        self.inner.tasks.close();
+        self.inner.tasks.wait().await;
+        self.inner.tasks.reopen();
+    }
+}
+
+async fn run_lane<K, J>(inner: Arc<Inner<K, J>>, key: K, mut job: J)
+where
+    K: Clone + Eq + Hash + std::fmt::Display,
+{
+    loop {
+        // A panicking job must not wedge its lane: log it and go on.
+        let run = (inner.work)(key.clone(), job);
+        if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
+            let message = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_default();
+            tracing::error!(lane = %key, panic = %message, "a job panicked; its lane goes on");
+        }
+        let mut queues = inner.queues.lock().unwrap();
+        let next = queues.get_mut(&key).and_then(VecDeque::pop_front);
+        match next {
+            Some(next) => job = next,
+            None => {
+                queues.remove(&key);
+                return;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn keeps_order_per_key_and_runs_keys_concurrently() {
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let running = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let most = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let lanes = {
+            let (log, running, most) = (log.clone(), running.clone(), most.clone());
+            Lanes::new(Handle::current(), move |key: String, n: u32| {
+                let (log, running, most) = (log.clone(), running.clone(), most.clone());
+                async move {
+                    use std::sync::atomic::Ordering::SeqCst;
+                    let now = running.fetch_add(1, SeqCst) + 1;
+                    most.fetch_max(now, SeqCst);
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                    log.lock().unwrap().push((key, n));
+                    running.fetch_sub(1, SeqCst);
+                }
+            })
+        };
+        for n in 0..20 {
+            for key in ["a", "b", "c"] {
+                lanes.push(key.to_string(), n);
+            }
+        }
+        lanes.idle().await;
+        let log = log.lock().unwrap();
+        assert_eq!(log.len(), 60);
+        for key in ["a", "b", "c"] {
+            let order: Vec<u32> = log
+                .iter()
+                .filter(|(k, _)| k == key)
+                .map(|(_, n)| *n)
+                .collect();
+            assert_eq!(order, (0..20).collect::<Vec<_>>());
+        }
+        assert_eq!(
+            most.load(std::sync::atomic::Ordering::SeqCst),
+            3,
+            "one job per key at a time, keys concurrently"
+        );
+        assert!(
+            lanes.inner.queues.lock().unwrap().is_empty(),
+            "idle lanes remove themselves"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_panicking_job_does_not_stop_its_lane() {
+        let done = Arc::new(Mutex::new(Vec::new()));
+        let lanes = {
+            let done = done.clone();
+            Lanes::new(Handle::current(), move |_key: String, n: u32| {
+                let done = done.clone();
+                async move {
+                    assert_ne!(n, 1, "job 1 panics");
+                    done.lock().unwrap().push(n);
+                }
+            })
+        };
+        for n in 0..3 {
+            lanes.push("a".to_string(), n);
+        }
+        lanes.idle().await;
+        assert_eq!(*done.lock().unwrap(), [0, 2]);
+    }
+}

@@ -1,0 +1,61 @@
+//! flowhost: a self-hosted webhook endpoint whose conversational flows are
+//! WebAssembly components.
+//!
+//! An external system POSTs a user message to an endpoint; flowhost answers
+//! `202` once the message is durable, runs the endpoint's flow in a fresh
+//! sandboxed instance, and POSTs each of the flow's outputs to the
+//! endpoint's webhook.
+//!
+//! # Layout
+//!
+//! The modules follow a message's path:
+//!
+//! - [`http`]: `POST /endpoint/{token}`: authentication, validation, 202.
+//! - [`inbox`]: accepted messages, run one at a time per session, in order.
+//! - [`flows`]: flow files, compiled and kept in a registry by name.
+//! - [`runtime`]: wasmtime: one fresh instance per message, within limits.
+//! - [`store`]: what must survive a restart (SQLite by default).
+//! - [`delivery`]: outputs POSTed to webhooks, in order, with retries.
+//!
+//! Around them: [`config`] (the checked configuration), [`endpoints`] (the
+//! endpoints in force), [`keys`] (API keys), [`server`] (starting and
+//! stopping it all), [`shutdown`] and [`telemetry`].
+
+pub mod config;
+pub mod delivery;
+pub mod endpoints;
+pub mod flows;
+pub mod http;
+pub mod inbox;
+pub mod keys;
+mod lanes;
+pub mod local;
+pub mod runtime;
+pub mod server;
+pub mod shutdown;
+pub mod store;
+pub mod telemetry;
+mod tls;
+pub mod units;
+
+pub use self::config::Config;
+pub use self::server::Server;
+
+/// Runs flowhost on `listener` until `shutdown` resolves: starts every part,
+/// prints each endpoint's URL, serves, and stops gracefully.
+pub async fn run(
+    listener: tokio::net::TcpListener,
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let server = Server::start(listener, config).await?;
+    println!(
+        "flowhost {} listening on http://{}",
+        env!("CARGO_PKG_VERSION"),
+        server.local_addr()
+    );
+    for (name, url, flow) in server.endpoint_urls() {
+        println!("  endpoint {name} (flow {flow}): {url}");
+    }
+    server.serve(shutdown).await
+}

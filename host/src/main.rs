@@ -1,0 +1,224 @@
+//! The `flowhost` command: parses arguments and calls the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, bail};
+use clap::{Args, Parser, Subcommand};
+use flowhost::config::{Config, Overrides};
+use flowhost::local::{LocalMessage, LocalOutcome};
+use flowhost::store::{SqliteStore, Store};
+
+/// A self-hosted webhook endpoint whose flows are WebAssembly components.
+#[derive(Parser)]
+#[command(name = "flowhost", version, propagate_version = true)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Serves the configured endpoints until SIGINT or SIGTERM.
+    Serve(ServeArgs),
+    /// Creates, lists and revokes endpoint API keys (live: no restart needed).
+    #[command(subcommand)]
+    Keys(KeysCommand),
+    /// Runs a flow once, locally, and prints the webhook bodies it would send,
+    /// one JSON document per line.
+    Run(RunArgs),
+}
+
+#[derive(Args)]
+struct ConfigArgs {
+    /// The configuration file [default: flowhost.toml, if present].
+    #[arg(long, short, env = "FLOWHOST_CONFIG", global = true)]
+    config: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct ServeArgs {
+    #[command(flatten)]
+    config: ConfigArgs,
+    /// The address to listen on, such as 127.0.0.1:8080 (port 0: any free port).
+    #[arg(long)]
+    listen: Option<String>,
+    /// The folder of flow files.
+    #[arg(long)]
+    flows_dir: Option<PathBuf>,
+    /// The folder of the store.
+    #[arg(long)]
+    data_dir: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum KeysCommand {
+    /// Creates a key for an endpoint and prints it, once.
+    Create {
+        /// The endpoint's name.
+        endpoint: String,
+        /// A name for the key, to tell keys apart.
+        #[arg(long)]
+        name: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Lists the keys of one endpoint, or of all.
+    List {
+        /// The endpoint's name.
+        endpoint: Option<String>,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+    /// Revokes a key, by id or name.
+    Revoke {
+        /// The endpoint's name.
+        endpoint: String,
+        /// The key's id (key_…) or name.
+        key: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Args)]
+struct RunArgs {
+    /// The flow's component (`<name>.wasm`); its `<name>.toml` is read too.
+    flow: PathBuf,
+    /// The message's userId.
+    #[arg(long)]
+    user: String,
+    /// The message's sessionId.
+    #[arg(long)]
+    session: String,
+    /// The message's text.
+    #[arg(long)]
+    text: Option<String>,
+    /// The message's data, a JSON object.
+    #[arg(long)]
+    data: Option<String>,
+    /// A JSON file holding the context and profile: read before the run,
+    /// written after a successful one, for multi-turn conversations.
+    #[arg(long)]
+    state: Option<PathBuf>,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    flowhost::telemetry::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(runtime) => runtime,
+        Err(error) => {
+            eprintln!("error: cannot start: {error}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(execute(cli.command)) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn execute(command: Command) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve(args) => {
+            let overrides = Overrides {
+                listen: args.listen,
+                flows_dir: args.flows_dir,
+                data_dir: args.data_dir,
+            };
+            let config = Config::load(args.config.config.as_deref(), &overrides)?;
+            let listener = tokio::net::TcpListener::bind(config.listen)
+                .await
+                .with_context(|| format!("listening on {}", config.listen))?;
+            flowhost::run(listener, config, flowhost::shutdown::signal()).await?;
+        }
+        Command::Keys(command) => keys(command).await?,
+        Command::Run(args) => {
+            let message = LocalMessage {
+                user_id: args.user,
+                session_id: args.session,
+                text: args.text,
+                data: args.data,
+            };
+            match flowhost::local::run_flow(&args.flow, message, args.state.as_ref()).await? {
+                LocalOutcome::Outputs(bodies) => {
+                    for body in bodies {
+                        println!("{body}");
+                    }
+                }
+                LocalOutcome::Failed(failure) => {
+                    eprintln!("the flow failed: {}", failure.reason);
+                    if let Some(panic) = failure.panic_message() {
+                        eprintln!("  {panic}");
+                    }
+                    return Ok(ExitCode::FAILURE);
+                }
+            }
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn keys(command: KeysCommand) -> anyhow::Result<()> {
+    let config_path = match &command {
+        KeysCommand::Create { config, .. }
+        | KeysCommand::List { config, .. }
+        | KeysCommand::Revoke { config, .. } => config.config.clone(),
+    };
+    let config = Config::load(config_path.as_deref(), &Overrides::default())?;
+    let store = SqliteStore::open(&config.data_dir)?;
+    let known = |endpoint: &str| -> anyhow::Result<()> {
+        if !config.endpoints.contains_key(endpoint) {
+            bail!("no endpoint named {endpoint:?} in the configuration");
+        }
+        Ok(())
+    };
+    match command {
+        KeysCommand::Create { endpoint, name, .. } => {
+            known(&endpoint)?;
+            let key = flowhost::keys::generate(&endpoint, name);
+            store.add_api_key(key.record.clone()).await?;
+            eprintln!(
+                "Created {} for endpoint {endpoint}. Keep the key now: it cannot be shown again.",
+                key.record.info.id
+            );
+            println!("{}", key.secret);
+        }
+        KeysCommand::List { endpoint, .. } => {
+            if let Some(endpoint) = &endpoint {
+                known(endpoint)?;
+            }
+            println!(
+                "{:<18} {:<16} {:<16} {:<12} STATUS",
+                "ID", "ENDPOINT", "NAME", "PREFIX"
+            );
+            for key in store.api_keys(endpoint.as_deref()).await? {
+                println!(
+                    "{:<18} {:<16} {:<16} {:<12} {}",
+                    key.id,
+                    key.endpoint,
+                    key.name.as_deref().unwrap_or("-"),
+                    key.prefix,
+                    if key.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+        }
+        KeysCommand::Revoke { endpoint, key, .. } => {
+            known(&endpoint)?;
+            if !store.revoke_api_key(&endpoint, &key).await? {
+                bail!("endpoint {endpoint} has no active key {key:?}");
+            }
+            eprintln!("Revoked {key} of endpoint {endpoint}; it is refused from now on.");
+        }
+    }
+    store.close();
+    Ok(())
+}

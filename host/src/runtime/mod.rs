@@ -1,0 +1,431 @@
+//! Runs flows: one fresh, sandboxed WebAssembly instance per message.
+//!
+//! A flow is compiled once into a [`CompiledFlow`], which holds wasmtime's
+//! `InstancePre`: its imports already resolved against the host, so that
+//! each message only has to instantiate (microseconds, from a pooling
+//! allocator whose slots stay warm) and call `handle`. A fresh instance per
+//! message means a message can never see another's memory, and a trap
+//! leaves nothing behind to clean up.
+//!
+//! Flows run on their own threads (a tokio runtime of their own), never on
+//! the threads that serve HTTP and deliver outputs: even a flow that spins
+//! takes CPU only from other flows. Within those threads a flow yields at
+//! every epoch tick, so flows share them fairly, and a message that reaches
+//! its deadline is stopped there, in wasm code by the epoch check, in a host
+//! call by dropping its future.
+//!
+//! This module knows nothing of files, endpoints or storage: it takes bytes
+//! and JSON text in, and gives outputs and JSON text back.
+
+mod bindings;
+mod epoch;
+mod limits;
+mod state;
+mod stdio;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::sync::Semaphore;
+use tokio::time::Instant;
+use tokio_util::task::AbortOnDropHandle;
+use tracing::Instrument;
+use wasmtime::component::{Component, Linker};
+use wasmtime::{
+    Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
+};
+
+pub use self::limits::{ContractViolation, LimitExceeded, Limits};
+
+use self::bindings::{Flow, FlowPre};
+use self::epoch::EpochTicker;
+use self::state::HostState;
+use crate::config::RuntimeConfig;
+
+/// How often the epoch advances: how often a running flow yields its thread
+/// and has its deadline checked (Spin uses the same value).
+const EPOCH_TICK: Duration = Duration::from_millis(10);
+
+/// The engine, the linker with every host import, and the threads that run
+/// flows.
+pub struct Runtime {
+    engine: Engine,
+    linker: Linker<HostState>,
+    /// One permit per slot of the instance pool, so that a burst of messages
+    /// waits for a slot instead of failing to instantiate.
+    slots: Arc<Semaphore>,
+    executor: Executor,
+    _ticker: EpochTicker,
+}
+
+/// A flow compiled and linked, ready to instantiate once per message. Cheap
+/// to clone.
+#[derive(Clone)]
+pub struct CompiledFlow {
+    pre: FlowPre<HostState>,
+}
+
+/// One message for a flow, and the state it runs with.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The endpoint that received the message.
+    pub endpoint: String,
+    /// `userId`
+    pub user_id: String,
+    /// `sessionId`
+    pub session_id: String,
+    /// `text`
+    pub text: Option<String>,
+    /// `data`, as JSON object text.
+    pub data: Option<String>,
+    /// The message's trace id.
+    pub trace_id: String,
+    /// The session's context, as JSON object text.
+    pub context: String,
+    /// The user's profile, as JSON object text.
+    pub profile: String,
+}
+
+/// What a message produced: outputs, and the state to keep.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Turn {
+    /// The outputs, in the order they were said.
+    pub outputs: Vec<Output>,
+    /// The new context, if the flow set one.
+    pub context: Option<String>,
+    /// The new profile, if the flow set one.
+    pub profile: Option<String>,
+}
+
+/// One output of a flow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// The output's text.
+    pub text: Option<String>,
+    /// The output's data, a JSON object.
+    pub data: Option<Map<String, Value>>,
+}
+
+/// Why a flow could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The file is over the configured size.
+    #[error("the component is {size} bytes, over the limit of {limit}")]
+    TooLarge {
+        /// The file's size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// The bytes are not a WebAssembly component (perhaps a core module, or
+    /// a file still being written).
+    #[error("not a WebAssembly component{0}")]
+    NotAComponent(&'static str),
+    /// wasmtime could not compile it.
+    #[error("does not compile: {0}")]
+    Compile(String),
+    /// It imports something the host does not provide.
+    #[error("imports what flowhost does not provide: {0}")]
+    Link(String),
+    /// It does not export the `flow` world's `handle`.
+    #[error("does not implement the flowhost:flow/flow world: {0}")]
+    NotAFlow(String),
+}
+
+/// Why a message ended without a turn.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct FlowFailure {
+    /// What kind of failure it was.
+    pub kind: FailureKind,
+    /// One line saying why.
+    pub reason: String,
+    /// What the flow wrote to stderr: for a Rust flow that panicked, the
+    /// panic message.
+    pub stderr: String,
+}
+
+/// The kinds of [`FlowFailure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// `handle` returned an error.
+    Returned,
+    /// The flow went over a limit.
+    Limit,
+    /// The flow passed a host call something that breaks the contract.
+    Contract,
+    /// The flow trapped (a panic, an out-of-bounds access, …).
+    Trap,
+    /// The flow could not be instantiated.
+    Instantiate,
+}
+
+impl FlowFailure {
+    /// The panic message in the flow's stderr, if it has one: the lines from
+    /// Rust's "panicked at" on.
+    pub fn panic_message(&self) -> Option<String> {
+        let at = self.stderr.find("panicked at")?;
+        let text = self.stderr[at..]
+            .lines()
+            .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(text.trim().to_owned())
+    }
+}
+
+impl Runtime {
+    /// Creates the engine, its instance pool, the linker and the flow threads.
+    pub fn new(config: &RuntimeConfig) -> anyhow::Result<Runtime> {
+        let slots = config.max_concurrent_flows;
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(slots)
+            // A component built by wasm-tools holds a few core instances (the
+            // program plus shims) with a memory and a table or two each.
+            .total_core_instances(slots * 8)
+            .total_memories(slots * 2)
+            .total_tables(slots * 4)
+            .total_stacks(slots)
+            .max_memory_size(usize::try_from(config.max_flow_memory)?)
+            .table_elements(100_000)
+            // Keeping the first pages of each memory and table resident, and
+            // zeroing them with memset, is much cheaper than giving them back
+            // to the kernel and faulting them in again on the next message.
+            .linear_memory_keep_resident(1 << 20)
+            .table_keep_resident(64 << 10)
+            .async_stack_keep_resident(256 << 10);
+
+        let mut wasm = wasmtime::Config::new();
+        wasm.wasm_component_model(true)
+            .epoch_interruption(true)
+            // Concurrent component-model calls are not used; without them a
+            // call costs half as much.
+            .concurrency_support(false)
+            .max_wasm_stack(usize::try_from(config.max_wasm_stack)?)
+            // The async stack holds the wasm stack plus host frames.
+            .async_stack_size(usize::try_from(config.max_wasm_stack)? + (1 << 20))
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
+
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        Flow::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
+            .map_err(anyhow::Error::from)?;
+
+        let executor = Executor::new(config.flow_threads)?;
+        Ok(Runtime {
+            _ticker: EpochTicker::start(engine.clone(), EPOCH_TICK),
+            engine,
+            linker,
+            slots: Arc::new(Semaphore::new(slots as usize)),
+            executor,
+        })
+    }
+
+    /// Compiles and links a component. This is CPU work (tens of
+    /// milliseconds or more): call it from a blocking thread.
+    pub fn compile(&self, bytes: &[u8]) -> Result<CompiledFlow, LoadError> {
+        // A wasm binary starts with `\0asm` and a version: 1 for a core
+        // module, 0x0d plus layer 1 for a component.
+        if !bytes.starts_with(b"\0asm\x0d\0\x01\0") {
+            let hint = if bytes.starts_with(b"\0asm\x01\0\0\0") {
+                " (it is a core module: build for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
+            } else {
+                ""
+            };
+            return Err(LoadError::NotAComponent(hint));
+        }
+        let component = Component::new(&self.engine, bytes)
+            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        self.link(&component)
+    }
+
+    fn link(&self, component: &Component) -> Result<CompiledFlow, LoadError> {
+        let pre = self
+            .linker
+            .instantiate_pre(component)
+            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
+        let pre = FlowPre::new(pre).map_err(|e| LoadError::NotAFlow(format!("{e:#}")))?;
+        Ok(CompiledFlow { pre })
+    }
+
+    /// Runs one message in a fresh instance of `flow`, on the flow threads.
+    ///
+    /// Log lines of the flow are emitted inside the caller's current span,
+    /// which should name the flow and the message.
+    pub async fn run(
+        &self,
+        flow: &CompiledFlow,
+        invocation: Invocation,
+        limits: &Limits,
+    ) -> Result<Turn, FlowFailure> {
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .expect("the slot semaphore is never closed");
+        let pre = flow.pre.clone();
+        let limits = limits.clone();
+        let task = self.executor.spawn(
+            async move {
+                let _slot = slot;
+                execute(pre, invocation, limits).await
+            }
+            .in_current_span(),
+        );
+        // If our caller gives up (shutdown), the flow is stopped too.
+        match AbortOnDropHandle::new(task).await {
+            Ok(result) => result,
+            Err(e) => Err(FlowFailure {
+                kind: FailureKind::Trap,
+                reason: format!("the host failed while running the flow: {e}"),
+                stderr: String::new(),
+            }),
+        }
+    }
+}
+
+async fn execute(
+    pre: FlowPre<HostState>,
+    invocation: Invocation,
+    limits: Limits,
+) -> Result<Turn, FlowFailure> {
+    let deadline = Instant::now() + limits.deadline;
+    let state = HostState::new(&limits, invocation.context, invocation.profile);
+    let mut store = Store::new(pre.engine(), state);
+    store.limiter(|state| &mut state.limiter);
+    store.set_epoch_deadline(1);
+    let allowed = limits.deadline;
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(LimitExceeded::Deadline(allowed).into())
+        } else {
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        }
+    });
+
+    let message = bindings::types::Message {
+        user_id: invocation.user_id,
+        session_id: invocation.session_id,
+        text: invocation.text,
+        data: invocation.data,
+        trace_id: invocation.trace_id,
+        endpoint: invocation.endpoint,
+    };
+    // The epoch callback stops wasm code at the deadline; this timeout stops
+    // a flow that waits in a host call (a sleep, a slow HTTP response).
+    let result = tokio::time::timeout_at(deadline, async {
+        let flow = pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(|e| (FailureKind::Instantiate, e))?;
+        flow.call_handle(&mut store, &message)
+            .await
+            .map_err(|e| (FailureKind::Trap, e))
+    })
+    .await;
+
+    let state = store.into_data();
+    let stdout = state.stdout.contents();
+    let stderr = state.stderr.contents();
+    log_lines("stdout", &stdout);
+    log_lines("stderr", &stderr);
+
+    let failure = |kind, reason: String| FlowFailure {
+        kind,
+        reason,
+        stderr: stderr.clone(),
+    };
+    match result {
+        Ok(Ok(Ok(()))) => Ok(state.into_turn()),
+        Ok(Ok(Err(error))) => Err(failure(
+            FailureKind::Returned,
+            format!("the flow returned an error: {error}"),
+        )),
+        Ok(Err((kind, error))) => {
+            let (kind, reason) = classify(kind, &error, &limits);
+            Err(failure(kind, reason))
+        }
+        Err(_elapsed) => Err(failure(
+            FailureKind::Limit,
+            LimitExceeded::Deadline(limits.deadline).to_string(),
+        )),
+    }
+}
+
+/// Turns wasmtime's error into a kind and a one-line reason.
+fn classify(kind: FailureKind, error: &wasmtime::Error, limits: &Limits) -> (FailureKind, String) {
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return (FailureKind::Limit, limit.to_string());
+    }
+    if let Some(violation) = error.downcast_ref::<ContractViolation>() {
+        return (FailureKind::Contract, violation.to_string());
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return (
+            FailureKind::Trap,
+            format!("the flow exited with status {}", exit.0),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => (
+            FailureKind::Limit,
+            LimitExceeded::Fuel(limits.fuel.unwrap_or_default()).to_string(),
+        ),
+        Some(Trap::StackOverflow) => (
+            FailureKind::Limit,
+            "wasm stack exhausted (recursion too deep)".to_owned(),
+        ),
+        Some(trap) => (FailureKind::Trap, format!("wasm trap: {trap}")),
+        None => (kind, format!("{:#}", error)),
+    }
+}
+
+fn log_lines(stream: &'static str, text: &str) {
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        tracing::info!(target: "flow", stream, "{line}");
+    }
+}
+
+/// The tokio runtime that flows run on, apart from the one serving HTTP.
+struct Executor {
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl Executor {
+    fn new(threads: usize) -> anyhow::Result<Executor> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(threads)
+            .thread_name("flowhost-flow")
+            .enable_all()
+            .build()?;
+        Ok(Executor {
+            runtime: Some(runtime),
+        })
+    }
+
+    fn spawn<F>(&self, future: F) -> tokio::task::JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        self.runtime
+            .as_ref()
+            .expect("the executor runs until dropped")
+            .spawn(future)
+    }
+}
+
+impl Drop for Executor {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks until its tasks finish, which is not
+        // allowed inside another runtime; running flows were already
+        // cancelled by their callers.
+        if let Some(runtime) = self.runtime.take() {
+            runtime.shutdown_background();
+        }
+    }
+}

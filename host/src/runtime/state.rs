@@ -1,0 +1,172 @@
+//! The state of one message's store: what the flow was given, what it said,
+//! and the WASI context that grants it nothing.
+
+use serde_json::{Map, Value};
+use wasmtime::component::ResourceTable;
+use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+
+use super::bindings::{context, log, output, profile, types};
+use super::limits::{ContractViolation, LimitExceeded, Limits, StoreLimiter};
+use super::stdio::{Capture, LogBudget};
+use super::{Output, Turn};
+
+/// The most elements a table may have; a guest that asks for more traps.
+const TABLE_ELEMENTS: usize = 100_000;
+
+/// The data of one message's `Store`.
+pub(crate) struct HostState {
+    wasi: WasiCtx,
+    table: ResourceTable,
+    pub(crate) limiter: StoreLimiter,
+    limits: Limits,
+    log_budget: LogBudget,
+    pub(crate) stdout: Capture,
+    pub(crate) stderr: Capture,
+    outputs: Vec<Output>,
+    context: String,
+    context_changed: bool,
+    profile: String,
+    profile_changed: bool,
+}
+
+impl HostState {
+    pub(crate) fn new(limits: &Limits, context: String, profile: String) -> Self {
+        let log_budget = LogBudget::new(limits.max_log_size);
+        let stdout = Capture::new(log_budget.clone());
+        let stderr = Capture::new(log_budget.clone());
+        // Nothing is granted: no preopened directories, no environment, no
+        // arguments, no network (wasmtime-wasi denies sockets unless allowed),
+        // stdin closed. Clocks and randomness are harmless and many language
+        // runtimes need them to start.
+        let wasi = WasiCtx::builder()
+            .stdout(stdout.clone())
+            .stderr(stderr.clone())
+            .build();
+        HostState {
+            wasi,
+            table: ResourceTable::new(),
+            limiter: StoreLimiter {
+                memory: limits.memory,
+                table_elements: TABLE_ELEMENTS,
+            },
+            limits: limits.clone(),
+            log_budget,
+            stdout,
+            stderr,
+            outputs: Vec::new(),
+            context,
+            context_changed: false,
+            profile,
+            profile_changed: false,
+        }
+    }
+
+    /// What the message produced, once the flow returned `Ok`.
+    pub(crate) fn into_turn(self) -> Turn {
+        Turn {
+            outputs: self.outputs,
+            context: self.context_changed.then_some(self.context),
+            profile: self.profile_changed.then_some(self.profile),
+        }
+    }
+
+    fn check_state(
+        &self,
+        what: &'static str,
+        call: &'static str,
+        json: &str,
+    ) -> wasmtime::Result<()> {
+        if json.len() as u64 > self.limits.max_state_size {
+            return Err(LimitExceeded::StateSize {
+                what,
+                limit: self.limits.max_state_size,
+            }
+            .into());
+        }
+        parse_object(call, json)?;
+        Ok(())
+    }
+}
+
+impl WasiView for HostState {
+    fn ctx(&mut self) -> WasiCtxView<'_> {
+        WasiCtxView {
+            ctx: &mut self.wasi,
+            table: &mut self.table,
+        }
+    }
+}
+
+/// Parses JSON that the contract says must be an object.
+fn parse_object(call: &'static str, json: &str) -> Result<Map<String, Value>, ContractViolation> {
+    match serde_json::from_str(json) {
+        Ok(Value::Object(map)) => Ok(map),
+        Ok(_) => Err(ContractViolation {
+            call,
+            problem: "the JSON is not an object".into(),
+        }),
+        Err(e) => Err(ContractViolation {
+            call,
+            problem: format!("not JSON: {e}"),
+        }),
+    }
+}
+
+impl types::Host for HostState {}
+
+impl output::Host for HostState {
+    fn say(&mut self, text: Option<String>, data: Option<String>) -> wasmtime::Result<()> {
+        if self.outputs.len() >= self.limits.max_outputs as usize {
+            return Err(LimitExceeded::Outputs(self.limits.max_outputs).into());
+        }
+        let size = text.as_ref().map_or(0, String::len) + data.as_ref().map_or(0, String::len);
+        if size as u64 > self.limits.max_output_size {
+            return Err(LimitExceeded::OutputSize(self.limits.max_output_size).into());
+        }
+        let data = data.map(|json| parse_object("say", &json)).transpose()?;
+        self.outputs.push(Output { text, data });
+        Ok(())
+    }
+}
+
+impl context::Host for HostState {
+    fn get(&mut self) -> wasmtime::Result<String> {
+        Ok(self.context.clone())
+    }
+
+    fn set(&mut self, json: String) -> wasmtime::Result<()> {
+        self.check_state("context", "context.set", &json)?;
+        self.context = json;
+        self.context_changed = true;
+        Ok(())
+    }
+}
+
+impl profile::Host for HostState {
+    fn get(&mut self) -> wasmtime::Result<String> {
+        Ok(self.profile.clone())
+    }
+
+    fn set(&mut self, json: String) -> wasmtime::Result<()> {
+        self.check_state("profile", "profile.set", &json)?;
+        self.profile = json;
+        self.profile_changed = true;
+        Ok(())
+    }
+}
+
+impl log::Host for HostState {
+    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+        self.log_budget.take(message.len())?;
+        // The span around the message's run carries the flow, version, trace
+        // id and session.
+        match level {
+            log::Level::Trace => tracing::trace!(target: "flow", "{message}"),
+            log::Level::Debug => tracing::debug!(target: "flow", "{message}"),
+            log::Level::Info => tracing::info!(target: "flow", "{message}"),
+            log::Level::Warn => tracing::warn!(target: "flow", "{message}"),
+            log::Level::Error => tracing::error!(target: "flow", "{message}"),
+        }
+        Ok(())
+    }
+}

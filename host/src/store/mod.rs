@@ -1,0 +1,296 @@
+//! Everything flowhost keeps: the inbox of accepted messages, session
+//! contexts and user profiles, the outbox of outputs to deliver, API-key
+//! hashes and generated URL tokens.
+//!
+//! The [`Store`] trait is the seam: [`SqliteStore`] keeps it all in one
+//! embedded database (one host); a PostgreSQL implementation can take its
+//! place when several hosts share the work. Its operations are whole steps
+//! of a message's life, each one transaction, so that a crash at any moment
+//! leaves either the step done or not done:
+//!
+//! 1. [`Store::accept`]: the message is durable before the caller says 202.
+//! 2. [`Store::complete_turn`]: the new context and profile, the outputs and
+//!    the message's completion commit together.
+//! 3. [`Store::record_attempt`]: each delivery attempt, and the output's new
+//!    status, commit together.
+
+mod profile_merge;
+mod sqlite;
+
+use std::fmt;
+
+pub use self::sqlite::SqliteStore;
+
+/// The messages of one session run one at a time, in order: a session is an
+/// endpoint plus the caller's `sessionId`.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct SessionKey {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// The caller's `sessionId`.
+    pub session_id: String,
+}
+
+impl fmt::Display for SessionKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}/{}", self.endpoint, self.session_id)
+    }
+}
+
+/// An accepted message, as the inbox keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxMessage {
+    /// Its place in the inbox: messages are numbered in the order the store
+    /// accepted them (0 until then).
+    pub id: i64,
+    /// The endpoint and session.
+    pub session: SessionKey,
+    /// `userId`
+    pub user_id: String,
+    /// `text`
+    pub text: Option<String>,
+    /// `data`, as JSON object text.
+    pub data: Option<String>,
+    /// `endpoint-httpIncomingMessage-<uuid>`
+    pub trace_id: String,
+    /// When it was accepted, in milliseconds since the Unix epoch.
+    pub received_at: i64,
+}
+
+/// Called once a message is durable, on the store's writer, in the order
+/// messages are numbered. The inbox queues the message here, so that the
+/// messages of a session run in exactly the store's order.
+pub type OnAccepted = Box<dyn FnOnce(InboxMessage) + Send>;
+
+/// The context and profile a message runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// The session's context, JSON object text (`{}` when new).
+    pub context: String,
+    /// The user's profile, JSON object text (`{}` when new).
+    pub profile: String,
+}
+
+/// How a message ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRecord {
+    /// The message.
+    pub message_id: i64,
+    /// Its session.
+    pub session: SessionKey,
+    /// Its user.
+    pub user_id: String,
+    /// The flow that ran it.
+    pub flow: String,
+    /// The version (content hash) of the flow that ran it.
+    pub flow_version: String,
+    /// What happened.
+    pub outcome: TurnOutcome,
+}
+
+/// What happened to a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnOutcome {
+    /// The flow returned `Ok`.
+    Completed {
+        /// The new context, when the flow set one.
+        context: Option<String>,
+        /// The profile the flow read and the one it set, when it set one.
+        profile: Option<ProfileChange>,
+        /// Its outputs, in order, ready to send.
+        outputs: Vec<NewOutput>,
+    },
+    /// The flow failed; nothing of the turn is kept.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A profile the flow changed. Other sessions of the same user may have
+/// changed the profile while this message ran; the store applies only the
+/// keys this message changed, so that neither change is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileChange {
+    /// The profile the message read.
+    pub before: String,
+    /// The profile the message set.
+    pub after: String,
+}
+
+/// An output to deliver, as the turn produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutput {
+    /// The id receivers use to spot a redelivery; the same on every attempt.
+    pub webhook_id: String,
+    /// The exact body to POST.
+    pub body: String,
+}
+
+/// An output waiting for delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PendingOutput {
+    /// Its place in the outbox: the order outputs are delivered in.
+    pub id: i64,
+    /// The session it belongs to.
+    pub session: SessionKey,
+    /// The id receivers use to spot a redelivery.
+    pub webhook_id: String,
+    /// The exact body to POST.
+    pub body: String,
+    /// Attempts made so far.
+    pub attempts: u32,
+}
+
+/// One attempt to deliver an output.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// The output.
+    pub output_id: i64,
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The receiver's status code, if it answered.
+    pub status: Option<u16>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+    /// What the output's status is after this attempt.
+    pub outcome: AttemptOutcome,
+}
+
+/// An output's status after an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AttemptOutcome {
+    /// Delivered: the receiver answered 2xx.
+    Delivered,
+    /// Failed; another attempt will follow.
+    Retrying,
+    /// Failed for the last time: the output is a dead letter.
+    Dead,
+}
+
+/// An API key of an endpoint, without its secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiKeyInfo {
+    /// The key's id, shown by `keys list` and used by `keys revoke`.
+    pub id: String,
+    /// Its endpoint.
+    pub endpoint: String,
+    /// An optional name.
+    pub name: Option<String>,
+    /// The key's first characters, to recognise it.
+    pub prefix: String,
+    /// When it was created, in milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// When it was revoked, if it was.
+    pub revoked_at: Option<i64>,
+}
+
+/// A new API key: its SHA-256 hash, never the key itself.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewApiKey {
+    /// Its description.
+    pub info: ApiKeyInfo,
+    /// The SHA-256 of the key.
+    pub hash: [u8; 32],
+}
+
+/// The store failed. Callers treat this as "try again later": nothing was
+/// half-written.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database reported an error.
+    #[error("database error: {0}")]
+    Database(#[from] rusqlite::Error),
+    /// The store was shut down.
+    #[error("the store is closed")]
+    Closed,
+    /// Opening the store failed.
+    #[error("cannot open the store: {0}")]
+    Open(String),
+}
+
+/// Where flowhost keeps what must survive a restart.
+#[async_trait::async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// Makes `message` durable, numbers it, and calls `on_accepted` with it.
+    /// Returns once it is durable.
+    async fn accept(
+        &self,
+        message: InboxMessage,
+        on_accepted: OnAccepted,
+    ) -> Result<(), StoreError>;
+
+    /// The accepted messages that have not run to the end, in order.
+    async fn unfinished_messages(&self) -> Result<Vec<InboxMessage>, StoreError>;
+
+    /// The context of `session` and the profile of `user_id` at its endpoint.
+    async fn session_state(
+        &self,
+        session: &SessionKey,
+        user_id: &str,
+    ) -> Result<SessionState, StoreError>;
+
+    /// Records how a message ended, with everything it changed, in one
+    /// transaction. Returns the outputs to deliver.
+    async fn complete_turn(&self, turn: TurnRecord) -> Result<Vec<PendingOutput>, StoreError>;
+
+    /// The outputs not yet delivered nor dead, in order.
+    async fn pending_outputs(&self) -> Result<Vec<PendingOutput>, StoreError>;
+
+    /// Records a delivery attempt and the output's new status.
+    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
+
+    /// The URL token of `endpoint`: the stored one, or `new_token`, stored.
+    async fn url_token(&self, endpoint: &str, new_token: String) -> Result<String, StoreError>;
+
+    /// Adds an API key.
+    async fn add_api_key(&self, key: NewApiKey) -> Result<(), StoreError>;
+
+    /// The API keys, of one endpoint or of all, revoked ones included.
+    async fn api_keys(&self, endpoint: Option<&str>) -> Result<Vec<ApiKeyInfo>, StoreError>;
+
+    /// Revokes the key of `endpoint` with this id or name. Returns whether a
+    /// key was revoked.
+    async fn revoke_api_key(&self, endpoint: &str, id_or_name: &str) -> Result<bool, StoreError>;
+
+    /// The hashes of the endpoint's keys that are not revoked.
+    async fn active_key_hashes(&self, endpoint: &str) -> Result<Vec<[u8; 32]>, StoreError>;
+}
+
+/// Runs a store operation until it succeeds, waiting longer after each
+/// failure (up to 5 s), or until `shutdown`; `None` then. The store's
+/// failures are passing (a full disk, a locked database); giving up would
+/// lose a message or reorder a session.
+pub(crate) async fn retrying<T, F, Fut>(
+    what: &str,
+    shutdown: &tokio_util::sync::CancellationToken,
+    mut operation: F,
+) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, StoreError>>,
+{
+    let mut wait = std::time::Duration::from_millis(50);
+    loop {
+        match operation().await {
+            Ok(value) => return Some(value),
+            Err(error) => {
+                tracing::error!(%error, retry_in_ms = wait.as_millis() as u64, "could not {what}");
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = shutdown.cancelled() => return None,
+                }
+                wait = (wait * 2).min(std::time::Duration::from_secs(5));
+            }
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, as the store keeps time.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}

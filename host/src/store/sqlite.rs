@@ -1,0 +1,804 @@
+//! The [`Store`] in one SQLite database, `<data_dir>/flowhost.db`.
+//!
+//! **Durability.** The database runs in WAL mode with `synchronous = FULL`:
+//! a commit returns only once it is fsynced, so a 202 survives a crash or a
+//! power cut.
+//!
+//! **Group commit.** Every write goes to one writer thread. It takes all the
+//! writes waiting for it, runs each in its own savepoint inside one
+//! transaction, commits once (one fsync for the whole group), and only then
+//! answers each caller. Under load many writes share an fsync; when idle a
+//! write commits alone, at once. A write that fails rolls back its own
+//! savepoint and leaves the others of its group alone.
+//!
+//! **Reads** use a small pool of connections on blocking threads; WAL lets
+//! them run while the writer writes.
+
+use std::path::Path;
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
+use tokio::sync::oneshot;
+
+use super::profile_merge;
+use super::{
+    ApiKeyInfo, Attempt, AttemptOutcome, InboxMessage, NewApiKey, OnAccepted, PendingOutput,
+    SessionKey, SessionState, Store, StoreError, TurnOutcome, TurnRecord, now_ms,
+};
+
+/// The most writes committed together.
+const MAX_GROUP: usize = 512;
+
+/// The schema, applied in order; `PRAGMA user_version` counts the steps
+/// applied to a database.
+const MIGRATIONS: &[&str] = &[r#"
+    -- The inbox: every accepted message, until and after it ran.
+    CREATE TABLE messages (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        trace_id     TEXT NOT NULL UNIQUE,
+        endpoint     TEXT NOT NULL,
+        session_id   TEXT NOT NULL,
+        user_id      TEXT NOT NULL,
+        text         TEXT,
+        data         TEXT,
+        received_at  INTEGER NOT NULL,
+        status       TEXT NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'done', 'failed')),
+        flow         TEXT,
+        flow_version TEXT,
+        error        TEXT,
+        finished_at  INTEGER
+    );
+    CREATE INDEX messages_pending ON messages (id) WHERE status = 'pending';
+
+    CREATE TABLE sessions (
+        endpoint   TEXT NOT NULL,
+        session_id TEXT NOT NULL,
+        context    TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (endpoint, session_id)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE profiles (
+        endpoint   TEXT NOT NULL,
+        user_id    TEXT NOT NULL,
+        profile    TEXT NOT NULL,
+        updated_at INTEGER NOT NULL,
+        PRIMARY KEY (endpoint, user_id)
+    ) WITHOUT ROWID;
+
+    -- The outbox: every output, until and after it was delivered.
+    CREATE TABLE outputs (
+        id           INTEGER PRIMARY KEY AUTOINCREMENT,
+        message_id   INTEGER NOT NULL REFERENCES messages (id),
+        endpoint     TEXT NOT NULL,
+        session_id   TEXT NOT NULL,
+        webhook_id   TEXT NOT NULL UNIQUE,
+        body         TEXT NOT NULL,
+        status       TEXT NOT NULL DEFAULT 'pending'
+                     CHECK (status IN ('pending', 'delivered', 'dead')),
+        attempts     INTEGER NOT NULL DEFAULT 0,
+        last_error   TEXT,
+        created_at   INTEGER NOT NULL,
+        finished_at  INTEGER
+    );
+    CREATE INDEX outputs_pending ON outputs (id) WHERE status = 'pending';
+    CREATE INDEX outputs_endpoint ON outputs (endpoint, id);
+
+    CREATE TABLE delivery_attempts (
+        output_id   INTEGER NOT NULL REFERENCES outputs (id),
+        started_at  INTEGER NOT NULL,
+        duration_ms INTEGER NOT NULL,
+        status      INTEGER,
+        error       TEXT
+    );
+    CREATE INDEX delivery_attempts_output ON delivery_attempts (output_id);
+
+    CREATE TABLE endpoints (
+        name       TEXT PRIMARY KEY,
+        url_token  TEXT NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL
+    );
+
+    CREATE TABLE api_keys (
+        id         TEXT PRIMARY KEY,
+        endpoint   TEXT NOT NULL,
+        name       TEXT,
+        prefix     TEXT NOT NULL,
+        hash       BLOB NOT NULL UNIQUE,
+        created_at INTEGER NOT NULL,
+        revoked_at INTEGER
+    );
+    CREATE INDEX api_keys_endpoint ON api_keys (endpoint);
+"#];
+
+/// A write for the writer thread. It runs inside a savepoint and says
+/// whether to keep it, and what to do once the group's commit is known.
+type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
+type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+
+/// A [`Store`] in a SQLite database.
+pub struct SqliteStore {
+    writes: Mutex<Option<mpsc::Sender<WriteJob>>>,
+    writer: Mutex<Option<JoinHandle<()>>>,
+    readers: Arc<ReaderPool>,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) `<data_dir>/flowhost.db` and brings its
+    /// schema up to date.
+    pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        std::fs::create_dir_all(data_dir)
+            .map_err(|e| StoreError::Open(format!("{}: {e}", data_dir.display())))?;
+        let path = data_dir.join("flowhost.db");
+        let mut conn = open_connection(&path)?;
+        migrate(&mut conn)?;
+
+        let (sender, receiver) = mpsc::channel();
+        let writer = std::thread::Builder::new()
+            .name("flowhost-store".into())
+            .spawn(move || write_loop(conn, receiver))
+            .map_err(|e| StoreError::Open(e.to_string()))?;
+        Ok(SqliteStore {
+            writes: Mutex::new(Some(sender)),
+            writer: Mutex::new(Some(writer)),
+            readers: Arc::new(ReaderPool {
+                path: path.clone(),
+                idle: Mutex::new(Vec::new()),
+            }),
+        })
+    }
+
+    /// Stops taking writes, waits for the writes already taken to commit,
+    /// and closes the writer. Later writes fail with [`StoreError::Closed`].
+    pub fn close(&self) {
+        drop(self.writes.lock().unwrap().take());
+        if let Some(writer) = self.writer.lock().unwrap().take() {
+            let _ = writer.join();
+        }
+    }
+
+    fn submit(&self, job: WriteJob) -> Result<(), StoreError> {
+        let writes = self.writes.lock().unwrap();
+        let sender = writes.as_ref().ok_or(StoreError::Closed)?;
+        sender.send(job).map_err(|_| StoreError::Closed)
+    }
+
+    /// Runs `write` on the writer inside a group's transaction; returns its
+    /// value once the group has committed.
+    async fn write<R, F>(&self, write: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Box::new(move |conn| match write(conn) {
+            Ok(value) => (
+                true,
+                Box::new(move |committed: Result<(), String>| {
+                    let _ = reply.send(committed.map(|()| value).map_err(commit_error));
+                }) as Finish,
+            ),
+            Err(e) => (
+                false,
+                Box::new(move |_| {
+                    let _ = reply.send(Err(StoreError::Database(e)));
+                }),
+            ),
+        }))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    /// Runs `read` on a pooled connection on a blocking thread.
+    async fn read<R, F>(&self, read: F) -> Result<R, StoreError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        R: Send + 'static,
+    {
+        let readers = Arc::clone(&self.readers);
+        tokio::task::spawn_blocking(move || {
+            let conn = readers.take()?;
+            let result = read(&conn);
+            readers.give_back(conn);
+            Ok(result?)
+        })
+        .await
+        .map_err(|_| StoreError::Closed)?
+    }
+}
+
+impl Drop for SqliteStore {
+    fn drop(&mut self) {
+        self.close();
+    }
+}
+
+fn commit_error(error: String) -> StoreError {
+    StoreError::Database(rusqlite::Error::ToSqlConversionFailure(error.into()))
+}
+
+fn open_connection(path: &Path) -> Result<Connection, StoreError> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_secs(5))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    // FULL: a commit is fsynced before it returns, in WAL mode too.
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let applied: i64 = conn.pragma_query_value(None, "user_version", |row| row.get(0))?;
+    let applied = usize::try_from(applied).unwrap_or(usize::MAX);
+    if applied > MIGRATIONS.len() {
+        return Err(StoreError::Open(format!(
+            "the database has schema version {applied}, newer than this flowhost ({})",
+            MIGRATIONS.len()
+        )));
+    }
+    for (step, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        tx.execute_batch(sql)?;
+        tx.pragma_update(None, "user_version", step as i64 + 1)?;
+        tx.commit()?;
+    }
+    Ok(())
+}
+
+/// The writer thread: takes every waiting write, commits them as one group.
+fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
+    while let Ok(first) = jobs.recv() {
+        let mut group = vec![first];
+        while group.len() < MAX_GROUP {
+            match jobs.try_recv() {
+                Ok(job) => group.push(job),
+                Err(_) => break,
+            }
+        }
+        let mut finishes = Vec::with_capacity(group.len());
+        let committed = (|| -> rusqlite::Result<()> {
+            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            for job in group.drain(..) {
+                let savepoint = tx.savepoint()?;
+                let (keep, finish) = job(&savepoint);
+                if keep {
+                    savepoint.commit()?;
+                } else {
+                    // Dropping an uncommitted savepoint rolls it back.
+                    drop(savepoint);
+                }
+                finishes.push(finish);
+            }
+            tx.commit()
+        })();
+        let committed = committed.map_err(|e| {
+            tracing::error!(error = %e, "store commit failed");
+            e.to_string()
+        });
+        // Jobs that never ran (the transaction failed to start) are answered
+        // by dropping them: their callers see the store as closed for this
+        // write, and retry.
+        drop(group);
+        for finish in finishes {
+            finish(committed.clone());
+        }
+    }
+}
+
+/// Read connections, opened on demand and reused.
+struct ReaderPool {
+    path: std::path::PathBuf,
+    idle: Mutex<Vec<Connection>>,
+}
+
+impl ReaderPool {
+    fn take(&self) -> Result<Connection, StoreError> {
+        if let Some(conn) = self.idle.lock().unwrap().pop() {
+            return Ok(conn);
+        }
+        let conn = Connection::open_with_flags(
+            &self.path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        conn.busy_timeout(std::time::Duration::from_secs(5))?;
+        Ok(conn)
+    }
+
+    fn give_back(&self, conn: Connection) {
+        let mut idle = self.idle.lock().unwrap();
+        if idle.len() < 8 {
+            idle.push(conn);
+        }
+    }
+}
+
+fn inbox_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboxMessage> {
+    Ok(InboxMessage {
+        id: row.get("id")?,
+        session: SessionKey {
+            endpoint: row.get("endpoint")?,
+            session_id: row.get("session_id")?,
+        },
+        user_id: row.get("user_id")?,
+        text: row.get("text")?,
+        data: row.get("data")?,
+        trace_id: row.get("trace_id")?,
+        received_at: row.get("received_at")?,
+    })
+}
+
+fn pending_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingOutput> {
+    Ok(PendingOutput {
+        id: row.get("id")?,
+        session: SessionKey {
+            endpoint: row.get("endpoint")?,
+            session_id: row.get("session_id")?,
+        },
+        webhook_id: row.get("webhook_id")?,
+        body: row.get("body")?,
+        attempts: row.get("attempts")?,
+    })
+}
+
+fn api_key_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
+    Ok(ApiKeyInfo {
+        id: row.get("id")?,
+        endpoint: row.get("endpoint")?,
+        name: row.get("name")?,
+        prefix: row.get("prefix")?,
+        created_at: row.get("created_at")?,
+        revoked_at: row.get("revoked_at")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl Store for SqliteStore {
+    async fn accept(
+        &self,
+        mut message: InboxMessage,
+        on_accepted: OnAccepted,
+    ) -> Result<(), StoreError> {
+        let (reply, answer) = oneshot::channel();
+        self.submit(Box::new(move |conn| {
+            let inserted = conn
+                .prepare_cached(
+                    "INSERT INTO messages
+                        (trace_id, endpoint, session_id, user_id, text, data, received_at)
+                     VALUES (?, ?, ?, ?, ?, ?, ?)",
+                )
+                .and_then(|mut insert| {
+                    insert.insert(params![
+                        message.trace_id,
+                        message.session.endpoint,
+                        message.session.session_id,
+                        message.user_id,
+                        message.text,
+                        message.data,
+                        message.received_at,
+                    ])
+                });
+            match inserted {
+                Ok(id) => {
+                    message.id = id;
+                    (
+                        true,
+                        Box::new(move |committed: Result<(), String>| {
+                            if committed.is_ok() {
+                                on_accepted(message);
+                            }
+                            let _ = reply.send(committed.map_err(commit_error));
+                        }) as Finish,
+                    )
+                }
+                Err(e) => (
+                    false,
+                    Box::new(move |_| {
+                        let _ = reply.send(Err(StoreError::Database(e)));
+                    }),
+                ),
+            }
+        }))?;
+        answer.await.map_err(|_| StoreError::Closed)?
+    }
+
+    async fn unfinished_messages(&self) -> Result<Vec<InboxMessage>, StoreError> {
+        self.read(|conn| {
+            conn.prepare("SELECT * FROM messages WHERE status = 'pending' ORDER BY id")?
+                .query_map([], inbox_message)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn session_state(
+        &self,
+        session: &SessionKey,
+        user_id: &str,
+    ) -> Result<SessionState, StoreError> {
+        let session = session.clone();
+        let user_id = user_id.to_owned();
+        self.read(move |conn| {
+            let context = conn
+                .prepare_cached(
+                    "SELECT context FROM sessions WHERE endpoint = ? AND session_id = ?",
+                )?
+                .query_row(params![session.endpoint, session.session_id], |r| r.get(0))
+                .optional()?;
+            let profile = conn
+                .prepare_cached("SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?")?
+                .query_row(params![session.endpoint, user_id], |r| r.get(0))
+                .optional()?;
+            Ok(SessionState {
+                context: context.unwrap_or_else(|| "{}".to_owned()),
+                profile: profile.unwrap_or_else(|| "{}".to_owned()),
+            })
+        })
+        .await
+    }
+
+    async fn complete_turn(&self, turn: TurnRecord) -> Result<Vec<PendingOutput>, StoreError> {
+        self.write(move |conn| {
+            let now = now_ms();
+            let (status, error) = match &turn.outcome {
+                TurnOutcome::Completed { .. } => ("done", None),
+                TurnOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
+            };
+            let finished = conn
+                .prepare_cached(
+                    "UPDATE messages
+                     SET status = ?, flow = ?, flow_version = ?, error = ?, finished_at = ?
+                     WHERE id = ? AND status = 'pending'",
+                )?
+                .execute(params![
+                    status,
+                    turn.flow,
+                    turn.flow_version,
+                    error,
+                    now,
+                    turn.message_id
+                ])?;
+            let TurnOutcome::Completed {
+                context,
+                profile,
+                outputs,
+            } = turn.outcome
+            else {
+                return Ok(Vec::new());
+            };
+            if finished == 0 {
+                // Already recorded (a retry after an unclear commit): keep the
+                // first record and send nothing twice.
+                return Ok(Vec::new());
+            }
+            let session = &turn.session;
+            if let Some(context) = context {
+                conn.prepare_cached(
+                    "INSERT INTO sessions (endpoint, session_id, context, updated_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (endpoint, session_id)
+                     DO UPDATE SET context = ?3, updated_at = ?4",
+                )?
+                .execute(params![session.endpoint, session.session_id, context, now])?;
+            }
+            if let Some(change) = profile {
+                let current: Option<String> = conn
+                    .prepare_cached("SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?")?
+                    .query_row(params![session.endpoint, turn.user_id], |r| r.get(0))
+                    .optional()?;
+                let merged = profile_merge::merge(
+                    current.as_deref().unwrap_or("{}"),
+                    &change.before,
+                    &change.after,
+                );
+                conn.prepare_cached(
+                    "INSERT INTO profiles (endpoint, user_id, profile, updated_at)
+                     VALUES (?1, ?2, ?3, ?4)
+                     ON CONFLICT (endpoint, user_id)
+                     DO UPDATE SET profile = ?3, updated_at = ?4",
+                )?
+                .execute(params![session.endpoint, turn.user_id, merged, now])?;
+            }
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )?;
+            outputs
+                .into_iter()
+                .map(|output| {
+                    let id = insert.insert(params![
+                        turn.message_id,
+                        session.endpoint,
+                        session.session_id,
+                        output.webhook_id,
+                        output.body,
+                        now
+                    ])?;
+                    Ok(PendingOutput {
+                        id,
+                        session: session.clone(),
+                        webhook_id: output.webhook_id,
+                        body: output.body,
+                        attempts: 0,
+                    })
+                })
+                .collect()
+        })
+        .await
+    }
+
+    async fn pending_outputs(&self) -> Result<Vec<PendingOutput>, StoreError> {
+        self.read(|conn| {
+            conn.prepare("SELECT * FROM outputs WHERE status = 'pending' ORDER BY id")?
+                .query_map([], pending_output)?
+                .collect()
+        })
+        .await
+    }
+
+    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.prepare_cached(
+                "INSERT INTO delivery_attempts (output_id, started_at, duration_ms, status, error)
+                 VALUES (?, ?, ?, ?, ?)",
+            )?
+            .execute(params![
+                attempt.output_id,
+                attempt.started_at,
+                attempt.duration_ms,
+                attempt.status,
+                attempt.error
+            ])?;
+            let (status, finished_at) = match attempt.outcome {
+                AttemptOutcome::Delivered => ("delivered", Some(now_ms())),
+                AttemptOutcome::Retrying => ("pending", None),
+                AttemptOutcome::Dead => ("dead", Some(now_ms())),
+            };
+            conn.prepare_cached(
+                "UPDATE outputs
+                 SET status = ?, attempts = attempts + 1, last_error = ?, finished_at = ?
+                 WHERE id = ?",
+            )?
+            .execute(params![
+                status,
+                attempt.error,
+                finished_at,
+                attempt.output_id
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn url_token(&self, endpoint: &str, new_token: String) -> Result<String, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO endpoints (name, url_token, created_at) VALUES (?, ?, ?)
+                 ON CONFLICT (name) DO NOTHING",
+                params![endpoint, new_token, now_ms()],
+            )?;
+            conn.query_row(
+                "SELECT url_token FROM endpoints WHERE name = ?",
+                [&endpoint],
+                |r| r.get(0),
+            )
+        })
+        .await
+    }
+
+    async fn add_api_key(&self, key: NewApiKey) -> Result<(), StoreError> {
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO api_keys (id, endpoint, name, prefix, hash, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+                params![
+                    key.info.id,
+                    key.info.endpoint,
+                    key.info.name,
+                    key.info.prefix,
+                    &key.hash[..],
+                    key.info.created_at
+                ],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn api_keys(&self, endpoint: Option<&str>) -> Result<Vec<ApiKeyInfo>, StoreError> {
+        let endpoint = endpoint.map(str::to_owned);
+        self.read(move |conn| {
+            conn.prepare(
+                "SELECT * FROM api_keys WHERE ?1 IS NULL OR endpoint = ?1
+                 ORDER BY endpoint, created_at",
+            )?
+            .query_map([endpoint], api_key_info)?
+            .collect()
+        })
+        .await
+    }
+
+    async fn revoke_api_key(&self, endpoint: &str, id_or_name: &str) -> Result<bool, StoreError> {
+        let (endpoint, id_or_name) = (endpoint.to_owned(), id_or_name.to_owned());
+        self.write(move |conn| {
+            let revoked = conn.execute(
+                "UPDATE api_keys SET revoked_at = ?
+                 WHERE endpoint = ? AND (id = ?3 OR name = ?3) AND revoked_at IS NULL",
+                params![now_ms(), endpoint, id_or_name],
+            )?;
+            Ok(revoked > 0)
+        })
+        .await
+    }
+
+    async fn active_key_hashes(&self, endpoint: &str) -> Result<Vec<[u8; 32]>, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.read(move |conn| {
+            conn.prepare_cached(
+                "SELECT hash FROM api_keys WHERE endpoint = ? AND revoked_at IS NULL",
+            )?
+            .query_map([endpoint], |row| {
+                let hash: Vec<u8> = row.get(0)?;
+                Ok(hash.try_into().unwrap_or([0; 32]))
+            })?
+            .collect()
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{NewOutput, ProfileChange};
+
+    fn message(session: &str, text: &str) -> InboxMessage {
+        InboxMessage {
+            id: 0,
+            session: SessionKey {
+                endpoint: "support".into(),
+                session_id: session.into(),
+            },
+            user_id: "u1".into(),
+            text: Some(text.into()),
+            data: None,
+            trace_id: format!("endpoint-httpIncomingMessage-{}", uuid::Uuid::new_v4()),
+            received_at: now_ms(),
+        }
+    }
+
+    async fn accept(store: &SqliteStore, message: InboxMessage) -> InboxMessage {
+        let (tx, rx) = std::sync::mpsc::channel();
+        store
+            .accept(message, Box::new(move |m| tx.send(m).unwrap()))
+            .await
+            .unwrap();
+        rx.recv().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_turn_commits_state_and_outputs_together() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let first = accept(&store, message("s1", "hi")).await;
+        let second = accept(&store, message("s1", "again")).await;
+        assert!(first.id < second.id);
+        assert_eq!(
+            store.unfinished_messages().await.unwrap(),
+            [first.clone(), second]
+        );
+
+        let outputs = store
+            .complete_turn(TurnRecord {
+                message_id: first.id,
+                session: first.session.clone(),
+                user_id: "u1".into(),
+                flow: "echo".into(),
+                flow_version: "abc".into(),
+                outcome: TurnOutcome::Completed {
+                    context: Some(r#"{"n":1}"#.into()),
+                    profile: Some(ProfileChange {
+                        before: "{}".into(),
+                        after: r#"{"name":"Ada"}"#.into(),
+                    }),
+                    outputs: vec![NewOutput {
+                        webhook_id: "msg_1".into(),
+                        body: "{}".into(),
+                    }],
+                },
+            })
+            .await
+            .unwrap();
+        assert_eq!(outputs.len(), 1);
+        assert_eq!(store.unfinished_messages().await.unwrap().len(), 1);
+        assert_eq!(store.pending_outputs().await.unwrap(), outputs);
+        let state = store.session_state(&first.session, "u1").await.unwrap();
+        assert_eq!(state.context, r#"{"n":1}"#);
+        assert_eq!(state.profile, r#"{"name":"Ada"}"#);
+
+        store
+            .record_attempt(Attempt {
+                output_id: outputs[0].id,
+                started_at: now_ms(),
+                duration_ms: 1,
+                status: Some(200),
+                error: None,
+                outcome: AttemptOutcome::Delivered,
+            })
+            .await
+            .unwrap();
+        assert!(store.pending_outputs().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_failed_turn_changes_nothing_but_the_message() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let m = accept(&store, message("s1", "boom")).await;
+        let outputs = store
+            .complete_turn(TurnRecord {
+                message_id: m.id,
+                session: m.session.clone(),
+                user_id: "u1".into(),
+                flow: "echo".into(),
+                flow_version: "abc".into(),
+                outcome: TurnOutcome::Failed {
+                    reason: "wasm trap".into(),
+                },
+            })
+            .await
+            .unwrap();
+        assert!(outputs.is_empty());
+        assert!(store.unfinished_messages().await.unwrap().is_empty());
+        let state = store.session_state(&m.session, "u1").await.unwrap();
+        assert_eq!(state.context, "{}");
+    }
+
+    #[tokio::test]
+    async fn everything_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            let token = store.url_token("support", "t1".repeat(10)).await.unwrap();
+            assert_eq!(token, "t1".repeat(10));
+            accept(&store, message("s1", "hi")).await
+        };
+        let store = SqliteStore::open(dir.path()).unwrap();
+        assert_eq!(store.unfinished_messages().await.unwrap(), [m]);
+        let token = store.url_token("support", "other".into()).await.unwrap();
+        assert_eq!(token, "t1".repeat(10), "the first token is kept");
+    }
+
+    #[tokio::test]
+    async fn keys_are_listed_and_revoked_by_id_or_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        for (id, name) in [("k1", Some("ci")), ("k2", None)] {
+            store
+                .add_api_key(NewApiKey {
+                    info: ApiKeyInfo {
+                        id: id.into(),
+                        endpoint: "support".into(),
+                        name: name.map(Into::into),
+                        prefix: "fhk_abc".into(),
+                        created_at: now_ms(),
+                        revoked_at: None,
+                    },
+                    hash: [id.as_bytes()[1]; 32],
+                })
+                .await
+                .unwrap();
+        }
+        assert_eq!(store.active_key_hashes("support").await.unwrap().len(), 2);
+        assert!(store.revoke_api_key("support", "ci").await.unwrap());
+        assert!(!store.revoke_api_key("support", "ci").await.unwrap());
+        assert!(!store.revoke_api_key("other", "k2").await.unwrap());
+        assert_eq!(
+            store.active_key_hashes("support").await.unwrap(),
+            [[b'2'; 32]]
+        );
+        assert_eq!(store.api_keys(Some("support")).await.unwrap().len(), 2);
+    }
+}
