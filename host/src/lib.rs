@@ -35,7 +35,7 @@ pub mod server;
 pub mod shutdown;
 pub mod store;
 pub mod telemetry;
-mod tls;
+pub mod tls;
 pub mod units;
 
 pub use self::config::Config;

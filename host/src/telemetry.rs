@@ -13,6 +13,7 @@ pub fn init() {
         .unwrap_or_else(|| EnvFilter::new("info"));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("FLOWHOST_LOG_FORMAT").is_ok_and(|f| f == "json") {
         builder.json().init();

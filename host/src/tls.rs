@@ -2,7 +2,7 @@
 //! beyond what wasmtime needs) and the system's root certificates.
 
 /// Installs ring as rustls's process-wide crypto provider, once.
-pub(crate) fn install_crypto_provider() {
+pub fn install_crypto_provider() {
     static ONCE: std::sync::Once = std::sync::Once::new();
     ONCE.call_once(|| {
         // Fails only if another provider was installed first, which is fine.

@@ -14,10 +14,18 @@ pub const TARGET: &str = "wasm32-wasip2";
 
 /// Builds the flow crate (or workspace of flow crates) in `dir` and copies
 /// every component it produces into `out`. Returns the paths written.
-pub fn build_crate(dir: &Path, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+///
+/// `target_dir` overrides the crate's own `target/`, so that several flow
+/// workspaces can share their compiled dependencies.
+pub fn build_crate(
+    dir: &Path,
+    out: &Path,
+    target_dir: Option<&Path>,
+) -> anyhow::Result<Vec<PathBuf>> {
     ensure_target_installed()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let output = Command::new(cargo)
+    let mut command = Command::new(cargo);
+    command
         .args(["build", "--release", "--target", TARGET])
         .arg("--message-format=json-render-diagnostics")
         .current_dir(dir)
@@ -25,7 +33,11 @@ pub fn build_crate(dir: &Path, out: &Path) -> anyhow::Result<Vec<PathBuf>> {
         // stack size); flags meant for the host must not replace them.
         .env_remove("RUSTFLAGS")
         .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR")
+        .env_remove("CARGO_TARGET_DIR");
+    if let Some(target_dir) = target_dir {
+        command.arg("--target-dir").arg(target_dir);
+    }
+    let output = command
         .output()
         .with_context(|| format!("running cargo in {}", dir.display()))?;
     if !output.status.success() {

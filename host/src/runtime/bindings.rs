@@ -12,4 +12,4 @@ wasmtime::component::bindgen!({
     exports: { default: async },
 });
 
-pub(crate) use flowhost::flow::{context, log, output, profile, types};
+pub(crate) use self::flowhost::flow::{context, log, output, profile, types};

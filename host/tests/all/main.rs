@@ -1,0 +1,14 @@
+//! flowhost's integration tests: the real binary, on real sockets, with a
+//! real webhook receiver. One test binary, one module per subject.
+
+// A test binary has no public API to document or keep reachable.
+#![allow(unreachable_pub, missing_docs)]
+
+mod support;
+
+mod conversations;
+mod delivery;
+mod endpoint;
+mod failures;
+mod local;
+mod ordering;

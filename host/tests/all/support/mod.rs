@@ -1,0 +1,379 @@
+//! What the integration tests share: the flows built from source, a real
+//! webhook receiver, and flowhost itself as a child process.
+
+#![allow(dead_code)] // each test module uses part of it
+
+use std::collections::{HashMap, VecDeque};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::Duration;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing;
+use http::{HeaderMap, StatusCode};
+use serde_json::Value;
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::{Child, Command};
+use tokio::sync::Notify;
+
+/// How long a test waits for something that should happen within a moment.
+/// Generous, because CI machines are slow and shared; a correct run never
+/// waits this long.
+pub const PATIENCE: Duration = Duration::from_secs(60);
+
+/// The repository's root.
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_owned()
+}
+
+/// The example flows and the test flows, built once per test run from
+/// source, as `<name>.wasm` in one folder.
+pub fn built_flows() -> &'static Path {
+    static BUILT: OnceLock<PathBuf> = OnceLock::new();
+    BUILT.get_or_init(|| {
+        let out = repo().join("target/test-flows");
+        let target = repo().join("target/flows-build");
+        for workspace in [
+            repo().join("example-flows"),
+            repo().join("host/tests/flows"),
+        ] {
+            flowhost::flows::build::build_crate(&workspace, &out, Some(&target))
+                .unwrap_or_else(|e| panic!("building the flows in {}: {e:#}", workspace.display()));
+        }
+        out
+    })
+}
+
+/// The path of a built flow.
+pub fn flow_file(name: &str) -> PathBuf {
+    let path = built_flows().join(format!("{name}.wasm"));
+    assert!(path.exists(), "no flow {name} was built");
+    path
+}
+
+/// A folder with a flows folder, a data folder and a `flowhost.toml`.
+pub struct Site {
+    pub dir: tempfile::TempDir,
+    endpoints: Vec<String>,
+}
+
+impl Site {
+    /// A site with these flows and this configuration (without `listen`,
+    /// `flows_dir` and `data_dir`, which the site sets).
+    pub fn new(flows: &[&str], config: &str) -> Site {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::create_dir(dir.path().join("flows")).unwrap();
+        for flow in flows {
+            std::fs::copy(
+                flow_file(flow),
+                dir.path().join("flows").join(format!("{flow}.wasm")),
+            )
+            .unwrap();
+        }
+        let full = format!(
+            "listen = \"127.0.0.1:0\"\nflows_dir = \"flows\"\ndata_dir = \"data\"\n{config}"
+        );
+        std::fs::write(dir.path().join("flowhost.toml"), full).unwrap();
+        let endpoints = config
+            .lines()
+            .filter_map(|l| {
+                l.trim()
+                    .strip_prefix("[endpoints.")?
+                    .strip_suffix(']')
+                    .map(str::to_owned)
+            })
+            .collect();
+        Site { dir, endpoints }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Runs `flowhost <args…>` here, to completion.
+    pub async fn flowhost(&self, args: &[&str]) -> std::process::Output {
+        Command::new(env!("CARGO_BIN_EXE_flowhost"))
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .await
+            .unwrap()
+    }
+
+    /// Starts `flowhost serve` here.
+    pub async fn start(&self) -> Host {
+        Host::start(self).await
+    }
+}
+
+/// `flowhost serve`, running as a child process.
+pub struct Host {
+    child: Child,
+    /// The server's address.
+    pub addr: String,
+    urls: HashMap<String, String>,
+    log: Arc<Mutex<String>>,
+}
+
+impl Host {
+    async fn start(site: &Site) -> Host {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_flowhost"))
+            .arg("serve")
+            .current_dir(site.path())
+            .env("FLOWHOST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .unwrap();
+
+        let log = Arc::new(Mutex::new(String::new()));
+        let stderr = child.stderr.take().unwrap();
+        {
+            let log = Arc::clone(&log);
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    let mut log = log.lock().unwrap();
+                    log.push_str(&line);
+                    log.push('\n');
+                }
+            });
+        }
+
+        let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+        let mut addr = None;
+        let mut urls = HashMap::new();
+        let started = tokio::time::timeout(PATIENCE, async {
+            while addr.is_none() || urls.len() < site.endpoints.len() {
+                let Some(line) = stdout.next_line().await.unwrap() else {
+                    return false;
+                };
+                if let Some(rest) = line.split_once("listening on http://") {
+                    addr = Some(rest.1.trim().to_owned());
+                } else if let Some(rest) = line.trim().strip_prefix("endpoint ") {
+                    let name = rest.split_whitespace().next().unwrap().to_owned();
+                    let url = rest.rsplit(' ').next().unwrap().to_owned();
+                    urls.insert(name, url);
+                }
+            }
+            true
+        })
+        .await;
+        if started != Ok(true) {
+            panic!("flowhost did not start:\n{}", log.lock().unwrap());
+        }
+        // Keep draining stdout so the child never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
+        Host {
+            child,
+            addr: addr.unwrap(),
+            urls,
+            log,
+        }
+    }
+
+    /// The URL of an endpoint.
+    pub fn url(&self, endpoint: &str) -> String {
+        self.urls
+            .get(endpoint)
+            .unwrap_or_else(|| panic!("no endpoint {endpoint}"))
+            .clone()
+    }
+
+    /// What the host has logged so far.
+    pub fn log(&self) -> String {
+        self.log.lock().unwrap().clone()
+    }
+
+    /// Waits until the log has a line with every one of `parts`, and returns
+    /// that line.
+    pub async fn wait_for_log(&self, parts: &[&str]) -> String {
+        let found = tokio::time::timeout(PATIENCE, async {
+            loop {
+                if let Some(line) = self
+                    .log()
+                    .lines()
+                    .find(|line| parts.iter().all(|part| line.contains(part)))
+                {
+                    return line.to_owned();
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+        found.unwrap_or_else(|_| panic!("no log line with {parts:?} in:\n{}", self.log()))
+    }
+
+    /// Stops the host with SIGTERM and waits for it to exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().unwrap();
+        std::process::Command::new("kill")
+            .args(["-TERM", &pid.to_string()])
+            .status()
+            .unwrap();
+        tokio::time::timeout(PATIENCE, self.child.wait())
+            .await
+            .expect("flowhost did not stop after SIGTERM")
+            .unwrap()
+    }
+
+    /// Kills the host with SIGKILL, as a crash would.
+    pub async fn kill(mut self) {
+        self.child.kill().await.unwrap();
+    }
+}
+
+/// One request the receiver got.
+#[derive(Debug, Clone)]
+pub struct Received {
+    pub headers: HeaderMap,
+    pub raw: String,
+    pub body: Value,
+}
+
+impl Received {
+    /// `AIOutput.text`
+    pub fn text(&self) -> &str {
+        self.body["AIOutput"]["text"].as_str().unwrap_or_default()
+    }
+
+    /// `sessionId`
+    pub fn session(&self) -> &str {
+        self.body["sessionId"].as_str().unwrap_or_default()
+    }
+}
+
+/// A webhook receiver on a real socket, recording every POST.
+#[derive(Clone)]
+pub struct Receiver {
+    pub addr: std::net::SocketAddr,
+    inner: Arc<ReceiverState>,
+}
+
+#[derive(Default)]
+struct ReceiverState {
+    /// Every request, answered 2xx or not.
+    attempts: Mutex<Vec<Received>>,
+    /// The requests answered 2xx: the deliveries.
+    received: Mutex<Vec<Received>>,
+    arrived: Notify,
+    /// Statuses to answer with, in turn; 200 once they run out.
+    answers: Mutex<VecDeque<StatusCode>>,
+}
+
+impl Receiver {
+    pub async fn start() -> Receiver {
+        Receiver::start_on(0).await
+    }
+
+    /// A receiver on this port of 127.0.0.1.
+    pub async fn start_on(port: u16) -> Receiver {
+        let inner = Arc::new(ReceiverState::default());
+        let app = Router::new()
+            .route("/hook", routing::post(receive))
+            .with_state(Arc::clone(&inner));
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        Receiver { addr, inner }
+    }
+
+    /// The webhook URL.
+    pub fn url(&self) -> String {
+        format!("http://{}/hook", self.addr)
+    }
+
+    /// Answers the next requests with these statuses.
+    pub fn answer_with(&self, statuses: &[u16]) {
+        self.inner
+            .answers
+            .lock()
+            .unwrap()
+            .extend(statuses.iter().map(|s| StatusCode::from_u16(*s).unwrap()));
+    }
+
+    /// Every request so far, failed ones included.
+    pub fn attempts(&self) -> Vec<Received> {
+        self.inner.attempts.lock().unwrap().clone()
+    }
+
+    /// Every delivery (request answered 2xx) so far.
+    pub fn received(&self) -> Vec<Received> {
+        self.inner.received.lock().unwrap().clone()
+    }
+
+    /// Waits until at least `count` requests have arrived; returns them all.
+    pub async fn wait_for(&self, count: usize) -> Vec<Received> {
+        let waited = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let arrived = self.inner.arrived.notified();
+                if self.received().len() >= count {
+                    return;
+                }
+                arrived.await;
+            }
+        })
+        .await;
+        let received = self.received();
+        if waited.is_err() {
+            panic!(
+                "expected {count} deliveries, got {}:\n{:#?}",
+                received.len(),
+                received.iter().map(|r| &r.raw).collect::<Vec<_>>()
+            );
+        }
+        received
+    }
+}
+
+async fn receive(
+    State(state): State<Arc<ReceiverState>>,
+    headers: HeaderMap,
+    body: String,
+) -> StatusCode {
+    let answer = state
+        .answers
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(StatusCode::OK);
+    let request = Received {
+        headers,
+        body: serde_json::from_str(&body).unwrap_or(Value::Null),
+        raw: body,
+    };
+    state.attempts.lock().unwrap().push(request.clone());
+    if answer.is_success() {
+        state.received.lock().unwrap().push(request);
+        state.arrived.notify_waiters();
+    }
+    answer
+}
+
+/// The HTTP client the tests send with.
+pub fn client() -> reqwest::Client {
+    static CLIENT: OnceLock<reqwest::Client> = OnceLock::new();
+    CLIENT
+        .get_or_init(|| {
+            flowhost::tls::install_crypto_provider();
+            reqwest::Client::new()
+        })
+        .clone()
+}
+
+/// POSTs a JSON body to an endpoint URL, with extra headers.
+pub async fn post(url: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut request = client().post(url).json(body);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    request.send().await.unwrap()
+}
