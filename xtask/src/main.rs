@@ -1,1 +1,120 @@
-fn main() {}
+//! The repository's own tasks, run with `cargo xtask <task>`:
+//!
+//! - `demo`: builds the example flows and serves them with
+//!   `demo/flowhost.toml`, beside a webhook receiver that prints every
+//!   delivery.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+
+const USAGE: &str = "usage: cargo xtask demo";
+
+fn main() -> anyhow::Result<()> {
+    let task = std::env::args().nth(1).unwrap_or_default();
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .context("the xtask crate lives in the repository")?
+        .to_owned();
+    std::env::set_current_dir(&root)?;
+    match task.as_str() {
+        "demo" => demo(&root),
+        _ => bail!("{USAGE}"),
+    }
+}
+
+/// Builds the example flows, starts the receiver and flowhost, and prints
+/// commands to try.
+fn demo(root: &Path) -> anyhow::Result<()> {
+    add_wasm_target();
+    let flows = root.join("target/demo/flows");
+    println!("Building the example flows (the first build takes a minute)…");
+    for built in flowhost::flows::build::build_crate(&root.join("example-flows"), &flows, None)? {
+        println!("  built {}", relative(root, &built).display());
+    }
+
+    let config_path = root.join("demo/flowhost.toml");
+    let config = flowhost::Config::load(Some(&config_path), &Default::default())?;
+    tokio::runtime::Runtime::new()?.block_on(async move {
+        flowhost::telemetry::init();
+        let key = demo_api_key(&config).await?;
+        let receiver = tokio::net::TcpListener::bind("127.0.0.1:9000")
+            .await
+            .context("starting the demo receiver on 127.0.0.1:9000")?;
+        tokio::spawn(receive(receiver));
+        let listener = tokio::net::TcpListener::bind(config.listen)
+            .await
+            .with_context(|| format!("listening on {}", config.listen))?;
+        let server = flowhost::Server::start(listener, config).await?;
+        println!("flowhost listening on http://{}", server.local_addr());
+        for (name, url, flow) in server.endpoint_urls() {
+            println!("  endpoint {name} (flow {flow}): {url}");
+        }
+        print_tour(&format!("http://{}", server.local_addr()), &key);
+        server.serve(flowhost::shutdown::signal()).await
+    })
+}
+
+fn add_wasm_target() {
+    let added = Command::new("rustup")
+        .args(["target", "add", flowhost::flows::build::TARGET])
+        .output();
+    if !added.is_ok_and(|out| out.status.success()) {
+        eprintln!(
+            "note: could not run `rustup target add {}`; the build says whether it is needed",
+            flowhost::flows::build::TARGET
+        );
+    }
+}
+
+/// A fresh API key for the `support` endpoint, which requires one; the
+/// previous run's key is revoked.
+async fn demo_api_key(config: &flowhost::Config) -> anyhow::Result<String> {
+    use flowhost::store::{SqliteStore, Store};
+    let store = SqliteStore::open(&config.data_dir)?;
+    while store.revoke_api_key("support", "demo").await? {}
+    let key = flowhost::keys::generate("support", Some("demo".into()));
+    store.add_api_key(key.record).await?;
+    store.close();
+    Ok(key.secret)
+}
+
+fn print_tour(base: &str, key: &str) {
+    let seed = r#"'{"userId": "user123", "sessionId": "session123", "text": "Hello, I need help with my order", "data": {"exampleKey": "exampleValue"}}'"#;
+    println!();
+    println!("The demo receiver on http://127.0.0.1:9000/hook prints every delivery below.");
+    println!("Try, in another terminal:");
+    println!();
+    println!("  curl -X POST {base}/endpoint/demo-echo-0000000000000000 \\");
+    println!("    -H \"Content-Type: application/json\" -d {seed}");
+    println!();
+    println!("  curl -X POST {base}/endpoint/demo-support-000000000000 \\");
+    println!("    -H \"Content-Type: application/json\" -H \"X-Webhook-Key: {key}\" -d {seed}");
+    println!();
+    println!("Stop with Ctrl-C.");
+    println!();
+}
+
+/// The demo's webhook receiver: prints each delivery's body as it came,
+/// answers 200.
+async fn receive(listener: tokio::net::TcpListener) {
+    use axum::http::HeaderMap;
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(|headers: HeaderMap, body: String| async move {
+            let auth = headers
+                .get("authorization")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("none");
+            println!("delivery (Authorization: {auth}):\n  {body}");
+        }),
+    );
+    if let Err(error) = axum::serve(listener, app).await {
+        eprintln!("the demo receiver stopped: {error}");
+    }
+}
+
+fn relative(root: &Path, path: &Path) -> PathBuf {
+    path.strip_prefix(root).unwrap_or(path).to_owned()
+}
