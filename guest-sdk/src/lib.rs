@@ -25,6 +25,8 @@
 //! The host runs every message in a fresh instance of the flow, so statics do
 //! not survive from one message to the next: keep what must last in
 //! [`context`] or [`profile`].
+//!
+//! [`http`] calls other services, if the flow's manifest allows them.
 
 #![deny(missing_docs)]
 
@@ -38,6 +40,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 pub use serde_json::{Map, Value, json};
+
+pub mod http;
 
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)] // in the generated bindings

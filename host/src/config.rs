@@ -65,6 +65,12 @@ pub struct RuntimeConfig {
     /// The WebAssembly stack of every flow (host-wide: wasmtime sets it per
     /// engine, not per instance).
     pub max_wasm_stack: u64,
+    /// The largest component file loaded.
+    pub max_component_size: u64,
+    /// Whether flows are metered with fuel, so that `limits.fuel` can bound
+    /// them deterministically. Costs every flow some speed, so it is off
+    /// unless asked for; the wall-clock deadline applies either way.
+    pub fuel_metering: bool,
     /// Accepted messages that may wait for their turn before new ones are
     /// refused with 503: a bound on the work (and memory) queued up.
     pub max_queued_messages: usize,
@@ -259,6 +265,9 @@ pub(crate) struct RawLimits {
     pub(crate) max_output_size: Option<ByteSize>,
     pub(crate) max_state_size: Option<ByteSize>,
     pub(crate) max_log_size: Option<ByteSize>,
+    pub(crate) max_http_requests: Option<u32>,
+    pub(crate) max_http_response_size: Option<ByteSize>,
+    pub(crate) max_concurrent: Option<u32>,
 }
 
 impl RawLimits {
@@ -272,6 +281,11 @@ impl RawLimits {
             max_output_size: self.max_output_size.map_or(base.max_output_size, |s| s.0),
             max_state_size: self.max_state_size.map_or(base.max_state_size, |s| s.0),
             max_log_size: self.max_log_size.map_or(base.max_log_size, |s| s.0),
+            max_http_requests: self.max_http_requests.unwrap_or(base.max_http_requests),
+            max_http_response_size: self
+                .max_http_response_size
+                .map_or(base.max_http_response_size, |s| s.0),
+            max_concurrent: self.max_concurrent.unwrap_or(base.max_concurrent),
         }
     }
 }
@@ -283,6 +297,8 @@ struct RawRuntime {
     flow_threads: Option<usize>,
     max_flow_memory: Option<ByteSize>,
     max_wasm_stack: Option<ByteSize>,
+    max_component_size: Option<ByteSize>,
+    fuel_metering: Option<bool>,
     max_queued_messages: Option<usize>,
     shutdown_grace: Option<HumanDuration>,
 }
@@ -354,9 +370,6 @@ impl RawConfig {
             problems.push("admin_token: use at least 16 characters".into());
         }
 
-        let limits = self.limits.apply(&Limits::default());
-        problems.extend(limits.check().into_iter().map(|p| format!("limits.{p}")));
-
         let runtime = RuntimeConfig {
             max_concurrent_flows: self.runtime.max_concurrent_flows.unwrap_or(100),
             flow_threads: self
@@ -365,17 +378,29 @@ impl RawConfig {
                 .unwrap_or_else(|| std::thread::available_parallelism().map_or(2, |n| n.get())),
             max_flow_memory: self.runtime.max_flow_memory.map_or(1 << 30, |s| s.0),
             max_wasm_stack: self.runtime.max_wasm_stack.map_or(512 << 10, |s| s.0),
+            max_component_size: self.runtime.max_component_size.map_or(32 << 20, |s| s.0),
+            fuel_metering: self.runtime.fuel_metering.unwrap_or(false),
             max_queued_messages: self.runtime.max_queued_messages.unwrap_or(100_000),
             shutdown_grace: self
                 .runtime
                 .shutdown_grace
                 .map_or(Duration::from_secs(10), |d| d.0),
         };
+        // By default one flow may take half the instance pool, so that a
+        // flow under attack (or stuck) leaves room for the others.
+        let limits = self.limits.apply(&Limits {
+            max_concurrent: (runtime.max_concurrent_flows / 2).max(1),
+            ..Limits::default()
+        });
+        problems.extend(limits.check().into_iter().map(|p| format!("limits.{p}")));
         if runtime.max_concurrent_flows == 0 {
             problems.push("runtime.max_concurrent_flows: must be at least 1".into());
         }
         if runtime.flow_threads == 0 {
             problems.push("runtime.flow_threads: must be at least 1".into());
+        }
+        if limits.fuel.is_some() && !runtime.fuel_metering {
+            problems.push("limits.fuel: set runtime.fuel_metering = true to meter fuel".into());
         }
         if limits.memory > runtime.max_flow_memory {
             problems.push(format!(

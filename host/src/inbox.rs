@@ -206,11 +206,7 @@ impl TurnRunner {
             context: state.context,
             profile: state.profile.clone(),
         };
-        let outcome = match self
-            .runtime
-            .run(&flow.compiled, invocation, &flow.limits)
-            .await
-        {
+        let outcome = match self.runtime.run(&flow.ready, invocation).await {
             Ok(turn) => {
                 let sensitive = endpoint.config.disable_sensitive_logging;
                 let outputs = turn

@@ -30,6 +30,7 @@ pub mod inbox;
 pub mod keys;
 mod lanes;
 pub mod local;
+pub mod net;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;

@@ -89,7 +89,7 @@ pub async fn run_flow(
         context: Value::Object(state.context.clone()).to_string(),
         profile: Value::Object(state.profile.clone()).to_string(),
     };
-    let turn = match runtime.run(&flow.compiled, invocation, &flow.limits).await {
+    let turn = match runtime.run(&flow.ready, invocation).await {
         Ok(turn) => turn,
         Err(failure) => return Ok(LocalOutcome::Failed(failure)),
     };

@@ -7,7 +7,7 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::{LoadedFlow, Manifest, flow_name};
-use crate::runtime::{Limits, LoadError, Runtime};
+use crate::runtime::{Limits, LoadError, ReadyFlow, Runtime};
 use crate::store::now_ms;
 
 /// Why a flow file could not be loaded. The previous version, if any, stays
@@ -63,13 +63,24 @@ impl Loader {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(Manifest::default()),
             Err(e) => return Err(e.into()),
         };
-        let limits = manifest
-            .and_then(|m| m.limits(&self.defaults))
-            .map_err(|problem| FlowLoadError::Manifest {
-                file: format!("{name}.toml"),
-                problem,
-            })?;
+        let invalid = |problem| FlowLoadError::Manifest {
+            file: format!("{name}.toml"),
+            problem,
+        };
+        let manifest = manifest.map_err(invalid)?;
+        let limits = manifest.limits(&self.defaults).map_err(invalid)?;
+        if limits.fuel.is_some() && !self.runtime.fuel_metering() {
+            return Err(invalid(
+                "limits.fuel: the host does not meter fuel (runtime.fuel_metering)".into(),
+            ));
+        }
+        let allowed_hosts = manifest.allowed_hosts().map_err(invalid)?;
 
+        let size = tokio::fs::metadata(path).await?.len();
+        let limit = self.runtime.max_component_size();
+        if size > limit {
+            return Err(LoadError::TooLarge { size, limit }.into());
+        }
         let bytes = tokio::fs::read(path).await?;
         let size = bytes.len() as u64;
         let version = hex::encode(&Sha256::digest(&bytes)[..8]);
@@ -81,8 +92,7 @@ impl Loader {
         Ok(LoadedFlow {
             name,
             version,
-            compiled,
-            limits,
+            ready: ReadyFlow::new(compiled, limits, allowed_hosts),
             path: path.to_owned(),
             size,
             loaded_at: now_ms(),

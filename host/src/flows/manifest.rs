@@ -1,21 +1,27 @@
 //! A flow's manifest, `<name>.toml` beside `<name>.wasm`: what the flow may
-//! use, overriding the host's defaults.
+//! use, overriding the host's defaults, and whom it may call.
 //!
 //! ```toml
+//! allowed_outbound_hosts = ["https://api.example.com"]
+//!
 //! [limits]
 //! memory = "128 MiB"
 //! deadline = "10s"
 //! ```
+//!
+//! Without a manifest, a flow gets the host's limits and no network.
 
 use serde::Deserialize;
 
 use crate::config::RawLimits;
-use crate::runtime::Limits;
+use crate::runtime::{AllowedHosts, Limits};
 
 /// A flow's manifest.
 #[derive(Debug, Default, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
+    #[serde(default)]
+    allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
     limits: RawLimits,
 }
@@ -24,6 +30,12 @@ impl Manifest {
     /// Parses a manifest.
     pub fn parse(text: &str) -> Result<Manifest, String> {
         toml::from_str(text).map_err(|e| e.to_string())
+    }
+
+    /// The hosts the flow may send HTTP requests to.
+    pub fn allowed_hosts(&self) -> Result<AllowedHosts, String> {
+        AllowedHosts::parse(&self.allowed_outbound_hosts)
+            .map_err(|e| format!("allowed_outbound_hosts: {e}"))
     }
 
     /// The flow's limits: the host's defaults with the manifest's own.
@@ -49,6 +61,19 @@ mod tests {
         let limits = manifest.limits(&Limits::default()).unwrap();
         assert_eq!(limits.deadline, Duration::from_secs(10));
         assert_eq!(limits.memory, Limits::default().memory);
+    }
+
+    #[test]
+    fn reads_allowed_hosts() {
+        let manifest =
+            Manifest::parse("allowed_outbound_hosts = [\"https://api.example.com\"]\n").unwrap();
+        assert!(manifest.allowed_hosts().is_ok());
+        let bad = Manifest::parse("allowed_outbound_hosts = [\"api.example.com\"]\n").unwrap();
+        assert!(bad.allowed_hosts().unwrap_err().contains("api.example.com"));
+        assert_eq!(
+            Manifest::default().allowed_hosts(),
+            Ok(AllowedHosts::default())
+        );
     }
 
     #[test]

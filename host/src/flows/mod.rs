@@ -1,8 +1,8 @@
 //! Flows: `<name>.wasm` files (and their `<name>.toml` manifests) in the
 //! flows folder, compiled and kept in a registry that the inbox reads.
 //!
-//! This module deals in files, names, versions and limits; compiling is the
-//! runtime's business, and a [`CompiledFlow`] is opaque here.
+//! This module deals in files, names, versions and manifests; compiling and
+//! running are the runtime's business, and a [`ReadyFlow`] is opaque here.
 
 pub mod build;
 mod loader;
@@ -15,7 +15,7 @@ pub use self::loader::{FlowLoadError, Loader};
 pub use self::manifest::Manifest;
 pub use self::registry::Registry;
 
-use crate::runtime::{CompiledFlow, Limits};
+use crate::runtime::ReadyFlow;
 
 /// One version of a flow, compiled and ready to run.
 pub struct LoadedFlow {
@@ -23,10 +23,8 @@ pub struct LoadedFlow {
     pub name: String,
     /// The version: the first 16 hex digits of the SHA-256 of the file.
     pub version: String,
-    /// The compiled component.
-    pub compiled: CompiledFlow,
-    /// The limits of each of its messages.
-    pub limits: Limits,
+    /// The compiled component, with its limits and permissions.
+    pub ready: ReadyFlow,
     /// The file it came from.
     pub path: PathBuf,
     /// The file's size in bytes.

@@ -23,6 +23,13 @@ pub struct Limits {
     pub max_state_size: u64,
     /// Bytes one message may write to stdout, stderr and `log` together.
     pub max_log_size: u64,
+    /// Outbound HTTP requests one message may make.
+    pub max_http_requests: u32,
+    /// Bytes of one HTTP response body a flow may read.
+    pub max_http_response_size: u64,
+    /// Messages of this flow that may run at once, across sessions, so that
+    /// one flow cannot take every slot of the instance pool.
+    pub max_concurrent: u32,
 }
 
 impl Default for Limits {
@@ -35,6 +42,9 @@ impl Default for Limits {
             max_output_size: 64 << 10,
             max_state_size: 64 << 10,
             max_log_size: 64 << 10,
+            max_http_requests: 10,
+            max_http_response_size: 1 << 20,
+            max_concurrent: 50,
         }
     }
 }
@@ -54,6 +64,9 @@ impl Limits {
         }
         if self.max_state_size < 2 {
             problems.push("max_state_size: must hold at least `{}`".to_owned());
+        }
+        if self.max_concurrent == 0 {
+            problems.push("max_concurrent: must be at least 1".to_owned());
         }
         problems
     }

@@ -20,6 +20,7 @@
 mod bindings;
 mod epoch;
 mod limits;
+mod outbound;
 mod state;
 mod stdio;
 
@@ -37,15 +38,19 @@ use wasmtime::{
 };
 
 pub use self::limits::{ContractViolation, LimitExceeded, Limits};
+pub use self::outbound::AllowedHosts;
 
 use self::bindings::{Flow, FlowPre};
 use self::epoch::EpochTicker;
+use self::outbound::HttpBudget;
 use self::state::HostState;
 use crate::config::RuntimeConfig;
 
 /// How often the epoch advances: how often a running flow yields its thread
-/// and has its deadline checked (Spin uses the same value).
-const EPOCH_TICK: Duration = Duration::from_millis(10);
+/// and has its deadline checked. Short, so that a flow that spins delays
+/// the messages sharing its thread by a couple of milliseconds at most; the
+/// check itself costs a compare at loop heads whatever the tick.
+const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// The engine, the linker with every host import, and the threads that run
 /// flows.
@@ -55,6 +60,8 @@ pub struct Runtime {
     /// One permit per slot of the instance pool, so that a burst of messages
     /// waits for a slot instead of failing to instantiate.
     slots: Arc<Semaphore>,
+    fuel_metering: bool,
+    max_component_size: u64,
     executor: Executor,
     _ticker: EpochTicker,
 }
@@ -64,6 +71,33 @@ pub struct Runtime {
 #[derive(Clone)]
 pub struct CompiledFlow {
     pre: FlowPre<HostState>,
+}
+
+/// A compiled flow with what it may use: ready to run.
+#[derive(Clone)]
+pub struct ReadyFlow {
+    compiled: CompiledFlow,
+    limits: Limits,
+    allowed_hosts: Arc<AllowedHosts>,
+    /// Bounds the flow's messages running at once (`limits.max_concurrent`).
+    running: Arc<Semaphore>,
+}
+
+impl ReadyFlow {
+    /// `compiled`, to run within `limits`, calling only `allowed_hosts`.
+    pub fn new(compiled: CompiledFlow, limits: Limits, allowed_hosts: AllowedHosts) -> Self {
+        ReadyFlow {
+            compiled,
+            running: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
+            limits,
+            allowed_hosts: Arc::new(allowed_hosts),
+        }
+    }
+
+    /// The flow's limits.
+    pub fn limits(&self) -> &Limits {
+        &self.limits
+    }
 }
 
 /// One message for a flow, and the state it runs with.
@@ -205,11 +239,14 @@ impl Runtime {
             .max_wasm_stack(usize::try_from(config.max_wasm_stack)?)
             // The async stack holds the wasm stack plus host frames.
             .async_stack_size(usize::try_from(config.max_wasm_stack)? + (1 << 20))
+            .consume_fuel(config.fuel_metering)
             .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
 
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+            .map_err(anyhow::Error::from)?;
         Flow::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
             .map_err(anyhow::Error::from)?;
 
@@ -219,13 +256,31 @@ impl Runtime {
             engine,
             linker,
             slots: Arc::new(Semaphore::new(slots as usize)),
+            fuel_metering: config.fuel_metering,
+            max_component_size: config.max_component_size,
             executor,
         })
+    }
+
+    /// Whether flows are metered with fuel (`runtime.fuel_metering`).
+    pub fn fuel_metering(&self) -> bool {
+        self.fuel_metering
+    }
+
+    /// The largest component accepted, in bytes.
+    pub fn max_component_size(&self) -> u64 {
+        self.max_component_size
     }
 
     /// Compiles and links a component. This is CPU work (tens of
     /// milliseconds or more): call it from a blocking thread.
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledFlow, LoadError> {
+        if bytes.len() as u64 > self.max_component_size {
+            return Err(LoadError::TooLarge {
+                size: bytes.len() as u64,
+                limit: self.max_component_size,
+            });
+        }
         // A wasm binary starts with `\0asm` and a version: 1 for a core
         // module, 0x0d plus layer 1 for a component.
         if !bytes.starts_with(b"\0asm\x0d\0\x01\0") {
@@ -254,22 +309,25 @@ impl Runtime {
     ///
     /// Log lines of the flow are emitted inside the caller's current span,
     /// which should name the flow and the message.
-    pub async fn run(
-        &self,
-        flow: &CompiledFlow,
-        invocation: Invocation,
-        limits: &Limits,
-    ) -> Result<Turn, FlowFailure> {
+    pub async fn run(&self, flow: &ReadyFlow, invocation: Invocation) -> Result<Turn, FlowFailure> {
+        // The flow's own bound first, so that a flow at its bound waits
+        // without holding a pool slot that another flow could use.
+        let running = Arc::clone(&flow.running)
+            .acquire_owned()
+            .await
+            .expect("never closed");
         let slot = Arc::clone(&self.slots)
             .acquire_owned()
             .await
             .expect("the slot semaphore is never closed");
-        let pre = flow.pre.clone();
-        let limits = limits.clone();
+        let pre = flow.compiled.pre.clone();
+        let limits = flow.limits.clone();
+        let allowed_hosts = Arc::clone(&flow.allowed_hosts);
+        let fuel = self.fuel_metering.then(|| limits.fuel.unwrap_or(u64::MAX));
         let task = self.executor.spawn(
             async move {
-                let _slot = slot;
-                execute(pre, invocation, limits).await
+                let _permits = (running, slot);
+                execute(pre, invocation, limits, allowed_hosts, fuel).await
             }
             .in_current_span(),
         );
@@ -289,11 +347,24 @@ async fn execute(
     pre: FlowPre<HostState>,
     invocation: Invocation,
     limits: Limits,
+    allowed_hosts: Arc<AllowedHosts>,
+    fuel: Option<u64>,
 ) -> Result<Turn, FlowFailure> {
     let deadline = Instant::now() + limits.deadline;
-    let state = HostState::new(&limits, invocation.context, invocation.profile);
+    let http = HttpBudget {
+        allowed: allowed_hosts,
+        max_requests: limits.max_http_requests,
+        max_response_size: limits.max_http_response_size,
+        deadline,
+    };
+    let state = HostState::new(&limits, http, invocation.context, invocation.profile);
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limiter);
+    if let Some(fuel) = fuel {
+        store
+            .set_fuel(fuel)
+            .expect("fuel is metered when the engine consumes it");
+    }
     store.set_epoch_deadline(1);
     let allowed = limits.deadline;
     store.epoch_deadline_callback(move |_| {
@@ -379,7 +450,16 @@ fn classify(kind: FailureKind, error: &wasmtime::Error, limits: &Limits) -> (Fai
             FailureKind::Limit,
             "wasm stack exhausted (recursion too deep)".to_owned(),
         ),
-        Some(trap) => (FailureKind::Trap, format!("wasm trap: {trap}")),
+        // Rust puts its stack at the bottom of linear memory, so recursing
+        // past it reads below address 0: an out-of-bounds access.
+        Some(Trap::MemoryOutOfBounds) => (
+            FailureKind::Trap,
+            format!(
+                "{} (often a stack overflow in the flow's own stack)",
+                Trap::MemoryOutOfBounds
+            ),
+        ),
+        Some(trap) => (FailureKind::Trap, trap.to_string()),
         None => (kind, format!("{:#}", error)),
     }
 }

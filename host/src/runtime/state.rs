@@ -4,9 +4,11 @@
 use serde_json::{Map, Value};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::{context, log, output, profile, types};
 use super::limits::{ContractViolation, LimitExceeded, Limits, StoreLimiter};
+use super::outbound::{HttpBudget, Outbound};
 use super::stdio::{Capture, LogBudget};
 use super::{Output, Turn};
 
@@ -16,6 +18,8 @@ const TABLE_ELEMENTS: usize = 100_000;
 /// The data of one message's `Store`.
 pub(crate) struct HostState {
     wasi: WasiCtx,
+    http: WasiHttpCtx,
+    outbound: Outbound,
     table: ResourceTable,
     pub(crate) limiter: StoreLimiter,
     limits: Limits,
@@ -30,7 +34,7 @@ pub(crate) struct HostState {
 }
 
 impl HostState {
-    pub(crate) fn new(limits: &Limits, context: String, profile: String) -> Self {
+    pub(crate) fn new(limits: &Limits, http: HttpBudget, context: String, profile: String) -> Self {
         let log_budget = LogBudget::new(limits.max_log_size);
         let stdout = Capture::new(log_budget.clone());
         let stderr = Capture::new(log_budget.clone());
@@ -44,6 +48,8 @@ impl HostState {
             .build();
         HostState {
             wasi,
+            http: WasiHttpCtx::new(),
+            outbound: Outbound::new(http),
             table: ResourceTable::new(),
             limiter: StoreLimiter {
                 memory: limits.memory,
@@ -93,6 +99,16 @@ impl WasiView for HostState {
         WasiCtxView {
             ctx: &mut self.wasi,
             table: &mut self.table,
+        }
+    }
+}
+
+impl WasiHttpView for HostState {
+    fn http(&mut self) -> WasiHttpCtxView<'_> {
+        WasiHttpCtxView {
+            ctx: &mut self.http,
+            table: &mut self.table,
+            hooks: &mut self.outbound,
         }
     }
 }

@@ -12,3 +12,4 @@ mod endpoint;
 mod failures;
 mod local;
 mod ordering;
+mod sandbox;

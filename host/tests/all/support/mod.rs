@@ -95,6 +95,29 @@ impl Site {
         self.dir.path()
     }
 
+    /// Adds the built flow `built` as `<name>.wasm`, with `manifest` as its
+    /// `<name>.toml`.
+    pub fn add_flow(&self, name: &str, built: &str, manifest: Option<&str>) {
+        let flows = self.path().join("flows");
+        std::fs::copy(flow_file(built), flows.join(format!("{name}.wasm"))).unwrap();
+        if let Some(manifest) = manifest {
+            std::fs::write(flows.join(format!("{name}.toml")), manifest).unwrap();
+        }
+    }
+
+    /// Adds the component written in `host/tests/flows/wat/<file>.wat` as
+    /// `<name>.wasm`.
+    pub fn add_wat(&self, name: &str, file: &str) {
+        let source = repo().join(format!("host/tests/flows/wat/{file}.wat"));
+        let binary =
+            wat::parse_file(&source).unwrap_or_else(|e| panic!("{}: {e}", source.display()));
+        std::fs::write(
+            self.path().join("flows").join(format!("{name}.wasm")),
+            binary,
+        )
+        .unwrap();
+    }
+
     /// Runs `flowhost <args…>` here, to completion.
     pub async fn flowhost(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_flowhost"))
@@ -310,6 +333,34 @@ impl Receiver {
         self.inner.received.lock().unwrap().clone()
     }
 
+    /// Waits until a delivery of `session` has text for which `matches` is
+    /// true; returns that text.
+    pub async fn wait_for_text(&self, session: &str, matches: impl Fn(&str) -> bool) -> String {
+        let waited = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let arrived = self.inner.arrived.notified();
+                if let Some(found) = self
+                    .received()
+                    .iter()
+                    .find(|r| r.session() == session && matches(r.text()))
+                {
+                    return found.text().to_owned();
+                }
+                arrived.await;
+            }
+        })
+        .await;
+        waited.unwrap_or_else(|_| {
+            let texts: Vec<_> = self
+                .received()
+                .iter()
+                .filter(|r| r.session() == session)
+                .map(|r| r.text().to_owned())
+                .collect();
+            panic!("no matching delivery for session {session}; it got {texts:?}")
+        })
+    }
+
     /// Waits until at least `count` requests have arrived; returns them all.
     pub async fn wait_for(&self, count: usize) -> Vec<Received> {
         let waited = tokio::time::timeout(PATIENCE, async {
@@ -367,6 +418,13 @@ pub fn client() -> reqwest::Client {
             reqwest::Client::new()
         })
         .clone()
+}
+
+/// Sends a text message of `session` (user `u`) and checks it was accepted.
+pub async fn send(url: &str, session: &str, text: &str) {
+    let body = serde_json::json!({"userId": "u", "sessionId": session, "text": text});
+    let response = post(url, &body, &[]).await;
+    assert_eq!(response.status(), 202, "{text}");
 }
 
 /// POSTs a JSON body to an endpoint URL, with extra headers.

@@ -1,0 +1,544 @@
+//! Outbound HTTP for flows: `wasi:http/outgoing-handler`, to the hosts the
+//! flow's manifest allows and nowhere else.
+//!
+//! A flow lists what it may call in `allowed_outbound_hosts`, the way Spin
+//! does: `"https://api.example.com"`, `"http://127.0.0.1:8080"`,
+//! `"https://*.example.com"`, `"*://example.com:*"`. A request is checked
+//! against the list before anything is sent; then its host is resolved and
+//! every address that is not public (loopback, private, link-local, cloud
+//! metadata, …) is refused unless the list names that very host, not through
+//! a wildcard. The connection goes to the address that was checked, so DNS
+//! cannot change its answer in between. Refusals reach the guest as
+//! `wasi:http` errors (`HTTP-request-denied`, `destination-IP-prohibited`),
+//! which it can handle like any network error.
+//!
+//! Each message may make a bounded number of requests, each response body is
+//! read up to a bounded size, and no request outlives the message's deadline.
+
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll, ready};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::uri::Scheme;
+use http_body_util::BodyExt;
+use tokio::net::TcpStream;
+use tokio::time::Instant;
+use wasmtime_wasi_http::io::TokioIo;
+use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
+
+use crate::net::restricted;
+
+/// The hosts a flow may send HTTP requests to.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AllowedHosts {
+    rules: Vec<HostRule>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct HostRule {
+    scheme: Option<&'static str>,
+    host: HostPattern,
+    port: PortRule,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum HostPattern {
+    /// One host, named exactly: it may resolve to a private address.
+    Exact(String),
+    /// `*.example.com`: any subdomain.
+    Subdomains(String),
+    /// `*`: any host (public addresses only).
+    Any,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum PortRule {
+    /// The scheme's own port (80 or 443).
+    Default,
+    Exact(u16),
+    Any,
+}
+
+impl AllowedHosts {
+    /// Parses `allowed_outbound_hosts` entries; the error names the entry.
+    pub fn parse(entries: &[String]) -> Result<AllowedHosts, String> {
+        let rules = entries
+            .iter()
+            .map(|entry| HostRule::parse(entry).map_err(|e| format!("{entry:?}: {e}")))
+            .collect::<Result<_, _>>()?;
+        Ok(AllowedHosts { rules })
+    }
+
+    /// Whether a request to this scheme, host and port is allowed; if so,
+    /// whether the host was named exactly (and may then be private).
+    fn check(&self, scheme: &str, host: &str, port: u16) -> Option<Named> {
+        let host = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_ascii_lowercase();
+        self.rules
+            .iter()
+            .filter(|rule| rule.matches(scheme, &host, port))
+            .map(|rule| match rule.host {
+                HostPattern::Exact(_) => Named::Exactly,
+                _ => Named::ByPattern,
+            })
+            .max()
+    }
+}
+
+/// How the allow-list names a host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Named {
+    ByPattern,
+    Exactly,
+}
+
+impl HostRule {
+    fn parse(entry: &str) -> Result<HostRule, &'static str> {
+        let (scheme, rest) = entry
+            .split_once("://")
+            .ok_or("write scheme://host, such as https://api.example.com")?;
+        let scheme = match scheme {
+            "http" => Some("http"),
+            "https" => Some("https"),
+            "*" => None,
+            _ => return Err("the scheme must be http, https or *"),
+        };
+        let rest = rest.trim_end_matches('/');
+        if rest.contains('/') || rest.contains('@') || rest.contains('?') {
+            return Err("give a scheme, a host and a port only");
+        }
+        let (host, port) = match rest.rsplit_once(':') {
+            Some((host, port))
+                if !port.contains(']') && !host.is_empty() && !host.ends_with(':') =>
+            {
+                let port = match port {
+                    "*" => PortRule::Any,
+                    _ => {
+                        PortRule::Exact(port.parse().map_err(|_| "the port must be a number or *")?)
+                    }
+                };
+                (host, port)
+            }
+            _ => (rest, PortRule::Default),
+        };
+        let host = host.to_ascii_lowercase();
+        let host = host.trim_start_matches('[').trim_end_matches(']');
+        let pattern = if host == "*" {
+            HostPattern::Any
+        } else if let Some(domain) = host.strip_prefix("*.") {
+            if domain.is_empty() || domain.contains('*') {
+                return Err("a wildcard host is *.domain");
+            }
+            HostPattern::Subdomains(format!(".{domain}"))
+        } else if host.is_empty() || host.contains('*') {
+            return Err("a host is a name, an IP address, *.domain or *");
+        } else {
+            HostPattern::Exact(host.to_owned())
+        };
+        Ok(HostRule {
+            scheme,
+            host: pattern,
+            port,
+        })
+    }
+
+    fn matches(&self, scheme: &str, host: &str, port: u16) -> bool {
+        let scheme_ok = self.scheme.is_none_or(|s| s == scheme);
+        let host_ok = match &self.host {
+            HostPattern::Exact(exact) => exact == host,
+            HostPattern::Subdomains(suffix) => host.ends_with(suffix.as_str()),
+            HostPattern::Any => true,
+        };
+        let port_ok = match self.port {
+            PortRule::Any => true,
+            PortRule::Exact(p) => p == port,
+            PortRule::Default => port == default_port(scheme),
+        };
+        scheme_ok && host_ok && port_ok
+    }
+}
+
+fn default_port(scheme: &str) -> u16 {
+    if scheme == "https" { 443 } else { 80 }
+}
+
+/// What one message may do over HTTP.
+#[derive(Debug, Clone)]
+pub(crate) struct HttpBudget {
+    pub(crate) allowed: Arc<AllowedHosts>,
+    pub(crate) max_requests: u32,
+    pub(crate) max_response_size: u64,
+    pub(crate) deadline: Instant,
+}
+
+/// The `wasi:http` hooks of one message's store.
+pub(crate) struct Outbound {
+    budget: HttpBudget,
+    requests: u32,
+}
+
+impl Outbound {
+    pub(crate) fn new(budget: HttpBudget) -> Self {
+        Outbound {
+            budget,
+            requests: 0,
+        }
+    }
+
+    /// The checked destination of a request, or why it may not be sent.
+    fn admit(&mut self, request: &http::Request<WasiBody>) -> Result<Destination, Error> {
+        let uri = request.uri();
+        let scheme = match uri.scheme() {
+            Some(s) if *s == Scheme::HTTPS => "https",
+            Some(s) if *s == Scheme::HTTP => "http",
+            _ => return Err(Error::HttpProtocolError),
+        };
+        let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_owned();
+        let port = uri.port_u16().unwrap_or(default_port(scheme));
+        let Some(named) = self.budget.allowed.check(scheme, &host, port) else {
+            tracing::warn!(target: "flow", %uri, "outbound request denied: the host is not in allowed_outbound_hosts");
+            return Err(Error::HttpRequestDenied);
+        };
+        if self.requests >= self.budget.max_requests {
+            tracing::warn!(target: "flow", %uri, limit = self.budget.max_requests, "outbound request denied: request limit reached");
+            return Err(Error::ConnectionLimitReached);
+        }
+        self.requests += 1;
+        Ok(Destination {
+            tls: scheme == "https",
+            host: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_owned(),
+            port,
+            may_be_private: named == Named::Exactly,
+        })
+    }
+}
+
+struct Destination {
+    tls: bool,
+    host: String,
+    port: u16,
+    may_be_private: bool,
+}
+
+type ResponseFuture = Box<
+    dyn Future<
+            Output = wasmtime_wasi_http::Result<(
+                http::Response<WasiBody>,
+                Box<dyn Future<Output = Result<(), Error>> + Send>,
+            )>,
+        > + Send,
+>;
+
+impl WasiHttpHooks for Outbound {
+    fn send_request(
+        &mut self,
+        request: http::Request<WasiBody>,
+        options: Option<RequestOptions>,
+        _request_done: Box<dyn Future<Output = Result<(), Error>> + Send>,
+    ) -> ResponseFuture {
+        let admitted = self.admit(&request);
+        let budget = self.budget.clone();
+        Box::new(async move { send(request, admitted?, options, budget).await })
+    }
+}
+
+/// The time left for a step: the guest's own timeout, if any, cut to what
+/// remains of the message's deadline.
+fn time_left(asked: Option<Duration>, deadline: Instant) -> Duration {
+    let left = deadline.saturating_duration_since(Instant::now());
+    asked.map_or(left, |asked| asked.min(left))
+}
+
+async fn send(
+    mut request: http::Request<WasiBody>,
+    to: Destination,
+    options: Option<RequestOptions>,
+    budget: HttpBudget,
+) -> wasmtime_wasi_http::Result<(
+    http::Response<WasiBody>,
+    Box<dyn Future<Output = Result<(), Error>> + Send>,
+)> {
+    let connect_timeout = time_left(options.and_then(|o| o.connect_timeout), budget.deadline);
+    let first_byte_timeout = time_left(options.and_then(|o| o.first_byte_timeout), budget.deadline);
+    let between_bytes = time_left(
+        options.and_then(|o| o.between_bytes_timeout),
+        budget.deadline,
+    )
+    .max(Duration::from_millis(1));
+
+    let addresses = resolve(&to.host, to.port, connect_timeout).await?;
+    let mut prohibited = None;
+    let mut failed = None;
+    let mut stream = None;
+    for address in addresses {
+        if let Some(reason) = restricted(address.ip()).filter(|_| !to.may_be_private) {
+            prohibited = Some((address, reason));
+            continue;
+        }
+        match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
+            Ok(Ok(connected)) => {
+                stream = Some(connected);
+                break;
+            }
+            Ok(Err(e)) if e.kind() == std::io::ErrorKind::ConnectionRefused => {
+                failed = Some(Error::ConnectionRefused);
+            }
+            Ok(Err(e)) => failed = Some(Error::Connect(e)),
+            Err(_) => failed = Some(Error::ConnectionTimeout),
+        }
+    }
+    let Some(stream) = stream else {
+        if let Some(error) = failed {
+            return Err(error);
+        }
+        if let Some((address, reason)) = prohibited {
+            tracing::warn!(target: "flow", host = %to.host, %address, reason, "outbound request denied: not a public address");
+            return Err(Error::DestinationIpProhibited);
+        }
+        return Err(Error::DestinationNotFound);
+    };
+    let _ = stream.set_nodelay(true);
+
+    let io: Box<dyn Io> = if to.tls {
+        crate::tls::install_crypto_provider();
+        let server_name = match to.host.parse::<IpAddr>() {
+            Ok(ip) => rustls::pki_types::ServerName::from(ip),
+            Err(_) => rustls::pki_types::ServerName::try_from(to.host.clone())
+                .map_err(|_| Error::HttpRequestUriInvalid)?,
+        };
+        let connector = tokio_rustls::TlsConnector::from(tls_config());
+        let tls = tokio::time::timeout(connect_timeout, connector.connect(server_name, stream))
+            .await
+            .map_err(|_| Error::ConnectionTimeout)?
+            .map_err(Error::Tls)?;
+        Box::new(tls)
+    } else {
+        Box::new(stream)
+    };
+    let (mut sender, connection) = tokio::time::timeout(
+        connect_timeout,
+        hyper::client::conn::http1::Builder::new().handshake(TokioIo::new(io)),
+    )
+    .await
+    .map_err(|_| Error::ConnectionTimeout)??;
+
+    // The request carries the full URL; on the wire it is origin-form.
+    *request.uri_mut() = http::Uri::builder()
+        .path_and_query(request.uri().path_and_query().map_or("/", |p| p.as_str()))
+        .build()
+        .map_err(|_| Error::HttpRequestUriInvalid)?;
+
+    let mut connection = Box::pin(connection);
+    let mut respond = Box::pin(tokio::time::timeout(
+        first_byte_timeout,
+        sender.send_request(request),
+    ));
+    let mut driving = true;
+    // Wait for the response head while driving the connection's I/O.
+    let response = std::future::poll_fn(|cx| {
+        if let Poll::Ready(result) = respond.as_mut().poll(cx) {
+            return Poll::Ready(result);
+        }
+        if driving && let Poll::Ready(result) = connection.as_mut().poll(cx) {
+            driving = false;
+            if let Err(e) = result {
+                return Poll::Ready(Ok(Err(e)));
+            }
+        }
+        Poll::Pending
+    })
+    .await
+    .map_err(|_| Error::ConnectionReadTimeout)??;
+
+    let (head, incoming) = response.into_parts();
+    let body = LimitedBody {
+        incoming,
+        read: 0,
+        limit: budget.max_response_size,
+        idle: Box::pin(tokio::time::sleep(between_bytes)),
+        between_bytes,
+    };
+    let response = http::Response::from_parts(head, body.boxed_unsync());
+    let rest: Box<dyn Future<Output = Result<(), Error>> + Send> = Box::new(async move {
+        if driving {
+            connection.await.map_err(Error::from)?;
+        }
+        Ok(())
+    });
+    Ok((response, rest))
+}
+
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static {}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static> Io for T {}
+
+async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
+    if let Ok(ip) = host.parse::<IpAddr>() {
+        return Ok(vec![SocketAddr::new(ip, port)]);
+    }
+    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
+        .await
+        .map_err(|_| Error::DnsTimeout)?
+        .map_err(|e| Error::DnsError {
+            rcode: Some(e.to_string()),
+            info_code: None,
+        })?;
+    let found: Vec<_> = found.collect();
+    if found.is_empty() {
+        return Err(Error::DestinationNotFound);
+    }
+    Ok(found)
+}
+
+fn tls_config() -> Arc<rustls::ClientConfig> {
+    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
+    Arc::clone(CONFIG.get_or_init(|| {
+        let roots = rustls::RootCertStore {
+            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
+        };
+        Arc::new(
+            rustls::ClientConfig::builder()
+                .with_root_certificates(roots)
+                .with_no_client_auth(),
+        )
+    }))
+}
+
+/// A response body read up to a size limit, failing if it pauses longer
+/// than the between-bytes timeout.
+struct LimitedBody {
+    incoming: hyper::body::Incoming,
+    read: u64,
+    limit: u64,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    between_bytes: Duration,
+}
+
+impl http_body::Body for LimitedBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<http_body::Frame<Bytes>, Error>>> {
+        match Pin::new(&mut self.incoming).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(data) = frame.data_ref() {
+                    self.read += data.len() as u64;
+                    if self.read > self.limit {
+                        return Poll::Ready(Some(Err(Error::HttpResponseBodySize(Some(
+                            self.limit,
+                        )))));
+                    }
+                }
+                let next = tokio::time::Instant::now() + self.between_bytes;
+                self.idle.as_mut().reset(next);
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(Error::from(e)))),
+            Poll::Ready(None) => Poll::Ready(None),
+            Poll::Pending => {
+                ready!(self.idle.as_mut().poll(cx));
+                Poll::Ready(Some(Err(Error::ConnectionReadTimeout)))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.incoming.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.incoming.size_hint()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hosts(entries: &[&str]) -> AllowedHosts {
+        AllowedHosts::parse(&entries.iter().map(|e| e.to_string()).collect::<Vec<_>>()).unwrap()
+    }
+
+    #[test]
+    fn matches_scheme_host_and_port() {
+        let allowed = hosts(&[
+            "https://api.example.com",
+            "http://127.0.0.1:8080",
+            "https://*.example.org",
+        ]);
+        assert_eq!(
+            allowed.check("https", "api.example.com", 443),
+            Some(Named::Exactly)
+        );
+        assert_eq!(
+            allowed.check("https", "API.Example.com", 443),
+            Some(Named::Exactly)
+        );
+        assert_eq!(allowed.check("http", "api.example.com", 80), None, "scheme");
+        assert_eq!(
+            allowed.check("https", "api.example.com", 8443),
+            None,
+            "port"
+        );
+        assert_eq!(
+            allowed.check("http", "127.0.0.1", 8080),
+            Some(Named::Exactly)
+        );
+        assert_eq!(allowed.check("http", "127.0.0.1", 8081), None);
+        assert_eq!(
+            allowed.check("https", "a.b.example.org", 443),
+            Some(Named::ByPattern)
+        );
+        assert_eq!(
+            allowed.check("https", "example.org", 443),
+            None,
+            "*.x is subdomains only"
+        );
+        assert_eq!(allowed.check("https", "evil-example.org", 443), None);
+        assert_eq!(
+            hosts(&[]).check("https", "api.example.com", 443),
+            None,
+            "deny by default"
+        );
+    }
+
+    #[test]
+    fn wildcards_for_scheme_host_and_port() {
+        let allowed = hosts(&["*://example.com:*", "https://*"]);
+        assert_eq!(
+            allowed.check("http", "example.com", 1234),
+            Some(Named::Exactly)
+        );
+        assert_eq!(
+            allowed.check("https", "anything.net", 443),
+            Some(Named::ByPattern)
+        );
+        assert_eq!(allowed.check("http", "anything.net", 80), None);
+        let ipv6 = hosts(&["http://[::1]:9000"]);
+        assert_eq!(ipv6.check("http", "[::1]", 9000), Some(Named::Exactly));
+    }
+
+    #[test]
+    fn rejects_malformed_entries() {
+        for bad in [
+            "api.example.com",
+            "ftp://x.com",
+            "https://x.com/path",
+            "https://x.com:port",
+            "https://*x.com",
+            "https://user@x.com",
+        ] {
+            assert!(AllowedHosts::parse(&[bad.to_string()]).is_err(), "{bad}");
+        }
+    }
+}
