@@ -48,6 +48,8 @@ pub struct Config {
     pub runtime: RuntimeConfig,
     /// How outputs are delivered.
     pub delivery: DeliveryConfig,
+    /// How the store keeps data.
+    pub store: StoreConfig,
     /// The endpoints, by name.
     pub endpoints: BTreeMap<String, EndpointConfig>,
 }
@@ -78,6 +80,19 @@ pub struct RuntimeConfig {
     pub shutdown_grace: Duration,
 }
 
+/// How the store keeps data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Whether each commit is fsynced before it counts. Off, flowhost is
+    /// faster and still survives its own crash (the data is in the OS), but
+    /// not a machine crash or power cut: a 202 may then be lost.
+    pub fsync: bool,
+    /// How long finished messages and delivered outputs are kept (for the
+    /// admin API) before they are deleted. Dead letters are kept until
+    /// redelivered.
+    pub retention: Duration,
+}
+
 /// How outputs are delivered to webhooks.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DeliveryConfig {
@@ -88,6 +103,11 @@ pub struct DeliveryConfig {
     pub retry_schedule: Vec<Duration>,
     /// POSTs in flight at once, across all endpoints and sessions.
     pub max_concurrent: usize,
+    /// Whether webhooks may be on loopback, private or link-local addresses.
+    /// Off, such addresses are refused when the configuration is read and,
+    /// for names, on the address actually connected to (so DNS rebinding
+    /// does not get through).
+    pub allow_private_webhooks: bool,
 }
 
 /// One webhook endpoint: a URL token, the flow that handles its messages and
@@ -110,6 +130,24 @@ pub struct EndpointConfig {
     /// Copied into every output's `disableSensitiveLogging`; when true,
     /// flowhost also keeps message content out of its own logs.
     pub disable_sensitive_logging: bool,
+    /// The Standard Webhooks signing secret (`whsec_…`), when deliveries are
+    /// signed.
+    pub webhook_secret: Option<crate::delivery::signature::Secret>,
+    /// Whether a session's outputs are delivered strictly in order.
+    pub delivery_order: DeliveryOrder,
+}
+
+/// How a session's outputs are ordered on delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryOrder {
+    /// Outputs of a session are delivered in order: one that keeps failing
+    /// holds back the later ones until it is delivered or dead. The
+    /// receiver never sees a conversation out of order.
+    Session,
+    /// Each output is delivered on its own: a failing one does not hold
+    /// back the others, which may then arrive out of order.
+    None,
 }
 
 /// How callers of an endpoint authenticate.
@@ -250,7 +288,16 @@ struct RawConfig {
     #[serde(default)]
     delivery: RawDelivery,
     #[serde(default)]
+    store: RawStore,
+    #[serde(default)]
     endpoints: BTreeMap<String, RawEndpoint>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawStore {
+    fsync: Option<bool>,
+    retention: Option<HumanDuration>,
 }
 
 /// Flow limits as written in `flowhost.toml` and in a flow's manifest; every
@@ -309,6 +356,7 @@ struct RawDelivery {
     timeout: Option<HumanDuration>,
     retry_schedule: Option<Vec<HumanDuration>>,
     max_concurrent: Option<usize>,
+    allow_private_webhooks: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -326,6 +374,10 @@ struct RawEndpoint {
     webhook_password: Option<String>,
     #[serde(default)]
     disable_sensitive_logging: bool,
+    #[serde(default)]
+    webhook_secret: Option<String>,
+    #[serde(default = "defaults::delivery_order")]
+    delivery_order: DeliveryOrder,
 }
 
 mod defaults {
@@ -343,6 +395,9 @@ mod defaults {
     }
     pub(super) fn auth() -> Auth {
         Auth::None
+    }
+    pub(super) fn delivery_order() -> super::DeliveryOrder {
+        super::DeliveryOrder::Session
     }
 }
 
@@ -422,6 +477,14 @@ impl RawConfig {
                     s.into_iter().map(|d| d.0).collect()
                 }),
             max_concurrent: self.delivery.max_concurrent.unwrap_or(256),
+            allow_private_webhooks: self.delivery.allow_private_webhooks.unwrap_or(false),
+        };
+        let store = StoreConfig {
+            fsync: self.store.fsync.unwrap_or(true),
+            retention: self
+                .store
+                .retention
+                .map_or(Duration::from_secs(7 * 86400), |d| d.0),
         };
         if delivery.max_concurrent == 0 {
             problems.push("delivery.max_concurrent: must be at least 1".into());
@@ -457,8 +520,24 @@ impl RawConfig {
                 }
             }
             let webhook_url = check_http_url(&format!("{at}.webhook_url"), &raw.webhook_url)
+                .and_then(|url| {
+                    if delivery.allow_private_webhooks {
+                        return Ok(url);
+                    }
+                    match crate::delivery::guard::private_host(&url) {
+                        Some(reason) => Err(format!(
+                            "{at}.webhook_url: {url} is {reason}; set delivery.allow_private_webhooks = true to allow it"
+                        )),
+                        None => Ok(url),
+                    }
+                })
                 .map_err(|p| problems.push(p))
                 .ok();
+            let webhook_secret = raw.webhook_secret.as_deref().and_then(|secret| {
+                crate::delivery::signature::Secret::parse(secret)
+                    .map_err(|e| problems.push(format!("{at}.webhook_secret: {e}")))
+                    .ok()
+            });
             let webhook_auth = match (raw.webhook_user, raw.webhook_password) {
                 (Some(user), password) => Some(BasicAuth {
                     user,
@@ -481,6 +560,8 @@ impl RawConfig {
                         webhook_url,
                         webhook_auth,
                         disable_sensitive_logging: raw.disable_sensitive_logging,
+                        webhook_secret,
+                        delivery_order: raw.delivery_order,
                     },
                 );
             }
@@ -499,6 +580,7 @@ impl RawConfig {
             limits,
             runtime,
             delivery,
+            store,
             endpoints,
         })
     }
@@ -558,6 +640,7 @@ mod tests {
 
         [delivery]
         retry_schedule = ["10ms", "20ms"]
+        allow_private_webhooks = true
 
         [endpoints.support]
         flow = "order-help"
@@ -627,6 +710,50 @@ mod tests {
         ] {
             assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
         }
+    }
+
+    #[test]
+    fn refuses_private_webhooks_unless_allowed() {
+        for url in [
+            "http://127.0.0.1:9000/hook",
+            "http://localhost/hook",
+            "http://[::1]/hook",
+            "http://169.254.169.254/latest",
+            "http://10.1.2.3/",
+            "http://[::ffff:127.0.0.1]/",
+            "http://0.0.0.0/",
+            "http://2130706433/",
+        ] {
+            let config = format!("[endpoints.a]\nflow = \"echo\"\nwebhook_url = \"{url}\"\n");
+            let err = Config::from_toml(&config).unwrap_err().to_string();
+            assert!(err.contains("allow_private_webhooks"), "{url}: {err}");
+            let allowed = format!("[delivery]\nallow_private_webhooks = true\n{config}");
+            assert!(Config::from_toml(&allowed).is_ok(), "{url}");
+        }
+        let public = "[endpoints.a]\nflow = \"echo\"\nwebhook_url = \"https://example.com/hook\"\n";
+        assert!(Config::from_toml(public).is_ok());
+    }
+
+    #[test]
+    fn checks_webhook_secrets() {
+        let with = |secret: &str| {
+            Config::from_toml(&format!(
+                "[endpoints.a]\nflow = \"echo\"\nwebhook_url = \"https://example.com/\"\nwebhook_secret = \"{secret}\"\n"
+            ))
+        };
+        assert!(with("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+        assert!(
+            with("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")
+                .unwrap_err()
+                .to_string()
+                .contains("whsec_")
+        );
+        assert!(
+            with("whsec_c2hvcnQ=")
+                .unwrap_err()
+                .to_string()
+                .contains("24")
+        );
     }
 
     #[test]

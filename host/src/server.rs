@@ -44,7 +44,7 @@ impl Server {
     /// Starts every part of the host on `listener`.
     pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Server> {
         let store = Arc::new(
-            SqliteStore::open(&config.data_dir)
+            SqliteStore::open_with(&config.data_dir, config.store.fsync)
                 .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
         );
         let runtime = Arc::new(Runtime::new(&config.runtime).context("starting the runtime")?);
@@ -75,26 +75,19 @@ impl Server {
 
         let stopping = CancellationToken::new();
         let shared_store: Arc<dyn Store> = store.clone();
-        let delivery = Delivery::new(
+        let delivery = Delivery::start(
             Handle::current(),
             Arc::clone(&shared_store),
             Arc::clone(&endpoints),
             &config.delivery,
             stopping.clone(),
-        )?;
-        let pending = store.pending_outputs().await?;
-        if !pending.is_empty() {
-            tracing::info!(
-                outputs = pending.len(),
-                "resuming delivery of outputs left from the last run"
-            );
-        }
-        delivery.enqueue(pending);
+        )
+        .await?;
 
         let inbox = Inbox::new(
             Handle::current(),
             TurnRunner {
-                store: shared_store,
+                store: Arc::clone(&shared_store),
                 runtime: Arc::clone(&runtime),
                 flows: flows.clone(),
                 endpoints: Arc::clone(&endpoints),
@@ -110,6 +103,11 @@ impl Server {
                 "running messages left unfinished by the last run"
             );
         }
+        tokio::spawn(prune(
+            Arc::clone(&shared_store),
+            config.store.retention,
+            stopping.clone(),
+        ));
 
         Ok(Server {
             listener,
@@ -153,6 +151,8 @@ impl Server {
             store: self.store.clone(),
             flows: self.flows.clone(),
             max_body_size: usize::try_from(self.config.max_body_size).unwrap_or(usize::MAX),
+            delivery: self.delivery.clone(),
+            admin_token: self.config.admin_token.clone(),
         });
         let grace = self.config.runtime.shutdown_grace;
         let http_stop = CancellationToken::new();
@@ -225,6 +225,23 @@ async fn load_folder(
         }
     }
     Ok(())
+}
+
+/// Deletes finished records older than `retention`, hourly, until `stop`.
+async fn prune(store: Arc<dyn Store>, retention: std::time::Duration, stop: CancellationToken) {
+    let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
+    loop {
+        tokio::select! {
+            _ = every_hour.tick() => {}
+            () = stop.cancelled() => return,
+        }
+        let before = crate::store::now_ms() - retention.as_millis() as i64;
+        match store.prune(before).await {
+            Ok(0) => {}
+            Ok(rows) => tracing::info!(rows, "pruned finished messages and delivered outputs"),
+            Err(error) => tracing::warn!(%error, "could not prune old records"),
+        }
+    }
 }
 
 /// A new URL token: 32 random bytes as 64 hex digits, like the seed's.

@@ -5,6 +5,7 @@
 //! small cap so that a receiver cannot make flowhost buffer without end, and
 //! each attempt is bounded by the configured timeout, connecting included.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
@@ -42,16 +43,25 @@ pub(crate) struct Sender {
 }
 
 impl Sender {
-    pub(crate) fn new(timeout: Duration) -> anyhow::Result<Sender> {
+    /// A sender whose POSTs take at most `timeout`; unless
+    /// `allow_private`, names are resolved to public addresses only.
+    pub(crate) fn new(timeout: Duration, allow_private: bool) -> anyhow::Result<Sender> {
         crate::tls::install_crypto_provider();
-        let client = reqwest::Client::builder()
+        let mut builder = reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
+            // A proxy from the environment would be connected to instead of
+            // the checked address.
+            .no_proxy()
             .timeout(timeout)
             .connect_timeout(timeout.min(Duration::from_secs(10)))
             .pool_idle_timeout(Duration::from_secs(60))
-            .tcp_nodelay(true)
-            .build()?;
-        Ok(Sender { client })
+            .tcp_nodelay(true);
+        if !allow_private {
+            builder = builder.dns_resolver(Arc::new(super::guard::PublicOnly));
+        }
+        Ok(Sender {
+            client: builder.build()?,
+        })
     }
 
     /// POSTs `output` to the endpoint's webhook.
@@ -69,6 +79,10 @@ impl Sender {
             .body(output.body.clone());
         if let Some(auth) = &endpoint.webhook_auth {
             request = request.basic_auth(&auth.user, Some(&auth.password));
+        }
+        if let Some(secret) = &endpoint.webhook_secret {
+            let signature = secret.sign(&output.webhook_id, timestamp, &output.body);
+            request = request.header("webhook-signature", signature);
         }
         let mut response = match request.send().await {
             Ok(response) => response,

@@ -1,21 +1,36 @@
-//! Delivers outputs: each one a POST to its endpoint's webhook, in order per
-//! session, retried on failure until delivered or dead.
+//! Delivers outputs: each one a POST to its endpoint's webhook, retried on
+//! failure until delivered or dead.
 //!
 //! Outputs arrive here already in the store's outbox, so nothing here is
-//! the only copy: after a crash, the outbox is read again and delivery
-//! resumes, each output keeping its `webhook-id` (receivers may see an
-//! output twice, never a different one; at-least-once is the most HTTP
-//! allows).
+//! the only copy: after a crash the outbox is read again and delivery
+//! resumes, each output keeping its `webhook-id`. A receiver may see an
+//! output twice (a 2xx lost on the way back), never a different one:
+//! at-least-once is the most HTTP allows, and the id lets receivers
+//! deduplicate.
 //!
-//! A session's outputs go through one lane: an output that keeps failing
-//! holds back the session's later outputs, so a receiver never sees them out
-//! of order. Other sessions are not held back.
+//! **Order.** With `delivery_order = "session"` (the default) a session's
+//! outputs go through one lane: one that keeps failing holds back the
+//! session's later outputs until it is delivered or dead, so a receiver
+//! never sees a conversation out of order; other sessions are not held
+//! back. With `"none"`, each output has a lane of its own: a failing one
+//! holds back nothing, and later outputs may overtake it.
+//!
+//! **Answers.** 2xx is delivered. 410 Gone stops all delivery to the
+//! endpoint (its outputs are kept) until an operator resumes it through the
+//! admin API. 429 and 503 are retried no sooner than their `Retry-After`
+//! (capped). Anything else, including redirects, timeouts and connection
+//! errors, is retried on the schedule; after the last attempt the output is
+//! a dead letter, kept with its attempts for redelivery.
 
 mod client;
+pub mod guard;
 pub mod payload;
 pub mod retry;
+pub mod signature;
 
-use std::sync::Arc;
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
 use tokio::runtime::Handle;
@@ -25,15 +40,32 @@ use tracing::Instrument;
 
 use self::client::{Answer, Sender};
 use self::retry::RetryPolicy;
-use crate::config::DeliveryConfig;
+use crate::config::{DeliveryConfig, DeliveryOrder};
 use crate::endpoints::SharedEndpoints;
 use crate::lanes::Lanes;
-use crate::store::{Attempt, AttemptOutcome, PendingOutput, SessionKey, Store, now_ms};
+use crate::store::{Attempt, AttemptOutcome, PendingOutput, SessionKey, Store, StoreError, now_ms};
 
-/// The delivery service: a handle to queue outputs.
+/// The delivery service: a handle to queue outputs and manage deliveries.
 #[derive(Clone)]
 pub struct Delivery {
-    lanes: Lanes<SessionKey, PendingOutput>,
+    courier: Arc<Courier>,
+    lanes: Lanes<Lane, PendingOutput>,
+}
+
+/// What orders deliveries: a session, or (unordered) the output alone.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+enum Lane {
+    Session(SessionKey),
+    Output(i64),
+}
+
+impl fmt::Display for Lane {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Lane::Session(session) => write!(f, "{session}"),
+            Lane::Output(id) => write!(f, "output {id}"),
+        }
+    }
 }
 
 struct Courier {
@@ -43,40 +75,117 @@ struct Courier {
     policy: RetryPolicy,
     /// Bounds the POSTs in flight, whatever the number of sessions.
     in_flight: Semaphore,
+    /// Endpoints whose receiver answered 410 Gone.
+    stopped: Mutex<HashSet<String>>,
+    /// Outputs in a lane, so that none is queued twice.
+    queued: Mutex<HashSet<i64>>,
     shutdown: CancellationToken,
 }
 
 impl Delivery {
-    /// Starts the service on `runtime`. Cancelling `shutdown` stops it
-    /// between attempts; what is not delivered stays in the outbox.
-    pub fn new(
+    /// Starts the service on `runtime` and queues every pending output.
+    /// Cancelling `shutdown` stops it between attempts; what is not delivered
+    /// stays in the outbox.
+    pub async fn start(
         runtime: Handle,
         store: Arc<dyn Store>,
         endpoints: SharedEndpoints,
         config: &DeliveryConfig,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Delivery> {
+        let stopped = store
+            .disabled_endpoints()
+            .await?
+            .into_iter()
+            .map(|disabled| {
+                tracing::warn!(
+                    endpoint = %disabled.endpoint,
+                    reason = %disabled.reason,
+                    "delivery to this endpoint is stopped; resume it with POST /admin/endpoints/{}/resume",
+                    disabled.endpoint
+                );
+                disabled.endpoint
+            })
+            .collect();
         let courier = Arc::new(Courier {
-            store,
+            store: Arc::clone(&store),
             endpoints,
-            sender: Sender::new(config.timeout)?,
+            sender: Sender::new(config.timeout, config.allow_private_webhooks)?,
             policy: RetryPolicy::new(config.retry_schedule.clone()),
             in_flight: Semaphore::new(config.max_concurrent),
+            stopped: Mutex::new(stopped),
+            queued: Mutex::new(HashSet::new()),
             shutdown,
         });
-        let lanes = Lanes::new(runtime, move |_session, output| {
+        let lanes = {
             let courier = Arc::clone(&courier);
-            async move { courier.deliver(output).await }
-        });
-        Ok(Delivery { lanes })
+            Lanes::new(runtime, move |_lane, output| {
+                let courier = Arc::clone(&courier);
+                async move { courier.deliver(output).await }
+            })
+        };
+        let delivery = Delivery { courier, lanes };
+        let pending = store.pending_outputs(None).await?;
+        if !pending.is_empty() {
+            tracing::info!(
+                outputs = pending.len(),
+                "resuming delivery of outputs left from the last run"
+            );
+        }
+        delivery.enqueue(pending);
+        Ok(delivery)
     }
 
-    /// Queues outputs for delivery, behind the earlier outputs of their
-    /// sessions.
+    /// Queues outputs for delivery, in their lanes. An output already queued
+    /// is not queued again.
     pub fn enqueue(&self, outputs: impl IntoIterator<Item = PendingOutput>) {
+        let endpoints = self.courier.endpoints.load();
         for output in outputs {
-            self.lanes.push(output.session.clone(), output);
+            if !self.courier.queued.lock().unwrap().insert(output.id) {
+                continue;
+            }
+            let order = endpoints
+                .by_name(&output.session.endpoint)
+                .map_or(DeliveryOrder::Session, |e| e.config.delivery_order);
+            let lane = match order {
+                DeliveryOrder::Session => Lane::Session(output.session.clone()),
+                DeliveryOrder::None => Lane::Output(output.id),
+            };
+            self.lanes.push(lane, output);
         }
+    }
+
+    /// Queues an output of `endpoint` again, delivered or dead, with a fresh
+    /// schedule and its own `webhook-id`. Returns whether it exists.
+    pub async fn redeliver(&self, endpoint: &str, output_id: i64) -> Result<bool, StoreError> {
+        let output = self
+            .courier
+            .store
+            .requeue_output(endpoint, output_id)
+            .await?;
+        let found = output.is_some();
+        self.enqueue(output);
+        Ok(found)
+    }
+
+    /// Queues every dead letter of `endpoint` again. Returns how many.
+    pub async fn redeliver_dead(&self, endpoint: &str) -> Result<usize, StoreError> {
+        let outputs = self.courier.store.requeue_dead(endpoint).await?;
+        let count = outputs.len();
+        self.enqueue(outputs);
+        Ok(count)
+    }
+
+    /// Resumes delivery to an endpoint stopped by a 410, and queues its
+    /// pending outputs. Returns whether it was stopped.
+    pub async fn resume(&self, endpoint: &str) -> Result<bool, StoreError> {
+        let was_stopped = self.courier.store.enable_endpoint(endpoint).await?;
+        self.courier.stopped.lock().unwrap().remove(endpoint);
+        self.enqueue(self.courier.store.pending_outputs(Some(endpoint)).await?);
+        if was_stopped {
+            tracing::info!(endpoint, "delivery resumed");
+        }
+        Ok(was_stopped)
     }
 
     /// Resolves once no delivery is running (after shutdown was cancelled,
@@ -88,20 +197,27 @@ impl Delivery {
 
 impl Courier {
     async fn deliver(&self, output: PendingOutput) {
+        let id = output.id;
         let span = tracing::info_span!(
             "delivery",
             endpoint = %output.session.endpoint,
+            session = %output.session.session_id,
             output = output.id,
             webhook_id = %output.webhook_id,
         );
         self.attempt_until_done(output).instrument(span).await;
+        self.queued.lock().unwrap().remove(&id);
+    }
+
+    fn is_stopped(&self, endpoint: &str) -> bool {
+        self.stopped.lock().unwrap().contains(endpoint)
     }
 
     async fn attempt_until_done(&self, output: PendingOutput) {
         let mut attempts = output.attempts;
         loop {
-            if self.shutdown.is_cancelled() {
-                return;
+            if self.shutdown.is_cancelled() || self.is_stopped(&output.session.endpoint) {
+                return; // It stays pending in the outbox.
             }
             let endpoint = self
                 .endpoints
@@ -115,19 +231,28 @@ impl Courier {
                 return;
             };
 
-            let answer = {
+            let (answer, started_at, took) = {
                 let _permit = self.in_flight.acquire().await.expect("never closed");
                 let started = Instant::now();
                 let started_at = now_ms();
                 let answer = self.sender.send(&endpoint.config, &output).await;
                 (answer, started_at, started.elapsed())
             };
-            let (answer, started_at, took) = answer;
             attempts += 1;
 
+            let gone = matches!(
+                answer,
+                Answer::Failed {
+                    status: Some(410),
+                    ..
+                }
+            );
             let (status, error, outcome, wait) = match answer {
                 Answer::Delivered { status } => {
                     (Some(status), None, AttemptOutcome::Delivered, None)
+                }
+                Answer::Failed { status, error, .. } if gone => {
+                    (status, Some(error), AttemptOutcome::Retrying, None)
                 }
                 Answer::Failed {
                     status,
@@ -155,6 +280,10 @@ impl Courier {
                 return;
             }
 
+            if gone {
+                self.stop(&output.session.endpoint).await;
+                return;
+            }
             match (outcome, wait) {
                 (AttemptOutcome::Delivered, _) => {
                     tracing::debug!(attempts, took_ms = took.as_millis() as u64, "delivered");
@@ -181,6 +310,23 @@ impl Courier {
                     return;
                 }
             }
+        }
+    }
+
+    /// Stops delivery to `endpoint` after a 410 Gone, loudly.
+    async fn stop(&self, endpoint: &str) {
+        self.stopped.lock().unwrap().insert(endpoint.to_owned());
+        let reason = "the receiver answered 410 Gone";
+        let stored = crate::store::retrying("stop delivery to an endpoint", &self.shutdown, || {
+            self.store.disable_endpoint(endpoint, reason)
+        })
+        .await;
+        if stored.is_some() {
+            tracing::error!(
+                endpoint,
+                "the receiver answered 410 Gone: delivery to this endpoint is STOPPED; its outputs \
+                 are kept; resume with POST /admin/endpoints/{endpoint}/resume"
+            );
         }
     }
 }

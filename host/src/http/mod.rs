@@ -3,6 +3,7 @@
 //! Handlers only check and translate: every error is a [`Problem`], every
 //! accepted message goes to the [`Inbox`].
 
+mod admin;
 mod endpoint;
 pub mod message;
 pub mod problem;
@@ -16,6 +17,7 @@ use http::StatusCode;
 
 pub use self::problem::Problem;
 
+use crate::delivery::Delivery;
 use crate::endpoints::SharedEndpoints;
 use crate::flows::Registry;
 use crate::inbox::Inbox;
@@ -34,11 +36,20 @@ pub struct AppState {
     pub flows: Registry,
     /// The largest request body accepted.
     pub max_body_size: usize,
+    /// For the admin API's redeliveries.
+    pub delivery: Delivery,
+    /// The admin API's bearer token; no admin API without one.
+    pub admin_token: Option<String>,
 }
 
 /// The router, without a server, so that tests can call it directly.
 pub fn router(state: AppState) -> Router {
+    let admin = match state.admin_token.clone() {
+        Some(token) => admin::routes(state.clone(), token),
+        None => Router::new(),
+    };
     Router::new()
+        .merge(admin)
         .route("/endpoint/{url_token}", post(endpoint::receive))
         .route("/healthz", get(|| async { "ok" }))
         .fallback(|| async { Problem::not_found("there is nothing at this path") })

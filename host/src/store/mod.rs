@@ -170,6 +170,75 @@ pub enum AttemptOutcome {
     Dead,
 }
 
+/// Where an output is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum OutputStatus {
+    /// Not delivered yet; attempts go on.
+    Pending,
+    /// A receiver answered 2xx.
+    Delivered,
+    /// Every attempt failed: a dead letter, kept for redelivery.
+    Dead,
+}
+
+impl OutputStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            OutputStatus::Pending => "pending",
+            OutputStatus::Delivered => "delivered",
+            OutputStatus::Dead => "dead",
+        }
+    }
+}
+
+/// An output as the admin API shows it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OutputRecord {
+    /// Its place in the outbox.
+    pub id: i64,
+    /// Its session's id.
+    pub session_id: String,
+    /// The id every attempt carried.
+    pub webhook_id: String,
+    /// Its status.
+    pub status: OutputStatus,
+    /// Attempts made since it was last queued.
+    pub attempts: u32,
+    /// What went wrong last, if anything.
+    pub last_error: Option<String>,
+    /// When it was made, in milliseconds since the Unix epoch.
+    pub created_at: i64,
+    /// When it was delivered or died.
+    pub finished_at: Option<i64>,
+    /// The body POSTed.
+    pub body: String,
+}
+
+/// One recorded delivery attempt.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct AttemptRecord {
+    /// When it started, in milliseconds since the Unix epoch.
+    pub started_at: i64,
+    /// How long it took.
+    pub duration_ms: i64,
+    /// The receiver's status code, if it answered.
+    pub status: Option<u16>,
+    /// What went wrong, if anything.
+    pub error: Option<String>,
+}
+
+/// An endpoint whose deliveries are stopped.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct DisabledEndpoint {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// Why: what the receiver answered.
+    pub reason: String,
+    /// Since when, in milliseconds since the Unix epoch.
+    pub since: i64,
+}
+
 /// An API key of an endpoint, without its secret.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ApiKeyInfo {
@@ -236,11 +305,52 @@ pub trait Store: Send + Sync + 'static {
     /// transaction. Returns the outputs to deliver.
     async fn complete_turn(&self, turn: TurnRecord) -> Result<Vec<PendingOutput>, StoreError>;
 
-    /// The outputs not yet delivered nor dead, in order.
-    async fn pending_outputs(&self) -> Result<Vec<PendingOutput>, StoreError>;
+    /// The outputs not yet delivered nor dead, in order: of one endpoint, or
+    /// of all.
+    async fn pending_outputs(
+        &self,
+        endpoint: Option<&str>,
+    ) -> Result<Vec<PendingOutput>, StoreError>;
 
     /// Records a delivery attempt and the output's new status.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
+
+    /// The outputs of an endpoint, newest first, of one status or all.
+    async fn outputs(
+        &self,
+        endpoint: &str,
+        status: Option<OutputStatus>,
+        limit: usize,
+    ) -> Result<Vec<OutputRecord>, StoreError>;
+
+    /// The attempts made to deliver an output, oldest first.
+    async fn attempts(&self, output_id: i64) -> Result<Vec<AttemptRecord>, StoreError>;
+
+    /// Queues an output of `endpoint` for delivery again, whatever its
+    /// status, with a fresh retry schedule. Returns it, or `None` if the
+    /// endpoint has no such output.
+    async fn requeue_output(
+        &self,
+        endpoint: &str,
+        output_id: i64,
+    ) -> Result<Option<PendingOutput>, StoreError>;
+
+    /// Queues every dead output of `endpoint` again. Returns them, in order.
+    async fn requeue_dead(&self, endpoint: &str) -> Result<Vec<PendingOutput>, StoreError>;
+
+    /// Stops delivery to `endpoint` (its receiver answered 410 Gone).
+    async fn disable_endpoint(&self, endpoint: &str, reason: &str) -> Result<(), StoreError>;
+
+    /// Resumes delivery to `endpoint`. Returns whether it was stopped.
+    async fn enable_endpoint(&self, endpoint: &str) -> Result<bool, StoreError>;
+
+    /// The endpoints whose delivery is stopped.
+    async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError>;
+
+    /// Deletes finished messages and delivered outputs that finished before
+    /// `before` (milliseconds since the Unix epoch). Returns how many rows
+    /// went.
+    async fn prune(&self, before: i64) -> Result<usize, StoreError>;
 
     /// The URL token of `endpoint`: the stored one, or `new_token`, stored.
     async fn url_token(&self, endpoint: &str, new_token: String) -> Result<String, StoreError>;

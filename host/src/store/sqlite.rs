@@ -24,8 +24,9 @@ use tokio::sync::oneshot;
 
 use super::profile_merge;
 use super::{
-    ApiKeyInfo, Attempt, AttemptOutcome, InboxMessage, NewApiKey, OnAccepted, PendingOutput,
-    SessionKey, SessionState, Store, StoreError, TurnOutcome, TurnRecord, now_ms,
+    ApiKeyInfo, Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, InboxMessage, NewApiKey,
+    OnAccepted, OutputRecord, OutputStatus, PendingOutput, SessionKey, SessionState, Store,
+    StoreError, TurnOutcome, TurnRecord, now_ms,
 };
 
 /// The most writes committed together.
@@ -33,7 +34,8 @@ const MAX_GROUP: usize = 512;
 
 /// The schema, applied in order; `PRAGMA user_version` counts the steps
 /// applied to a database.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     -- The inbox: every accepted message, until and after it ran.
     CREATE TABLE messages (
         id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -112,7 +114,19 @@ const MIGRATIONS: &[&str] = &[r#"
         revoked_at INTEGER
     );
     CREATE INDEX api_keys_endpoint ON api_keys (endpoint);
-"#];
+"#,
+    r#"
+    -- Endpoints whose receiver answered 410 Gone: delivery stops until an
+    -- operator resumes it.
+    CREATE TABLE disabled_endpoints (
+        endpoint TEXT PRIMARY KEY,
+        reason   TEXT NOT NULL,
+        since    INTEGER NOT NULL
+    );
+    CREATE INDEX outputs_finished ON outputs (finished_at) WHERE status = 'delivered';
+    CREATE INDEX messages_finished ON messages (finished_at) WHERE status != 'pending';
+"#,
+];
 
 /// A write for the writer thread. It runs inside a savepoint and says
 /// whether to keep it, and what to do once the group's commit is known.
@@ -128,12 +142,21 @@ pub struct SqliteStore {
 
 impl SqliteStore {
     /// Opens (creating if needed) `<data_dir>/flowhost.db` and brings its
-    /// schema up to date.
+    /// schema up to date; every commit is fsynced.
     pub fn open(data_dir: &Path) -> Result<SqliteStore, StoreError> {
+        Self::open_with(data_dir, true)
+    }
+
+    /// Like [`open`](Self::open); with `fsync` false, commits are not
+    /// fsynced: they survive a crash of flowhost, not of the machine.
+    pub fn open_with(data_dir: &Path, fsync: bool) -> Result<SqliteStore, StoreError> {
         std::fs::create_dir_all(data_dir)
             .map_err(|e| StoreError::Open(format!("{}: {e}", data_dir.display())))?;
         let path = data_dir.join("flowhost.db");
         let mut conn = open_connection(&path)?;
+        if !fsync {
+            conn.pragma_update(None, "synchronous", "OFF")?;
+        }
         migrate(&mut conn)?;
 
         let (sender, receiver) = mpsc::channel();
@@ -528,11 +551,18 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn pending_outputs(&self) -> Result<Vec<PendingOutput>, StoreError> {
-        self.read(|conn| {
-            conn.prepare("SELECT * FROM outputs WHERE status = 'pending' ORDER BY id")?
-                .query_map([], pending_output)?
-                .collect()
+    async fn pending_outputs(
+        &self,
+        endpoint: Option<&str>,
+    ) -> Result<Vec<PendingOutput>, StoreError> {
+        let endpoint = endpoint.map(str::to_owned);
+        self.read(move |conn| {
+            conn.prepare(
+                "SELECT * FROM outputs WHERE status = 'pending' AND (?1 IS NULL OR endpoint = ?1)
+                 ORDER BY id",
+            )?
+            .query_map([endpoint], pending_output)?
+            .collect()
         })
         .await
     }
@@ -567,6 +597,170 @@ impl Store for SqliteStore {
                 attempt.output_id
             ])?;
             Ok(())
+        })
+        .await
+    }
+
+    async fn outputs(
+        &self,
+        endpoint: &str,
+        status: Option<OutputStatus>,
+        limit: usize,
+    ) -> Result<Vec<OutputRecord>, StoreError> {
+        let endpoint = endpoint.to_owned();
+        let status = status.map(OutputStatus::as_str);
+        self.read(move |conn| {
+            conn.prepare(
+                "SELECT * FROM outputs WHERE endpoint = ?1 AND (?2 IS NULL OR status = ?2)
+                 ORDER BY id DESC LIMIT ?3",
+            )?
+            .query_map(params![endpoint, status, limit as i64], |row| {
+                let status: String = row.get("status")?;
+                Ok(OutputRecord {
+                    id: row.get("id")?,
+                    session_id: row.get("session_id")?,
+                    webhook_id: row.get("webhook_id")?,
+                    status: match status.as_str() {
+                        "delivered" => OutputStatus::Delivered,
+                        "dead" => OutputStatus::Dead,
+                        _ => OutputStatus::Pending,
+                    },
+                    attempts: row.get("attempts")?,
+                    last_error: row.get("last_error")?,
+                    created_at: row.get("created_at")?,
+                    finished_at: row.get("finished_at")?,
+                    body: row.get("body")?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn attempts(&self, output_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare(
+                "SELECT started_at, duration_ms, status, error FROM delivery_attempts
+                 WHERE output_id = ? ORDER BY rowid",
+            )?
+            .query_map([output_id], |row| {
+                Ok(AttemptRecord {
+                    started_at: row.get(0)?,
+                    duration_ms: row.get(1)?,
+                    status: row.get(2)?,
+                    error: row.get(3)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn requeue_output(
+        &self,
+        endpoint: &str,
+        output_id: i64,
+    ) -> Result<Option<PendingOutput>, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.write(move |conn| {
+            conn.execute(
+                "UPDATE outputs SET status = 'pending', attempts = 0, finished_at = NULL
+                 WHERE id = ? AND endpoint = ?",
+                params![output_id, endpoint],
+            )?;
+            conn.query_row(
+                "SELECT * FROM outputs WHERE id = ? AND endpoint = ?",
+                params![output_id, endpoint],
+                pending_output,
+            )
+            .optional()
+        })
+        .await
+    }
+
+    async fn requeue_dead(&self, endpoint: &str) -> Result<Vec<PendingOutput>, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.write(move |conn| {
+            let dead: Vec<PendingOutput> = conn
+                .prepare(
+                    "SELECT * FROM outputs WHERE endpoint = ? AND status = 'dead' ORDER BY id",
+                )?
+                .query_map([&endpoint], pending_output)?
+                .collect::<rusqlite::Result<_>>()?;
+            conn.execute(
+                "UPDATE outputs SET status = 'pending', attempts = 0, finished_at = NULL
+                 WHERE endpoint = ? AND status = 'dead'",
+                [&endpoint],
+            )?;
+            Ok(dead
+                .into_iter()
+                .map(|output| PendingOutput {
+                    attempts: 0,
+                    ..output
+                })
+                .collect())
+        })
+        .await
+    }
+
+    async fn disable_endpoint(&self, endpoint: &str, reason: &str) -> Result<(), StoreError> {
+        let (endpoint, reason) = (endpoint.to_owned(), reason.to_owned());
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO disabled_endpoints (endpoint, reason, since) VALUES (?, ?, ?)
+                 ON CONFLICT (endpoint) DO NOTHING",
+                params![endpoint, reason, now_ms()],
+            )?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn enable_endpoint(&self, endpoint: &str) -> Result<bool, StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.write(move |conn| {
+            Ok(conn.execute(
+                "DELETE FROM disabled_endpoints WHERE endpoint = ?",
+                [endpoint],
+            )? > 0)
+        })
+        .await
+    }
+
+    async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError> {
+        self.read(|conn| {
+            conn.prepare(
+                "SELECT endpoint, reason, since FROM disabled_endpoints ORDER BY endpoint",
+            )?
+            .query_map([], |row| {
+                Ok(DisabledEndpoint {
+                    endpoint: row.get(0)?,
+                    reason: row.get(1)?,
+                    since: row.get(2)?,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn prune(&self, before: i64) -> Result<usize, StoreError> {
+        self.write(move |conn| {
+            let attempts = conn.execute(
+                "DELETE FROM delivery_attempts WHERE output_id IN
+                    (SELECT id FROM outputs WHERE status = 'delivered' AND finished_at < ?)",
+                [before],
+            )?;
+            let outputs = conn.execute(
+                "DELETE FROM outputs WHERE status = 'delivered' AND finished_at < ?",
+                [before],
+            )?;
+            let messages = conn.execute(
+                "DELETE FROM messages WHERE status != 'pending' AND finished_at < ?
+                 AND NOT EXISTS (SELECT 1 FROM outputs WHERE outputs.message_id = messages.id)",
+                [before],
+            )?;
+            Ok(attempts + outputs + messages)
         })
         .await
     }
@@ -713,7 +907,7 @@ mod tests {
             .unwrap();
         assert_eq!(outputs.len(), 1);
         assert_eq!(store.unfinished_messages().await.unwrap().len(), 1);
-        assert_eq!(store.pending_outputs().await.unwrap(), outputs);
+        assert_eq!(store.pending_outputs(None).await.unwrap(), outputs);
         let state = store.session_state(&first.session, "u1").await.unwrap();
         assert_eq!(state.context, r#"{"n":1}"#);
         assert_eq!(state.profile, r#"{"name":"Ada"}"#);
@@ -729,7 +923,112 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(store.pending_outputs().await.unwrap().is_empty());
+        assert!(store.pending_outputs(None).await.unwrap().is_empty());
+        let records = store.outputs("support", None, 10).await.unwrap();
+        assert_eq!(records[0].status, OutputStatus::Delivered);
+        assert_eq!(
+            store.attempts(outputs[0].id).await.unwrap()[0].status,
+            Some(200)
+        );
+
+        // Replay: a delivered output can be queued again, with its id.
+        let again = store
+            .requeue_output("support", outputs[0].id)
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(again.webhook_id, "msg_1");
+        assert_eq!(
+            store.pending_outputs(Some("support")).await.unwrap(),
+            [again]
+        );
+        assert!(
+            store
+                .requeue_output("other", outputs[0].id)
+                .await
+                .unwrap()
+                .is_none()
+        );
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_kept_and_requeued_and_old_records_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let m = accept(&store, message("s1", "hi")).await;
+        let outputs = store
+            .complete_turn(TurnRecord {
+                message_id: m.id,
+                session: m.session.clone(),
+                user_id: "u1".into(),
+                flow: "echo".into(),
+                flow_version: "abc".into(),
+                outcome: TurnOutcome::Completed {
+                    context: None,
+                    profile: None,
+                    outputs: (0..2)
+                        .map(|n| NewOutput {
+                            webhook_id: format!("msg_{n}"),
+                            body: "{}".into(),
+                        })
+                        .collect(),
+                },
+            })
+            .await
+            .unwrap();
+        for (output, outcome) in outputs
+            .iter()
+            .zip([AttemptOutcome::Dead, AttemptOutcome::Delivered])
+        {
+            store
+                .record_attempt(Attempt {
+                    output_id: output.id,
+                    started_at: now_ms(),
+                    duration_ms: 3,
+                    status: Some(500),
+                    error: Some("the receiver answered 500".into()),
+                    outcome,
+                })
+                .await
+                .unwrap();
+        }
+        let dead = store
+            .outputs("support", Some(OutputStatus::Dead), 10)
+            .await
+            .unwrap();
+        assert_eq!(dead.len(), 1);
+        assert_eq!(
+            dead[0].last_error.as_deref(),
+            Some("the receiver answered 500")
+        );
+
+        // Pruning keeps dead letters and recent records.
+        assert_eq!(store.prune(now_ms() - 60_000).await.unwrap(), 0);
+        assert_eq!(
+            store.prune(now_ms() + 60_000).await.unwrap(),
+            2,
+            "the delivered output and its attempt"
+        );
+        assert_eq!(store.outputs("support", None, 10).await.unwrap().len(), 1);
+
+        let requeued = store.requeue_dead("support").await.unwrap();
+        assert_eq!(requeued.len(), 1);
+        assert_eq!(requeued[0].id, dead[0].id);
+        assert!(
+            store
+                .outputs("support", Some(OutputStatus::Dead), 10)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+
+        store.disable_endpoint("support", "410 Gone").await.unwrap();
+        assert_eq!(
+            store.disabled_endpoints().await.unwrap()[0].reason,
+            "410 Gone"
+        );
+        assert!(store.enable_endpoint("support").await.unwrap());
+        assert!(!store.enable_endpoint("support").await.unwrap());
     }
 
     #[tokio::test]

@@ -1,9 +1,11 @@
 //! Delivery to a receiver that fails: retried with backoff until it
 //! answers 2xx, a session's outputs never overtaking each other.
 
+use std::time::Duration;
+
 use serde_json::json;
 
-use crate::support::{Receiver, Site, post};
+use crate::support::{Receiver, Site, admin, post, send};
 
 #[tokio::test]
 async fn failed_posts_are_retried_and_a_session_stays_in_order() {
@@ -81,4 +83,305 @@ async fn an_unreachable_receiver_is_retried_until_it_listens() {
     let receiver = Receiver::start_on(port).await;
     let received = receiver.wait_for(1).await;
     assert_eq!(received[0].text(), "hold on");
+}
+
+fn endpoint_config(receiver: &Receiver, extra_endpoint: &str, extra_top: &str) -> String {
+    format!(
+        r#"
+        admin_token = "admin-token-for-tests"
+        {extra_top}
+
+        [endpoints.count]
+        flow = "faulty"
+        webhook_url = "{}"
+        {extra_endpoint}
+        "#,
+        receiver.url()
+    )
+}
+
+const ADMIN: &str = "admin-token-for-tests";
+
+#[tokio::test]
+async fn retry_after_is_honoured_and_redirects_are_not_followed() {
+    let receiver = Receiver::start().await;
+    let elsewhere = Receiver::start().await;
+    let site = Site::new(
+        &["faulty"],
+        &endpoint_config(
+            &receiver,
+            "",
+            "[delivery]\nretry_schedule = [\"50ms\", \"50ms\", \"50ms\"]",
+        ),
+    );
+    let host = site.start().await;
+    receiver.answer_with_headers(429, &[("retry-after", "1")]);
+    receiver.answer_with_headers(302, &[("location", &elsewhere.url())]);
+    send(&host.url("count"), "s", "hello").await;
+
+    let attempts = receiver.wait_for_attempts(3).await;
+    assert_eq!(receiver.wait_for(1).await[0].text(), "1: hello");
+    let waited = attempts[1].at - attempts[0].at;
+    assert!(
+        waited >= Duration::from_millis(950),
+        "Retry-After: 1 was honoured over a 50 ms schedule: {waited:?}"
+    );
+    assert!(
+        attempts[2].at - attempts[1].at < Duration::from_millis(900),
+        "the 302 was retried on the schedule"
+    );
+    assert!(
+        elsewhere.attempts().is_empty(),
+        "the redirect was not followed"
+    );
+    host.wait_for_log(&["delivery failed; will retry", "302"])
+        .await;
+}
+
+#[tokio::test]
+async fn gone_stops_the_endpoint_until_an_operator_resumes_it() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(&["faulty"], &endpoint_config(&receiver, "", ""));
+    let host = site.start().await;
+    receiver.answer_with(&[410]);
+    send(&host.url("count"), "s1", "first").await;
+    host.wait_for_log(&["410 Gone", "STOPPED"]).await;
+    send(&host.url("count"), "s1", "second").await;
+    send(&host.url("count"), "s2", "other").await;
+
+    // Nothing more is tried while stopped; everything is kept.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(receiver.attempts().len(), 1);
+    let (status, listing) = admin(&host, "GET", "/admin/endpoints/count/deliveries", ADMIN).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        listing["stopped"]["reason"],
+        "the receiver answered 410 Gone"
+    );
+    let deliveries = listing["deliveries"].as_array().unwrap();
+    assert_eq!(deliveries.len(), 3);
+    assert!(
+        deliveries.iter().all(|d| d["status"] == "pending"),
+        "{listing}"
+    );
+
+    // It stays stopped across a restart.
+    assert!(host.terminate().await.success());
+    let host = site.start().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(receiver.attempts().len(), 1);
+
+    let (status, resumed) = admin(&host, "POST", "/admin/endpoints/count/resume", ADMIN).await;
+    assert_eq!((status, resumed["wasStopped"].as_bool()), (200, Some(true)));
+    let received = receiver.wait_for(3).await;
+    let texts = |session: &str| -> Vec<String> {
+        received
+            .iter()
+            .filter(|r| r.session() == session)
+            .map(|r| r.text().to_owned())
+            .collect()
+    };
+    assert_eq!(texts("s1"), ["1: first", "2: second"]);
+    assert_eq!(texts("s2"), ["1: other"]);
+}
+
+#[tokio::test]
+async fn dead_letters_are_kept_with_their_attempts_and_can_be_redelivered() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(
+        &["faulty"],
+        &endpoint_config(
+            &receiver,
+            "",
+            "[delivery]\nretry_schedule = [\"20ms\", \"20ms\"]",
+        ),
+    );
+    let host = site.start().await;
+    receiver.answer_with(&[500, 502, 500]);
+    send(&host.url("count"), "s", "doomed").await;
+    host.wait_for_log(&["dead letter", "attempts=3"]).await;
+
+    let (status, listing) = admin(&host, "GET", "/admin/endpoints/count/dead-letters", ADMIN).await;
+    assert_eq!(status, 200);
+    let dead = &listing["deliveries"][0];
+    assert_eq!(dead["status"], "dead");
+    let statuses: Vec<_> = dead["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["status"].clone())
+        .collect();
+    assert_eq!(statuses, [500, 502, 500]);
+    let id = dead["id"].as_i64().unwrap();
+
+    let (status, _) = admin(
+        &host,
+        "POST",
+        &format!("/admin/endpoints/count/deliveries/{id}/redeliver"),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 202);
+    let received = receiver.wait_for(1).await;
+    assert_eq!(received[0].text(), "1: doomed");
+    assert_eq!(
+        received[0].headers["webhook-id"],
+        dead["webhook_id"].as_str().unwrap()
+    );
+    let (_, listing) = admin(&host, "GET", "/admin/endpoints/count/dead-letters", ADMIN).await;
+    assert!(listing["deliveries"].as_array().unwrap().is_empty());
+
+    // Redelivering all the dead letters of an endpoint.
+    receiver.answer_with(&[500, 500, 500, 500, 500, 500]);
+    send(&host.url("count"), "s", "a").await;
+    send(&host.url("count"), "t", "b").await;
+    host.wait_for_log(&["dead letter", "session=t"]).await;
+    host.wait_for_log(&["dead letter", "session=s", "output=2"])
+        .await;
+    let (status, queued) = admin(
+        &host,
+        "POST",
+        "/admin/endpoints/count/dead-letters/redeliver",
+        ADMIN,
+    )
+    .await;
+    assert_eq!((status, queued["queued"].as_u64()), (202, Some(2)));
+    assert_eq!(receiver.wait_for(3).await.len(), 3);
+}
+
+#[tokio::test]
+async fn the_admin_api_needs_its_token_and_exists_only_with_one() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(&["faulty"], &endpoint_config(&receiver, "", ""));
+    let host = site.start().await;
+    let (status, problem) = admin(&host, "GET", "/admin/flows", "wrong").await;
+    assert_eq!(status, 401);
+    assert_eq!(problem["type"], "urn:flowhost:problem:unauthorized");
+    let (status, flows) = admin(&host, "GET", "/admin/flows", ADMIN).await;
+    assert_eq!(status, 200);
+    assert_eq!(flows["flows"][0]["name"], "faulty");
+    let (status, _) = admin(&host, "GET", "/admin/endpoints/nope/deliveries", ADMIN).await;
+    assert_eq!(status, 404);
+
+    let without = Site::new(
+        &["faulty"],
+        &format!(
+            "[endpoints.count]\nflow = \"faulty\"\nwebhook_url = \"{}\"\n",
+            receiver.url()
+        ),
+    );
+    let host = without.start().await;
+    let (status, _) = admin(&host, "GET", "/admin/flows", ADMIN).await;
+    assert_eq!(status, 404, "no admin_token, no admin API");
+}
+
+#[tokio::test]
+async fn unordered_endpoints_let_later_outputs_pass_a_failing_one() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(
+        &["faulty"],
+        &endpoint_config(
+            &receiver,
+            "delivery_order = \"none\"",
+            "[delivery]\nretry_schedule = [\"1s\"]",
+        ),
+    );
+    let host = site.start().await;
+    receiver.answer_with(&[500]);
+    send(&host.url("count"), "s", "first").await;
+    receiver.wait_for_attempts(1).await;
+    send(&host.url("count"), "s", "second").await;
+    let received = receiver.wait_for(2).await;
+    let texts: Vec<_> = received.iter().map(|r| r.text()).collect();
+    assert_eq!(
+        texts,
+        ["2: second", "1: first"],
+        "the retry of the first came after the second"
+    );
+}
+
+#[tokio::test]
+async fn signed_deliveries_verify_with_the_standard_webhooks_library() {
+    let receiver = Receiver::start().await;
+    let secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+    let site = Site::new(
+        &["faulty"],
+        &endpoint_config(
+            &receiver,
+            &format!("webhook_secret = \"{secret}\""),
+            "[delivery]\nretry_schedule = [\"20ms\"]",
+        ),
+    );
+    let host = site.start().await;
+    receiver.answer_with(&[503]);
+    send(&host.url("count"), "s", "sign me").await;
+    let attempts = receiver.wait_for_attempts(2).await;
+    assert_eq!(
+        attempts[0].headers["webhook-id"],
+        attempts[1].headers["webhook-id"]
+    );
+
+    let verify = |request: &crate::support::Received, body: &str| {
+        let header = |name: &str| request.headers[name].to_str().unwrap().to_owned();
+        crate::support::python(
+            &["standardwebhooks"],
+            r#"
+import json, sys
+from standardwebhooks.webhooks import Webhook
+secret, body, headers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
+try:
+    Webhook(secret).verify(body, headers)
+    print("verified")
+except Exception as error:
+    print(f"rejected: {error}")
+"#,
+            &[
+                secret,
+                body,
+                &serde_json::json!({
+                    "webhook-id": header("webhook-id"),
+                    "webhook-timestamp": header("webhook-timestamp"),
+                    "webhook-signature": header("webhook-signature"),
+                })
+                .to_string(),
+            ],
+        )
+    };
+    for attempt in &attempts {
+        assert_eq!(verify(attempt, &attempt.raw), "verified");
+        assert!(
+            attempt.headers["webhook-signature"]
+                .to_str()
+                .unwrap()
+                .starts_with("v1,")
+        );
+    }
+    let tampered = attempts[1].raw.replace("sign me", "sign you");
+    assert!(verify(&attempts[1], &tampered).starts_with("rejected"));
+}
+
+#[tokio::test]
+async fn private_webhooks_are_refused_unless_allowed() {
+    let receiver = Receiver::start().await;
+    let mut site = Site::new(
+        &["echo"],
+        &format!(
+            "[endpoints.echo]\nflow = \"echo\"\nwebhook_url = \"{}\"\n",
+            receiver.url()
+        ),
+    );
+    site.private_webhooks = false;
+    let out = site.flowhost(&["serve"]).await;
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("endpoints.echo.webhook_url") && stderr.contains("loopback"),
+        "{stderr}"
+    );
+
+    // The same site with private webhooks allowed delivers to loopback.
+    site.private_webhooks = true;
+    let host = site.start().await;
+    send(&host.url("echo"), "s", "allowed").await;
+    assert_eq!(receiver.wait_for(1).await[0].text(), "allowed");
 }

@@ -8,6 +8,7 @@ mod support;
 
 mod conversations;
 mod delivery;
+mod durability;
 mod endpoint;
 mod failures;
 mod local;

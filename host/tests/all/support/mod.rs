@@ -60,6 +60,9 @@ pub fn flow_file(name: &str) -> PathBuf {
 pub struct Site {
     pub dir: tempfile::TempDir,
     endpoints: Vec<String>,
+    /// The receivers in tests are on loopback, which webhooks may only use
+    /// when private webhooks are allowed; the SSRF tests turn this off.
+    pub private_webhooks: bool,
 }
 
 impl Site {
@@ -88,7 +91,11 @@ impl Site {
                     .map(str::to_owned)
             })
             .collect();
-        Site { dir, endpoints }
+        Site {
+            dir,
+            endpoints,
+            private_webhooks: true,
+        }
     }
 
     pub fn path(&self) -> &Path {
@@ -123,6 +130,10 @@ impl Site {
         Command::new(env!("CARGO_BIN_EXE_flowhost"))
             .args(args)
             .current_dir(self.path())
+            .env(
+                "FLOWHOST_DELIVERY__ALLOW_PRIVATE_WEBHOOKS",
+                self.private_webhooks.to_string(),
+            )
             .output()
             .await
             .unwrap()
@@ -149,6 +160,10 @@ impl Host {
             .arg("serve")
             .current_dir(site.path())
             .env("FLOWHOST_LOG", "info")
+            .env(
+                "FLOWHOST_DELIVERY__ALLOW_PRIVATE_WEBHOOKS",
+                site.private_webhooks.to_string(),
+            )
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .kill_on_drop(true)
@@ -258,6 +273,8 @@ pub struct Received {
     pub headers: HeaderMap,
     pub raw: String,
     pub body: Value,
+    /// When it arrived.
+    pub at: std::time::Instant,
 }
 
 impl Received {
@@ -286,9 +303,12 @@ struct ReceiverState {
     /// The requests answered 2xx: the deliveries.
     received: Mutex<Vec<Received>>,
     arrived: Notify,
-    /// Statuses to answer with, in turn; 200 once they run out.
-    answers: Mutex<VecDeque<StatusCode>>,
+    /// Answers (status and headers) to give, in turn; 200 once they run out.
+    answers: Mutex<VecDeque<Answer>>,
 }
+
+/// A status and headers to answer a request with.
+type Answer = (StatusCode, Vec<(String, String)>);
 
 impl Receiver {
     pub async fn start() -> Receiver {
@@ -316,11 +336,20 @@ impl Receiver {
 
     /// Answers the next requests with these statuses.
     pub fn answer_with(&self, statuses: &[u16]) {
-        self.inner
-            .answers
-            .lock()
-            .unwrap()
-            .extend(statuses.iter().map(|s| StatusCode::from_u16(*s).unwrap()));
+        for status in statuses {
+            self.answer_with_headers(*status, &[]);
+        }
+    }
+
+    /// Answers the next request with this status and these headers.
+    pub fn answer_with_headers(&self, status: u16, headers: &[(&str, &str)]) {
+        self.inner.answers.lock().unwrap().push_back((
+            StatusCode::from_u16(status).unwrap(),
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+        ));
     }
 
     /// Every request so far, failed ones included.
@@ -361,6 +390,27 @@ impl Receiver {
         })
     }
 
+    /// Waits until at least `count` requests (answered 2xx or not) have
+    /// arrived; returns them all.
+    pub async fn wait_for_attempts(&self, count: usize) -> Vec<Received> {
+        let waited = tokio::time::timeout(PATIENCE, async {
+            loop {
+                let arrived = self.inner.arrived.notified();
+                if self.attempts().len() >= count {
+                    return;
+                }
+                arrived.await;
+            }
+        })
+        .await;
+        assert!(
+            waited.is_ok(),
+            "expected {count} attempts, got {}",
+            self.attempts().len()
+        );
+        self.attempts()
+    }
+
     /// Waits until at least `count` requests have arrived; returns them all.
     pub async fn wait_for(&self, count: usize) -> Vec<Received> {
         let waited = tokio::time::timeout(PATIENCE, async {
@@ -389,24 +439,32 @@ async fn receive(
     State(state): State<Arc<ReceiverState>>,
     headers: HeaderMap,
     body: String,
-) -> StatusCode {
-    let answer = state
+) -> axum::response::Response {
+    let (status, answer_headers) = state
         .answers
         .lock()
         .unwrap()
         .pop_front()
-        .unwrap_or(StatusCode::OK);
+        .unwrap_or((StatusCode::OK, Vec::new()));
     let request = Received {
         headers,
         body: serde_json::from_str(&body).unwrap_or(Value::Null),
         raw: body,
+        at: std::time::Instant::now(),
     };
     state.attempts.lock().unwrap().push(request.clone());
-    if answer.is_success() {
+    if status.is_success() {
         state.received.lock().unwrap().push(request);
-        state.arrived.notify_waiters();
     }
-    answer
+    state.arrived.notify_waiters();
+    let mut response = axum::response::IntoResponse::into_response(status);
+    for (name, value) in answer_headers {
+        response.headers_mut().insert(
+            http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            http::HeaderValue::from_str(&value).unwrap(),
+        );
+    }
+    response
 }
 
 /// The HTTP client the tests send with.
@@ -418,6 +476,64 @@ pub fn client() -> reqwest::Client {
             reqwest::Client::new()
         })
         .clone()
+}
+
+/// Runs a Python script with these PyPI packages installed (once per test
+/// run, into `target/python`); returns its trimmed stdout.
+pub fn python(packages: &[&str], script: &str, args: &[&str]) -> String {
+    static INSTALLED: Mutex<Vec<String>> = Mutex::new(Vec::new());
+    let target = repo().join("target/python");
+    {
+        let mut installed = INSTALLED.lock().unwrap();
+        let missing: Vec<&str> = packages
+            .iter()
+            .copied()
+            .filter(|p| !installed.iter().any(|i| i == p))
+            .collect();
+        if !missing.is_empty() {
+            let status = std::process::Command::new("python3")
+                .args([
+                    "-m",
+                    "pip",
+                    "install",
+                    "--quiet",
+                    "--disable-pip-version-check",
+                    "--target",
+                ])
+                .arg(&target)
+                .args(&missing)
+                .status()
+                .expect("python3 with pip");
+            assert!(status.success(), "pip install {missing:?} failed");
+            installed.extend(missing.iter().map(|p| p.to_string()));
+        }
+    }
+    let out = std::process::Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .args(args)
+        .env("PYTHONPATH", &target)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_owned()
+}
+
+/// Calls the admin API: `method` `path` with the bearer `token`; returns
+/// the status and the JSON body.
+pub async fn admin(host: &Host, method: &str, path: &str, token: &str) -> (u16, Value) {
+    let url = format!("http://{}{path}", host.addr);
+    let request = match method {
+        "POST" => client().post(url),
+        _ => client().get(url),
+    };
+    let response = request.bearer_auth(token).send().await.unwrap();
+    let status = response.status().as_u16();
+    (status, response.json().await.unwrap_or(Value::Null))
 }
 
 /// Sends a text message of `session` (user `u`) and checks it was accepted.

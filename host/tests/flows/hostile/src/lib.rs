@@ -7,7 +7,8 @@
 //! `log-flood`, `sleep`, `exit`.
 //! Attacks that must fail inside the flow, which then says what it got:
 //! `read-file <path>`, `tcp <address>`, `env`, `http <url>`.
-//! `count` says the count and does nothing else.
+//! `count` says the count and does nothing else; `nap <ms>` sleeps, then
+//! says so.
 
 use std::hint::black_box;
 
@@ -49,6 +50,11 @@ fn handle(message: flowhost_sdk::Message) -> Result<()> {
         }
         "sleep" => std::thread::sleep(std::time::Duration::from_secs(60)),
         "exit" => std::process::exit(3),
+        "nap" => {
+            let millis: u64 = argument.parse().unwrap_or(100);
+            std::thread::sleep(std::time::Duration::from_millis(millis));
+            say(format!("woke after {millis} ms"));
+        }
         "read-file" => say(match std::fs::read_to_string(argument) {
             Ok(text) => format!("read {} bytes", text.len()),
             Err(e) => format!("error: {e}"),

@@ -1,0 +1,198 @@
+//! The admin API, under `/admin`, for operators: deliveries and dead
+//! letters, redelivery, resuming an endpoint stopped by a 410, and the
+//! flows in service. Every route requires `Authorization: Bearer
+//! <admin_token>`; without an `admin_token` in the configuration the routes
+//! do not exist.
+
+use axum::Json;
+use axum::Router;
+use axum::extract::{Path, Query, Request, State};
+use axum::middleware::{self, Next};
+use axum::response::Response;
+use axum::routing::{get, post};
+use http::{StatusCode, header};
+use serde::Deserialize;
+use serde_json::{Value, json};
+use subtle::ConstantTimeEq;
+
+use super::{AppState, Problem};
+use crate::store::{OutputStatus, StoreError};
+
+/// The admin routes, guarded by `token`.
+pub(super) fn routes(state: AppState, token: String) -> Router<AppState> {
+    Router::new()
+        .route("/admin/flows", get(flows))
+        .route("/admin/endpoints/{endpoint}/deliveries", get(deliveries))
+        .route(
+            "/admin/endpoints/{endpoint}/dead-letters",
+            get(dead_letters),
+        )
+        .route(
+            "/admin/endpoints/{endpoint}/deliveries/{id}/redeliver",
+            post(redeliver_one),
+        )
+        .route(
+            "/admin/endpoints/{endpoint}/dead-letters/redeliver",
+            post(redeliver_dead),
+        )
+        .route("/admin/endpoints/{endpoint}/resume", post(resume))
+        .route_layer(middleware::from_fn_with_state(token, authorize))
+        .with_state(state)
+}
+
+async fn authorize(
+    State(token): State<String>,
+    request: Request,
+    next: Next,
+) -> Result<Response, Problem> {
+    let presented = request
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .unwrap_or_default();
+    // Compare hashes, so that the time taken says nothing about the token,
+    // not even its length.
+    let matches: bool = crate::keys::hash(presented)
+        .ct_eq(&crate::keys::hash(&token))
+        .into();
+    if presented.is_empty() || !matches {
+        return Err(Problem::new(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "Missing or invalid admin token",
+            "the admin API requires Authorization: Bearer <admin_token>",
+        )
+        .with_header(header::WWW_AUTHENTICATE, r#"Bearer realm="flowhost admin""#));
+    }
+    Ok(next.run(request).await)
+}
+
+fn internal(error: StoreError) -> Problem {
+    tracing::error!(%error, "admin request failed");
+    Problem::internal()
+}
+
+fn known_endpoint(app: &AppState, endpoint: &str) -> Result<(), Problem> {
+    app.endpoints
+        .load()
+        .by_name(endpoint)
+        .map(|_| ())
+        .ok_or_else(|| Problem::not_found(format!("no endpoint named {endpoint:?}")))
+}
+
+async fn flows(State(app): State<AppState>) -> Json<Value> {
+    let flows: Vec<Value> = app
+        .flows
+        .all()
+        .iter()
+        .map(|flow| {
+            json!({
+                "name": flow.name,
+                "version": flow.version,
+                "size": flow.size,
+                "path": flow.path,
+                "loadedAt": flow.loaded_at,
+            })
+        })
+        .collect();
+    Json(json!({ "flows": flows }))
+}
+
+#[derive(Deserialize)]
+struct Listing {
+    status: Option<OutputStatus>,
+    limit: Option<usize>,
+}
+
+async fn deliveries(
+    State(app): State<AppState>,
+    Path(endpoint): Path<String>,
+    Query(listing): Query<Listing>,
+) -> Result<Json<Value>, Problem> {
+    list(&app, &endpoint, listing.status, listing.limit).await
+}
+
+async fn dead_letters(
+    State(app): State<AppState>,
+    Path(endpoint): Path<String>,
+    Query(listing): Query<Listing>,
+) -> Result<Json<Value>, Problem> {
+    list(&app, &endpoint, Some(OutputStatus::Dead), listing.limit).await
+}
+
+/// Outputs of an endpoint, newest first, each with its attempts.
+async fn list(
+    app: &AppState,
+    endpoint: &str,
+    status: Option<OutputStatus>,
+    limit: Option<usize>,
+) -> Result<Json<Value>, Problem> {
+    known_endpoint(app, endpoint)?;
+    let limit = limit.unwrap_or(50).clamp(1, 1000);
+    let outputs = app
+        .store
+        .outputs(endpoint, status, limit)
+        .await
+        .map_err(internal)?;
+    let mut listed = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let attempts = app.store.attempts(output.id).await.map_err(internal)?;
+        let mut record = serde_json::to_value(&output).expect("records serialize");
+        record["attempts"] = serde_json::to_value(attempts).expect("records serialize");
+        record["attemptCount"] = json!(output.attempts);
+        listed.push(record);
+    }
+    let stopped = app
+        .store
+        .disabled_endpoints()
+        .await
+        .map_err(internal)?
+        .into_iter()
+        .find(|d| d.endpoint == endpoint);
+    Ok(Json(
+        json!({ "endpoint": endpoint, "stopped": stopped, "deliveries": listed }),
+    ))
+}
+
+async fn redeliver_one(
+    State(app): State<AppState>,
+    Path((endpoint, id)): Path<(String, i64)>,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    known_endpoint(&app, &endpoint)?;
+    if !app
+        .delivery
+        .redeliver(&endpoint, id)
+        .await
+        .map_err(internal)?
+    {
+        return Err(Problem::not_found(format!(
+            "endpoint {endpoint} has no output {id}"
+        )));
+    }
+    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": 1 }))))
+}
+
+async fn redeliver_dead(
+    State(app): State<AppState>,
+    Path(endpoint): Path<String>,
+) -> Result<(StatusCode, Json<Value>), Problem> {
+    known_endpoint(&app, &endpoint)?;
+    let queued = app
+        .delivery
+        .redeliver_dead(&endpoint)
+        .await
+        .map_err(internal)?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))))
+}
+
+async fn resume(
+    State(app): State<AppState>,
+    Path(endpoint): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    known_endpoint(&app, &endpoint)?;
+    let was_stopped = app.delivery.resume(&endpoint).await.map_err(internal)?;
+    Ok(Json(
+        json!({ "endpoint": endpoint, "wasStopped": was_stopped }),
+    ))
+}
