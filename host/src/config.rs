@@ -52,6 +52,25 @@ pub struct Config {
     pub store: StoreConfig,
     /// The endpoints, by name.
     pub endpoints: BTreeMap<String, EndpointConfig>,
+    /// Whether the flows folder and the configuration file are watched and
+    /// reloaded when they change.
+    pub watch: bool,
+    /// How long a changed file must be quiet before it is reloaded.
+    pub watch_debounce: Duration,
+    /// Flow crates rebuilt into the flows folder whenever their sources
+    /// change (`--watch-build`): the flow author's loop.
+    pub watch_build: Vec<PathBuf>,
+    /// Where this configuration came from, to read it again on reload.
+    pub origin: Option<ConfigOrigin>,
+}
+
+/// The file and command-line values a configuration was loaded from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ConfigOrigin {
+    /// The configuration file.
+    pub path: PathBuf,
+    /// The command-line values given with it.
+    pub overrides: Overrides,
 }
 
 /// How flows are executed.
@@ -179,7 +198,7 @@ impl std::fmt::Debug for BasicAuth {
 }
 
 /// Command-line values that override the file and the environment.
-#[derive(Debug, Default, Clone)]
+#[derive(Debug, Default, Clone, PartialEq)]
 pub struct Overrides {
     /// `--listen`
     pub listen: Option<String>,
@@ -187,6 +206,8 @@ pub struct Overrides {
     pub flows_dir: Option<PathBuf>,
     /// `--data-dir`
     pub data_dir: Option<PathBuf>,
+    /// `--watch-build`, added to the file's `watch_build`.
+    pub watch_build: Vec<PathBuf>,
 }
 
 /// A configuration that cannot be used, with every reason found.
@@ -218,7 +239,21 @@ impl Config {
         if let Some(file) = &file {
             figment = figment.merge(Toml::file_exact(file));
         }
-        Self::from_figment(figment, overrides)
+        let mut config = Self::from_figment(figment, overrides)?;
+        config.origin = file.map(|path| ConfigOrigin {
+            path,
+            overrides: overrides.clone(),
+        });
+        Ok(config)
+    }
+
+    /// Reads the configuration again from where it came from (the same file
+    /// and command-line values, the environment as it is now).
+    pub fn reload(&self) -> Result<Option<Config>, ConfigError> {
+        match &self.origin {
+            Some(origin) => Config::load(Some(&origin.path), &origin.overrides).map(Some),
+            None => Ok(None),
+        }
     }
 
     /// Parses and checks configuration text in TOML, with no environment.
@@ -246,9 +281,11 @@ impl Config {
         if let Some(dir) = &overrides.data_dir {
             figment = figment.merge(Serialized::global("data_dir", dir));
         }
-        let raw: RawConfig = figment
+        let mut raw: RawConfig = figment
             .extract()
             .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        raw.watch_build
+            .extend(overrides.watch_build.iter().cloned());
         raw.check()
     }
 
@@ -291,6 +328,12 @@ struct RawConfig {
     store: RawStore,
     #[serde(default)]
     endpoints: BTreeMap<String, RawEndpoint>,
+    #[serde(default)]
+    watch: Option<bool>,
+    #[serde(default)]
+    watch_debounce: Option<HumanDuration>,
+    #[serde(default)]
+    watch_build: Vec<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -582,6 +625,12 @@ impl RawConfig {
             delivery,
             store,
             endpoints,
+            watch: self.watch.unwrap_or(true),
+            watch_debounce: self
+                .watch_debounce
+                .map_or(Duration::from_millis(100), |d| d.0),
+            watch_build: self.watch_build,
+            origin: None,
         })
     }
 }

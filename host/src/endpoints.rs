@@ -8,6 +8,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use arc_swap::ArcSwap;
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::EndpointConfig;
 
@@ -71,6 +73,48 @@ impl Endpoints {
     }
 }
 
-/// The endpoints in force, shared by every part of the host; replaced
-/// atomically on reload.
-pub type SharedEndpoints = Arc<ArcSwap<Endpoints>>;
+/// The endpoints in force, replaced as a whole (atomically) on reload.
+pub struct EndpointTable {
+    current: ArcSwap<Endpoints>,
+    /// Bumped on every replacement, to wake messages waiting for an endpoint.
+    changes: watch::Sender<u64>,
+}
+
+impl EndpointTable {
+    /// A table holding `endpoints`.
+    pub fn new(endpoints: Endpoints) -> Self {
+        EndpointTable {
+            current: ArcSwap::from_pointee(endpoints),
+            changes: watch::Sender::new(0),
+        }
+    }
+
+    /// The endpoints now.
+    pub fn load(&self) -> Arc<Endpoints> {
+        self.current.load_full()
+    }
+
+    /// Puts `endpoints` in force.
+    pub fn replace(&self, endpoints: Endpoints) {
+        self.current.store(Arc::new(endpoints));
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The endpoint `name`, waiting until it is configured; `None` if `stop`
+    /// is cancelled first.
+    pub async fn wait_for(&self, name: &str, stop: &CancellationToken) -> Option<Arc<Endpoint>> {
+        let mut changes = self.changes.subscribe();
+        loop {
+            if let Some(endpoint) = self.load().by_name(name) {
+                return Some(Arc::clone(endpoint));
+            }
+            tokio::select! {
+                changed = changes.changed() => changed.ok()?,
+                () = stop.cancelled() => return None,
+            }
+        }
+    }
+}
+
+/// The endpoints in force, shared by every part of the host.
+pub type SharedEndpoints = Arc<EndpointTable>;

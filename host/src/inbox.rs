@@ -158,25 +158,19 @@ impl TurnRunner {
 
     async fn run_in_span(&self, message: InboxMessage) {
         let started = Instant::now();
-        let endpoint = self
-            .endpoints
-            .load()
-            .by_name(&message.session.endpoint)
-            .cloned();
-        let Some(endpoint) = endpoint else {
-            let reason = "the endpoint was removed from the configuration before the message ran";
-            tracing::error!(reason, "message not run");
-            self.commit(
-                &message,
-                "",
-                "",
-                TurnOutcome::Failed {
-                    reason: reason.into(),
-                },
-            )
-            .await;
+        // An endpoint removed from the configuration, or a flow unloaded,
+        // makes its messages wait, not fail: the next configuration or flow
+        // file may bring it back, and an accepted message is never dropped.
+        let name = &message.session.endpoint;
+        if self.endpoints.load().by_name(name).is_none() {
+            tracing::warn!("the endpoint is no longer configured; the message waits for it");
+        }
+        let Some(endpoint) = self.endpoints.wait_for(name, &self.shutdown).await else {
             return;
         };
+        if self.flows.get(&endpoint.config.flow).is_none() {
+            tracing::warn!(flow = %endpoint.config.flow, "the flow is not loaded; the message waits for it");
+        }
         let Some(flow) = self
             .flows
             .wait_for(&endpoint.config.flow, &self.shutdown)
@@ -185,8 +179,8 @@ impl TurnRunner {
             return;
         };
         let span = tracing::Span::current();
-        span.record("flow", flow.name.as_str());
-        span.record("version", flow.version.as_str());
+        span.record("flow", tracing::field::display(&flow.name));
+        span.record("version", tracing::field::display(&flow.version));
 
         let Some(state) = retrying("read the session state", &self.shutdown, || {
             self.store.session_state(&message.session, &message.user_id)

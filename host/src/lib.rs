@@ -31,6 +31,7 @@ pub mod keys;
 mod lanes;
 pub mod local;
 pub mod net;
+pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
@@ -38,6 +39,7 @@ pub mod store;
 pub mod telemetry;
 pub mod tls;
 pub mod units;
+pub mod watch;
 
 pub use self::config::Config;
 pub use self::server::Server;

@@ -72,9 +72,9 @@ pub async fn run_flow(
     let mut config = Config::from_toml("")?;
     config.runtime.max_concurrent_flows = 2;
     let runtime = Arc::new(Runtime::new(&config.runtime)?);
-    let loader = Loader::new(Arc::clone(&runtime), config.limits.clone());
+    let loader = Loader::new(Arc::clone(&runtime), config.limits.clone(), None);
     let flow = loader
-        .load(path)
+        .load_path(path)
         .await
         .with_context(|| format!("loading {}", path.display()))?;
 

@@ -49,6 +49,10 @@ struct ServeArgs {
     /// The folder of the store.
     #[arg(long)]
     data_dir: Option<PathBuf>,
+    /// A flow crate to rebuild into the flows folder whenever its sources
+    /// change (may be given several times).
+    #[arg(long, value_name = "CRATE_DIR")]
+    watch_build: Vec<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -129,6 +133,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 listen: args.listen,
                 flows_dir: args.flows_dir,
                 data_dir: args.data_dir,
+                watch_build: args.watch_build,
             };
             let config = Config::load(args.config.config.as_deref(), &overrides)?;
             let listener = tokio::net::TcpListener::bind(config.listen)

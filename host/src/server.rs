@@ -1,28 +1,30 @@
 //! A running flowhost: every part started, recovered, and serving.
 //!
-//! [`Server::start`] opens the store, compiles the flows, resolves the
-//! endpoints, and queues what the last run left unfinished (messages to
-//! run, outputs to deliver) before the first new request is served.
-//! [`Server::serve`] serves until its shutdown future resolves, then stops
-//! in order: no new requests, no new messages started, the running ones
-//! given `shutdown_grace` to finish, the store closed. Whatever did not
-//! finish is still in the store for the next start.
+//! [`Server::start`] opens the store, compiles the flows (from the compile
+//! cache when it can), resolves the endpoints, queues what the last run
+//! left unfinished (messages to run, outputs to deliver), and starts
+//! watching the flows folder and the configuration file, all before the
+//! first new request is served. [`Server::serve`] serves until its shutdown
+//! future resolves, then stops in order: no new requests, no new messages
+//! started, the running ones given `shutdown_grace` to finish, the store
+//! closed. Whatever did not finish is still in the store for the next start.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use anyhow::Context;
-use arc_swap::ArcSwap;
 use tokio::net::TcpListener;
 use tokio::runtime::Handle;
+use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Config;
 use crate::delivery::Delivery;
-use crate::endpoints::{Endpoint, Endpoints, SharedEndpoints};
-use crate::flows::{Loader, Registry, flow_name};
+use crate::endpoints::{EndpointTable, Endpoints, SharedEndpoints};
+use crate::flows::{CompileCache, FlowFolder, Loader, Registry};
 use crate::http::{AppState, router};
 use crate::inbox::{Inbox, TurnRunner};
+use crate::reload::{Reloader, resolve_endpoints};
 use crate::runtime::Runtime;
 use crate::store::{SqliteStore, Store};
 
@@ -37,6 +39,8 @@ pub struct Server {
     store: Arc<SqliteStore>,
     /// Kept alive while serving; dropping it stops the flow threads.
     _runtime: Arc<Runtime>,
+    /// The watchers and the pruner, stopped when serving ends.
+    background: Vec<JoinHandle<()>>,
     stopping: CancellationToken,
 }
 
@@ -47,34 +51,43 @@ impl Server {
             SqliteStore::open_with(&config.data_dir, config.store.fsync)
                 .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
         );
+        let shared_store: Arc<dyn Store> = store.clone();
         let runtime = Arc::new(Runtime::new(&config.runtime).context("starting the runtime")?);
 
+        let cache = CompileCache::open(&config.data_dir.join("cache"), runtime.compatibility_key())
+            .map_err(
+                |error| tracing::warn!(%error, "no compile cache: every start compiles every flow"),
+            )
+            .ok();
         let flows = Registry::default();
-        let loader = Loader::new(Arc::clone(&runtime), config.limits.clone());
-        load_folder(&loader, &flows, &config.flows_dir).await?;
+        let folder = Arc::new(FlowFolder::new(
+            config.flows_dir.clone(),
+            Arc::new(Loader::new(
+                Arc::clone(&runtime),
+                config.limits.clone(),
+                cache,
+            )),
+            flows.clone(),
+        ));
+        folder
+            .load_all()
+            .await
+            .with_context(|| format!("reading {}", config.flows_dir.display()))?;
 
-        let mut resolved = Vec::new();
-        for endpoint in config.endpoints.values() {
-            let url_token = match &endpoint.url_token {
-                Some(token) => token.clone(),
-                None => store.url_token(&endpoint.name, new_url_token()).await?,
-            };
-            if flows.get(&endpoint.flow).is_none() {
+        let endpoints: SharedEndpoints = Arc::new(EndpointTable::new(Endpoints::new(
+            resolve_endpoints(&config, shared_store.as_ref()).await?,
+        )));
+        for endpoint in endpoints.load().all() {
+            if flows.get(&endpoint.config.flow).is_none() {
                 tracing::warn!(
-                    endpoint = %endpoint.name,
-                    flow = %endpoint.flow,
+                    endpoint = endpoint.name(),
+                    flow = %endpoint.config.flow,
                     "the endpoint's flow is not loaded; the endpoint answers 503 until it is"
                 );
             }
-            resolved.push(Endpoint {
-                config: endpoint.clone(),
-                url_token,
-            });
         }
-        let endpoints: SharedEndpoints = Arc::new(ArcSwap::from_pointee(Endpoints::new(resolved)));
 
         let stopping = CancellationToken::new();
-        let shared_store: Arc<dyn Store> = store.clone();
         let delivery = Delivery::start(
             Handle::current(),
             Arc::clone(&shared_store),
@@ -83,7 +96,6 @@ impl Server {
             stopping.clone(),
         )
         .await?;
-
         let inbox = Inbox::new(
             Handle::current(),
             TurnRunner {
@@ -103,11 +115,44 @@ impl Server {
                 "running messages left unfinished by the last run"
             );
         }
-        tokio::spawn(prune(
+
+        let mut background = vec![tokio::spawn(prune(
             Arc::clone(&shared_store),
             config.store.retention,
             stopping.clone(),
-        ));
+        ))];
+        if config.watch {
+            background.push(
+                folder
+                    .watch(config.watch_debounce)
+                    .with_context(|| format!("watching {}", config.flows_dir.display()))?,
+            );
+            if let Some(origin) = &config.origin {
+                let reloader = Reloader {
+                    current: tokio::sync::Mutex::new(config.clone()),
+                    endpoints: Arc::clone(&endpoints),
+                    store: Arc::clone(&shared_store),
+                    folder: Arc::clone(&folder),
+                };
+                background.push(watch_config(
+                    origin.path.clone(),
+                    config.watch_debounce,
+                    reloader,
+                )?);
+            }
+        }
+        for crate_dir in &config.watch_build {
+            background.push(
+                crate::flows::build::watch_and_build(
+                    crate_dir.clone(),
+                    config.flows_dir.clone(),
+                    config
+                        .watch_debounce
+                        .max(std::time::Duration::from_millis(300)),
+                )
+                .with_context(|| format!("watching {}", crate_dir.display()))?,
+            );
+        }
 
         Ok(Server {
             listener,
@@ -118,6 +163,7 @@ impl Server {
             delivery,
             store,
             _runtime: runtime,
+            background,
             stopping,
         })
     }
@@ -173,6 +219,9 @@ impl Server {
             grace_ms = grace.as_millis() as u64,
             "stopping: no new requests"
         );
+        for task in &self.background {
+            task.abort();
+        }
         http_stop.cancel();
         self.stopping.cancel();
         let drained = tokio::time::timeout(grace, async {
@@ -191,40 +240,27 @@ impl Server {
     }
 }
 
-/// Loads every flow file in `folder`. A file that fails is logged and
-/// skipped: one bad flow does not keep the others from serving.
-async fn load_folder(
-    loader: &Loader,
-    registry: &Registry,
-    folder: &std::path::Path,
-) -> anyhow::Result<()> {
-    if !folder.exists() {
-        tracing::warn!(folder = %folder.display(), "the flows folder does not exist; no flows loaded");
-        return Ok(());
-    }
-    let mut entries = tokio::fs::read_dir(folder)
-        .await
-        .with_context(|| format!("reading {}", folder.display()))?;
-    let mut paths = Vec::new();
-    while let Some(entry) = entries.next_entry().await? {
-        let path = entry.path();
-        if flow_name(&path).is_some() {
-            paths.push(path);
+/// Watches the configuration file's folder and reloads when the file
+/// settles.
+fn watch_config(
+    path: std::path::PathBuf,
+    quiet: std::time::Duration,
+    reloader: Reloader,
+) -> anyhow::Result<JoinHandle<()>> {
+    let folder = match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let name = path.file_name().map(|n| n.to_owned());
+    let mut watch = crate::watch::FolderWatch::start(&folder, false, quiet, move |changed| {
+        changed.file_name().map(|n| n.to_owned()) == name
+    })
+    .with_context(|| format!("watching {}", folder.display()))?;
+    Ok(tokio::spawn(async move {
+        while watch.next().await.is_some() {
+            reloader.reload().await;
         }
-    }
-    paths.sort();
-    for path in paths {
-        match loader.load(&path).await {
-            Ok(flow) => {
-                tracing::info!(flow = %flow.name, version = %flow.version, size = flow.size, "flow loaded");
-                registry.insert(flow);
-            }
-            Err(error) => {
-                tracing::error!(path = %path.display(), %error, "flow not loaded");
-            }
-        }
-    }
-    Ok(())
+    }))
 }
 
 /// Deletes finished records older than `retention`, hourly, until `stop`.
@@ -242,11 +278,4 @@ async fn prune(store: Arc<dyn Store>, retention: std::time::Duration, stop: Canc
             Err(error) => tracing::warn!(%error, "could not prune old records"),
         }
     }
-}
-
-/// A new URL token: 32 random bytes as 64 hex digits, like the seed's.
-fn new_url_token() -> String {
-    let mut bytes = [0u8; 32];
-    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
-    hex::encode(bytes)
 }

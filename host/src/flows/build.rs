@@ -32,8 +32,7 @@ pub fn build_crate(
         // The flow crates' own .cargo/config.toml sets their rustflags (the
         // stack size); flags meant for the host must not replace them.
         .env_remove("RUSTFLAGS")
-        .env_remove("CARGO_ENCODED_RUSTFLAGS")
-        .env_remove("CARGO_TARGET_DIR");
+        .env_remove("CARGO_ENCODED_RUSTFLAGS");
     if let Some(target_dir) = target_dir {
         command.arg("--target-dir").arg(target_dir);
     }
@@ -133,5 +132,100 @@ mod tests {
         ] {
             assert_eq!(package_name(id).as_deref(), Some("order-help"), "{id}");
         }
+    }
+}
+
+/// Rebuilds the flow crate in `dir` into `out` now and whenever one of its
+/// sources changes (`.rs`, `.wit`, `Cargo.toml`, `.cargo/config.toml`),
+/// until the handle is dropped or aborted: `flowhost serve --watch-build`.
+///
+/// The build's own output never triggers a build: `target/` folders, the
+/// lock file (which cargo may rewrite) and `out` are not watched for
+/// changes, so saving a file builds once.
+pub fn watch_and_build(
+    dir: PathBuf,
+    out: PathBuf,
+    quiet: std::time::Duration,
+) -> notify::Result<tokio::task::JoinHandle<()>> {
+    let root = dir.clone();
+    let output = out.clone();
+    let mut watch = crate::watch::FolderWatch::start(&dir, true, quiet, move |path| {
+        is_source(&root, &output, path)
+    })?;
+    Ok(tokio::spawn(async move {
+        let mut changed = Some(dir.join("Cargo.toml"));
+        while let Some(first) = changed.take() {
+            // Several files saved together build once.
+            while let Some(more) = watch.try_next() {
+                tracing::debug!(path = %more.display(), "also changed");
+            }
+            tracing::info!(crate_dir = %dir.display(), changed = %first.display(), "building the flow crate");
+            let (dir_, out_) = (dir.clone(), out.clone());
+            match tokio::task::spawn_blocking(move || build_crate(&dir_, &out_, None)).await {
+                Ok(Ok(written)) => {
+                    for path in written {
+                        tracing::info!(component = %path.display(), "built; the flows folder reloads it");
+                    }
+                }
+                Ok(Err(error)) => tracing::error!(crate_dir = %dir.display(), "{error:#}"),
+                Err(error) => tracing::error!(%error, "the build thread failed"),
+            }
+            changed = watch.next().await;
+        }
+    }))
+}
+
+/// Whether `path`, under the crate folder `root`, is a source whose change
+/// calls for a rebuild.
+fn is_source(root: &Path, out: &Path, path: &Path) -> bool {
+    if path.starts_with(out) {
+        return false;
+    }
+    let Ok(relative) = path.strip_prefix(root) else {
+        return false;
+    };
+    if relative.components().any(|c| c.as_os_str() == "target") {
+        return false;
+    }
+    let name = relative
+        .file_name()
+        .and_then(|n| n.to_str())
+        .unwrap_or_default();
+    name == "Cargo.toml"
+        || name == "config.toml"
+        || (!name.starts_with('.') && (name.ends_with(".rs") || name.ends_with(".wit")))
+}
+
+#[cfg(test)]
+mod source_tests {
+    use super::is_source;
+    use std::path::Path;
+
+    #[test]
+    fn only_sources_trigger_a_rebuild() {
+        let (root, out) = (Path::new("/w/my-flow"), Path::new("/w/flows"));
+        for source in [
+            "src/lib.rs",
+            "src/deep/mod.rs",
+            "Cargo.toml",
+            ".cargo/config.toml",
+            "wit/world.wit",
+        ] {
+            assert!(is_source(root, out, &root.join(source)), "{source}");
+        }
+        for output in [
+            "target/wasm32-wasip2/release/my_flow.wasm",
+            "target/release/build/x/out.rs",
+            "Cargo.lock",
+            "src/.lib.rs.swp",
+            "src/lib.rs~",
+        ] {
+            assert!(!is_source(root, out, &root.join(output)), "{output}");
+        }
+        assert!(!is_source(
+            root,
+            Path::new("/w/my-flow/flows"),
+            Path::new("/w/my-flow/flows/x.rs")
+        ));
     }
 }

@@ -5,17 +5,22 @@
 //! running are the runtime's business, and a [`ReadyFlow`] is opaque here.
 
 pub mod build;
+mod cache;
+mod folder;
 mod loader;
 mod manifest;
 mod registry;
 
 use std::path::PathBuf;
+use std::time::Duration;
 
-pub use self::loader::{FlowLoadError, Loader};
+pub use self::cache::CompileCache;
+pub use self::folder::FlowFolder;
+pub use self::loader::{FlowFiles, FlowLoadError, Loader};
 pub use self::manifest::Manifest;
-pub use self::registry::Registry;
+pub use self::registry::{LoadFailure, Registry};
 
-use crate::runtime::ReadyFlow;
+use crate::runtime::{CompiledFlow, ReadyFlow};
 
 /// One version of a flow, compiled and ready to run.
 pub struct LoadedFlow {
@@ -25,12 +30,22 @@ pub struct LoadedFlow {
     pub version: String,
     /// The compiled component, with its limits and permissions.
     pub ready: ReadyFlow,
+    /// The compiled component alone, to prepare again with new defaults.
+    pub compiled: CompiledFlow,
+    /// Its manifest (empty if it has none).
+    pub manifest: Manifest,
+    /// The hash of the component and manifest together.
+    pub fingerprint: [u8; 32],
     /// The file it came from.
     pub path: PathBuf,
     /// The file's size in bytes.
     pub size: u64,
     /// When it was loaded, in milliseconds since the Unix epoch.
     pub loaded_at: i64,
+    /// Whether its compiled code came from the compile cache.
+    pub from_cache: bool,
+    /// How long compiling (or loading from the cache) took.
+    pub load_time: Duration,
 }
 
 impl std::fmt::Debug for LoadedFlow {
@@ -43,6 +58,18 @@ impl std::fmt::Debug for LoadedFlow {
     }
 }
 
+/// The flow a path belongs to: `<name>.wasm` or its manifest `<name>.toml`,
+/// when the name is valid. Other files (editor droppings, temporary files)
+/// belong to none.
+pub fn flow_of(path: &std::path::Path) -> Option<String> {
+    let extension = path.extension()?;
+    if extension != "wasm" && extension != "toml" {
+        return None;
+    }
+    let stem = path.file_stem()?.to_str()?;
+    crate::config::is_name(stem).then(|| stem.to_owned())
+}
+
 /// The flow name of a path: the stem of a `.wasm` file, when it is a valid
 /// name. Other files (manifests, editor droppings) have none.
 pub fn flow_name(path: &std::path::Path) -> Option<String> {
@@ -51,4 +78,35 @@ pub fn flow_name(path: &std::path::Path) -> Option<String> {
     }
     let stem = path.file_stem()?.to_str()?;
     crate::config::is_name(stem).then(|| stem.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::Path;
+
+    #[test]
+    fn editor_droppings_and_temporary_files_belong_to_no_flow() {
+        assert_eq!(
+            flow_of(Path::new("flows/order-help.wasm")).as_deref(),
+            Some("order-help")
+        );
+        assert_eq!(
+            flow_of(Path::new("flows/order-help.toml")).as_deref(),
+            Some("order-help")
+        );
+        for ignored in [
+            "flows/.order-help.wasm.swp",
+            "flows/order-help.wasm~",
+            "flows/order-help.wasm.partial",
+            "flows/.#order-help.wasm",
+            "flows/4913",
+            "flows/order-help.wasm.tmp1234",
+            "flows/Order.wasm",
+            "flows/notes.txt",
+        ] {
+            assert_eq!(flow_of(Path::new(ignored)), None, "{ignored}");
+        }
+        assert_eq!(flow_name(Path::new("flows/order-help.toml")), None);
+    }
 }

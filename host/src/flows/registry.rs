@@ -1,10 +1,11 @@
-//! The flows in service, by name.
+//! The flows in service, by name, and the last load failure of each name.
 //!
 //! A lookup hands out an `Arc` of one version, so a message keeps the
 //! version it started with for as long as it runs, whatever replaces it in
 //! the meantime; the next lookup sees the replacement.
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -12,10 +13,25 @@ use tokio_util::sync::CancellationToken;
 
 use super::LoadedFlow;
 
+/// Why the latest files of a flow did not load.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LoadFailure {
+    /// The fingerprint of the files that failed, so the same files are not
+    /// tried (and reported) again.
+    pub fingerprint: [u8; 32],
+    /// The component's path.
+    pub path: PathBuf,
+    /// Why.
+    pub reason: String,
+    /// When, in milliseconds since the Unix epoch.
+    pub at: i64,
+}
+
 /// The flows in service. Cheap to clone.
 #[derive(Clone)]
 pub struct Registry {
     flows: Arc<RwLock<HashMap<String, Arc<LoadedFlow>>>>,
+    failures: Arc<RwLock<HashMap<String, LoadFailure>>>,
     /// Bumped on every change, to wake messages waiting for a flow.
     changes: watch::Sender<u64>,
 }
@@ -24,6 +40,7 @@ impl Default for Registry {
     fn default() -> Self {
         Registry {
             flows: Arc::default(),
+            failures: Arc::default(),
             changes: watch::Sender::new(0),
         }
     }
@@ -35,9 +52,10 @@ impl Registry {
         self.flows.read().unwrap().get(name).cloned()
     }
 
-    /// Puts `flow` in service, replacing any version of the same name.
-    /// Returns the version it replaced.
+    /// Puts `flow` in service, replacing any version of the same name, and
+    /// forgets the name's load failure. Returns the version it replaced.
     pub fn insert(&self, flow: LoadedFlow) -> Option<Arc<LoadedFlow>> {
+        self.failures.write().unwrap().remove(&flow.name);
         let replaced = self
             .flows
             .write()
@@ -49,15 +67,42 @@ impl Registry {
 
     /// Takes the flow `name` out of service.
     pub fn remove(&self, name: &str) -> Option<Arc<LoadedFlow>> {
+        self.failures.write().unwrap().remove(name);
         let removed = self.flows.write().unwrap().remove(name);
         self.changes.send_modify(|n| *n += 1);
         removed
+    }
+
+    /// Records why the latest files of `name` did not load.
+    pub fn record_failure(&self, name: &str, failure: LoadFailure) {
+        self.failures
+            .write()
+            .unwrap()
+            .insert(name.to_owned(), failure);
+    }
+
+    /// Why the latest files of `name` did not load, if they did not.
+    pub fn failure(&self, name: &str) -> Option<LoadFailure> {
+        self.failures.read().unwrap().get(name).cloned()
     }
 
     /// Every flow in service, by name.
     pub fn all(&self) -> Vec<Arc<LoadedFlow>> {
         let mut all: Vec<_> = self.flows.read().unwrap().values().cloned().collect();
         all.sort_by(|a, b| a.name.cmp(&b.name));
+        all
+    }
+
+    /// Every load failure, by name.
+    pub fn failures(&self) -> Vec<(String, LoadFailure)> {
+        let mut all: Vec<_> = self
+            .failures
+            .read()
+            .unwrap()
+            .iter()
+            .map(|(name, failure)| (name.clone(), failure.clone()))
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
         all
     }
 

@@ -81,21 +81,42 @@ fn known_endpoint(app: &AppState, endpoint: &str) -> Result<(), Problem> {
         .ok_or_else(|| Problem::not_found(format!("no endpoint named {endpoint:?}")))
 }
 
+/// The flows in service, each with its version, size, when it was loaded
+/// and the last load error of its name (a newer file that failed); and the
+/// names whose files failed with no version in service.
 async fn flows(State(app): State<AppState>) -> Json<Value> {
-    let flows: Vec<Value> = app
+    let failure = |name: &str| {
+        app.flows
+            .failure(name)
+            .map(|f| json!({ "reason": f.reason, "at": f.at, "path": f.path }))
+    };
+    let mut flows: Vec<Value> = app
         .flows
         .all()
         .iter()
         .map(|flow| {
             json!({
                 "name": flow.name,
+                "loaded": true,
                 "version": flow.version,
                 "size": flow.size,
                 "path": flow.path,
                 "loadedAt": flow.loaded_at,
+                "fromCache": flow.from_cache,
+                "loadMs": flow.load_time.as_secs_f64() * 1000.0,
+                "lastError": failure(&flow.name),
             })
         })
         .collect();
+    for (name, failed) in app.flows.failures() {
+        if app.flows.get(&name).is_none() {
+            flows.push(json!({
+                "name": name,
+                "loaded": false,
+                "lastError": { "reason": failed.reason, "at": failed.at, "path": failed.path },
+            }));
+        }
+    }
     Json(json!({ "flows": flows }))
 }
 

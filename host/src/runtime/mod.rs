@@ -71,6 +71,7 @@ pub struct Runtime {
 #[derive(Clone)]
 pub struct CompiledFlow {
     pre: FlowPre<HostState>,
+    component: Component,
 }
 
 /// A compiled flow with what it may use: ready to run.
@@ -302,7 +303,46 @@ impl Runtime {
             .instantiate_pre(component)
             .map_err(|e| LoadError::Link(format!("{e:#}")))?;
         let pre = FlowPre::new(pre).map_err(|e| LoadError::NotAFlow(format!("{e:#}")))?;
-        Ok(CompiledFlow { pre })
+        Ok(CompiledFlow {
+            pre,
+            component: component.clone(),
+        })
+    }
+
+    /// A key that differs between engines whose compiled code is not
+    /// interchangeable (another wasmtime build, other settings): part of the
+    /// compile cache's key.
+    pub fn compatibility_key(&self) -> u64 {
+        use std::hash::{Hash, Hasher};
+        let mut hasher = std::collections::hash_map::DefaultHasher::new();
+        self.engine
+            .precompile_compatibility_hash()
+            .hash(&mut hasher);
+        hasher.finish()
+    }
+
+    /// The compiled code of a flow, to keep in the compile cache.
+    pub fn serialize(&self, flow: &CompiledFlow) -> Result<Vec<u8>, LoadError> {
+        flow.component
+            .serialize()
+            .map_err(|e| LoadError::Compile(format!("cannot serialize: {e:#}")))
+    }
+
+    /// Loads compiled code that [`serialize`](Self::serialize) produced.
+    ///
+    /// # Safety
+    ///
+    /// Loading compiled code runs it as native code: `bytes` must be exactly
+    /// what `serialize` returned on an engine with the same
+    /// [`compatibility_key`](Self::compatibility_key). The compile cache
+    /// checks this with a key only this host holds before calling.
+    #[allow(unsafe_code)]
+    pub unsafe fn deserialize(&self, bytes: &[u8]) -> Result<CompiledFlow, LoadError> {
+        // SAFETY: the caller guarantees the bytes came from `serialize` on a
+        // compatible engine; wasmtime checks its own header and version too.
+        let component = unsafe { Component::deserialize(&self.engine, bytes) }
+            .map_err(|e| LoadError::Compile(format!("cannot load the cached code: {e:#}")))?;
+        self.link(&component)
     }
 
     /// Runs one message in a fresh instance of `flow`, on the flow threads.

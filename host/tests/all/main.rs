@@ -13,4 +13,5 @@ mod endpoint;
 mod failures;
 mod local;
 mod ordering;
+mod reload;
 mod sandbox;

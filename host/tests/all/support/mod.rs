@@ -141,7 +141,12 @@ impl Site {
 
     /// Starts `flowhost serve` here.
     pub async fn start(&self) -> Host {
-        Host::start(self).await
+        Host::start(self, &[], &[]).await
+    }
+
+    /// Starts `flowhost serve` here with more arguments and environment.
+    pub async fn start_with(&self, args: &[&str], env: &[(&str, &str)]) -> Host {
+        Host::start(self, args, env).await
     }
 }
 
@@ -155,9 +160,11 @@ pub struct Host {
 }
 
 impl Host {
-    async fn start(site: &Site) -> Host {
+    async fn start(site: &Site, args: &[&str], env: &[(&str, &str)]) -> Host {
         let mut child = Command::new(env!("CARGO_BIN_EXE_flowhost"))
             .arg("serve")
+            .args(args)
+            .envs(env.iter().copied())
             .current_dir(site.path())
             .env("FLOWHOST_LOG", "info")
             .env(

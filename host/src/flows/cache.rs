@@ -1,0 +1,180 @@
+//! Compiled flows, cached on disk so that a restart does not recompile
+//! unchanged flows (a compile takes tens of milliseconds to seconds; loading
+//! cached code takes well under one).
+//!
+//! Loading compiled code means running it as native code, so an entry is
+//! loaded only if this host wrote it and it is intact. Each entry is keyed
+//! by the flow's content hash and the engine's compatibility key (another
+//! wasmtime build or other settings look for other entries), and carries an
+//! HMAC-SHA256, under a random key only this host holds, of that key and
+//! the code. An entry that is truncated, corrupt, from another build or
+//! from anyone else fails the check, is discarded, and is rebuilt.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+
+const MAGIC: &[u8] = b"flowhost compiled flow v1\n";
+const TAG: usize = 32;
+
+/// The compile cache in one folder.
+pub struct CompileCache {
+    dir: PathBuf,
+    key: [u8; 32],
+    compatibility: u64,
+}
+
+impl CompileCache {
+    /// Opens (creating it and its secret key if needed) the cache in `dir`,
+    /// for code compiled by an engine with this compatibility key.
+    pub fn open(dir: &Path, compatibility: u64) -> std::io::Result<CompileCache> {
+        std::fs::create_dir_all(dir)?;
+        let key_path = dir.join("key");
+        let key = match std::fs::read(&key_path) {
+            Ok(key) if key.len() == 32 => key.try_into().expect("32 bytes"),
+            _ => {
+                let mut key = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
+                write_atomically(&key_path, &[&key], true)?;
+                key
+            }
+        };
+        Ok(CompileCache {
+            dir: dir.to_owned(),
+            key,
+            compatibility,
+        })
+    }
+
+    fn path(&self, content: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!(
+            "{}-{:016x}.cwasm",
+            hex::encode(content),
+            self.compatibility
+        ))
+    }
+
+    fn tag(&self, content: &[u8; 32], code: &[u8]) -> [u8; TAG] {
+        let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key size");
+        mac.update(&self.compatibility.to_le_bytes());
+        mac.update(content);
+        mac.update(code);
+        mac.finalize().into_bytes().into()
+    }
+
+    /// The verified code for the flow with this content hash, if the cache
+    /// has an intact entry written by this host. A bad entry is deleted.
+    pub fn get(&self, content: &[u8; 32]) -> Option<Vec<u8>> {
+        let path = self.path(content);
+        let mut entry = std::fs::read(&path).ok()?;
+        let valid = entry.len() >= MAGIC.len() + TAG && entry.starts_with(MAGIC) && {
+            let (tag, code) = entry[MAGIC.len()..].split_at(TAG);
+            let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key size");
+            mac.update(&self.compatibility.to_le_bytes());
+            mac.update(content);
+            mac.update(code);
+            mac.verify_slice(tag).is_ok()
+        };
+        if !valid {
+            tracing::warn!(entry = %path.display(), "discarding a compile cache entry that fails its check; recompiling");
+            self.remove(content);
+            return None;
+        }
+        Some(entry.split_off(MAGIC.len() + TAG))
+    }
+
+    /// Keeps compiled code for the flow with this content hash.
+    pub fn put(&self, content: &[u8; 32], code: &[u8]) -> std::io::Result<()> {
+        let tag = self.tag(content, code);
+        write_atomically(&self.path(content), &[MAGIC, &tag, code], false)
+    }
+
+    /// Deletes the entry for this content hash, if any.
+    pub fn remove(&self, content: &[u8; 32]) {
+        let _ = std::fs::remove_file(self.path(content));
+    }
+
+    /// The file of the entry for this content hash (for tests and tools).
+    pub fn entry_path(&self, content: &[u8; 32]) -> PathBuf {
+        self.path(content)
+    }
+}
+
+/// Writes `parts` to a temporary file beside `path`, then renames it into
+/// place, so a crash never leaves half an entry under the real name.
+fn write_atomically(path: &Path, parts: &[&[u8]], private: bool) -> std::io::Result<()> {
+    let temporary = path.with_extension(format!("tmp{}", std::process::id()));
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::OpenOptionsExt;
+        options.mode(0o600);
+    }
+    #[cfg(not(unix))]
+    let _ = private;
+    let mut file = options.open(&temporary)?;
+    for part in parts {
+        file.write_all(part)?;
+    }
+    file.sync_all()?;
+    std::fs::rename(&temporary, path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn returns_what_was_put_and_rejects_any_tampering() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(dir.path(), 7).unwrap();
+        let content = [1u8; 32];
+        assert_eq!(cache.get(&content), None);
+        cache.put(&content, b"compiled code").unwrap();
+        assert_eq!(cache.get(&content).as_deref(), Some(&b"compiled code"[..]));
+
+        // Truncated: rejected and removed.
+        let path = cache.entry_path(&content);
+        let whole = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
+        assert_eq!(cache.get(&content), None);
+        assert!(!path.exists());
+
+        // One byte flipped: rejected.
+        let mut flipped = whole.clone();
+        *flipped.last_mut().unwrap() ^= 1;
+        std::fs::write(&path, &flipped).unwrap();
+        assert_eq!(cache.get(&content), None);
+
+        // Written by another host (another key): rejected.
+        let other = tempfile::tempdir().unwrap();
+        let stranger = CompileCache::open(other.path(), 7).unwrap();
+        stranger.put(&content, b"compiled code").unwrap();
+        std::fs::copy(stranger.entry_path(&content), &path).unwrap();
+        assert_eq!(cache.get(&content), None);
+    }
+
+    #[test]
+    fn another_engine_looks_elsewhere_and_the_key_survives_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let content = [2u8; 32];
+        CompileCache::open(dir.path(), 7)
+            .unwrap()
+            .put(&content, b"code")
+            .unwrap();
+        assert_eq!(
+            CompileCache::open(dir.path(), 8).unwrap().get(&content),
+            None
+        );
+        assert_eq!(
+            CompileCache::open(dir.path(), 7)
+                .unwrap()
+                .get(&content)
+                .as_deref(),
+            Some(&b"code"[..])
+        );
+    }
+}

@@ -1,0 +1,185 @@
+//! The flows folder, kept in step with the registry: every `<name>.wasm`
+//! (with its `<name>.toml`) loaded, replaced when it changes, unloaded when
+//! it goes.
+//!
+//! The watcher only says which flow to look at; [`FlowFolder::reconcile`]
+//! looks at the files as they are and makes the registry match: nothing
+//! new (same fingerprint) does nothing; a new version is compiled and swapped
+//! in (messages running on the old one finish on it); a file that fails to
+//! load is reported once, in one log line, and the previous version keeps
+//! serving; a missing file unloads the flow, and messages for it wait.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Mutex;
+use tokio::task::JoinHandle;
+
+use super::{FlowFiles, LoadFailure, Loader, Registry, flow_of};
+use crate::store::now_ms;
+use crate::watch::FolderWatch;
+
+/// The flows folder and what is loaded from it.
+pub struct FlowFolder {
+    dir: PathBuf,
+    loader: Arc<Loader>,
+    registry: Registry,
+    /// One reconcile at a time, so a flow is never loaded twice at once.
+    reconciling: Mutex<()>,
+}
+
+impl FlowFolder {
+    /// The folder `dir`, loading with `loader` into `registry`.
+    pub fn new(dir: PathBuf, loader: Arc<Loader>, registry: Registry) -> Self {
+        FlowFolder {
+            dir,
+            loader,
+            registry,
+            reconciling: Mutex::new(()),
+        }
+    }
+
+    /// The loader, to change its defaults.
+    pub fn loader(&self) -> &Loader {
+        &self.loader
+    }
+
+    /// Loads every flow in the folder.
+    pub async fn load_all(&self) -> std::io::Result<()> {
+        if !self.dir.exists() {
+            tracing::warn!(folder = %self.dir.display(), "the flows folder does not exist; no flows loaded");
+            return Ok(());
+        }
+        let mut entries = tokio::fs::read_dir(&self.dir).await?;
+        let mut names = Vec::new();
+        while let Some(entry) = entries.next_entry().await? {
+            if let Some(name) = super::flow_name(&entry.path()) {
+                names.push(name);
+            }
+        }
+        names.sort();
+        for name in names {
+            self.reconcile(&name).await;
+        }
+        Ok(())
+    }
+
+    /// Makes the registry match the files of the flow `name`.
+    pub async fn reconcile(&self, name: &str) {
+        let _one_at_a_time = self.reconciling.lock().await;
+        let path = self.dir.join(format!("{name}.wasm"));
+        let files = match FlowFiles::read(&path).await {
+            Ok(Some(files)) => files,
+            Ok(None) => {
+                if let Some(gone) = self.registry.remove(name) {
+                    tracing::warn!(
+                        flow = %name,
+                        version = %gone.version,
+                        "flow file removed: the flow is unloaded; its endpoints answer 503 and accepted messages wait for it"
+                    );
+                }
+                return;
+            }
+            Err(error) => {
+                tracing::error!(flow = %name, path = %path.display(), %error, "flow not loaded");
+                return;
+            }
+        };
+        let fingerprint = files.fingerprint();
+        let current = self.registry.get(name);
+        if current
+            .as_ref()
+            .is_some_and(|f| f.fingerprint == fingerprint)
+            || self
+                .registry
+                .failure(name)
+                .is_some_and(|f| f.fingerprint == fingerprint)
+        {
+            return; // Nothing new.
+        }
+        let size = files.wasm.len();
+        match self.loader.load(files).await {
+            Ok(flow) => {
+                let (version, cached, took) =
+                    (flow.version.clone(), flow.from_cache, flow.load_time);
+                let previous = self.registry.insert(flow);
+                tracing::info!(
+                    flow = %name,
+                    version = %version,
+                    replaced = %previous.as_ref().map(|p| p.version.as_str()).unwrap_or("-"),
+                    from_cache = cached,
+                    took_ms = took.as_millis() as u64,
+                    size,
+                    "flow loaded"
+                );
+            }
+            Err(error) => {
+                // A file still being written fails too; if it has changed
+                // since it was read, its next change brings it back here.
+                if changed_since(&path, &fingerprint).await {
+                    return;
+                }
+                tracing::error!(
+                    flow = %name,
+                    path = %path.display(),
+                    reason = %error,
+                    serving = %current.as_ref().map(|f| f.version.as_str()).unwrap_or("nothing"),
+                    "flow not loaded; the previous version keeps serving"
+                );
+                self.registry.record_failure(
+                    name,
+                    LoadFailure {
+                        fingerprint,
+                        path,
+                        reason: error.to_string(),
+                        at: now_ms(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Works out every loaded flow's limits again (after the default limits
+    /// changed). Nothing is recompiled.
+    pub async fn refresh_limits(&self) {
+        let _one_at_a_time = self.reconciling.lock().await;
+        for flow in self.registry.all() {
+            match self.loader.refresh(&flow) {
+                Ok(refreshed) => {
+                    self.registry.insert(refreshed);
+                }
+                Err(error) => {
+                    tracing::error!(flow = %flow.name, %error, "the flow keeps its old limits")
+                }
+            }
+        }
+    }
+
+    /// Watches the folder, reconciling each flow whose files settle, until
+    /// the handle is dropped or aborted.
+    pub fn watch(self: &Arc<Self>, quiet: Duration) -> notify::Result<JoinHandle<()>> {
+        let mut watch =
+            FolderWatch::start(&self.dir, false, quiet, |path| flow_of(path).is_some())?;
+        let folder = Arc::clone(self);
+        Ok(tokio::spawn(async move {
+            while let Some(path) = watch.next().await {
+                if let Some(name) = flow_of(&path) {
+                    folder.reconcile(&name).await;
+                }
+            }
+        }))
+    }
+
+    /// The folder.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+}
+
+async fn changed_since(path: &Path, fingerprint: &[u8; 32]) -> bool {
+    match FlowFiles::read(path).await {
+        Ok(Some(files)) => files.fingerprint() != *fingerprint,
+        _ => true,
+    }
+}

@@ -1,0 +1,124 @@
+//! Configuration reload: `flowhost.toml` is watched, and a change that
+//! passes every check takes effect without a restart; one that does not is
+//! reported and the running configuration stays.
+//!
+//! What reloads: endpoints (added, changed, removed; a removed endpoint's
+//! waiting messages wait for it to come back) and the default flow limits.
+//! Everything else (addresses, folders, the runtime and delivery settings)
+//! is read at start, and a change to it is reported as needing a restart.
+
+use std::collections::BTreeSet;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::endpoints::{Endpoint, Endpoints, SharedEndpoints};
+use crate::flows::FlowFolder;
+use crate::store::Store;
+
+/// Applies new configurations to a running host.
+pub struct Reloader {
+    /// The configuration in force.
+    pub current: tokio::sync::Mutex<Config>,
+    /// The endpoints to replace.
+    pub endpoints: SharedEndpoints,
+    /// For generated URL tokens.
+    pub store: Arc<dyn Store>,
+    /// For the default limits.
+    pub folder: Arc<FlowFolder>,
+}
+
+impl Reloader {
+    /// Reads the configuration file again and applies what changed.
+    pub async fn reload(&self) {
+        let mut current = self.current.lock().await;
+        let next = match current.reload() {
+            Ok(Some(next)) => next,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::error!("configuration not reloaded; the running one stays: {error}");
+                return;
+            }
+        };
+        if next == *current {
+            return;
+        }
+
+        let endpoints = match resolve_endpoints(&next, self.store.as_ref()).await {
+            Ok(endpoints) => endpoints,
+            Err(error) => {
+                tracing::error!(%error, "configuration not reloaded; the running one stays");
+                return;
+            }
+        };
+        let before: BTreeSet<&String> = current.endpoints.keys().collect();
+        let after: BTreeSet<&String> = next.endpoints.keys().collect();
+        let added: Vec<_> = after.difference(&before).collect();
+        let removed: Vec<_> = before.difference(&after).collect();
+        let changed: Vec<_> = after
+            .intersection(&before)
+            .filter(|name| current.endpoints[**name] != next.endpoints[**name])
+            .collect();
+        if next.endpoints != current.endpoints {
+            self.endpoints.replace(Endpoints::new(endpoints));
+            tracing::info!(?added, ?changed, ?removed, "endpoints reloaded");
+        }
+        if next.limits != current.limits {
+            self.folder.loader().set_defaults(next.limits.clone());
+            self.folder.refresh_limits().await;
+            tracing::info!("default flow limits reloaded");
+        }
+
+        let restart_only = [
+            ("listen", next.listen != current.listen),
+            ("public_url", next.public_url != current.public_url),
+            ("flows_dir", next.flows_dir != current.flows_dir),
+            ("data_dir", next.data_dir != current.data_dir),
+            ("admin_token", next.admin_token != current.admin_token),
+            ("max_body_size", next.max_body_size != current.max_body_size),
+            ("runtime", next.runtime != current.runtime),
+            ("delivery", next.delivery != current.delivery),
+            ("store", next.store != current.store),
+            (
+                "watch",
+                next.watch != current.watch || next.watch_debounce != current.watch_debounce,
+            ),
+            ("watch_build", next.watch_build != current.watch_build),
+        ];
+        let pending: Vec<&str> = restart_only
+            .iter()
+            .filter(|(_, changed)| *changed)
+            .map(|(key, _)| *key)
+            .collect();
+        if !pending.is_empty() {
+            tracing::warn!(keys = ?pending, "these settings changed and take effect at the next start");
+        }
+        *current = next;
+    }
+}
+
+/// The endpoints of `config`, each with its URL token: configured, or
+/// generated once and kept in the store.
+pub async fn resolve_endpoints(
+    config: &Config,
+    store: &dyn Store,
+) -> anyhow::Result<Vec<Endpoint>> {
+    let mut resolved = Vec::new();
+    for endpoint in config.endpoints.values() {
+        let url_token = match &endpoint.url_token {
+            Some(token) => token.clone(),
+            None => store.url_token(&endpoint.name, new_url_token()).await?,
+        };
+        resolved.push(Endpoint {
+            config: endpoint.clone(),
+            url_token,
+        });
+    }
+    Ok(resolved)
+}
+
+/// A new URL token: 32 random bytes as 64 hex digits, like the seed's.
+fn new_url_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut bytes);
+    hex::encode(bytes)
+}
