@@ -350,27 +350,9 @@ impl Runtime {
     /// Log lines of the flow are emitted inside the caller's current span,
     /// which should name the flow and the message.
     pub async fn run(&self, flow: &ReadyFlow, invocation: Invocation) -> Result<Turn, FlowFailure> {
-        // The flow's own bound first, so that a flow at its bound waits
-        // without holding a pool slot that another flow could use.
-        let running = Arc::clone(&flow.running)
-            .acquire_owned()
-            .await
-            .expect("never closed");
-        let slot = Arc::clone(&self.slots)
-            .acquire_owned()
-            .await
-            .expect("the slot semaphore is never closed");
-        let pre = flow.compiled.pre.clone();
-        let limits = flow.limits.clone();
-        let allowed_hosts = Arc::clone(&flow.allowed_hosts);
-        let fuel = self.fuel_metering.then(|| limits.fuel.unwrap_or(u64::MAX));
-        let task = self.executor.spawn(
-            async move {
-                let _permits = (running, slot);
-                execute(pre, invocation, limits, allowed_hosts, fuel).await
-            }
-            .in_current_span(),
-        );
+        let run = self.run_here(flow, invocation);
+        // Safe to move: it owns clones of everything it needs.
+        let task = self.executor.spawn(run.in_current_span());
         // If our caller gives up (shutdown), the flow is stopped too.
         match AbortOnDropHandle::new(task).await {
             Ok(result) => result,
@@ -464,6 +446,81 @@ async fn execute(
             FailureKind::Limit,
             LimitExceeded::Deadline(limits.deadline).to_string(),
         )),
+    }
+}
+
+impl Runtime {
+    /// Runs one message on the calling task rather than on the flow
+    /// threads: for callers that are on a thread of their own already
+    /// (`flowhost run`, benchmarks). [`run`](Self::run) is this, moved onto
+    /// the flow threads.
+    pub fn run_here(
+        &self,
+        flow: &ReadyFlow,
+        invocation: Invocation,
+    ) -> impl Future<Output = Result<Turn, FlowFailure>> + Send + 'static {
+        let (running, slots) = (Arc::clone(&flow.running), Arc::clone(&self.slots));
+        let pre = flow.compiled.pre.clone();
+        let limits = flow.limits.clone();
+        let allowed_hosts = Arc::clone(&flow.allowed_hosts);
+        let fuel = self.fuel_metering.then(|| limits.fuel.unwrap_or(u64::MAX));
+        async move {
+            // The flow's own bound first, so that a flow at its bound waits
+            // without holding a pool slot that another flow could use.
+            let _running = running.acquire_owned().await.expect("never closed");
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            execute(pre, invocation, limits, allowed_hosts, fuel).await
+        }
+    }
+
+    /// One instance of `flow`, kept to be called again and again: only for
+    /// measuring the cost of a call apart from instantiation. flowhost itself
+    /// never reuses an instance.
+    #[doc(hidden)]
+    pub async fn warm_instance(&self, flow: &ReadyFlow) -> anyhow::Result<WarmInstance> {
+        let http = HttpBudget {
+            allowed: Arc::clone(&flow.allowed_hosts),
+            max_requests: 0,
+            max_response_size: 0,
+            deadline: Instant::now() + Duration::from_secs(3600),
+        };
+        let state = HostState::new(&flow.limits, http, "{}".into(), "{}".into());
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = flow
+            .compiled
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(WarmInstance { store, instance })
+    }
+}
+
+/// An instance kept for repeated calls; see [`Runtime::warm_instance`].
+#[doc(hidden)]
+pub struct WarmInstance {
+    store: Store<HostState>,
+    instance: Flow,
+}
+
+impl WarmInstance {
+    /// Calls `handle` with a message, dropping what it said.
+    pub async fn call(&mut self, text: &str) -> anyhow::Result<()> {
+        self.store.data_mut().clear_outputs();
+        let message = bindings::types::Message {
+            user_id: "u".into(),
+            session_id: "s".into(),
+            text: Some(text.into()),
+            data: None,
+            trace_id: "t".into(),
+            endpoint: "e".into(),
+        };
+        self.instance
+            .call_handle(&mut self.store, &message)
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(anyhow::Error::msg)
     }
 }
 

@@ -67,6 +67,11 @@ impl HostState {
         }
     }
 
+    /// Forgets the outputs said so far (for a reused instance in benches).
+    pub(crate) fn clear_outputs(&mut self) {
+        self.outputs.clear();
+    }
+
     /// What the message produced, once the flow returned `Ok`.
     pub(crate) fn into_turn(self) -> Turn {
         Turn {
