@@ -3,13 +3,16 @@
 //! - `demo`: builds the example flows and serves them with
 //!   `demo/flowhost.toml`, beside a webhook receiver that prints every
 //!   delivery.
+//! - `bench [--quick]`: the load bench (see `bench/mod.rs`), in release.
+
+mod bench;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo xtask demo";
+const USAGE: &str = "usage: cargo xtask demo | cargo xtask bench [--quick]";
 
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -18,8 +21,25 @@ fn main() -> anyhow::Result<()> {
         .context("the xtask crate lives in the repository")?
         .to_owned();
     std::env::set_current_dir(&root)?;
+    let rest: Vec<String> = std::env::args().skip(2).collect();
     match task.as_str() {
         "demo" => demo(&root),
+        "bench" if cfg!(debug_assertions) => {
+            // Measure optimised code: run this task again from a release build.
+            let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+                .args(["run", "--release", "--quiet", "-p", "xtask", "--", "bench"])
+                .args(&rest)
+                .status()?;
+            std::process::exit(status.code().unwrap_or(1));
+        }
+        "bench" => bench::run(&root, &rest),
+        "bench-ceiling" => {
+            let listen = rest
+                .first()
+                .map_or("127.0.0.1:0", String::as_str)
+                .to_owned();
+            tokio::runtime::Runtime::new()?.block_on(bench::serve_ceiling(&listen))
+        }
         _ => bail!("{USAGE}"),
     }
 }

@@ -1,0 +1,74 @@
+//! The webhook receiver of the load bench: answers 200 at once and records,
+//! for each delivery, the time since its message was sent (the message text
+//! carries `t=<microseconds>` on the bench's clock, and echo says it back).
+
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use axum::Router;
+use axum::extract::State;
+use axum::routing::post;
+use bytes::Bytes;
+
+use super::load::micros_since;
+
+/// The deliveries seen so far.
+#[derive(Default)]
+pub(crate) struct Deliveries {
+    /// (arrival, microseconds since the message was sent), per delivery.
+    pub(crate) seen: Mutex<Vec<(u64, u32)>>,
+    /// (session, text) of the deliveries to `probe-…` sessions, which the
+    /// reload bench waits for.
+    pub(crate) texts: Mutex<Vec<(String, String)>>,
+}
+
+/// Starts the receiver; returns its URL and what it records.
+pub(crate) async fn start(epoch: Instant) -> anyhow::Result<(String, Arc<Deliveries>)> {
+    let deliveries = Arc::new(Deliveries::default());
+    let app = Router::new()
+        .route("/hook", post(receive))
+        .with_state((Arc::clone(&deliveries), epoch));
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let url = format!("http://{}/hook", listener.local_addr()?);
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    Ok((url, deliveries))
+}
+
+async fn receive(State((deliveries, epoch)): State<(Arc<Deliveries>, Instant)>, body: Bytes) {
+    let now = micros_since(epoch);
+    // Find `"text":"t=123"` without parsing the whole body: the receiver must
+    // cost as little as it can, since it shares the machine.
+    if contains(&body, br#""sessionId":"probe-"#) {
+        if let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body) {
+            let session = value["sessionId"].as_str().unwrap_or_default().to_owned();
+            let text = value["AIOutput"]["text"]
+                .as_str()
+                .unwrap_or_default()
+                .to_owned();
+            deliveries.texts.lock().unwrap().push((session, text));
+        }
+        return;
+    }
+    let sent = find_sent_at(&body);
+    if let Some(sent) = sent {
+        deliveries
+            .seen
+            .lock()
+            .unwrap()
+            .push((now, now.saturating_sub(sent) as u32));
+    }
+}
+
+fn find_sent_at(body: &[u8]) -> Option<u64> {
+    let marker = b"\"text\":\"t=";
+    let at = body.windows(marker.len()).position(|w| w == marker)? + marker.len();
+    let digits = body[at..].iter().take_while(|b| b.is_ascii_digit()).count();
+    std::str::from_utf8(&body[at..at + digits])
+        .ok()?
+        .parse()
+        .ok()
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
