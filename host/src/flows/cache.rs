@@ -119,7 +119,7 @@ fn write_atomically(path: &Path, parts: &[&[u8]], private: bool) -> std::io::Res
     for part in parts {
         file.write_all(part)?;
     }
-    file.sync_all()?;
+    // No fsync: an entry torn by a crash fails its HMAC and is rebuilt.
     std::fs::rename(&temporary, path)
 }
 

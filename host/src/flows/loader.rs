@@ -225,15 +225,18 @@ impl Loader {
                 }
             }
             let compiled = runtime.compile(&wasm)?;
-            if let Some(cache) = &cache {
-                match runtime.serialize(&compiled) {
+            if let Some(cache) = cache {
+                // Keeping the code for the next start is not on the way to
+                // serving it now.
+                let (runtime, compiled) = (Arc::clone(&runtime), compiled.clone());
+                tokio::task::spawn_blocking(move || match runtime.serialize(&compiled) {
                     Ok(code) => {
                         if let Err(error) = cache.put(&content, &code) {
                             tracing::warn!(%error, "could not keep the compiled flow in the cache");
                         }
                     }
                     Err(error) => tracing::warn!(%error, "could not serialize the compiled flow"),
-                }
+                });
             }
             Ok((compiled, false))
         })
