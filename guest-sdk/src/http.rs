@@ -33,6 +33,17 @@ use wasip2::io::streams::StreamError;
 use crate::{Error, Result};
 
 /// A response: its status, headers and whole body.
+///
+/// ```no_run
+/// # fn handle(_: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+/// let response = flowhost_sdk::http::get("https://api.example.com/status")?;
+/// if response.status == 200 && response.header("content-type") == Some("text/plain") {
+///     flowhost_sdk::say(response.text()?);
+/// }
+/// # Ok(())
+/// # }
+/// # flowhost_sdk::export!(handle);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Response {
     /// The status code.
@@ -44,7 +55,7 @@ pub struct Response {
 }
 
 impl Response {
-    /// The first header with this (case-insensitive) name.
+    /// The first header with this (case-insensitive) name; see [`Response`].
     pub fn header(&self, name: &str) -> Option<&str> {
         self.headers
             .iter()
@@ -52,23 +63,59 @@ impl Response {
             .map(|(_, v)| v.as_str())
     }
 
-    /// The body as UTF-8 text.
+    /// The body as UTF-8 text; see [`Response`].
     pub fn text(&self) -> Result<&str> {
         Ok(std::str::from_utf8(&self.body)?)
     }
 
     /// The body, deserialized from JSON.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Deserialize)]
+    /// struct Order {
+    ///     status: String,
+    /// }
+    ///
+    /// # fn handle(_: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+    /// let order: Order = flowhost_sdk::http::get("https://api.example.com/orders/A-17")?.json()?;
+    /// flowhost_sdk::say(format!("Your order is {}", order.status));
+    /// # Ok(())
+    /// # }
+    /// # flowhost_sdk::export!(handle);
+    /// ```
     pub fn json<T: DeserializeOwned>(&self) -> Result<T> {
         Ok(serde_json::from_slice(&self.body)?)
     }
 }
 
 /// Sends a GET request.
+///
+/// ```no_run
+/// # fn handle(_: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+/// match flowhost_sdk::http::get("https://api.example.com/weather") {
+///     Ok(response) => flowhost_sdk::say(response.text()?),
+///     // Not in allowed_outbound_hosts, unreachable, too slow…: handle it.
+///     Err(error) => flowhost_sdk::say(format!("The weather service is away ({error})")),
+/// }
+/// # Ok(())
+/// # }
+/// # flowhost_sdk::export!(handle);
+/// ```
 pub fn get(url: &str) -> Result<Response> {
     send("GET", url, &[], None)
 }
 
 /// Sends a POST request with a JSON body.
+///
+/// ```no_run
+/// # fn handle(message: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+/// let body = flowhost_sdk::json!({ "user": message.user_id, "topic": "refund" });
+/// let response = flowhost_sdk::http::post_json("https://api.example.com/tickets", &body)?;
+/// flowhost_sdk::say(format!("Ticket service answered {}", response.status));
+/// # Ok(())
+/// # }
+/// # flowhost_sdk::export!(handle);
+/// ```
 pub fn post_json(url: &str, body: &impl Serialize) -> Result<Response> {
     let body = serde_json::to_vec(body)?;
     send(

@@ -406,31 +406,56 @@ pub fn log(level: Level, message: &str) {
     wit::log::log(level, message);
 }
 
-/// Logs a formatted line at trace level: `flowhost_sdk::trace!("x = {x}")`.
+/// Logs a formatted line at trace level.
+///
+/// ```no_run
+/// # let items = 3;
+/// flowhost_sdk::trace!("parsed {items} items");
+/// ```
 #[macro_export]
 macro_rules! trace {
     ($($arg:tt)+) => { $crate::log($crate::Level::Trace, &::std::format!($($arg)+)) };
 }
 
-/// Logs a formatted line at debug level: `flowhost_sdk::debug!("x = {x}")`.
+/// Logs a formatted line at debug level.
+///
+/// ```no_run
+/// # let state = "asking";
+/// flowhost_sdk::debug!("conversation state: {state}");
+/// ```
 #[macro_export]
 macro_rules! debug {
     ($($arg:tt)+) => { $crate::log($crate::Level::Debug, &::std::format!($($arg)+)) };
 }
 
-/// Logs a formatted line at info level: `flowhost_sdk::info!("x = {x}")`.
+/// Logs a formatted line at info level.
+///
+/// ```no_run
+/// # let number = "A-17";
+/// flowhost_sdk::info!("looking up order {number}");
+/// ```
 #[macro_export]
 macro_rules! info {
     ($($arg:tt)+) => { $crate::log($crate::Level::Info, &::std::format!($($arg)+)) };
 }
 
-/// Logs a formatted line at warn level: `flowhost_sdk::warn!("x = {x}")`.
+/// Logs a formatted line at warn level.
+///
+/// ```no_run
+/// # let status = 503;
+/// flowhost_sdk::warn!("the order service answered {status}; answering without it");
+/// ```
 #[macro_export]
 macro_rules! warn {
     ($($arg:tt)+) => { $crate::log($crate::Level::Warn, &::std::format!($($arg)+)) };
 }
 
-/// Logs a formatted line at error level: `flowhost_sdk::error!("x = {x}")`.
+/// Logs a formatted line at error level.
+///
+/// ```no_run
+/// # let error = "timeout";
+/// flowhost_sdk::error!("could not reach the order service: {error}");
+/// ```
 #[macro_export]
 macro_rules! error {
     ($($arg:tt)+) => { $crate::log($crate::Level::Error, &::std::format!($($arg)+)) };

@@ -76,9 +76,22 @@ pub(super) async fn receive(
     if declared.is_some_and(|length| length > app.max_body_size as u64) {
         return Err(too_large());
     }
-    let bytes = http_body_util::Limited::new(body, app.max_body_size)
-        .collect()
-        .await
+    // A client that sends its body slowly (or not at all) holds a
+    // connection: it gets 30 seconds.
+    let collected = tokio::time::timeout(
+        std::time::Duration::from_secs(30),
+        http_body_util::Limited::new(body, app.max_body_size).collect(),
+    )
+    .await
+    .map_err(|_| {
+        Problem::new(
+            StatusCode::REQUEST_TIMEOUT,
+            "request-timeout",
+            "Request timeout",
+            "the request body did not arrive within 30 seconds",
+        )
+    })?;
+    let bytes = collected
         .map_err(|e| {
             if e.is::<http_body_util::LengthLimitError>() {
                 too_large()
