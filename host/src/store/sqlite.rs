@@ -194,12 +194,26 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        self.write_then(write, |value| value).await
+    }
+
+    /// Like [`write`](Self::write), and once the group has committed, calls
+    /// `then` with the value, on the writer, in commit order, before the
+    /// caller hears of it; returns what `then` returns.
+    async fn write_then<R, T, F, C>(&self, write: F, then: C) -> Result<T, StoreError>
+    where
+        F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
+        C: FnOnce(R) -> T + Send + 'static,
+        R: Send + 'static,
+        T: Send + 'static,
+    {
         let (reply, answer) = oneshot::channel();
         self.submit(Box::new(move |conn| match write(conn) {
             Ok(value) => (
                 true,
                 Box::new(move |committed: Result<(), String>| {
-                    let _ = reply.send(committed.map(|()| value).map_err(commit_error));
+                    let result = committed.map(|()| then(value)).map_err(commit_error);
+                    let _ = reply.send(result);
                 }) as Finish,
             ),
             Err(e) => (
@@ -356,13 +370,17 @@ impl ReaderPool {
     }
 }
 
+fn session_key(row: &rusqlite::Row<'_>) -> rusqlite::Result<SessionKey> {
+    Ok(SessionKey {
+        endpoint: row.get("endpoint")?,
+        session_id: row.get("session_id")?,
+    })
+}
+
 fn inbox_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboxMessage> {
     Ok(InboxMessage {
         id: row.get("id")?,
-        session: SessionKey {
-            endpoint: row.get("endpoint")?,
-            session_id: row.get("session_id")?,
-        },
+        session: session_key(row)?,
         user_id: row.get("user_id")?,
         text: row.get("text")?,
         data: row.get("data")?,
@@ -374,10 +392,7 @@ fn inbox_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboxMessage> {
 fn pending_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingOutput> {
     Ok(PendingOutput {
         id: row.get("id")?,
-        session: SessionKey {
-            endpoint: row.get("endpoint")?,
-            session_id: row.get("session_id")?,
-        },
+        session: session_key(row)?,
         webhook_id: row.get("webhook_id")?,
         body: row.get("body")?,
         attempts: row.get("attempts")?,
@@ -402,16 +417,15 @@ impl Store for SqliteStore {
         mut message: InboxMessage,
         on_accepted: OnAccepted,
     ) -> Result<(), StoreError> {
-        let (reply, answer) = oneshot::channel();
-        self.submit(Box::new(move |conn| {
-            let inserted = conn
-                .prepare_cached(
-                    "INSERT INTO messages
-                        (trace_id, endpoint, session_id, user_id, text, data, received_at)
-                     VALUES (?, ?, ?, ?, ?, ?, ?)",
-                )
-                .and_then(|mut insert| {
-                    insert.insert(params![
+        self.write_then(
+            move |conn| {
+                message.id = conn
+                    .prepare_cached(
+                        "INSERT INTO messages
+                            (trace_id, endpoint, session_id, user_id, text, data, received_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    )?
+                    .insert(params![
                         message.trace_id,
                         message.session.endpoint,
                         message.session.session_id,
@@ -419,30 +433,12 @@ impl Store for SqliteStore {
                         message.text,
                         message.data,
                         message.received_at,
-                    ])
-                });
-            match inserted {
-                Ok(id) => {
-                    message.id = id;
-                    (
-                        true,
-                        Box::new(move |committed: Result<(), String>| {
-                            if committed.is_ok() {
-                                on_accepted(message);
-                            }
-                            let _ = reply.send(committed.map_err(commit_error));
-                        }) as Finish,
-                    )
-                }
-                Err(e) => (
-                    false,
-                    Box::new(move |_| {
-                        let _ = reply.send(Err(StoreError::Database(e)));
-                    }),
-                ),
-            }
-        }))?;
-        answer.await.map_err(|_| StoreError::Closed)?
+                    ])?;
+                Ok(message)
+            },
+            on_accepted,
+        )
+        .await
     }
 
     async fn unfinished_messages(&self) -> Result<Vec<InboxMessage>, StoreError> {

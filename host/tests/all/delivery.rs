@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{Receiver, Site, admin, post, send};
+use crate::support::{Receiver, Site, admin, endpoint, post, send};
 
 #[tokio::test]
 async fn failed_posts_are_retried_and_a_session_stays_in_order() {
@@ -263,13 +263,7 @@ async fn the_admin_api_needs_its_token_and_exists_only_with_one() {
     let (status, _) = admin(&host, "GET", "/admin/endpoints/nope/deliveries", ADMIN).await;
     assert_eq!(status, 404);
 
-    let without = Site::new(
-        &["faulty"],
-        &format!(
-            "[endpoints.count]\nflow = \"faulty\"\nwebhook_url = \"{}\"\n",
-            receiver.url()
-        ),
-    );
+    let without = Site::new(&["faulty"], &endpoint("count", "faulty", &receiver));
     let host = without.start().await;
     let (status, _) = admin(&host, "GET", "/admin/flows", ADMIN).await;
     assert_eq!(status, 404, "no admin_token, no admin API");

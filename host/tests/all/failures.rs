@@ -4,18 +4,12 @@
 
 use serde_json::json;
 
-use crate::support::{Receiver, Site, post};
+use crate::support::{Receiver, Site, endpoint, post};
 
 #[tokio::test]
 async fn a_trap_or_an_error_ends_that_message_only() {
     let receiver = Receiver::start().await;
-    let site = Site::new(
-        &["faulty"],
-        &format!(
-            "[endpoints.count]\nflow = \"faulty\"\nwebhook_url = \"{}\"\n",
-            receiver.url()
-        ),
-    );
+    let site = Site::new(&["faulty"], &endpoint("count", "faulty", &receiver));
     let host = site.start().await;
     let url = host.url("count");
     let send = |session: &'static str, text: &'static str| {
@@ -73,13 +67,7 @@ async fn a_trap_or_an_error_ends_that_message_only() {
 #[tokio::test]
 async fn the_flows_logs_and_output_reach_the_host_log_tagged_with_the_message() {
     let receiver = Receiver::start().await;
-    let site = Site::new(
-        &["faulty"],
-        &format!(
-            "[endpoints.count]\nflow = \"faulty\"\nwebhook_url = \"{}\"\n",
-            receiver.url()
-        ),
-    );
+    let site = Site::new(&["faulty"], &endpoint("count", "faulty", &receiver));
     let host = site.start().await;
     let body = json!({"userId": "u", "sessionId": "chatty", "text": "log"});
     let answer: serde_json::Value = post(&host.url("count"), &body, &[])

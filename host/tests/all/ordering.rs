@@ -5,20 +5,14 @@ use std::collections::HashMap;
 
 use serde_json::json;
 
-use crate::support::{Receiver, Site, post};
+use crate::support::{Receiver, Site, endpoint, post};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_concurrent_sessions_of_twenty_messages_stay_in_order() {
     const SESSIONS: usize = 50;
     const MESSAGES: usize = 20;
     let receiver = Receiver::start().await;
-    let site = Site::new(
-        &["faulty"],
-        &format!(
-            "[endpoints.count]\nflow = \"faulty\"\nwebhook_url = \"{}\"\n",
-            receiver.url()
-        ),
-    );
+    let site = Site::new(&["faulty"], &endpoint("count", "faulty", &receiver));
     let host = site.start().await;
     let url = host.url("count");
 

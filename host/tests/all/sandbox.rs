@@ -6,14 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
-use crate::support::{Receiver, Site, send};
-
-fn endpoint(name: &str, flow: &str, receiver: &Receiver) -> String {
-    format!(
-        "[endpoints.{name}]\nflow = \"{flow}\"\nwebhook_url = \"{}\"\n",
-        receiver.url()
-    )
-}
+use crate::support::{Receiver, Site, endpoint, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_flows_are_stopped_with_their_reason_and_leave_no_trace() {

@@ -72,27 +72,16 @@ pub(crate) async fn closed(
             while !stop.load(Ordering::Relaxed) {
                 let n = counter.fetch_add(1, Ordering::Relaxed);
                 let sent_at = micros_since(epoch);
-                let request = Request::post(path.as_str())
-                    .header("host", addr.as_str())
-                    .header("content-type", "application/json")
-                    .body(Full::new(body(n, sessions, sent_at)))?;
-                acks.sent += 1;
-                match sender.send_request(request).await {
-                    Ok(response) => {
-                        let accepted = response.status().as_u16() == 202;
-                        let _ = response.into_body().collect().await;
-                        if accepted {
-                            acks.accepted += 1;
-                            acks.latencies.push((micros_since(epoch) - sent_at) as u32);
-                        } else {
-                            acks.failed += 1;
-                        }
-                    }
-                    Err(_) => {
-                        acks.failed += 1;
-                        sender = connect(&addr).await?;
-                    }
-                }
+                send_one(
+                    &mut sender,
+                    &addr,
+                    &path,
+                    body(n, sessions, sent_at),
+                    sent_at,
+                    epoch,
+                    &mut acks,
+                )
+                .await?;
             }
             anyhow::Ok(acks)
         }));
@@ -124,28 +113,16 @@ pub(crate) async fn open(
             let mut acks = Acks::default();
             let mut sender = connect(&addr).await?;
             while let Ok((n, due)) = receiver.recv().await {
-                let request = Request::post(path.as_str())
-                    .header("host", addr.as_str())
-                    .header("content-type", "application/json")
-                    .body(Full::new(body(n, sessions, due)))?;
-                acks.sent += 1;
-                match sender.send_request(request).await {
-                    Ok(response) => {
-                        let accepted = response.status().as_u16() == 202;
-                        let _ = response.into_body().collect().await;
-                        if accepted {
-                            acks.accepted += 1;
-                            acks.latencies
-                                .push((micros_since(epoch).saturating_sub(due)) as u32);
-                        } else {
-                            acks.failed += 1;
-                        }
-                    }
-                    Err(_) => {
-                        acks.failed += 1;
-                        sender = connect(&addr).await?;
-                    }
-                }
+                send_one(
+                    &mut sender,
+                    &addr,
+                    &path,
+                    body(n, sessions, due),
+                    due,
+                    epoch,
+                    &mut acks,
+                )
+                .await?;
             }
             anyhow::Ok(acks)
         }));
@@ -161,6 +138,42 @@ pub(crate) async fn open(
     }
     drop(tickets);
     merge(workers, started).await
+}
+
+/// Sends one request and counts its answer in `acks`, with its latency
+/// from `sent_at`; reconnects if the connection broke.
+async fn send_one(
+    sender: &mut Sender,
+    addr: &str,
+    path: &str,
+    body: Bytes,
+    sent_at: u64,
+    epoch: Instant,
+    acks: &mut Acks,
+) -> anyhow::Result<()> {
+    let request = Request::post(path)
+        .header("host", addr)
+        .header("content-type", "application/json")
+        .body(Full::new(body))?;
+    acks.sent += 1;
+    match sender.send_request(request).await {
+        Ok(response) => {
+            let accepted = response.status().as_u16() == 202;
+            let _ = response.into_body().collect().await;
+            if accepted {
+                acks.accepted += 1;
+                acks.latencies
+                    .push(micros_since(epoch).saturating_sub(sent_at) as u32);
+            } else {
+                acks.failed += 1;
+            }
+        }
+        Err(_) => {
+            acks.failed += 1;
+            *sender = connect(addr).await?;
+        }
+    }
+    Ok(())
 }
 
 async fn merge(

@@ -99,22 +99,8 @@ async fn scenarios(
     // The ceiling.
     let ceiling = Process::ceiling()?;
     let url = format!("http://{}/endpoint/ceiling", ceiling.addr);
-    load::closed(
-        &url,
-        64,
-        Duration::from_millis(500),
-        Sessions::Distinct(10_000),
-        epoch,
-    )
-    .await?;
-    let mut acks = load::closed(
-        &url,
-        64,
-        options.duration,
-        Sessions::Distinct(10_000),
-        epoch,
-    )
-    .await?;
+    warm_up(&url, epoch).await?;
+    let mut acks = ack_loop(&url, options, epoch).await?;
     let ceiling_rate = acks.accepted as f64 / acks.elapsed.as_secs_f64();
     results.insert("ack_bare_axum", ack_figures(&mut acks));
     drop(ceiling);
@@ -123,26 +109,12 @@ async fn scenarios(
     let site = Site::new(flows, &hook, &["echo"], "")?;
     let host = Process::flowhost(flowhost, &site, &[])?;
     let echo = host.url("echo");
-    load::closed(
-        &echo,
-        64,
-        Duration::from_millis(500),
-        Sessions::Distinct(10_000),
-        epoch,
-    )
-    .await?;
+    warm_up(&echo, epoch).await?;
     wait_delivered(&deliveries, Duration::from_secs(30)).await;
     let before = deliveries.seen.lock().unwrap().len();
     let cpu_before = host.cpu_seconds()?;
     let started = Instant::now();
-    let mut acks = load::closed(
-        &echo,
-        64,
-        options.duration,
-        Sessions::Distinct(10_000),
-        epoch,
-    )
-    .await?;
+    let mut acks = ack_loop(&echo, options, epoch).await?;
     let rate = acks.accepted as f64 / acks.elapsed.as_secs_f64();
     let mut ack = ack_figures(&mut acks);
     ack["ratio_to_bare_axum"] = json!(round(rate / ceiling_rate, 2));
@@ -244,22 +216,8 @@ async fn scenarios(
     let site = Site::new(flows, &hook, &["echo"], "")?;
     let host = Process::flowhost(flowhost, &site, &[("FLOWHOST_STORE__FSYNC", "false")])?;
     let echo = host.url("echo");
-    load::closed(
-        &echo,
-        64,
-        Duration::from_millis(500),
-        Sessions::Distinct(10_000),
-        epoch,
-    )
-    .await?;
-    let mut acks = load::closed(
-        &echo,
-        64,
-        options.duration,
-        Sessions::Distinct(10_000),
-        epoch,
-    )
-    .await?;
+    warm_up(&echo, epoch).await?;
+    let mut acks = ack_loop(&echo, options, epoch).await?;
     let unsynced = acks.accepted as f64 / acks.elapsed.as_secs_f64();
     let mut figures = ack_figures(&mut acks);
     figures["durable_over_not_durable"] = json!(round(rate / unsynced, 2));
@@ -480,6 +438,26 @@ fn with_custom_section(component: &[u8], n: u32) -> Vec<u8> {
     out.push(section.len() as u8);
     out.extend_from_slice(&section);
     out
+}
+
+/// The ack loop: 64 connections, 10,000 sessions, closed loop for the
+/// bench's duration.
+async fn ack_loop(url: &str, options: &Options, epoch: Instant) -> anyhow::Result<load::Acks> {
+    load::closed(url, 64, options.duration, Sessions::Distinct(10_000), epoch).await
+}
+
+/// Half a second of the ack loop, so that connections, caches and the JIT'd
+/// flows are warm before measuring.
+async fn warm_up(url: &str, epoch: Instant) -> anyhow::Result<()> {
+    load::closed(
+        url,
+        64,
+        Duration::from_millis(500),
+        Sessions::Distinct(10_000),
+        epoch,
+    )
+    .await?;
+    Ok(())
 }
 
 fn ack_figures(acks: &mut load::Acks) -> Value {

@@ -56,6 +56,14 @@ pub fn flow_file(name: &str) -> PathBuf {
     path
 }
 
+/// An `[endpoints.<name>]` table running `flow`, delivering to `receiver`.
+pub fn endpoint(name: &str, flow: &str, receiver: &Receiver) -> String {
+    format!(
+        "[endpoints.{name}]\nflow = \"{flow}\"\nwebhook_url = \"{}\"\n",
+        receiver.url()
+    )
+}
+
 /// A folder with a flows folder, a data folder and a `flowhost.toml`.
 pub struct Site {
     pub dir: tempfile::TempDir,
