@@ -111,7 +111,7 @@ async fn scenarios(
     let echo = host.url("echo");
     warm_up(&echo, epoch).await?;
     wait_delivered(&deliveries, Duration::from_secs(30)).await;
-    let before = deliveries.seen.lock().unwrap().len();
+    let before = deliveries.count();
     let cpu_before = host.cpu_seconds()?;
     let started = Instant::now();
     let mut acks = ack_loop(&echo, options, epoch).await?;
@@ -119,14 +119,9 @@ async fn scenarios(
     let mut ack = ack_figures(&mut acks);
     ack["ratio_to_bare_axum"] = json!(round(rate / ceiling_rate, 2));
     results.insert("ack_flowhost", ack);
-    let all = before + acks.accepted as usize;
-    wait_count(&deliveries, all, Duration::from_secs(120)).await?;
+    let mut latencies = deliveries.latencies_after(before, acks.accepted).await?;
     let took = started.elapsed();
     let cpu = host.cpu_seconds()? - cpu_before;
-    let mut latencies: Vec<u32> = deliveries.seen.lock().unwrap()[before..]
-        .iter()
-        .map(|d| d.1)
-        .collect();
     results.insert(
         "end_to_end_closed_loop",
         json!({
@@ -140,7 +135,7 @@ async fn scenarios(
     );
 
     for rate in [1000, 5000] {
-        let before = deliveries.seen.lock().unwrap().len();
+        let before = deliveries.count();
         let mut acks = load::open(
             &echo,
             rate,
@@ -150,16 +145,7 @@ async fn scenarios(
             epoch,
         )
         .await?;
-        wait_count(
-            &deliveries,
-            before + acks.accepted as usize,
-            Duration::from_secs(120),
-        )
-        .await?;
-        let mut latencies: Vec<u32> = deliveries.seen.lock().unwrap()[before..]
-            .iter()
-            .map(|d| d.1)
-            .collect();
+        let mut latencies = deliveries.latencies_after(before, acks.accepted).await?;
         results.insert(
             if rate == 1000 {
                 "end_to_end_open_loop_1000"
@@ -176,31 +162,19 @@ async fn scenarios(
         );
     }
 
-    let before = deliveries.seen.lock().unwrap().len();
+    let before = deliveries.count();
     let started = Instant::now();
     let acks = load::closed(&echo, 8, options.duration, Sessions::One, epoch).await?;
-    wait_count(
-        &deliveries,
-        before + acks.accepted as usize,
-        Duration::from_secs(120),
-    )
-    .await?;
+    deliveries.latencies_after(before, acks.accepted).await?;
     let took = started.elapsed();
     // A closed loop outruns one session (its messages run one at a time), so
     // its latency would only measure the queue: latency is measured below
     // capacity, with an open loop.
-    let before_open = deliveries.seen.lock().unwrap().len();
+    let before_open = deliveries.count();
     let open = load::open(&echo, 500, 8, options.duration, Sessions::One, epoch).await?;
-    wait_count(
-        &deliveries,
-        before_open + open.accepted as usize,
-        Duration::from_secs(120),
-    )
-    .await?;
-    let mut latencies: Vec<u32> = deliveries.seen.lock().unwrap()[before_open..]
-        .iter()
-        .map(|d| d.1)
-        .collect();
+    let mut latencies = deliveries
+        .latencies_after(before_open, open.accepted)
+        .await?;
     results.insert(
         "one_hot_session",
         json!({
@@ -251,7 +225,7 @@ async fn noisy_neighbours(
     let host = Process::flowhost(flowhost, &site, &[])?;
     let echo = host.url("echo");
     let measure = || async {
-        let before = deliveries.seen.lock().unwrap().len();
+        let before = deliveries.count();
         let acks = load::open(
             &echo,
             500,
@@ -261,17 +235,7 @@ async fn noisy_neighbours(
             epoch,
         )
         .await?;
-        wait_count(
-            deliveries,
-            before + acks.accepted as usize,
-            Duration::from_secs(60),
-        )
-        .await?;
-        let latencies: Vec<u32> = deliveries.seen.lock().unwrap()[before..]
-            .iter()
-            .map(|d| d.1)
-            .collect();
-        anyhow::Ok(latencies)
+        deliveries.latencies_after(before, acks.accepted).await
     };
     let mut idle = measure().await?;
     let attack = host.url("hostile");
@@ -474,31 +438,13 @@ async fn wait_delivered(deliveries: &Deliveries, quiet: Duration) {
     let mut last = usize::MAX;
     let started = Instant::now();
     while started.elapsed() < quiet {
-        let now = deliveries.seen.lock().unwrap().len();
+        let now = deliveries.count();
         if now == last {
             return;
         }
         last = now;
         tokio::time::sleep(Duration::from_millis(300)).await;
     }
-}
-
-async fn wait_count(
-    deliveries: &Deliveries,
-    count: usize,
-    patience: Duration,
-) -> anyhow::Result<()> {
-    let started = Instant::now();
-    while deliveries.seen.lock().unwrap().len() < count {
-        if started.elapsed() > patience {
-            bail!(
-                "only {} of {count} deliveries arrived",
-                deliveries.seen.lock().unwrap().len()
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    Ok(())
 }
 
 fn round(value: f64, places: i32) -> f64 {

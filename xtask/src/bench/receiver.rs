@@ -22,6 +22,37 @@ pub(crate) struct Deliveries {
     pub(crate) texts: Mutex<Vec<(String, String)>>,
 }
 
+impl Deliveries {
+    /// How many deliveries have arrived.
+    pub(crate) fn count(&self) -> usize {
+        self.seen.lock().unwrap().len()
+    }
+
+    /// Waits (up to two minutes) until `expected` more deliveries than
+    /// `before` have arrived; returns the latencies of those after `before`.
+    pub(crate) async fn latencies_after(
+        &self,
+        before: usize,
+        expected: u64,
+    ) -> anyhow::Result<Vec<u32>> {
+        let started = std::time::Instant::now();
+        while self.count() < before + expected as usize {
+            if started.elapsed() > std::time::Duration::from_secs(120) {
+                anyhow::bail!(
+                    "only {} of {} deliveries arrived",
+                    self.count() - before,
+                    expected
+                );
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
+        Ok(self.seen.lock().unwrap()[before..]
+            .iter()
+            .map(|d| d.1)
+            .collect())
+    }
+}
+
 /// Starts the receiver; returns its URL and what it records.
 pub(crate) async fn start(epoch: Instant) -> anyhow::Result<(String, Arc<Deliveries>)> {
     let deliveries = Arc::new(Deliveries::default());
