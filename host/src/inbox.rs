@@ -227,13 +227,14 @@ impl TurnRunner {
                 }
             }
             Err(failure) => {
+                let panic = failure.panic_message();
                 tracing::error!(
                     reason = %failure.reason,
-                    panic = failure.panic_message().unwrap_or_default(),
+                    panic = panic.as_deref().unwrap_or_default(),
                     stderr = %failure.stderr.trim(),
                     "message failed; the session's state is unchanged"
                 );
-                let reason = match failure.panic_message() {
+                let reason = match panic {
                     Some(panic) => format!("{} ({panic})", failure.reason),
                     None => failure.reason,
                 };

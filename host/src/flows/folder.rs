@@ -170,11 +170,6 @@ impl FlowFolder {
             }
         }))
     }
-
-    /// The folder.
-    pub fn dir(&self) -> &Path {
-        &self.dir
-    }
 }
 
 async fn changed_since(path: &Path, fingerprint: &[u8; 32]) -> bool {

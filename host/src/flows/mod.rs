@@ -76,8 +76,7 @@ pub fn flow_name(path: &std::path::Path) -> Option<String> {
     if path.extension()? != "wasm" {
         return None;
     }
-    let stem = path.file_stem()?.to_str()?;
-    crate::config::is_name(stem).then(|| stem.to_owned())
+    flow_of(path)
 }
 
 #[cfg(test)]
