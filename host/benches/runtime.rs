@@ -42,6 +42,7 @@ fn invocation() -> Invocation {
         trace_id: "endpoint-httpIncomingMessage-00000000-0000-0000-0000-000000000000".into(),
         context: "{}".into(),
         profile: "{}".into(),
+        sensitive: false,
     }
 }
 

@@ -44,6 +44,9 @@ pub struct Config {
     pub max_body_size: u64,
     /// Limits applied to every flow unless its own manifest says otherwise.
     pub limits: Limits,
+    /// The most a flow's manifest may ask for (`[max_limits]`): a manifest
+    /// ships with the flow, so it is as untrusted as the flow itself.
+    pub max_limits: Limits,
     /// How flows are executed.
     pub runtime: RuntimeConfig,
     /// How outputs are delivered.
@@ -62,6 +65,12 @@ pub struct Config {
     pub watch_build: Vec<PathBuf>,
     /// Where this configuration came from, to read it again on reload.
     pub origin: Option<ConfigOrigin>,
+    /// The `flowhost` executable that compiles flows in a child process
+    /// (`flowhost compile-flow`), bounded by `runtime.compile_timeout` and
+    /// `runtime.max_compile_memory`; `None` compiles in this process,
+    /// unbounded. Not read from the file: `flowhost serve` sets it to
+    /// itself.
+    pub compiler_program: Option<PathBuf>,
 }
 
 /// The file and command-line values a configuration was loaded from.
@@ -89,6 +98,15 @@ pub struct RuntimeConfig {
     pub max_wasm_stack: u64,
     /// The largest component file loaded.
     pub max_component_size: u64,
+    /// How long compiling one flow may take before the compiler is stopped.
+    pub compile_timeout: Duration,
+    /// The most memory the compiler of one flow may use.
+    pub max_compile_memory: u64,
+    /// Hosts (as `allowed_outbound_hosts` patterns) that flows may reach on
+    /// loopback and private addresses, when their manifest allows them too.
+    /// Link-local and cloud metadata addresses are refused whatever this
+    /// says.
+    pub private_outbound_hosts: Vec<String>,
     /// Whether flows are metered with fuel, so that `limits.fuel` can bound
     /// them deterministically. Costs every flow some speed, so it is off
     /// unless asked for; the wall-clock deadline applies either way.
@@ -322,6 +340,8 @@ struct RawConfig {
     #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
+    max_limits: RawLimits,
+    #[serde(default)]
     runtime: RawRuntime,
     #[serde(default)]
     delivery: RawDelivery,
@@ -389,6 +409,10 @@ struct RawRuntime {
     max_flow_memory: Option<ByteSize>,
     max_wasm_stack: Option<ByteSize>,
     max_component_size: Option<ByteSize>,
+    compile_timeout: Option<HumanDuration>,
+    max_compile_memory: Option<ByteSize>,
+    #[serde(default)]
+    private_outbound_hosts: Vec<String>,
     fuel_metering: Option<bool>,
     max_queued_messages: Option<usize>,
     shutdown_grace: Option<HumanDuration>,
@@ -481,6 +505,12 @@ impl RawConfig {
             max_flow_memory: self.runtime.max_flow_memory.map_or(1 << 30, |s| s.0),
             max_wasm_stack: self.runtime.max_wasm_stack.map_or(512 << 10, |s| s.0),
             max_component_size: self.runtime.max_component_size.map_or(32 << 20, |s| s.0),
+            compile_timeout: self
+                .runtime
+                .compile_timeout
+                .map_or(Duration::from_secs(120), |d| d.0),
+            max_compile_memory: self.runtime.max_compile_memory.map_or(4 << 30, |s| s.0),
+            private_outbound_hosts: self.runtime.private_outbound_hosts.clone(),
             fuel_metering: self.runtime.fuel_metering.unwrap_or(false),
             max_queued_messages: self.runtime.max_queued_messages.unwrap_or(100_000),
             shutdown_grace: self
@@ -510,6 +540,57 @@ impl RawConfig {
                 ByteSize(limits.memory),
                 ByteSize(runtime.max_flow_memory)
             ));
+        }
+        // Each ceiling is the operator's, or else the larger of the built-in
+        // one and the operator's default for every flow.
+        let built_in = Limits {
+            memory: runtime.max_flow_memory,
+            max_concurrent: (runtime.max_concurrent_flows / 2).max(1),
+            ..Limits::default_ceilings()
+        };
+        let max_limits = self.max_limits.apply(&Limits {
+            memory: built_in.memory.max(limits.memory),
+            deadline: built_in.deadline.max(limits.deadline),
+            // Unbounded unless `[max_limits]` sets it: the deadline bounds a
+            // flow's time either way.
+            fuel: None,
+            max_outputs: built_in.max_outputs.max(limits.max_outputs),
+            max_output_size: built_in.max_output_size.max(limits.max_output_size),
+            max_state_size: built_in.max_state_size.max(limits.max_state_size),
+            max_log_size: built_in.max_log_size.max(limits.max_log_size),
+            max_http_requests: built_in.max_http_requests.max(limits.max_http_requests),
+            max_http_response_size: built_in
+                .max_http_response_size
+                .max(limits.max_http_response_size),
+            max_concurrent: built_in.max_concurrent.max(limits.max_concurrent),
+        });
+        problems.extend(
+            limits
+                .over(&max_limits)
+                .into_iter()
+                .map(|p| format!("limits.{p}")),
+        );
+        if max_limits.memory > runtime.max_flow_memory {
+            problems.push(format!(
+                "max_limits.memory: {} is more than runtime.max_flow_memory ({}), the size of a slot of the instance pool",
+                ByteSize(max_limits.memory),
+                ByteSize(runtime.max_flow_memory)
+            ));
+        }
+        if max_limits.max_concurrent > runtime.max_concurrent_flows {
+            problems.push(format!(
+                "max_limits.max_concurrent: {} is more than runtime.max_concurrent_flows ({})",
+                max_limits.max_concurrent, runtime.max_concurrent_flows
+            ));
+        }
+        if runtime.compile_timeout.is_zero() {
+            problems.push("runtime.compile_timeout: must be more than 0s".into());
+        }
+        if runtime.max_compile_memory < 64 << 20 {
+            problems.push("runtime.max_compile_memory: at least 64 MiB".into());
+        }
+        if let Err(e) = crate::runtime::AllowedHosts::parse(&runtime.private_outbound_hosts) {
+            problems.push(format!("runtime.private_outbound_hosts: {e}"));
         }
 
         let delivery = DeliveryConfig {
@@ -625,6 +706,7 @@ impl RawConfig {
             admin_token: self.admin_token,
             max_body_size: self.max_body_size.map_or(1 << 20, |s| s.0),
             limits,
+            max_limits,
             runtime,
             delivery,
             store,
@@ -637,6 +719,7 @@ impl RawConfig {
                 .map_or(Duration::from_millis(20), |d| d.0),
             watch_build: self.watch_build,
             origin: None,
+            compiler_program: None,
         })
     }
 }
@@ -730,6 +813,38 @@ mod tests {
             })
         );
         assert!(support.disable_sensitive_logging);
+    }
+
+    #[test]
+    fn ceilings_default_to_the_built_in_ones_or_the_limits_above_them() {
+        let config = Config::from_toml("[limits]\ndeadline = \"2m\"\n").unwrap();
+        assert_eq!(config.max_limits.deadline, Duration::from_secs(120));
+        assert_eq!(config.max_limits.max_log_size, 1 << 20);
+        assert_eq!(config.max_limits.memory, config.runtime.max_flow_memory);
+
+        let set = Config::from_toml(
+            "[runtime]\nfuel_metering = true\n[limits]\nfuel = 500\n\
+             [max_limits]\ndeadline = \"20s\"\nfuel = 1000\n",
+        )
+        .unwrap();
+        assert_eq!(set.max_limits.deadline, Duration::from_secs(20));
+        assert_eq!(set.max_limits.fuel, Some(1000));
+
+        let Err(ConfigError::Invalid(problems)) = Config::from_toml(
+            "[limits]\ndeadline = \"30s\"\n[max_limits]\ndeadline = \"10s\"\nmemory = \"2 GiB\"\n\
+             [runtime]\ncompile_timeout = \"0s\"\nprivate_outbound_hosts = [\"127.0.0.1\"]\n",
+        ) else {
+            panic!("limits over their ceilings are refused");
+        };
+        let all = problems.join("\n");
+        for expected in [
+            "limits.deadline: 30 s is over the host's ceiling max_limits.deadline (10 s)",
+            "max_limits.memory: 2 GiB is more than runtime.max_flow_memory",
+            "runtime.compile_timeout",
+            "runtime.private_outbound_hosts",
+        ] {
+            assert!(all.contains(expected), "{expected}: {all}");
+        }
     }
 
     #[test]

@@ -199,6 +199,7 @@ impl TurnRunner {
             trace_id: message.trace_id.clone(),
             context: state.context,
             profile: state.profile.clone(),
+            sensitive: endpoint.config.disable_sensitive_logging,
         };
         let outcome = match self.runtime.run(&flow.ready, invocation).await {
             Ok(turn) => {
@@ -228,12 +229,21 @@ impl TurnRunner {
             }
             Err(failure) => {
                 let panic = failure.panic_message();
-                tracing::error!(
-                    reason = %failure.reason,
-                    panic = panic.as_deref().unwrap_or_default(),
-                    stderr = %failure.stderr.trim(),
-                    "message failed; the session's state is unchanged"
-                );
+                if endpoint.config.disable_sensitive_logging {
+                    // A panic message or stderr may quote what the user
+                    // said; the admin API still shows the stored reason.
+                    tracing::error!(
+                        reason = %crate::telemetry::printable(&failure.reason),
+                        "message failed; the session's state is unchanged (its panic text and stderr are withheld: disable_sensitive_logging)"
+                    );
+                } else {
+                    tracing::error!(
+                        reason = %crate::telemetry::printable(&failure.reason),
+                        panic = %crate::telemetry::printable(panic.as_deref().unwrap_or_default()),
+                        stderr = %crate::telemetry::printable(failure.stderr.trim()),
+                        "message failed; the session's state is unchanged"
+                    );
+                }
                 let reason = match panic {
                     Some(panic) => format!("{} ({panic})", failure.reason),
                     None => failure.reason,

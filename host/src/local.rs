@@ -88,6 +88,7 @@ pub async fn run_flow(
         trace_id: trace_id.clone(),
         context: Value::Object(state.context.clone()).to_string(),
         profile: Value::Object(state.profile.clone()).to_string(),
+        sensitive: false,
     };
     let turn = match runtime.run(&flow.ready, invocation).await {
         Ok(turn) => turn,

@@ -27,6 +27,23 @@ enum Command {
     /// Runs a flow once, locally, and prints the webhook bodies it would send,
     /// one JSON document per line.
     Run(RunArgs),
+    /// Compiles a component read on stdin and writes its code on stdout:
+    /// what `serve` runs in a child process for each flow it compiles.
+    #[command(name = "compile-flow", hide = true)]
+    CompileFlow(CompileFlowArgs),
+}
+
+#[derive(Args)]
+struct CompileFlowArgs {
+    /// The most memory the compiler may use, in bytes.
+    #[arg(long)]
+    max_memory: u64,
+    /// `runtime.max_wasm_stack`, in bytes.
+    #[arg(long)]
+    max_wasm_stack: u64,
+    /// `runtime.fuel_metering`.
+    #[arg(long)]
+    fuel_metering: bool,
 }
 
 #[derive(Args)]
@@ -107,8 +124,20 @@ struct RunArgs {
     state: Option<PathBuf>,
 }
 
+/// How long the process waits, once done, for threads still busy (a flow's
+/// blocking file read, say) before it exits anyway.
+const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::CompileFlow(args) = cli.command {
+        // The child of `serve`: no runtime, no log, just the compiler.
+        let settings = flowhost::runtime::EngineSettings {
+            max_wasm_stack: args.max_wasm_stack,
+            fuel_metering: args.fuel_metering,
+        };
+        return flowhost::flows::compiler::child_main(settings, args.max_memory);
+    }
     flowhost::telemetry::init();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
@@ -117,7 +146,10 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(execute(cli.command)) {
+    let result = runtime.block_on(execute(cli.command));
+    // Dropping the runtime would wait for every blocking thread to finish.
+    runtime.shutdown_timeout(EXIT_GRACE);
+    match result {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error:#}");
@@ -135,13 +167,18 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 data_dir: args.data_dir,
                 watch_build: args.watch_build,
             };
-            let config = Config::load(args.config.config.as_deref(), &overrides)?;
+            let mut config = Config::load(args.config.config.as_deref(), &overrides)?;
+            // Flows are compiled by this executable in a child process,
+            // bounded in time and memory.
+            config.compiler_program =
+                Some(std::env::current_exe().context("finding the flowhost executable")?);
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("listening on {}", config.listen))?;
             flowhost::run(listener, config, flowhost::shutdown::signal()).await?;
         }
         Command::Keys(command) => keys(command).await?,
+        Command::CompileFlow(_) => unreachable!("handled before the runtime starts"),
         Command::Run(args) => {
             let message = LocalMessage {
                 user_id: args.user,

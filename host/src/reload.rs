@@ -62,8 +62,10 @@ impl Reloader {
             self.endpoints.replace(Endpoints::new(endpoints));
             tracing::info!(?added, ?changed, ?removed, "endpoints reloaded");
         }
-        if next.limits != current.limits {
-            self.folder.loader().set_defaults(next.limits.clone());
+        if next.limits != current.limits || next.max_limits != current.max_limits {
+            self.folder
+                .loader()
+                .set_limits(next.limits.clone(), next.max_limits.clone());
             self.folder.refresh_limits().await;
             tracing::info!("default flow limits reloaded");
         }

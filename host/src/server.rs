@@ -1,10 +1,11 @@
 //! A running flowhost: every part started, recovered, and serving.
 //!
-//! [`Server::start`] opens the store, compiles the flows (from the compile
-//! cache when it can), resolves the endpoints, queues what the last run
-//! left unfinished (messages to run, outputs to deliver), and starts
-//! watching the flows folder and the configuration file, all before the
-//! first new request is served. [`Server::serve`] serves until its shutdown
+//! [`Server::start`] opens the store, resolves the endpoints, queues what
+//! the last run left unfinished (messages to run, outputs to deliver), and
+//! starts watching the flows folder and the configuration file, all before
+//! the first new request is served. Flows load beside serving (from the
+//! compile cache when they can), so that a flow that is slow to compile
+//! holds up no start: messages for it are accepted and wait. [`Server::serve`] serves until its shutdown
 //! future resolves, then stops in order: no new requests, no new messages
 //! started, the running ones given `shutdown_grace` to finish, the store
 //! closed. Whatever did not finish is still in the store for the next start.
@@ -21,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use crate::config::Config;
 use crate::delivery::Delivery;
 use crate::endpoints::{EndpointTable, Endpoints, SharedEndpoints};
-use crate::flows::{CompileCache, FlowFolder, Loader, Registry};
+use crate::flows::{CompileCache, Compiler, FlowFolder, Loader, Registry};
 use crate::http::{AppState, router};
 use crate::inbox::{Inbox, TurnRunner};
 use crate::reload::{Reloader, resolve_endpoints};
@@ -60,32 +61,38 @@ impl Server {
             )
             .ok();
         let flows = Registry::default();
+        let compiler = match &config.compiler_program {
+            Some(program) => Compiler::ChildProcess {
+                program: program.clone(),
+                timeout: config.runtime.compile_timeout,
+                max_memory: config.runtime.max_compile_memory,
+            },
+            None => Compiler::InProcess,
+        };
         let folder = Arc::new(FlowFolder::new(
             config.flows_dir.clone(),
-            Arc::new(Loader::new(
-                Arc::clone(&runtime),
-                config.limits.clone(),
-                cache,
-            )),
+            Arc::new(
+                Loader::new(Arc::clone(&runtime), config.limits.clone(), cache)
+                    .with_ceilings(config.max_limits.clone())
+                    .with_compiler(compiler),
+            ),
             flows.clone(),
         ));
-        folder
-            .load_all()
-            .await
-            .with_context(|| format!("reading {}", config.flows_dir.display()))?;
+        // Flows load while the host serves: a flow that takes long to
+        // compile (or never does) delays no other and no start. Messages
+        // for a flow still loading are accepted and wait for it.
+        let loading = {
+            let (folder, dir) = (Arc::clone(&folder), config.flows_dir.clone());
+            tokio::spawn(async move {
+                if let Err(error) = folder.load_all().await {
+                    tracing::error!(%error, folder = %dir.display(), "cannot read the flows folder");
+                }
+            })
+        };
 
         let endpoints: SharedEndpoints = Arc::new(EndpointTable::new(Endpoints::new(
             resolve_endpoints(&config, shared_store.as_ref()).await?,
         )));
-        for endpoint in endpoints.load().all() {
-            if flows.get(&endpoint.config.flow).is_none() {
-                tracing::warn!(
-                    endpoint = endpoint.name(),
-                    flow = %endpoint.config.flow,
-                    "the endpoint's flow is not loaded; the endpoint answers 503 until it is"
-                );
-            }
-        }
 
         let stopping = CancellationToken::new();
         let delivery = Delivery::start(
@@ -116,11 +123,14 @@ impl Server {
             );
         }
 
-        let mut background = vec![tokio::spawn(prune(
-            Arc::clone(&shared_store),
-            config.store.retention,
-            stopping.clone(),
-        ))];
+        let mut background = vec![
+            loading,
+            tokio::spawn(prune(
+                Arc::clone(&shared_store),
+                config.store.retention,
+                stopping.clone(),
+            )),
+        ];
         if config.watch {
             background.push(
                 folder

@@ -65,12 +65,18 @@ impl FromStr for HumanDuration {
         let number: u64 = number
             .parse()
             .map_err(|_| format!("{text:?} is not a duration like \"5s\" or \"250ms\""))?;
+        let seconds = |scale: u64| {
+            number
+                .checked_mul(scale)
+                .map(Duration::from_secs)
+                .ok_or_else(|| format!("{text:?} is too long"))
+        };
         let duration = match unit {
             "ms" => Duration::from_millis(number),
             "s" => Duration::from_secs(number),
-            "m" | "min" => Duration::from_secs(number * 60),
-            "h" => Duration::from_secs(number * 3600),
-            "d" => Duration::from_secs(number * 86400),
+            "m" | "min" => seconds(60)?,
+            "h" => seconds(3600)?,
+            "d" => seconds(86400)?,
             _ => return Err(format!("{text:?}: give a unit: ms, s, m, h or d")),
         };
         Ok(HumanDuration(duration))
@@ -157,6 +163,18 @@ mod tests {
         assert_eq!("2m".parse(), Ok(HumanDuration(Duration::from_secs(120))));
         assert_eq!("10h".parse(), Ok(HumanDuration(Duration::from_secs(36000))));
         assert!("5".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn refuses_durations_that_overflow() {
+        // 300000000000000 days is more seconds than a u64 holds.
+        assert!(
+            "300000000000000d"
+                .parse::<HumanDuration>()
+                .unwrap_err()
+                .contains("too long")
+        );
+        assert!("99999999999999999h".parse::<HumanDuration>().is_err());
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //!   `demo/flowhost.toml`, beside a webhook receiver that prints every
 //!   delivery.
 //! - `bench [--quick]`: the load bench (see `bench/mod.rs`), in release.
+//! - `code-shape <file.wasm>…`: what each component takes of the instance
+//!   pool and how complex its code is, against flowhost's bounds.
 
 mod bench;
 
@@ -12,7 +14,8 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo xtask demo | cargo xtask bench [--quick]";
+const USAGE: &str =
+    "usage: cargo xtask demo | cargo xtask bench [--quick] | cargo xtask code-shape <file.wasm>…";
 
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -40,8 +43,45 @@ fn main() -> anyhow::Result<()> {
                 .to_owned();
             tokio::runtime::Runtime::new()?.block_on(bench::serve_ceiling(&listen))
         }
+        "code-shape" if !rest.is_empty() => code_shape(&rest),
         _ => bail!("{USAGE}"),
     }
+}
+
+/// Prints, for each component, what it takes of the instance pool and the
+/// shape of its most complex function, beside flowhost's bounds.
+fn code_shape(files: &[String]) -> anyhow::Result<()> {
+    use flowhost::runtime::{self, precheck};
+    let bounds = precheck::CodeBounds::default();
+    println!(
+        "bounds: {} core instances, {} memories, {} tables; {} locals, nesting {}, locals x loops {}",
+        runtime::MAX_CORE_INSTANCES_PER_FLOW,
+        runtime::MAX_MEMORIES_PER_FLOW,
+        runtime::MAX_TABLES_PER_FLOW,
+        bounds.max_locals,
+        bounds.max_nesting,
+        bounds.max_locals_times_loops
+    );
+    for file in files {
+        let bytes = std::fs::read(file).with_context(|| format!("reading {file}"))?;
+        let unbounded = precheck::CodeBounds {
+            max_locals: u32::MAX,
+            max_nesting: u32::MAX,
+            max_locals_times_loops: u64::MAX,
+        };
+        let shape = precheck::check(&bytes, &unbounded)?;
+        let [instances, memories, tables] = runtime::pool_footprint(&bytes)?;
+        println!(
+            "{file}: {} bytes; {instances} core instances, {memories} memories, {tables} tables; \
+             {} functions, at most {} locals, nesting {}, locals x loops {}",
+            bytes.len(),
+            shape.functions,
+            shape.max_locals,
+            shape.max_nesting,
+            shape.max_locals_times_loops
+        );
+    }
+    Ok(())
 }
 
 /// Builds the example flows, starts the receiver and flowhost, and prints

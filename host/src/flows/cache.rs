@@ -96,6 +96,30 @@ impl CompileCache {
         let _ = std::fs::remove_file(self.path(content));
     }
 
+    fn refusal_path(&self, key: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!("{}.refused", hex::encode(key)))
+    }
+
+    /// Why a component was refused when it was compiled before, if it was:
+    /// `key` names the component and everything the refusal depended on
+    /// (see `Loader`). Remembered so that a file that takes the compiler
+    /// its whole time bound is not compiled again at every start.
+    pub fn refusal(&self, key: &[u8; 32]) -> Option<String> {
+        use std::io::Read;
+        let mut reason = String::new();
+        std::fs::File::open(self.refusal_path(key))
+            .ok()?
+            .take(4096)
+            .read_to_string(&mut reason)
+            .ok()?;
+        Some(reason)
+    }
+
+    /// Remembers why the component with this key was refused.
+    pub fn remember_refusal(&self, key: &[u8; 32], reason: &str) -> std::io::Result<()> {
+        write_atomically(&self.refusal_path(key), &[reason.as_bytes()], false)
+    }
+
     /// The file of the entry for this content hash (for tests and tools).
     pub fn entry_path(&self, content: &[u8; 32]) -> PathBuf {
         self.path(content)

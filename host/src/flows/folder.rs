@@ -9,14 +9,15 @@
 //! load is reported once, in one log line, and the previous version keeps
 //! serving; a missing file unloads the flow, and messages for it wait.
 
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::sync::Mutex;
 use tokio::task::JoinHandle;
 
-use super::{FlowFiles, LoadFailure, Loader, Registry, flow_of};
+use super::{LoadFailure, Loader, Registry, flow_of};
 use crate::store::now_ms;
 use crate::watch::FolderWatch;
 
@@ -25,8 +26,10 @@ pub struct FlowFolder {
     dir: PathBuf,
     loader: Arc<Loader>,
     registry: Registry,
-    /// One reconcile at a time, so a flow is never loaded twice at once.
-    reconciling: Mutex<()>,
+    /// One reconcile at a time per flow, so a flow is never loaded twice at
+    /// once; different flows load side by side, so that one slow file holds
+    /// up no other.
+    reconciling: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
 }
 
 impl FlowFolder {
@@ -36,7 +39,7 @@ impl FlowFolder {
             dir,
             loader,
             registry,
-            reconciling: Mutex::new(()),
+            reconciling: Default::default(),
         }
     }
 
@@ -45,8 +48,20 @@ impl FlowFolder {
         &self.loader
     }
 
-    /// Loads every flow in the folder.
+    /// Loads every flow in the folder, side by side; then marks the
+    /// registry settled, so endpoints whose flow did not load answer 503.
     pub async fn load_all(&self) -> std::io::Result<()> {
+        let loaded = self.load_each().await;
+        self.registry.mark_settled();
+        tracing::info!(
+            flows = self.registry.all().len(),
+            failed = self.registry.failures().len(),
+            "flows folder loaded"
+        );
+        loaded
+    }
+
+    async fn load_each(&self) -> std::io::Result<()> {
         if !self.dir.exists() {
             tracing::warn!(folder = %self.dir.display(), "the flows folder does not exist; no flows loaded");
             return Ok(());
@@ -59,17 +74,24 @@ impl FlowFolder {
             }
         }
         names.sort();
-        for name in names {
-            self.reconcile(&name).await;
-        }
+        // Cached flows load at once; compiles wait their turn for the
+        // compiler, each in its own task.
+        futures::future::join_all(names.iter().map(|name| self.reconcile(name))).await;
         Ok(())
+    }
+
+    /// The lock of one flow's reconciles.
+    fn lock_of(&self, name: &str) -> Arc<Mutex<()>> {
+        let mut locks = self.reconciling.lock().unwrap();
+        Arc::clone(locks.entry(name.to_owned()).or_default())
     }
 
     /// Makes the registry match the files of the flow `name`.
     pub async fn reconcile(&self, name: &str) {
-        let _one_at_a_time = self.reconciling.lock().await;
+        let lock = self.lock_of(name);
+        let _one_at_a_time = lock.lock().await;
         let path = self.dir.join(format!("{name}.wasm"));
-        let files = match FlowFiles::read(&path).await {
+        let files = match self.loader.read(&path).await {
             Ok(Some(files)) => files,
             Ok(None) => {
                 if let Some(gone) = self.registry.remove(name) {
@@ -117,16 +139,24 @@ impl FlowFolder {
             Err(error) => {
                 // A file still being written fails too; if it has changed
                 // since it was read, its next change brings it back here.
-                if changed_since(&path, &fingerprint).await {
+                if self.changed_since(&path, &fingerprint).await {
                     return;
                 }
-                tracing::error!(
-                    flow = %name,
-                    path = %path.display(),
-                    reason = %error,
-                    serving = %current.as_ref().map(|f| f.version.as_str()).unwrap_or("nothing"),
-                    "flow not loaded; the previous version keeps serving"
-                );
+                match &current {
+                    Some(serving) => tracing::error!(
+                        flow = %name,
+                        path = %path.display(),
+                        reason = %error,
+                        serving = %serving.version,
+                        "flow not loaded; the previous version keeps serving"
+                    ),
+                    None => tracing::error!(
+                        flow = %name,
+                        path = %path.display(),
+                        reason = %error,
+                        "flow not loaded; its endpoints answer 503 until a file that loads replaces it"
+                    ),
+                }
                 self.registry.record_failure(
                     name,
                     LoadFailure {
@@ -143,8 +173,13 @@ impl FlowFolder {
     /// Works out every loaded flow's limits again (after the default limits
     /// changed). Nothing is recompiled.
     pub async fn refresh_limits(&self) {
-        let _one_at_a_time = self.reconciling.lock().await;
-        for flow in self.registry.all() {
+        for name in self.registry.all().iter().map(|flow| flow.name.clone()) {
+            let lock = self.lock_of(&name);
+            let _one_at_a_time = lock.lock().await;
+            // Looked up under the lock: a reload may have replaced it.
+            let Some(flow) = self.registry.get(&name) else {
+                continue;
+            };
             match self.loader.refresh(&flow) {
                 Ok(refreshed) => {
                     self.registry.insert(refreshed);
@@ -172,9 +207,11 @@ impl FlowFolder {
     }
 }
 
-async fn changed_since(path: &Path, fingerprint: &[u8; 32]) -> bool {
-    match FlowFiles::read(path).await {
-        Ok(Some(files)) => files.fingerprint() != *fingerprint,
-        _ => true,
+impl FlowFolder {
+    async fn changed_since(&self, path: &std::path::Path, fingerprint: &[u8; 32]) -> bool {
+        match self.loader.read(path).await {
+            Ok(Some(files)) => files.fingerprint() != *fingerprint,
+            _ => true,
+        }
     }
 }

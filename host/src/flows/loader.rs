@@ -9,9 +9,13 @@ use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
 use super::cache::CompileCache;
+use super::compiler::{Compiler, compile_in_child};
 use super::{LoadedFlow, Manifest, flow_name};
 use crate::runtime::{CompiledFlow, Limits, LoadError, ReadyFlow, Runtime};
 use crate::store::now_ms;
+
+/// The largest manifest read: a manifest is a few lines of TOML.
+const MAX_MANIFEST_SIZE: u64 = 64 << 10;
 
 /// Why a flow file could not be loaded. The previous version, if any, stays
 /// in service.
@@ -20,6 +24,12 @@ pub enum FlowLoadError {
     /// The file name is not `<name>.wasm` with a valid name.
     #[error("not a flow file name (want <name>.wasm, name of a-z, 0-9, '-', '_')")]
     NotAFlowFile,
+    /// The path is a FIFO, a device, a folder or a socket.
+    #[error("{file} is not a regular file")]
+    NotARegularFile {
+        /// The file's name.
+        file: String,
+    },
     /// Reading the file failed.
     #[error("cannot read it: {0}")]
     Io(#[from] std::io::Error),
@@ -51,25 +61,55 @@ pub struct FlowFiles {
 
 impl FlowFiles {
     /// Reads the flow at `path` (`<name>.wasm`) and its manifest; `None` if
-    /// the component is not there.
-    pub async fn read(path: &Path) -> Result<Option<FlowFiles>, FlowLoadError> {
+    /// the component is not there. A component over `max_size` bytes is
+    /// refused before it is read.
+    ///
+    /// The flows folder is written by others (a deploy pipeline, a flow
+    /// author), so nothing is trusted: only regular files are read (a FIFO
+    /// would block for ever), each up to its bound, and a manifest's
+    /// content is never quoted back, whatever file it turns out to be.
+    pub async fn read(path: &Path, max_size: u64) -> Result<Option<FlowFiles>, FlowLoadError> {
         let name = flow_name(path).ok_or(FlowLoadError::NotAFlowFile)?;
-        let wasm = match tokio::fs::read(path).await {
-            Ok(wasm) => wasm,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let manifest = match tokio::fs::read_to_string(path.with_extension("toml")).await {
-            Ok(text) => Some(text),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e.into()),
-        };
-        Ok(Some(FlowFiles {
-            name,
-            path: path.to_owned(),
-            wasm,
-            manifest,
-        }))
+        let path = path.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let Some(wasm) = read_bounded(&path, max_size, |size| {
+                LoadError::TooLarge {
+                    size,
+                    limit: max_size,
+                }
+                .into()
+            })?
+            else {
+                return Ok(None);
+            };
+            let manifest_path = path.with_extension("toml");
+            let manifest = read_bounded(&manifest_path, MAX_MANIFEST_SIZE, |size| {
+                FlowLoadError::Manifest {
+                    file: format!("{name}.toml"),
+                    problem: format!(
+                        "{size} bytes, over the limit of {MAX_MANIFEST_SIZE} for a manifest"
+                    ),
+                }
+            })?
+            .map(|bytes| {
+                String::from_utf8(bytes)
+                    .ok()
+                    .filter(|text| !text.contains('\0'))
+                    .ok_or_else(|| FlowLoadError::Manifest {
+                        file: format!("{name}.toml"),
+                        problem: "not a text file".into(),
+                    })
+            })
+            .transpose()?;
+            Ok(Some(FlowFiles {
+                name,
+                path,
+                wasm,
+                manifest,
+            }))
+        })
+        .await
+        .map_err(|e| std::io::Error::other(format!("the reading thread failed: {e}")))?
     }
 
     /// The SHA-256 of the component and the manifest together: a flow is
@@ -82,37 +122,112 @@ impl FlowFiles {
     }
 }
 
+/// Reads a regular file of at most `limit` bytes; `None` if there is none.
+fn read_bounded(
+    path: &Path,
+    limit: u64,
+    too_large: impl FnOnce(u64) -> FlowLoadError,
+) -> Result<Option<Vec<u8>>, FlowLoadError> {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    // Non-blocking, so that opening a FIFO returns at once instead of
+    // waiting for a writer; `fstat` then refuses it.
+    let file = match std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+    {
+        Ok(file) => file,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
+        Err(e) => return Err(e.into()),
+    };
+    let metadata = file.metadata()?;
+    if !metadata.file_type().is_file() {
+        return Err(FlowLoadError::NotARegularFile {
+            file: path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default(),
+        });
+    }
+    if metadata.len() > limit {
+        return Err(too_large(metadata.len()));
+    }
+    // The size may be wrong (files in /proc say 0) or change while reading:
+    // read one byte past the limit to know.
+    let mut bytes = Vec::with_capacity(metadata.len() as usize);
+    file.take(limit + 1).read_to_end(&mut bytes)?;
+    if bytes.len() as u64 > limit {
+        return Err(too_large(bytes.len() as u64));
+    }
+    Ok(Some(bytes))
+}
+
 /// Loads flows: checks, compiles (or takes from the cache), and prepares
 /// them with their limits.
 pub struct Loader {
     runtime: Arc<Runtime>,
-    defaults: RwLock<Limits>,
-    /// Compiling takes a core for tens of milliseconds or more: one at a
-    /// time, on a blocking thread, so serving goes on meanwhile.
+    /// The limits every flow gets unless its manifest says otherwise, and
+    /// the most a manifest may ask for.
+    limits: RwLock<(Limits, Limits)>,
+    /// A compile takes a core (or all of them) for tens of milliseconds to
+    /// seconds: a bounded number at a time, so serving goes on meanwhile.
+    /// Loading from the cache needs no permit, so a slow compile holds up
+    /// no cached flow.
     compiling: Semaphore,
     cache: Option<Arc<CompileCache>>,
+    compiler: Compiler,
 }
 
 impl Loader {
-    /// A loader compiling with `runtime`, for flows whose manifests override
-    /// `defaults`, keeping compiled code in `cache` if given.
+    /// A loader compiling with `runtime` in this process, for flows whose
+    /// manifests override `defaults` (up to the same values: see
+    /// [`with_ceilings`](Self::with_ceilings)), keeping compiled code in
+    /// `cache` if given.
     pub fn new(runtime: Arc<Runtime>, defaults: Limits, cache: Option<CompileCache>) -> Loader {
         Loader {
             runtime,
-            defaults: RwLock::new(defaults),
+            limits: RwLock::new((defaults, Limits::default_ceilings())),
             compiling: Semaphore::new(1),
             cache: cache.map(Arc::new),
+            compiler: Compiler::InProcess,
         }
     }
 
-    /// Replaces the default limits, for flows loaded from now on.
-    pub fn set_defaults(&self, defaults: Limits) {
-        *self.defaults.write().unwrap() = defaults;
+    /// The same loader, compiling with `compiler`. Compiles in child
+    /// processes, each bounded in time and memory, run two at a time, so
+    /// that one slow file leaves room for the others.
+    pub fn with_compiler(mut self, compiler: Compiler) -> Loader {
+        if matches!(compiler, Compiler::ChildProcess { .. }) {
+            self.compiling = Semaphore::new(2);
+        }
+        self.compiler = compiler;
+        self
+    }
+
+    /// The same loader, refusing manifests that ask for more than
+    /// `ceilings`.
+    pub fn with_ceilings(self, ceilings: Limits) -> Loader {
+        self.limits.write().unwrap().1 = ceilings;
+        self
+    }
+
+    /// Replaces the default limits and the ceilings, for flows loaded from
+    /// now on.
+    pub fn set_limits(&self, defaults: Limits, ceilings: Limits) {
+        *self.limits.write().unwrap() = (defaults, ceilings);
+    }
+
+    /// Reads the files of the flow at `path` (`<name>.wasm`), with this
+    /// host's size limit.
+    pub async fn read(&self, path: &Path) -> Result<Option<FlowFiles>, FlowLoadError> {
+        FlowFiles::read(path, self.runtime.max_component_size()).await
     }
 
     /// Reads and loads the flow at `path`.
     pub async fn load_path(&self, path: &Path) -> Result<LoadedFlow, FlowLoadError> {
-        let files = FlowFiles::read(path)
+        let files = self
+            .read(path)
             .await?
             .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, "no such file"))?;
         self.load(files).await
@@ -129,10 +244,7 @@ impl Loader {
         let ready_parts = self.check_manifest(&files.name, &manifest)?;
 
         let size = files.wasm.len() as u64;
-        let limit = self.runtime.max_component_size();
-        if size > limit {
-            return Err(LoadError::TooLarge { size, limit }.into());
-        }
+        self.runtime.check_size(size)?;
         let content: [u8; 32] = Sha256::digest(&files.wasm).into();
         let started = Instant::now();
         let (compiled, cached) = self.compile(content, files.wasm).await?;
@@ -182,9 +294,9 @@ impl Loader {
         name: &str,
         manifest: &Manifest,
     ) -> Result<(Limits, crate::runtime::AllowedHosts), FlowLoadError> {
-        let defaults = self.defaults.read().unwrap().clone();
+        let (defaults, ceilings) = self.limits.read().unwrap().clone();
         let limits = manifest
-            .limits(&defaults)
+            .limits(&defaults, &ceilings)
             .map_err(|p| self.invalid(name, p))?;
         if limits.fuel.is_some() && !self.runtime.fuel_metering() {
             return Err(self.invalid(
@@ -200,47 +312,119 @@ impl Loader {
 
     /// Compiled code for the component with this content hash: from the
     /// cache if it holds a verified entry, compiled (and cached) otherwise.
+    /// A component refused before is refused again without compiling.
     async fn compile(
         &self,
         content: [u8; 32],
         wasm: Vec<u8>,
     ) -> Result<(CompiledFlow, bool), FlowLoadError> {
+        if let Some(cache) = &self.cache {
+            if let Some(compiled) = self.cached(cache, content).await? {
+                return Ok((compiled, true));
+            }
+            if let Some(reason) = cache.refusal(&self.refusal_key(&content)) {
+                return Err(LoadError::Remembered(reason).into());
+            }
+        }
         let _compiling = self.compiling.acquire().await.expect("never closed");
-        let runtime = Arc::clone(&self.runtime);
-        let cache = self.cache.clone();
-        tokio::task::spawn_blocking(move || {
-            if let Some(code) = cache.as_ref().and_then(|c| c.get(&content)) {
-                // SAFETY: the cache returns only code that this host compiled
-                // and serialized with an engine of the same compatibility key,
-                // checked with an HMAC under a key only this host holds.
-                #[allow(unsafe_code)]
-                match unsafe { runtime.deserialize(&code) } {
-                    Ok(compiled) => return Ok((compiled, true)),
-                    Err(error) => {
-                        tracing::warn!(%error, "a cached compile was refused; recompiling");
-                        if let Some(cache) = &cache {
-                            cache.remove(&content);
-                        }
+        let compiled = match &self.compiler {
+            Compiler::InProcess => {
+                let runtime = Arc::clone(&self.runtime);
+                tokio::task::spawn_blocking(move || {
+                    let compiled = runtime.compile(&wasm)?;
+                    let code = runtime.serialize(&compiled)?;
+                    Ok::<_, LoadError>((compiled, code))
+                })
+                .await
+                .map_err(|e| std::io::Error::other(format!("the compiler thread failed: {e}")))?
+            }
+            Compiler::ChildProcess {
+                program,
+                timeout,
+                max_memory,
+            } => {
+                let settings = self.runtime.engine_settings();
+                match compile_in_child(program, settings, *timeout, *max_memory, wasm).await {
+                    Ok(code) => {
+                        let runtime = Arc::clone(&self.runtime);
+                        tokio::task::spawn_blocking(move || {
+                            // SAFETY: the code was compiled by this very
+                            // executable, for an engine of this runtime's
+                            // settings, and came back on a pipe only the two
+                            // processes hold.
+                            #[allow(unsafe_code)]
+                            let compiled = unsafe { runtime.deserialize(&code) }?;
+                            Ok::<_, LoadError>((compiled, code))
+                        })
+                        .await
+                        .map_err(|e| {
+                            std::io::Error::other(format!("the loading thread failed: {e}"))
+                        })?
                     }
+                    Err(error) => Err(error),
                 }
             }
-            let compiled = runtime.compile(&wasm)?;
-            if let Some(cache) = cache {
-                // Keeping the code for the next start is not on the way to
-                // serving it now.
-                let (runtime, compiled) = (Arc::clone(&runtime), compiled.clone());
-                tokio::task::spawn_blocking(move || match runtime.serialize(&compiled) {
-                    Ok(code) => {
-                        if let Err(error) = cache.put(&content, &code) {
-                            tracing::warn!(%error, "could not keep the compiled flow in the cache");
-                        }
+        };
+        let (compiled, code) = match compiled {
+            Ok(done) => done,
+            Err(error) => {
+                if let Some(cache) = self.cache.as_ref().filter(|_| error.is_lasting()) {
+                    let key = self.refusal_key(&content);
+                    if let Err(e) = cache.remember_refusal(&key, &error.to_string()) {
+                        tracing::warn!(error = %e, "could not remember the refusal in the compile cache");
                     }
-                    Err(error) => tracing::warn!(%error, "could not serialize the compiled flow"),
-                });
+                }
+                return Err(error.into());
             }
-            Ok((compiled, false))
+        };
+        if let Some(cache) = self.cache.clone() {
+            // Keeping the code for the next start is not on the way to
+            // serving it now.
+            tokio::task::spawn_blocking(move || {
+                if let Err(error) = cache.put(&content, &code) {
+                    tracing::warn!(%error, "could not keep the compiled flow in the cache");
+                }
+            });
+        }
+        Ok((compiled, false))
+    }
+
+    /// The verified compiled code in the cache, loaded; `None` if the cache
+    /// has no good entry.
+    async fn cached(
+        &self,
+        cache: &Arc<CompileCache>,
+        content: [u8; 32],
+    ) -> Result<Option<CompiledFlow>, FlowLoadError> {
+        let (runtime, cache) = (Arc::clone(&self.runtime), Arc::clone(cache));
+        tokio::task::spawn_blocking(move || {
+            let code = cache.get(&content)?;
+            // SAFETY: the cache returns only code that this host compiled and
+            // serialized with an engine of the same compatibility key, checked
+            // with an HMAC under a key only this host holds.
+            #[allow(unsafe_code)]
+            match unsafe { runtime.deserialize(&code) } {
+                Ok(compiled) => Some(compiled),
+                Err(error) => {
+                    tracing::warn!(%error, "a cached compile was refused; recompiling");
+                    cache.remove(&content);
+                    None
+                }
+            }
         })
         .await
-        .map_err(|e| std::io::Error::other(format!("the compiler thread failed: {e}")))?
+        .map_err(|e| std::io::Error::other(format!("the loading thread failed: {e}")).into())
+    }
+
+    /// What a remembered refusal of this component depends on: the
+    /// component, the engine, this build of flowhost (its host imports and
+    /// bounds), and the compile bounds in force.
+    fn refusal_key(&self, content: &[u8; 32]) -> [u8; 32] {
+        let mut hasher = Sha256::new();
+        hasher.update(content);
+        hasher.update(self.runtime.compatibility_key().to_le_bytes());
+        hasher.update(env!("CARGO_PKG_VERSION"));
+        hasher.update(format!("{:?}", self.compiler));
+        hasher.finalize().into()
     }
 }

@@ -27,9 +27,19 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// Parses a manifest.
+    /// Parses a manifest. An error says what is wrong and where, without
+    /// quoting the text: the file may be a link to something secret.
     pub fn parse(text: &str) -> Result<Manifest, String> {
-        toml::from_str(text).map_err(|e| e.to_string())
+        toml::from_str(text).map_err(|e| {
+            let at = e.span().map(|span| {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
+                format!(" (line {line}, column {column})")
+            });
+            let message: String = e.message().trim().chars().take(200).collect();
+            format!("{message}{}", at.unwrap_or_default())
+        })
     }
 
     /// The hosts the flow may send HTTP requests to.
@@ -38,10 +48,12 @@ impl Manifest {
             .map_err(|e| format!("allowed_outbound_hosts: {e}"))
     }
 
-    /// The flow's limits: the host's defaults with the manifest's own.
-    pub fn limits(&self, defaults: &Limits) -> Result<Limits, String> {
+    /// The flow's limits: the host's defaults with the manifest's own, none
+    /// over the host's `ceilings`.
+    pub fn limits(&self, defaults: &Limits, ceilings: &Limits) -> Result<Limits, String> {
         let limits = self.limits.apply(defaults);
-        let problems = limits.check();
+        let mut problems = limits.check();
+        problems.extend(limits.over(ceilings));
         if problems.is_empty() {
             Ok(limits)
         } else {
@@ -58,7 +70,9 @@ mod tests {
     #[test]
     fn overrides_only_what_it_names() {
         let manifest = Manifest::parse("[limits]\ndeadline = \"10s\"\n").unwrap();
-        let limits = manifest.limits(&Limits::default()).unwrap();
+        let limits = manifest
+            .limits(&Limits::default(), &Limits::default_ceilings())
+            .unwrap();
         assert_eq!(limits.deadline, Duration::from_secs(10));
         assert_eq!(limits.memory, Limits::default().memory);
     }
@@ -85,9 +99,50 @@ mod tests {
         );
         let zero = Manifest::parse("[limits]\ndeadline = \"0s\"\n").unwrap();
         assert!(
-            zero.limits(&Limits::default())
+            zero.limits(&Limits::default(), &Limits::default_ceilings())
                 .unwrap_err()
                 .contains("deadline")
         );
+    }
+
+    #[test]
+    fn refuses_limits_over_the_host_ceilings() {
+        // The manifest of the security review's #57: every limit lifted.
+        let greedy = Manifest::parse(
+            "[limits]\ndeadline = \"9999h\"\nmax_concurrent = 100000\n\
+             max_log_size = \"16 GiB\"\nmax_outputs = 4000000000\nmemory = \"8 GiB\"\n",
+        )
+        .unwrap();
+        let problem = greedy
+            .limits(&Limits::default(), &Limits::default_ceilings())
+            .unwrap_err();
+        for key in [
+            "memory",
+            "deadline",
+            "max_outputs",
+            "max_log_size",
+            "max_concurrent",
+        ] {
+            assert!(
+                problem.contains(&format!("max_limits.{key}")),
+                "{key}: {problem}"
+            );
+        }
+        // Within the ceilings, a manifest may still raise a limit.
+        let raised = Manifest::parse("[limits]\ndeadline = \"30s\"\n").unwrap();
+        assert!(
+            raised
+                .limits(&Limits::default(), &Limits::default_ceilings())
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn errors_never_quote_the_file() {
+        // A manifest that is a link to a secret: the error says where, not what.
+        let secret = "FLOWHOST_ADMIN_TOKEN=s3cret-admin-token-value\nPATH=/usr/bin\n";
+        let problem = Manifest::parse(secret).unwrap_err();
+        assert!(!problem.contains("s3cret"), "{problem}");
+        assert!(problem.contains("line 1"), "{problem}");
     }
 }

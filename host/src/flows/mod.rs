@@ -6,6 +6,7 @@
 
 pub mod build;
 mod cache;
+pub mod compiler;
 mod folder;
 mod loader;
 mod manifest;
@@ -15,6 +16,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 pub use self::cache::CompileCache;
+pub use self::compiler::Compiler;
 pub use self::folder::FlowFolder;
 pub use self::loader::{FlowFiles, FlowLoadError, Loader};
 pub use self::manifest::Manifest;

@@ -6,6 +6,7 @@
 
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 
 use tokio::sync::watch;
@@ -34,6 +35,9 @@ pub struct Registry {
     failures: Arc<RwLock<HashMap<String, LoadFailure>>>,
     /// Bumped on every change, to wake messages waiting for a flow.
     changes: watch::Sender<u64>,
+    /// Whether the flows folder has been loaded once since the start:
+    /// until then a flow that is not in service may still be on its way.
+    settled: Arc<AtomicBool>,
 }
 
 impl Default for Registry {
@@ -42,6 +46,7 @@ impl Default for Registry {
             flows: Arc::default(),
             failures: Arc::default(),
             changes: watch::Sender::new(0),
+            settled: Arc::default(),
         }
     }
 }
@@ -63,6 +68,20 @@ impl Registry {
             .insert(flow.name.clone(), Arc::new(flow));
         self.changes.send_modify(|n| *n += 1);
         replaced
+    }
+
+    /// Says that the flows folder has been loaded once: from now on a flow
+    /// not in service is not on its way.
+    pub fn mark_settled(&self) {
+        self.settled.store(true, Ordering::Release);
+    }
+
+    /// Whether the flow `name` is in service, or may still be: the flows
+    /// folder is still being loaded after a start. An endpoint accepts
+    /// messages for such a flow (they wait for it) and answers 503 for any
+    /// other.
+    pub fn serves_or_may_serve(&self, name: &str) -> bool {
+        self.get(name).is_some() || !self.settled.load(Ordering::Acquire)
     }
 
     /// Takes the flow `name` out of service.

@@ -107,7 +107,7 @@ pub(super) async fn receive(
         .to_bytes();
     let valid = message::parse(&bytes)?;
 
-    if app.flows.get(&endpoint.config.flow).is_none() {
+    if !app.flows.serves_or_may_serve(&endpoint.config.flow) {
         return Err(Problem::unavailable(
             "flow-not-loaded",
             "Flow not loaded",

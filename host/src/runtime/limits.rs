@@ -72,6 +72,101 @@ impl Limits {
     }
 }
 
+impl Limits {
+    /// The host's ceilings when `[max_limits]` does not set them: what a
+    /// flow's manifest may ask for at most. `memory` and `max_concurrent`
+    /// are bounded by the instance pool instead (see `Config`).
+    pub fn default_ceilings() -> Limits {
+        Limits {
+            memory: 1 << 30,
+            deadline: Duration::from_secs(60),
+            fuel: None,
+            max_outputs: 1_000,
+            max_output_size: 1 << 20,
+            max_state_size: 1 << 20,
+            max_log_size: 1 << 20,
+            max_http_requests: 100,
+            max_http_response_size: 16 << 20,
+            max_concurrent: 50,
+        }
+    }
+
+    /// Each of these limits that is over its ceiling, named with both.
+    pub(crate) fn over(&self, ceiling: &Limits) -> Vec<String> {
+        let mut over = Vec::new();
+        let mut check = |key: &str, value: u64, max: u64, show: &dyn Fn(u64) -> String| {
+            if value > max {
+                over.push(format!(
+                    "{key}: {} is over the host's ceiling max_limits.{key} ({})",
+                    show(value),
+                    show(max)
+                ));
+            }
+        };
+        let bytes = |n: u64| ByteSize(n).to_string();
+        let count = |n: u64| n.to_string();
+        let millis = |n: u64| HumanDuration(Duration::from_millis(n)).to_string();
+        check("memory", self.memory, ceiling.memory, &bytes);
+        check(
+            "deadline",
+            u64::try_from(self.deadline.as_millis()).unwrap_or(u64::MAX),
+            u64::try_from(ceiling.deadline.as_millis()).unwrap_or(u64::MAX),
+            &millis,
+        );
+        if let (Some(fuel), Some(max)) = (self.fuel, ceiling.fuel) {
+            check("fuel", fuel, max, &count);
+        }
+        check(
+            "max_outputs",
+            self.max_outputs.into(),
+            ceiling.max_outputs.into(),
+            &count,
+        );
+        check(
+            "max_output_size",
+            self.max_output_size,
+            ceiling.max_output_size,
+            &bytes,
+        );
+        check(
+            "max_state_size",
+            self.max_state_size,
+            ceiling.max_state_size,
+            &bytes,
+        );
+        check(
+            "max_log_size",
+            self.max_log_size,
+            ceiling.max_log_size,
+            &bytes,
+        );
+        check(
+            "max_http_requests",
+            self.max_http_requests.into(),
+            ceiling.max_http_requests.into(),
+            &count,
+        );
+        check(
+            "max_http_response_size",
+            self.max_http_response_size,
+            ceiling.max_http_response_size,
+            &bytes,
+        );
+        check(
+            "max_concurrent",
+            self.max_concurrent.into(),
+            ceiling.max_concurrent.into(),
+            &count,
+        );
+        if let (None, Some(max)) = (self.fuel, ceiling.fuel) {
+            over.push(format!(
+                "fuel: none (unbounded) is over the host's ceiling max_limits.fuel ({max}): set one"
+            ));
+        }
+        over
+    }
+}
+
 /// A flow went over one of its [`Limits`], or broke the contract of a host
 /// call. Raised as a trap: the message ends, and its reason is this text.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -119,36 +214,134 @@ pub struct ContractViolation {
 }
 
 /// Enforces the memory limit and bounds tables; installed on every store.
+///
+/// Both are counted over the whole instance, not per memory or table: a
+/// component may hold several core instances, each with memories and tables
+/// of its own, and `limits.memory` bounds what one message may take of the
+/// host, however the component divides it.
 pub(crate) struct StoreLimiter {
-    pub(crate) memory: u64,
-    pub(crate) table_elements: usize,
+    /// The most linear memory, in bytes, of all memories together.
+    memory: u64,
+    /// Bytes of linear memory granted so far.
+    memory_used: u64,
+    /// The most table elements, of all tables together.
+    table_elements: usize,
+    /// Table elements granted so far.
+    elements_used: usize,
+}
+
+impl StoreLimiter {
+    pub(crate) fn new(memory: u64, table_elements: usize) -> StoreLimiter {
+        StoreLimiter {
+            memory,
+            memory_used: 0,
+            table_elements,
+            elements_used: 0,
+        }
+    }
 }
 
 impl wasmtime::ResourceLimiter for StoreLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired as u64 > self.memory {
+        let total = (self.memory_used - current as u64).saturating_add(desired as u64);
+        if total > self.memory {
             // Failing with an error (rather than refusing the growth) traps at
             // once with this reason, instead of leaving the guest's allocator
             // to report a vaguer "allocation failed".
             return Err(LimitExceeded::Memory(self.memory).into());
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        self.memory_used = total;
+        Ok(true)
     }
 
     fn table_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.table_elements {
+        let total = (self.elements_used - current).saturating_add(desired);
+        if total > self.table_elements {
             return Err(LimitExceeded::TableElements(self.table_elements).into());
         }
-        Ok(maximum.is_none_or(|max| desired <= max))
+        if maximum.is_some_and(|max| desired > max) {
+            return Ok(false);
+        }
+        self.elements_used = total;
+        Ok(true)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use wasmtime::ResourceLimiter;
+
+    #[test]
+    fn names_each_limit_over_its_ceiling() {
+        let ceilings = Limits::default_ceilings();
+        assert!(Limits::default().over(&ceilings).is_empty());
+        let greedy = Limits {
+            deadline: Duration::from_secs(9999 * 3600),
+            memory: 8 << 30,
+            max_log_size: 16 << 30,
+            max_outputs: 4_000_000_000,
+            max_concurrent: 100_000,
+            ..Limits::default()
+        };
+        let over = greedy.over(&ceilings);
+        assert_eq!(over.len(), 5, "{over:?}");
+        assert!(over[0].starts_with("memory: 8 GiB is over"), "{over:?}");
+        assert!(over[1].contains("max_limits.deadline (60 s)"), "{over:?}");
+        let metered = Limits {
+            fuel: Some(10),
+            ..Limits::default_ceilings()
+        };
+        assert!(
+            Limits::default()
+                .over(&metered)
+                .iter()
+                .any(|p| p.starts_with("fuel"))
+        );
+    }
+
+    #[test]
+    fn memory_is_counted_over_all_memories() {
+        let mut limiter = StoreLimiter::new(10 << 20, 100);
+        // Two memories of 4 MiB fit; a third does not, though each alone is
+        // under the limit.
+        assert!(limiter.memory_growing(0, 4 << 20, None).unwrap());
+        assert!(limiter.memory_growing(0, 4 << 20, None).unwrap());
+        let error = limiter.memory_growing(0, 4 << 20, None).unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::Memory(10 << 20))
+        );
+        // Growing one of them counts only the difference.
+        assert!(limiter.memory_growing(4 << 20, 6 << 20, None).unwrap());
+        assert!(limiter.memory_growing(6 << 20, 7 << 20, None).is_err());
+    }
+
+    #[test]
+    fn table_elements_are_counted_over_all_tables() {
+        let mut limiter = StoreLimiter::new(1 << 20, 100);
+        assert!(limiter.table_growing(0, 60, None).unwrap());
+        assert!(limiter.table_growing(0, 41, None).is_err());
+        assert!(limiter.table_growing(0, 40, None).unwrap());
+    }
+
+    #[test]
+    fn a_declared_maximum_refuses_growth_without_counting_it() {
+        let mut limiter = StoreLimiter::new(10 << 20, 100);
+        assert!(!limiter.memory_growing(0, 2 << 20, Some(1 << 20)).unwrap());
+        assert!(limiter.memory_growing(0, 10 << 20, None).unwrap());
     }
 }

@@ -21,6 +21,7 @@ mod bindings;
 mod epoch;
 mod limits;
 mod outbound;
+pub mod precheck;
 mod state;
 mod stdio;
 
@@ -52,6 +53,20 @@ use crate::config::RuntimeConfig;
 /// check itself costs a compare at loop heads whatever the tick.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 
+/// The most core instances one component may hold. Measured with `cargo
+/// xtask code-shape`: a Rust flow has 3 (the program and two shims), a
+/// componentize-js flow 4, a componentize-py flow 14 (Python, its libraries
+/// and libc, each a module of its own).
+pub const MAX_CORE_INSTANCES_PER_FLOW: u32 = 32;
+
+/// The most linear memories one component may hold. All three kinds of flow
+/// above have one (the pool allows one per module).
+pub const MAX_MEMORIES_PER_FLOW: u32 = 4;
+
+/// The most tables one component may hold. All three kinds of flow above
+/// have two.
+pub const MAX_TABLES_PER_FLOW: u32 = 16;
+
 /// The engine, the linker with every host import, and the threads that run
 /// flows.
 pub struct Runtime {
@@ -61,6 +76,10 @@ pub struct Runtime {
     /// waits for a slot instead of failing to instantiate.
     slots: Arc<Semaphore>,
     fuel_metering: bool,
+    settings: EngineSettings,
+    /// `runtime.private_outbound_hosts`: hosts flows may reach on private
+    /// addresses.
+    private_hosts: Arc<AllowedHosts>,
     max_component_size: u64,
     executor: Executor,
     _ticker: EpochTicker,
@@ -120,6 +139,9 @@ pub struct Invocation {
     pub context: String,
     /// The user's profile, as JSON object text.
     pub profile: String,
+    /// The endpoint's `disable_sensitive_logging`: what the flow logs or
+    /// prints is counted, not written to the host's log.
+    pub sensitive: bool,
 }
 
 /// What a message produced: outputs, and the state to keep.
@@ -157,6 +179,10 @@ pub enum LoadError {
     /// a file still being written).
     #[error("not a WebAssembly component{0}")]
     NotAComponent(&'static str),
+    /// Its code has a shape that would take the compiler too long or too
+    /// much memory.
+    #[error("refused before compiling: {0}")]
+    TooComplex(#[from] precheck::CodeRefused),
     /// wasmtime could not compile it.
     #[error("does not compile: {0}")]
     Compile(String),
@@ -166,6 +192,29 @@ pub enum LoadError {
     /// It does not export the `flow` world's `handle`.
     #[error("does not implement the flowhost:flow/flow world: {0}")]
     NotAFlow(String),
+    /// The compiler's child process refused it; this is what it said.
+    #[error("{0}")]
+    Refused(String),
+    /// It was refused when it was compiled before (the reason is that
+    /// refusal's), and is not compiled again.
+    #[error("{0} (remembered from an earlier try)")]
+    Remembered(String),
+}
+
+impl LoadError {
+    /// Whether trying the same bytes again on this host would fail the same
+    /// way: worth remembering, so that a file that takes the compiler its
+    /// whole time bound costs that once, not at every start.
+    pub fn is_lasting(&self) -> bool {
+        matches!(
+            self,
+            LoadError::TooComplex(_)
+                | LoadError::Compile(_)
+                | LoadError::Refused(_)
+                | LoadError::Link(_)
+                | LoadError::NotAFlow(_)
+        )
+    }
 }
 
 /// Why a message ended without a turn.
@@ -215,12 +264,17 @@ impl Runtime {
     pub fn new(config: &RuntimeConfig) -> anyhow::Result<Runtime> {
         let slots = config.max_concurrent_flows;
         let mut pool = PoolingAllocationConfig::new();
+        // A component over the per-flow maxima is refused when it is
+        // compiled; one within them always finds room in a free slot, since
+        // the totals are the maxima times the slots. So no flow can take what
+        // another flow's instance needs, however many memories it declares.
         pool.total_component_instances(slots)
-            // A component built by wasm-tools holds a few core instances (the
-            // program plus shims) with a memory and a table or two each.
-            .total_core_instances(slots * 8)
-            .total_memories(slots * 2)
-            .total_tables(slots * 4)
+            .max_core_instances_per_component(MAX_CORE_INSTANCES_PER_FLOW)
+            .max_memories_per_component(MAX_MEMORIES_PER_FLOW)
+            .max_tables_per_component(MAX_TABLES_PER_FLOW)
+            .total_core_instances(slots * MAX_CORE_INSTANCES_PER_FLOW)
+            .total_memories(slots * MAX_MEMORIES_PER_FLOW)
+            .total_tables(slots * MAX_TABLES_PER_FLOW)
             .total_stacks(slots)
             .max_memory_size(usize::try_from(config.max_flow_memory)?)
             .table_elements(100_000)
@@ -231,17 +285,8 @@ impl Runtime {
             .table_keep_resident(64 << 10)
             .async_stack_keep_resident(256 << 10);
 
-        let mut wasm = wasmtime::Config::new();
-        wasm.wasm_component_model(true)
-            .epoch_interruption(true)
-            // Concurrent component-model calls are not used; without them a
-            // call costs half as much.
-            .concurrency_support(false)
-            .max_wasm_stack(usize::try_from(config.max_wasm_stack)?)
-            // The async stack holds the wasm stack plus host frames.
-            .async_stack_size(usize::try_from(config.max_wasm_stack)? + (1 << 20))
-            .consume_fuel(config.fuel_metering)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut wasm = engine_config(&EngineSettings::of(config))?;
+        wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
 
         let mut linker = Linker::new(&engine);
@@ -258,6 +303,11 @@ impl Runtime {
             linker,
             slots: Arc::new(Semaphore::new(slots as usize)),
             fuel_metering: config.fuel_metering,
+            settings: EngineSettings::of(config),
+            private_hosts: Arc::new(
+                AllowedHosts::parse(&config.private_outbound_hosts)
+                    .map_err(|e| anyhow::anyhow!("runtime.private_outbound_hosts: {e}"))?,
+            ),
             max_component_size: config.max_component_size,
             executor,
         })
@@ -268,6 +318,28 @@ impl Runtime {
         self.fuel_metering
     }
 
+    /// The settings a compiler must share with this runtime for its code
+    /// to load here.
+    pub fn engine_settings(&self) -> EngineSettings {
+        self.settings
+    }
+
+    /// Compiles a component with an engine of these settings and returns
+    /// its serialized code, without linking it: what `flowhost compile-flow`
+    /// does in a child process. [`deserialize`](Self::deserialize) on a
+    /// runtime with the same settings loads the result (and links it).
+    pub fn compile_only(settings: &EngineSettings, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
+        // The compiler needs no instance pool: it never instantiates.
+        let config = engine_config(settings).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let engine = Engine::new(&config).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        check_component(bytes)?;
+        let component =
+            Component::new(&engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        component
+            .serialize()
+            .map_err(|e| LoadError::Compile(format!("cannot serialize: {e:#}")))
+    }
+
     /// The largest component accepted, in bytes.
     pub fn max_component_size(&self) -> u64 {
         self.max_component_size
@@ -276,22 +348,8 @@ impl Runtime {
     /// Compiles and links a component. This is CPU work (tens of
     /// milliseconds or more): call it from a blocking thread.
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledFlow, LoadError> {
-        if bytes.len() as u64 > self.max_component_size {
-            return Err(LoadError::TooLarge {
-                size: bytes.len() as u64,
-                limit: self.max_component_size,
-            });
-        }
-        // A wasm binary starts with `\0asm` and a version: 1 for a core
-        // module, 0x0d plus layer 1 for a component.
-        if !bytes.starts_with(b"\0asm\x0d\0\x01\0") {
-            let hint = if bytes.starts_with(b"\0asm\x01\0\0\0") {
-                " (it is a core module: build for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
-            } else {
-                ""
-            };
-            return Err(LoadError::NotAComponent(hint));
-        }
+        self.check_size(bytes.len() as u64)?;
+        check_component(bytes)?;
         let component = Component::new(&self.engine, bytes)
             .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
         self.link(&component)
@@ -307,6 +365,17 @@ impl Runtime {
             pre,
             component: component.clone(),
         })
+    }
+
+    /// Refuses a component over `runtime.max_component_size`.
+    pub fn check_size(&self, size: u64) -> Result<(), LoadError> {
+        if size > self.max_component_size {
+            return Err(LoadError::TooLarge {
+                size,
+                limit: self.max_component_size,
+            });
+        }
+        Ok(())
     }
 
     /// A key that differs between engines whose compiled code is not
@@ -341,7 +410,7 @@ impl Runtime {
         // SAFETY: the caller guarantees the bytes came from `serialize` on a
         // compatible engine; wasmtime checks its own header and version too.
         let component = unsafe { Component::deserialize(&self.engine, bytes) }
-            .map_err(|e| LoadError::Compile(format!("cannot load the cached code: {e:#}")))?;
+            .map_err(|e| LoadError::Compile(format!("cannot load the compiled code: {e:#}")))?;
         self.link(&component)
     }
 
@@ -365,21 +434,87 @@ impl Runtime {
     }
 }
 
-async fn execute(
-    pre: FlowPre<HostState>,
-    invocation: Invocation,
-    limits: Limits,
-    allowed_hosts: Arc<AllowedHosts>,
+/// The engine settings that compiled code depends on: a compiler (in a
+/// child process, say) with the same settings makes code that loads here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EngineSettings {
+    /// `runtime.max_wasm_stack`
+    pub max_wasm_stack: u64,
+    /// `runtime.fuel_metering`
+    pub fuel_metering: bool,
+}
+
+impl EngineSettings {
+    fn of(config: &RuntimeConfig) -> EngineSettings {
+        EngineSettings {
+            max_wasm_stack: config.max_wasm_stack,
+            fuel_metering: config.fuel_metering,
+        }
+    }
+}
+
+/// wasmtime's configuration for flows, apart from the instance allocator.
+fn engine_config(settings: &EngineSettings) -> anyhow::Result<wasmtime::Config> {
+    let stack = usize::try_from(settings.max_wasm_stack)?;
+    let mut wasm = wasmtime::Config::new();
+    wasm.wasm_component_model(true)
+        .epoch_interruption(true)
+        // Concurrent component-model calls are not used; without them a
+        // call costs half as much.
+        .concurrency_support(false)
+        .max_wasm_stack(stack)
+        // The async stack holds the wasm stack plus host frames.
+        .async_stack_size(stack + (1 << 20))
+        .consume_fuel(settings.fuel_metering);
+    Ok(wasm)
+}
+
+/// Refuses what is not a component, and code of a shape that would take
+/// the compiler too long or too much memory.
+fn check_component(bytes: &[u8]) -> Result<(), LoadError> {
+    // A wasm binary starts with `\0asm` and a version: 1 for a core
+    // module, 0x0d plus layer 1 for a component.
+    if !bytes.starts_with(b"\0asm\x0d\0\x01\0") {
+        let hint = if bytes.starts_with(b"\0asm\x01\0\0\0") {
+            " (it is a core module: build for wasm32-wasip2, or wrap it with `wasm-tools component new`)"
+        } else {
+            ""
+        };
+        return Err(LoadError::NotAComponent(hint));
+    }
+    match precheck::check(bytes, &precheck::CodeBounds::default()) {
+        Ok(_) => Ok(()),
+        // Not the shape: the bytes themselves. The compiler says it as well.
+        Err(malformed @ precheck::CodeRefused::Malformed(_)) => {
+            Err(LoadError::Compile(malformed.to_string()))
+        }
+        Err(refused) => Err(refused.into()),
+    }
+}
+
+/// A store for one message, with its limits, fuel and deadline in force.
+fn new_store(
+    pre: &FlowPre<HostState>,
+    invocation: &Invocation,
+    limits: &Limits,
+    hosts: &Hosts,
     fuel: Option<u64>,
-) -> Result<Turn, FlowFailure> {
-    let deadline = Instant::now() + limits.deadline;
+    deadline: Instant,
+) -> Store<HostState> {
     let http = HttpBudget {
-        allowed: allowed_hosts,
+        allowed: Arc::clone(&hosts.allowed),
+        private: Arc::clone(&hosts.private),
         max_requests: limits.max_http_requests,
         max_response_size: limits.max_http_response_size,
         deadline,
     };
-    let state = HostState::new(&limits, http, invocation.context, invocation.profile);
+    let state = HostState::new(
+        limits,
+        http,
+        invocation.context.clone(),
+        invocation.profile.clone(),
+        invocation.sensitive,
+    );
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limiter);
     if let Some(fuel) = fuel {
@@ -399,6 +534,60 @@ async fn execute(
             ))
         }
     });
+    store
+}
+
+/// A fresh instance of the flow in a fresh store. When the instance pool
+/// has no room (which the per-flow maxima and the slot permits should make
+/// impossible), it waits and tries again: a full pool is a reason to wait,
+/// never a failed turn.
+async fn instantiate(
+    pre: &FlowPre<HostState>,
+    invocation: &Invocation,
+    limits: &Limits,
+    hosts: &Hosts,
+    fuel: Option<u64>,
+) -> (Store<HostState>, Instant, wasmtime::Result<Flow>) {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        // Deadlines are bounded by `max_limits.deadline`; an absurd one set
+        // by the operator is as good as none, not a panic.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(limits.deadline)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86400));
+        let mut store = new_store(pre, invocation, limits, hosts, fuel, deadline);
+        let instance = tokio::time::timeout_at(deadline, pre.instantiate_async(&mut store))
+            .await
+            .unwrap_or_else(|_elapsed| Err(LimitExceeded::Deadline(limits.deadline).into()));
+        match instance {
+            Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                tracing::warn!(%error, "the instance pool is full; waiting for room");
+                drop(store);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            instance => return (store, deadline, instance),
+        }
+    }
+}
+
+/// Whom a message may call: the flow's manifest's hosts, and the
+/// operator's hosts that may be on private addresses.
+struct Hosts {
+    allowed: Arc<AllowedHosts>,
+    private: Arc<AllowedHosts>,
+}
+
+async fn execute(
+    pre: FlowPre<HostState>,
+    invocation: Invocation,
+    limits: Limits,
+    hosts: Hosts,
+    fuel: Option<u64>,
+) -> Result<Turn, FlowFailure> {
+    let (mut store, deadline, instance) =
+        instantiate(&pre, &invocation, &limits, &hosts, fuel).await;
 
     let message = bindings::types::Message {
         user_id: invocation.user_id,
@@ -411,10 +600,7 @@ async fn execute(
     // The epoch callback stops wasm code at the deadline; this timeout stops
     // a flow that waits in a host call (a sleep, a slow HTTP response).
     let result = tokio::time::timeout_at(deadline, async {
-        let flow = pre
-            .instantiate_async(&mut store)
-            .await
-            .map_err(|e| (FailureKind::Instantiate, e))?;
+        let flow = instance.map_err(|e| (FailureKind::Instantiate, e))?;
         flow.call_handle(&mut store, &message)
             .await
             .map_err(|e| (FailureKind::Trap, e))
@@ -424,8 +610,9 @@ async fn execute(
     let state = store.into_data();
     let stdout = state.stdout.contents();
     let stderr = state.stderr.contents();
-    log_lines("stdout", &stdout);
-    log_lines("stderr", &stderr);
+    let sensitive = invocation.sensitive;
+    log_lines("stdout", &stdout, sensitive);
+    log_lines("stderr", &stderr, sensitive);
 
     let failure = |kind, reason: String| FlowFailure {
         kind,
@@ -462,14 +649,17 @@ impl Runtime {
         let (running, slots) = (Arc::clone(&flow.running), Arc::clone(&self.slots));
         let pre = flow.compiled.pre.clone();
         let limits = flow.limits.clone();
-        let allowed_hosts = Arc::clone(&flow.allowed_hosts);
+        let hosts = Hosts {
+            allowed: Arc::clone(&flow.allowed_hosts),
+            private: Arc::clone(&self.private_hosts),
+        };
         let fuel = self.fuel_metering.then(|| limits.fuel.unwrap_or(u64::MAX));
         async move {
             // The flow's own bound first, so that a flow at its bound waits
             // without holding a pool slot that another flow could use.
             let _running = running.acquire_owned().await.expect("never closed");
             let _slot = slots.acquire_owned().await.expect("never closed");
-            execute(pre, invocation, limits, allowed_hosts, fuel).await
+            execute(pre, invocation, limits, hosts, fuel).await
         }
     }
 
@@ -480,11 +670,12 @@ impl Runtime {
     pub async fn warm_instance(&self, flow: &ReadyFlow) -> anyhow::Result<WarmInstance> {
         let http = HttpBudget {
             allowed: Arc::clone(&flow.allowed_hosts),
+            private: Arc::clone(&self.private_hosts),
             max_requests: 0,
             max_response_size: 0,
             deadline: Instant::now() + Duration::from_secs(3600),
         };
-        let state = HostState::new(&flow.limits, http, "{}".into(), "{}".into());
+        let state = HostState::new(&flow.limits, http, "{}".into(), "{}".into(), false);
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(u64::MAX / 2);
         let instance = flow
@@ -557,12 +748,23 @@ fn classify(kind: FailureKind, error: &wasmtime::Error, limits: &Limits) -> (Fai
             ),
         ),
         Some(trap) => (FailureKind::Trap, trap.to_string()),
-        None => (kind, format!("{:#}", error)),
+        // The cause, without the wasm backtrace wasmtime wraps it in.
+        None => (kind, error.root_cause().to_string()),
     }
 }
 
-fn log_lines(stream: &'static str, text: &str) {
+/// Writes what a flow printed to the host's log, a line at a time, with
+/// control characters escaped; or, for an endpoint with
+/// `disable_sensitive_logging`, only how much it printed.
+fn log_lines(stream: &'static str, text: &str, sensitive: bool) {
+    if sensitive {
+        if !text.is_empty() {
+            tracing::info!(target: "flow", stream, bytes = text.len(), "output withheld (disable_sensitive_logging)");
+        }
+        return;
+    }
     for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let line = crate::telemetry::printable(line);
         tracing::info!(target: "flow", stream, "{line}");
     }
 }
@@ -605,4 +807,41 @@ impl Drop for Executor {
             runtime.shutdown_background();
         }
     }
+}
+
+/// What a component takes of the instance pool: its core instances, linear
+/// memories and tables, as wasmtime counts them. For measuring real
+/// components against the per-flow maxima (`cargo xtask code-shape`); it
+/// compiles the component once per count.
+#[doc(hidden)]
+pub fn pool_footprint(bytes: &[u8]) -> anyhow::Result<[u32; 3]> {
+    let settings = EngineSettings {
+        max_wasm_stack: 512 << 10,
+        fuel_metering: false,
+    };
+    let mut counts = [0; 3];
+    for (which, count) in counts.iter_mut().enumerate() {
+        let cap = |this: usize| if this == which { 0 } else { 100_000 };
+        let mut pool = PoolingAllocationConfig::new();
+        pool.total_component_instances(1)
+            .total_stacks(1)
+            .max_core_instances_per_component(cap(0))
+            .max_memories_per_component(cap(1))
+            .max_tables_per_component(cap(2));
+        let mut config = engine_config(&settings)?;
+        config.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = Engine::new(&config).map_err(anyhow::Error::from)?;
+        // The pool refuses the component with its count: "… contains N …".
+        *count = match Component::new(&engine, bytes) {
+            Ok(_) => 0,
+            Err(error) => {
+                let text = format!("{error:#}");
+                text.split_once("contains ")
+                    .and_then(|(_, rest)| rest.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+                    .ok_or_else(|| anyhow::anyhow!("{text}"))?
+            }
+        };
+    }
+    Ok(counts)
 }

@@ -5,10 +5,13 @@
 //! does: `"https://api.example.com"`, `"http://127.0.0.1:8080"`,
 //! `"https://*.example.com"`, `"*://example.com:*"`. A request is checked
 //! against the list before anything is sent; then its host is resolved and
-//! every address that is not public (loopback, private, link-local, cloud
-//! metadata, …) is refused unless the list names that very host, not through
-//! a wildcard. The connection goes to the address that was checked, so DNS
-//! cannot change its answer in between. Refusals reach the guest as
+//! every address that is not public is refused: link-local addresses (where
+//! cloud metadata services live) always, loopback and private ones unless
+//! the operator lists the host in `runtime.private_outbound_hosts` too. The
+//! manifest ships with the (untrusted) flow, and a name it lists may point
+//! anywhere, so only the operator can open the inside network. The
+//! connection goes to the address that was checked, so DNS cannot change
+//! its answer in between. Refusals reach the guest as
 //! `wasi:http` errors (`HTTP-request-denied`, `destination-IP-prohibited`),
 //! which it can handle like any network error.
 //!
@@ -46,7 +49,7 @@ struct HostRule {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum HostPattern {
-    /// One host, named exactly: it may resolve to a private address.
+    /// One host, named exactly.
     Exact(String),
     /// `*.example.com`: any subdomain.
     Subdomains(String),
@@ -72,29 +75,16 @@ impl AllowedHosts {
         Ok(AllowedHosts { rules })
     }
 
-    /// Whether a request to this scheme, host and port is allowed; if so,
-    /// whether the host was named exactly (and may then be private).
-    fn check(&self, scheme: &str, host: &str, port: u16) -> Option<Named> {
+    /// Whether a request to this scheme, host and port is allowed.
+    fn check(&self, scheme: &str, host: &str, port: u16) -> bool {
         let host = host
             .trim_start_matches('[')
             .trim_end_matches(']')
             .to_ascii_lowercase();
         self.rules
             .iter()
-            .filter(|rule| rule.matches(scheme, &host, port))
-            .map(|rule| match rule.host {
-                HostPattern::Exact(_) => Named::Exactly,
-                _ => Named::ByPattern,
-            })
-            .max()
+            .any(|rule| rule.matches(scheme, &host, port))
     }
-}
-
-/// How the allow-list names a host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum Named {
-    ByPattern,
-    Exactly,
 }
 
 impl HostRule {
@@ -163,6 +153,28 @@ impl HostRule {
     }
 }
 
+/// Addresses no flow reaches, whoever allows it: link-local ones (cloud
+/// metadata services answer on 169.254.169.254 and fd00:ec2::254), and
+/// addresses that are no destination at all.
+fn always_refused(ip: IpAddr) -> Option<&'static str> {
+    match ip {
+        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local (and cloud metadata)"),
+        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => {
+            Some("not a destination")
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => always_refused(IpAddr::V4(v4)),
+            None if v6.segments()[0] & 0xffc0 == 0xfe80 => Some("link-local"),
+            None if v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) => {
+                Some("cloud metadata")
+            }
+            None if v6.is_unspecified() || v6.is_multicast() => Some("not a destination"),
+            None => None,
+        },
+        IpAddr::V4(_) => None,
+    }
+}
+
 fn default_port(scheme: &str) -> u16 {
     if scheme == "https" { 443 } else { 80 }
 }
@@ -171,6 +183,8 @@ fn default_port(scheme: &str) -> u16 {
 #[derive(Debug, Clone)]
 pub(crate) struct HttpBudget {
     pub(crate) allowed: Arc<AllowedHosts>,
+    /// The operator's `runtime.private_outbound_hosts`.
+    pub(crate) private: Arc<AllowedHosts>,
     pub(crate) max_requests: u32,
     pub(crate) max_response_size: u64,
     pub(crate) deadline: Instant,
@@ -200,7 +214,7 @@ impl Outbound {
         };
         let host = uri.host().ok_or(Error::HttpRequestUriInvalid)?.to_owned();
         let port = uri.port_u16().unwrap_or(default_port(scheme));
-        let Some(named) = self.budget.allowed.check(scheme, &host, port) else {
+        if !self.budget.allowed.check(scheme, &host, port) {
             tracing::warn!(target: "flow", %uri, "outbound request denied: the host is not in allowed_outbound_hosts");
             return Err(Error::HttpRequestDenied);
         };
@@ -216,7 +230,7 @@ impl Outbound {
                 .trim_end_matches(']')
                 .to_owned(),
             port,
-            may_be_private: named == Named::Exactly,
+            may_be_private: self.budget.private.check(scheme, &host, port),
         })
     }
 }
@@ -279,7 +293,9 @@ async fn send(
     let mut failed = None;
     let mut stream = None;
     for address in addresses {
-        if let Some(reason) = restricted(address.ip()).filter(|_| !to.may_be_private) {
+        let refused = always_refused(address.ip())
+            .or_else(|| restricted(address.ip()).filter(|_| !to.may_be_private));
+        if let Some(reason) = refused {
             prohibited = Some((address, reason));
             continue;
         }
@@ -476,38 +492,20 @@ mod tests {
             "http://127.0.0.1:8080",
             "https://*.example.org",
         ]);
-        assert_eq!(
-            allowed.check("https", "api.example.com", 443),
-            Some(Named::Exactly)
-        );
-        assert_eq!(
-            allowed.check("https", "API.Example.com", 443),
-            Some(Named::Exactly)
-        );
-        assert_eq!(allowed.check("http", "api.example.com", 80), None, "scheme");
-        assert_eq!(
-            allowed.check("https", "api.example.com", 8443),
-            None,
-            "port"
-        );
-        assert_eq!(
-            allowed.check("http", "127.0.0.1", 8080),
-            Some(Named::Exactly)
-        );
-        assert_eq!(allowed.check("http", "127.0.0.1", 8081), None);
-        assert_eq!(
-            allowed.check("https", "a.b.example.org", 443),
-            Some(Named::ByPattern)
-        );
-        assert_eq!(
-            allowed.check("https", "example.org", 443),
-            None,
+        assert!(allowed.check("https", "api.example.com", 443));
+        assert!(allowed.check("https", "API.Example.com", 443));
+        assert!(!allowed.check("http", "api.example.com", 80), "scheme");
+        assert!(!allowed.check("https", "api.example.com", 8443), "port");
+        assert!(allowed.check("http", "127.0.0.1", 8080));
+        assert!(!allowed.check("http", "127.0.0.1", 8081));
+        assert!(allowed.check("https", "a.b.example.org", 443));
+        assert!(
+            !allowed.check("https", "example.org", 443),
             "*.x is subdomains only"
         );
-        assert_eq!(allowed.check("https", "evil-example.org", 443), None);
-        assert_eq!(
-            hosts(&[]).check("https", "api.example.com", 443),
-            None,
+        assert!(!allowed.check("https", "evil-example.org", 443));
+        assert!(
+            !hosts(&[]).check("https", "api.example.com", 443),
             "deny by default"
         );
     }
@@ -515,17 +513,38 @@ mod tests {
     #[test]
     fn wildcards_for_scheme_host_and_port() {
         let allowed = hosts(&["*://example.com:*", "https://*"]);
-        assert_eq!(
-            allowed.check("http", "example.com", 1234),
-            Some(Named::Exactly)
-        );
-        assert_eq!(
-            allowed.check("https", "anything.net", 443),
-            Some(Named::ByPattern)
-        );
-        assert_eq!(allowed.check("http", "anything.net", 80), None);
+        assert!(allowed.check("http", "example.com", 1234));
+        assert!(allowed.check("https", "anything.net", 443));
+        assert!(!allowed.check("http", "anything.net", 80));
         let ipv6 = hosts(&["http://[::1]:9000"]);
-        assert_eq!(ipv6.check("http", "[::1]", 9000), Some(Named::Exactly));
+        assert!(ipv6.check("http", "[::1]", 9000));
+    }
+
+    #[test]
+    fn link_local_and_metadata_addresses_are_never_reached() {
+        for refused in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::",
+        ] {
+            assert!(
+                always_refused(refused.parse().unwrap()).is_some(),
+                "{refused}"
+            );
+        }
+        // Loopback and private ones are the operator's to allow.
+        for allowable in ["127.0.0.1", "10.0.0.1", "::1", "93.184.216.34"] {
+            assert_eq!(
+                always_refused(allowable.parse().unwrap()),
+                None,
+                "{allowable}"
+            );
+        }
     }
 
     #[test]

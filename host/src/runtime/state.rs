@@ -12,8 +12,23 @@ use super::outbound::{HttpBudget, Outbound};
 use super::stdio::{Capture, LogBudget};
 use super::{Output, Turn};
 
-/// The most elements a table may have; a guest that asks for more traps.
+/// The most elements all of an instance's tables may have together; a guest
+/// that asks for more traps.
 const TABLE_ELEMENTS: usize = 100_000;
+
+/// The most host resources (streams, pollables, `wasi:http` fields, requests,
+/// …) one message may hold at once. Each lives in host memory, outside the
+/// flow's `limits.memory`: a guest with a few KiB of its own could otherwise
+/// make the host allocate gigabytes. Real flows hold a handful.
+pub(crate) const MAX_RESOURCES: usize = 1024;
+
+/// The most bytes of one `wasi:http` header set (`fields`), as wasmtime
+/// counts them. With [`MAX_RESOURCES`], header sets alone hold at most
+/// 16 MiB of host memory per message.
+pub(crate) const MAX_FIELDS_SIZE: usize = 16 << 10;
+
+/// The most random bytes one `wasi:random` call may ask for.
+const MAX_RANDOM_SIZE: u64 = 64 << 10;
 
 /// The data of one message's `Store`.
 pub(crate) struct HostState {
@@ -31,10 +46,19 @@ pub(crate) struct HostState {
     context_changed: bool,
     profile: String,
     profile_changed: bool,
+    /// `disable_sensitive_logging`: keep the flow's log text out of the
+    /// host's log.
+    sensitive: bool,
 }
 
 impl HostState {
-    pub(crate) fn new(limits: &Limits, http: HttpBudget, context: String, profile: String) -> Self {
+    pub(crate) fn new(
+        limits: &Limits,
+        http: HttpBudget,
+        context: String,
+        profile: String,
+        sensitive: bool,
+    ) -> Self {
         let log_budget = LogBudget::new(limits.max_log_size);
         let stdout = Capture::new(log_budget.clone());
         let stderr = Capture::new(log_budget.clone());
@@ -45,16 +69,18 @@ impl HostState {
         let wasi = WasiCtx::builder()
             .stdout(stdout.clone())
             .stderr(stderr.clone())
+            .max_random_size(MAX_RANDOM_SIZE)
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_RESOURCES);
+        let mut http_ctx = WasiHttpCtx::new();
+        http_ctx.set_field_size_limit(MAX_FIELDS_SIZE);
         HostState {
             wasi,
-            http: WasiHttpCtx::new(),
+            http: http_ctx,
             outbound: Outbound::new(http),
-            table: ResourceTable::new(),
-            limiter: StoreLimiter {
-                memory: limits.memory,
-                table_elements: TABLE_ELEMENTS,
-            },
+            table,
+            limiter: StoreLimiter::new(limits.memory, TABLE_ELEMENTS),
             limits: limits.clone(),
             log_budget,
             stdout,
@@ -64,6 +90,7 @@ impl HostState {
             context_changed: false,
             profile,
             profile_changed: false,
+            sensitive,
         }
     }
 
@@ -179,6 +206,11 @@ impl profile::Host for HostState {
 impl log::Host for HostState {
     fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         self.log_budget.take(message.len())?;
+        if self.sensitive {
+            tracing::debug!(target: "flow", bytes = message.len(), "log line withheld (disable_sensitive_logging)");
+            return Ok(());
+        }
+        let message = crate::telemetry::printable(&message);
         // The span around the message's run carries the flow, version, trace
         // id and session.
         match level {

@@ -11,6 +11,7 @@ mod delivery;
 mod durability;
 mod endpoint;
 mod failures;
+mod hardening;
 mod local;
 mod ordering;
 mod reload;

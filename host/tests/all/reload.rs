@@ -275,7 +275,9 @@ async fn editor_droppings_and_temporary_files_are_ignored() {
     tokio::time::sleep(Duration::from_millis(500)).await;
     assert_eq!(
         log_lines(&host, &["flow"]),
-        log_lines(&host, &["flow loaded"]) + log_lines(&host, &["listening"]),
+        log_lines(&host, &["flow loaded"])
+            + log_lines(&host, &["flows folder loaded"])
+            + log_lines(&host, &["listening"]),
         "{}",
         host.log()
     );

@@ -117,12 +117,15 @@ async fn a_flow_gets_no_files_environment_sockets_or_hosts_it_was_not_granted() 
     }
 
     let receiver = Receiver::start().await;
+    let other_port = receiver.addr.port();
+    // Only the operator opens private addresses, and never link-local ones.
     let site = Site::new(
         &[],
         &format!(
-            "{}{}",
+            "[runtime]\nprivate_outbound_hosts = [\"http://127.0.0.1:{allowed_port}\", \"http://169.254.169.254\"]\n{}{}{}",
             endpoint("sealed", "hostile", &receiver),
-            endpoint("net", "net", &receiver)
+            endpoint("net", "net", &receiver),
+            endpoint("named", "named", &receiver)
         ),
     );
     site.add_flow("hostile", "hostile", None);
@@ -133,8 +136,16 @@ async fn a_flow_gets_no_files_environment_sockets_or_hosts_it_was_not_granted() 
             "allowed_outbound_hosts = [\"http://*:*\", \"http://127.0.0.1:{allowed_port}\"]\n"
         )),
     );
+    // A manifest that names private hosts exactly gets no further: it ships
+    // with the flow, and its names may point anywhere.
+    site.add_flow(
+        "named",
+        "hostile",
+        Some(&format!(
+            "allowed_outbound_hosts = [\"http://127.0.0.1:{other_port}\", \"http://169.254.169.254\"]\n"
+        )),
+    );
     let host = site.start().await;
-    let other_port = receiver.addr.port();
 
     let cases: Vec<(&str, String, &str)> = vec![
         ("sealed", "read-file /etc/passwd".into(), "error:"),
@@ -174,6 +185,16 @@ async fn a_flow_gets_no_files_environment_sockets_or_hosts_it_was_not_granted() 
             "net",
             "http https://example.com/".into(),
             "HttpRequestDenied",
+        ),
+        (
+            "named",
+            format!("http http://127.0.0.1:{other_port}/hook"),
+            "DestinationIpProhibited",
+        ),
+        (
+            "named",
+            "http http://169.254.169.254/latest/meta-data/".into(),
+            "DestinationIpProhibited",
         ),
     ];
     join_all(

@@ -120,6 +120,16 @@ impl Site {
         }
     }
 
+    /// Adds a component written as WebAssembly text, as `<name>.wasm`.
+    pub fn add_wat_text(&self, name: &str, wat: &str) {
+        let binary = wat::parse_str(wat).unwrap_or_else(|e| panic!("{name}: {e}"));
+        std::fs::write(
+            self.path().join("flows").join(format!("{name}.wasm")),
+            binary,
+        )
+        .unwrap();
+    }
+
     /// Adds the component written in `host/tests/flows/wat/<file>.wat` as
     /// `<name>.wasm`.
     pub fn add_wat(&self, name: &str, file: &str) {
@@ -147,14 +157,27 @@ impl Site {
             .unwrap()
     }
 
-    /// Starts `flowhost serve` here.
+    /// Starts `flowhost serve` here, and waits until its flows folder is
+    /// loaded (it serves before: a test that wants that uses
+    /// [`start_serving`](Self::start_serving)).
     pub async fn start(&self) -> Host {
+        let host = Host::start(self, &[], &[]).await;
+        host.wait_for_log(&["flows folder loaded"]).await;
+        host
+    }
+
+    /// Starts `flowhost serve` here and returns once it serves, whether or
+    /// not its flows are loaded yet.
+    pub async fn start_serving(&self) -> Host {
         Host::start(self, &[], &[]).await
     }
 
-    /// Starts `flowhost serve` here with more arguments and environment.
+    /// Starts `flowhost serve` here with more arguments and environment,
+    /// and waits until its flows folder is loaded.
     pub async fn start_with(&self, args: &[&str], env: &[(&str, &str)]) -> Host {
-        Host::start(self, args, env).await
+        let host = Host::start(self, args, env).await;
+        host.wait_for_log(&["flows folder loaded"]).await;
+        host
     }
 }
 

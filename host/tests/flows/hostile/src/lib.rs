@@ -4,7 +4,10 @@
 //!
 //! Attacks the host must stop (the message ends): `loop`, `grow`, `recurse`,
 //! `panic`, `say-a-million`, `big-say`, `big-context`, `big-profile`,
-//! `log-flood`, `sleep`, `exit`.
+//! `log-flood`, `sleep`, `exit`, `fields-flood` (host memory through
+//! `wasi:http` header sets), `random-flood` (a huge `wasi:random` call).
+//! `tell <text>` writes the text to the log, stdout and stderr, then panics
+//! with it: for what the host lets through to its own log.
 //! Attacks that must fail inside the flow, which then says what it got:
 //! `read-file <path>`, `tcp <address>`, `env`, `http <url>`.
 //! `count` says the count and does nothing else; `nap <ms>` sleeps, then
@@ -50,6 +53,26 @@ fn handle(message: flowhost_sdk::Message) -> Result<()> {
         }
         "sleep" => std::thread::sleep(std::time::Duration::from_secs(60)),
         "exit" => std::process::exit(3),
+        "fields-flood" => {
+            // Each header set lives in the host, outside this flow's memory.
+            let value = vec![b'x'; 15_000];
+            let mut hoard = Vec::new();
+            loop {
+                let fields = wasip2::http::types::Fields::new();
+                let _ = fields.append("x-flood", &value);
+                hoard.push(fields);
+            }
+        }
+        "random-flood" => {
+            let bytes = wasip2::random::random::get_random_bytes(1 << 28);
+            say(format!("got {} random bytes", bytes.len()));
+        }
+        "tell" => {
+            flowhost_sdk::info!("told: {argument}");
+            println!("stdout: {argument}");
+            eprintln!("stderr: {argument}");
+            panic!("panicking with {argument}");
+        }
         "nap" => {
             let millis: u64 = argument.parse().unwrap_or(100);
             std::thread::sleep(std::time::Duration::from_millis(millis));
