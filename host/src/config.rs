@@ -778,6 +778,8 @@ mod tests {
             "http://[::ffff:127.0.0.1]/",
             "http://0.0.0.0/",
             "http://2130706433/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[2002:7f00:1::]/",
         ] {
             let config = format!("[endpoints.a]\nflow = \"echo\"\nwebhook_url = \"{url}\"\n");
             let err = Config::from_toml(&config).unwrap_err().to_string();
