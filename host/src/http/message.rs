@@ -2,7 +2,8 @@
 //! seed's Webhook Endpoint defines it.
 //!
 //! - `userId`, `sessionId`: required, non-empty strings of at most 256
-//!   characters;
+//!   characters, without control characters (they end up in logs, where a
+//!   newline or an escape sequence would forge or hide lines);
 //! - `text`: a string of at most 10,000 characters;
 //! - `data`: a JSON object;
 //! - at least one of `text` and `data` (`null` counts as absent);
@@ -102,18 +103,25 @@ fn id_field(
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
     match fields.remove(name) {
-        Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= MAX_ID_CHARS => Some(id),
         Some(Value::String(id)) if id.is_empty() => {
             errors.push(field(name, "must not be empty"));
             None
         }
-        Some(Value::String(_)) => {
+        Some(Value::String(id)) if id.chars().count() > MAX_ID_CHARS => {
             errors.push(field(
                 name,
                 format!("must be at most {MAX_ID_CHARS} characters"),
             ));
             None
         }
+        Some(Value::String(id)) if id.chars().any(char::is_control) => {
+            errors.push(field(
+                name,
+                "must not contain control characters (such as NUL, newline or ESC)",
+            ));
+            None
+        }
+        Some(Value::String(id)) => Some(id),
         None | Some(Value::Null) => {
             errors.push(field(name, "is required"));
             None
@@ -217,6 +225,36 @@ mod tests {
             "ü".repeat(MAX_TEXT_CHARS + 1)
         );
         assert_eq!(pointers(&long), ["/userId", "/text"]);
+    }
+
+    #[test]
+    fn refuses_control_characters_in_ids() {
+        for bad in [
+            "\\n",
+            "\\r",
+            "\\u001b[31m",
+            "\\u0000",
+            "\\t",
+            "\\u007f",
+            "\\u0085",
+        ] {
+            // `bad` is a JSON escape: a backslash and its letters.
+            let user = format!(r#"{{"userId":"a{bad}b","sessionId":"s","text":"hi"}}"#);
+            assert_eq!(pointers(&user), ["/userId"], "{user}");
+            let session = format!(r#"{{"userId":"u","sessionId":"FAKE{bad}ERROR","text":"hi"}}"#);
+            let problem = parse(session.as_bytes()).unwrap_err();
+            assert_eq!(problem.errors[0].pointer, "/sessionId");
+            assert!(
+                problem.detail.contains("control characters"),
+                "{}",
+                problem.detail
+            );
+        }
+        // Control characters in text are the user's business.
+        assert!(parse(br#"{"userId":"u","sessionId":"s","text":"line\nnext"}"#).is_ok());
+        assert!(
+            parse("{\"userId\":\"ü-ß ok\",\"sessionId\":\"s\",\"text\":\"hi\"}".as_bytes()).is_ok()
+        );
     }
 
     #[test]

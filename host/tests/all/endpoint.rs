@@ -334,6 +334,13 @@ async fn every_invalid_request_gets_its_problem() {
             "invalid-message",
             "text and data",
         ),
+        (
+            "application/json",
+            r#"{"userId":"u","sessionId":"s\n2026 ERROR forged","text":"a"}"#.into(),
+            422,
+            "invalid-message",
+            "sessionId must not contain control characters",
+        ),
     ];
     for (content_type, body, status, kind, names) in cases {
         let response = client
