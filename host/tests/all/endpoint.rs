@@ -336,6 +336,13 @@ async fn every_invalid_request_gets_its_problem() {
         ),
         (
             "application/json",
+            r#"{"userId":"u","sessionId":"s","text":"a","userId":"v"}"#.into(),
+            422,
+            "invalid-message",
+            "userId appears more than once",
+        ),
+        (
+            "application/json",
             r#"{"userId":"u","sessionId":"s\n2026 ERROR forged","text":"a"}"#.into(),
             422,
             "invalid-message",
