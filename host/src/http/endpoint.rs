@@ -40,15 +40,18 @@ pub(super) async fn receive(
             .get(API_KEY_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
+        if presented.is_empty() {
+            return Err(Problem::unauthorized());
+        }
         let active = app
             .store
-            .active_key_hashes(endpoint.name())
+            .is_active_key(endpoint.name(), crate::keys::hash(presented))
             .await
             .map_err(|error| {
                 tracing::error!(%error, endpoint = endpoint.name(), "cannot read API keys");
                 Problem::internal()
             })?;
-        if presented.is_empty() || !crate::keys::matches(presented, &active) {
+        if !active {
             return Err(Problem::unauthorized());
         }
     }

@@ -365,8 +365,9 @@ pub trait Store: Send + Sync + 'static {
     /// key was revoked.
     async fn revoke_api_key(&self, endpoint: &str, id_or_name: &str) -> Result<bool, StoreError>;
 
-    /// The hashes of the endpoint's keys that are not revoked.
-    async fn active_key_hashes(&self, endpoint: &str) -> Result<Vec<[u8; 32]>, StoreError>;
+    /// Whether `hash` is the SHA-256 of a key of `endpoint` that is not
+    /// revoked: one lookup by hash, whatever the number of keys.
+    async fn is_active_key(&self, endpoint: &str, hash: [u8; 32]) -> Result<bool, StoreError>;
 }
 
 /// Runs a store operation until it succeeds, waiting longer after each
