@@ -280,6 +280,30 @@ pub enum StoreError {
     Open(String),
 }
 
+impl StoreError {
+    /// Whether the failure is likely to pass by itself, so that the caller
+    /// may be told to retry: a full disk, a busy or locked database, an I/O
+    /// error, or a store that is closing (or could not start a write).
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            StoreError::Closed => true,
+            StoreError::Database(error) => error.sqlite_error_code().is_some_and(|code| {
+                matches!(
+                    code,
+                    DiskFull
+                        | DatabaseBusy
+                        | DatabaseLocked
+                        | SystemIoFailure
+                        | OutOfMemory
+                        | CannotOpen
+                )
+            }),
+            StoreError::Open(_) => false,
+        }
+    }
+}
+
 /// Where flowhost keeps what must survive a restart.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {

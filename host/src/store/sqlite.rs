@@ -139,7 +139,15 @@ const MIGRATIONS: &[&str] = &[r#"
 /// A write for the writer thread. It runs inside a savepoint and says
 /// whether to keep it, and what to do once the group's commit is known.
 type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
-type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Finish = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
+
+/// Why a group's commit failed, for each of its writers: SQLite's error
+/// code (so that a full disk can be told from a bug) and its message.
+#[derive(Debug, Clone)]
+struct CommitError {
+    code: Option<rusqlite::ffi::Error>,
+    message: String,
+}
 
 /// A [`Store`] in a SQLite database.
 pub struct SqliteStore {
@@ -224,7 +232,7 @@ impl SqliteStore {
         self.submit(Box::new(move |conn| match write(conn) {
             Ok(value) => (
                 true,
-                Box::new(move |committed: Result<(), String>| {
+                Box::new(move |committed: Result<(), CommitError>| {
                     let result = committed.map(|()| then(value)).map_err(commit_error);
                     let _ = reply.send(result);
                 }) as Finish,
@@ -271,8 +279,11 @@ impl Drop for SqliteStore {
     }
 }
 
-fn commit_error(error: String) -> StoreError {
-    StoreError::Database(rusqlite::Error::ToSqlConversionFailure(error.into()))
+fn commit_error(error: CommitError) -> StoreError {
+    StoreError::Database(match error.code {
+        Some(code) => rusqlite::Error::SqliteFailure(code, Some(error.message)),
+        None => rusqlite::Error::ToSqlConversionFailure(error.message.into()),
+    })
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -335,7 +346,10 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
         })();
         let committed = committed.map_err(|e| {
             tracing::error!(error = %e, "store commit failed");
-            e.to_string()
+            CommitError {
+                code: e.sqlite_error().copied(),
+                message: e.to_string(),
+            }
         });
         // Jobs that never ran (the transaction failed to start) are answered
         // by dropping them: their callers see the store as closed for this
@@ -1183,6 +1197,29 @@ mod tests {
                 && plan[0].contains("(hash=?)"),
             "{plan:?}"
         );
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_a_failure_to_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(dir.path(), false).unwrap();
+        // Cap the database at its size: the next page it needs is past a
+        // full disk, as SQLite sees it.
+        store
+            .write(|conn| {
+                let pages: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
+                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            })
+            .await
+            .unwrap();
+        let mut big = message("s1", "");
+        big.text = Some("x".repeat(200_000));
+        let error = store
+            .accept(big, Box::new(|_| panic!("not accepted")))
+            .await
+            .unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        assert!(store.unfinished_messages().await.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
