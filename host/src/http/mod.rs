@@ -7,6 +7,7 @@ mod admin;
 mod endpoint;
 pub mod message;
 pub mod problem;
+pub mod serve;
 
 use std::sync::Arc;
 
