@@ -94,6 +94,10 @@ pub struct HttpConfig {
     /// The largest HTTP/1.1 request head (hyper's read buffer) and HTTP/2
     /// header list; a larger one is answered 431 or the connection closed.
     pub max_header_size: u64,
+    /// Request bytes that may be buffered, across all requests being read
+    /// at once. A request whose body does not fit is answered 503 with
+    /// `Retry-After` before its body is read.
+    pub max_buffered_body_bytes: u64,
 }
 
 impl Default for HttpConfig {
@@ -104,6 +108,7 @@ impl Default for HttpConfig {
             idle_timeout: Duration::from_secs(60),
             max_connections: 4096,
             max_header_size: 64 << 10,
+            max_buffered_body_bytes: 64 << 20,
         }
     }
 }
@@ -381,10 +386,11 @@ struct RawHttp {
     idle_timeout: Option<HumanDuration>,
     max_connections: Option<usize>,
     max_header_size: Option<ByteSize>,
+    max_buffered_body_bytes: Option<ByteSize>,
 }
 
 impl RawHttp {
-    fn check(self, problems: &mut Vec<String>) -> HttpConfig {
+    fn check(self, max_body_size: u64, problems: &mut Vec<String>) -> HttpConfig {
         let default = HttpConfig::default();
         let http = HttpConfig {
             header_read_timeout: self
@@ -395,6 +401,9 @@ impl RawHttp {
             max_header_size: self
                 .max_header_size
                 .map_or(default.max_header_size, |s| s.0),
+            max_buffered_body_bytes: self
+                .max_buffered_body_bytes
+                .map_or(default.max_buffered_body_bytes, |s| s.0),
         };
         if http.header_read_timeout.is_zero() {
             problems.push("http.header_read_timeout: must be more than 0s".into());
@@ -408,6 +417,13 @@ impl RawHttp {
         // hyper's smallest read buffer.
         if !(8 << 10..=16 << 20).contains(&http.max_header_size) {
             problems.push("http.max_header_size: must be between 8 KiB and 16 MiB".into());
+        }
+        if http.max_buffered_body_bytes < max_body_size {
+            problems.push(format!(
+                "http.max_buffered_body_bytes: {} is less than max_body_size ({}): no body of the largest size could ever be read",
+                ByteSize(http.max_buffered_body_bytes),
+                ByteSize(max_body_size)
+            ));
         }
         http
     }
@@ -542,7 +558,7 @@ impl RawConfig {
         });
 
         let max_body_size = self.max_body_size.map_or(1 << 20, |s| s.0);
-        let http = self.http.check(&mut problems);
+        let http = self.http.check(max_body_size, &mut problems);
 
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             problems.push("admin_token: use at least 16 characters".into());
@@ -905,6 +921,7 @@ mod tests {
             idle_timeout = "30s"
             max_connections = 10
             max_header_size = "16 KiB"
+            max_buffered_body_bytes = "8 MiB"
             "#,
         )
         .unwrap();
@@ -915,10 +932,11 @@ mod tests {
                 idle_timeout: Duration::from_secs(30),
                 max_connections: 10,
                 max_header_size: 16 << 10,
+                max_buffered_body_bytes: 8 << 20,
             }
         );
         let err = Config::from_toml(
-            "[http]\nheader_read_timeout = \"0s\"\nmax_connections = 0\nmax_header_size = 100\n",
+            "max_body_size = \"2 MiB\"\n[http]\nheader_read_timeout = \"0s\"\nmax_connections = 0\nmax_header_size = 100\nmax_buffered_body_bytes = \"1 MiB\"\n",
         )
         .unwrap_err()
         .to_string();
@@ -926,6 +944,7 @@ mod tests {
             "http.header_read_timeout",
             "http.max_connections",
             "http.max_header_size",
+            "http.max_buffered_body_bytes",
         ] {
             assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
         }

@@ -200,6 +200,7 @@ impl Server {
             store: self.store.clone(),
             flows: self.flows.clone(),
             max_body_size: usize::try_from(self.config.max_body_size).unwrap_or(usize::MAX),
+            body_budget: crate::http::BodyBudget::new(self.config.http.max_buffered_body_bytes),
             delivery: self.delivery.clone(),
             admin_token: self.config.admin_token.clone(),
         });

@@ -79,6 +79,18 @@ pub(super) async fn receive(
     if declared.is_some_and(|length| length > app.max_body_size as u64) {
         return Err(too_large());
     }
+    // Held until the request is answered: the body is in memory until then.
+    let _budget = app
+        .body_budget
+        .try_reserve(declared.unwrap_or(app.max_body_size as u64))
+        .ok_or_else(|| {
+            tracing::debug!(endpoint = endpoint.name(), "request body budget spent: 503");
+            Problem::unavailable(
+                "busy",
+                "Too many requests in progress",
+                "flowhost is reading too many request bodies at once; retry shortly",
+            )
+        })?;
     // A client that sends its body slowly (or not at all) holds a
     // connection: it gets 30 seconds.
     let collected = tokio::time::timeout(

@@ -194,6 +194,72 @@ async fn past_max_connections_new_connections_wait_for_one_to_close() {
 }
 
 #[tokio::test]
+async fn request_bodies_being_read_share_a_byte_budget() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(
+        &["echo"],
+        &format!(
+            "max_body_size = \"1 KiB\"\n[http]\nmax_buffered_body_bytes = \"2 KiB\"\n{}",
+            endpoint("open", "echo", &receiver)
+        ),
+    );
+    let host = site.start().await;
+    let url = host.url("open");
+    let path = &url[url.find("/endpoint/").unwrap()..];
+    let body = format!(
+        r#"{{"userId":"u","sessionId":"s","text":"{}"}}"#,
+        "t".repeat(900)
+    );
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: flowhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\nExpect: 100-continue\r\n\r\n",
+        body.len()
+    );
+
+    // Two slow bodies: each is let in (100 Continue: its body is being
+    // read) and sends half of its body.
+    let mut slow = Vec::new();
+    for _ in 0..2 {
+        let mut stream = connect(&host).await;
+        stream.write_all(head.as_bytes()).await.unwrap();
+        read_until(&mut stream, "100 Continue\r\n\r\n").await;
+        stream
+            .write_all(&body.as_bytes()[..body.len() / 2])
+            .await
+            .unwrap();
+        slow.push(stream);
+    }
+
+    // A third body does not fit: 503 with Retry-After, before its body.
+    let mut third = connect(&host).await;
+    third.write_all(head.as_bytes()).await.unwrap();
+    let answer = read_until(&mut third, "}").await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(answer.contains("retry-after: 1"), "{answer}");
+    assert!(answer.contains("application/problem+json"), "{answer}");
+    assert!(!answer.contains("100 Continue"), "{answer}");
+
+    // The first finishes its body and is accepted; its share is given back.
+    let mut first = slow.remove(0);
+    first
+        .write_all(&body.as_bytes()[body.len() / 2..])
+        .await
+        .unwrap();
+    let answer = read_until(&mut first, "}").await;
+    assert!(answer.contains("HTTP/1.1 202"), "{answer}");
+
+    // So there is room for another.
+    let mut fourth = connect(&host).await;
+    fourth
+        .write_all(format!("{head}{body}").as_bytes())
+        .await
+        .unwrap();
+    let answer = read_until(&mut fourth, "}").await;
+    assert!(answer.contains("HTTP/1.1 202"), "{answer}");
+    receiver.wait_for(2).await;
+}
+
+#[tokio::test]
 async fn running_out_of_file_descriptors_is_logged_and_survived() {
     let site = site_with("header_read_timeout = \"1h\"\nidle_timeout = \"1h\"");
     // A hard limit, which flowhost cannot raise, well below max_connections.
