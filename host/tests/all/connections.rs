@@ -341,3 +341,26 @@ async fn a_stop_answers_requests_in_progress_and_accepts_no_more() {
     assert!(answer.contains("HTTP/1.1 202"), "{answer}");
     host.wait_for_log(&["stopped"]).await;
 }
+
+/// Not a regression test: HTTP/2 with prior knowledge must still be
+/// served now that hyper-util's auto builder tells the protocols apart.
+#[tokio::test]
+async fn http2_with_prior_knowledge_is_still_served() {
+    let site = site_with("");
+    let host = site.start().await;
+    flowhost::tls::install_crypto_provider();
+    let client = reqwest::Client::builder()
+        .http2_prior_knowledge()
+        .build()
+        .unwrap();
+    for _ in 0..3 {
+        let response = client
+            .get(format!("http://{}/healthz", host.addr))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.version(), reqwest::Version::HTTP_2);
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.text().await.unwrap(), "ok");
+    }
+}
