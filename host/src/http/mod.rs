@@ -1,4 +1,6 @@
-//! The HTTP surface: `POST /endpoint/{url_token}` and `GET /healthz`.
+//! The HTTP surface: `POST /endpoint/{url_token}`, the admin API and
+//! `GET /healthz`; and [`serve`], the accept loop that bounds what each
+//! connection, and all of them, may hold.
 //!
 //! Handlers only check and translate: every error is a [`Problem`], every
 //! accepted message goes to the [`Inbox`].
