@@ -42,6 +42,8 @@ pub struct Config {
     pub admin_token: Option<String>,
     /// The largest request body an endpoint accepts.
     pub max_body_size: u64,
+    /// How the HTTP server treats connections and request heads and bodies.
+    pub http: HttpConfig,
     /// Limits applied to every flow unless its own manifest says otherwise.
     pub limits: Limits,
     /// The most a flow's manifest may ask for (`[max_limits]`): a manifest
@@ -80,6 +82,44 @@ pub struct ConfigOrigin {
     pub path: PathBuf,
     /// The command-line values given with it.
     pub overrides: Overrides,
+}
+
+/// How the HTTP server treats connections: the bounds that keep slow,
+/// idle and oversized clients from holding memory and file descriptors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// How long a client has to send a whole request head (request line and
+    /// headers), counted from when the server starts waiting for it: from
+    /// the connection's opening, or from the end of the previous response
+    /// on a kept-alive HTTP/1.1 connection, which is therefore closed after
+    /// this long without a new request.
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in progress,
+    /// once it has sent one; what bounds idle HTTP/2 connections.
+    pub idle_timeout: Duration,
+    /// Connections served at once. Past it, new connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// The largest HTTP/1.1 request head (hyper's read buffer) and HTTP/2
+    /// header list; a larger one is answered 431 or the connection closed.
+    pub max_header_size: u64,
+    /// Request bytes that may be buffered, across all requests being read
+    /// at once. A request whose body does not fit is answered 503 with
+    /// `Retry-After` before its body is read.
+    pub max_buffered_body_bytes: u64,
+}
+
+impl Default for HttpConfig {
+    /// The defaults of the `[http]` table, in one place.
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_header_size: 64 << 10,
+            max_buffered_body_bytes: 64 << 20,
+        }
+    }
 }
 
 /// How flows are executed.
@@ -338,6 +378,8 @@ struct RawConfig {
     #[serde(default)]
     max_body_size: Option<ByteSize>,
     #[serde(default)]
+    http: RawHttp,
+    #[serde(default)]
     limits: RawLimits,
     #[serde(default)]
     max_limits: RawLimits,
@@ -355,6 +397,56 @@ struct RawConfig {
     watch_debounce: Option<HumanDuration>,
     #[serde(default)]
     watch_build: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawHttp {
+    header_read_timeout: Option<HumanDuration>,
+    idle_timeout: Option<HumanDuration>,
+    max_connections: Option<usize>,
+    max_header_size: Option<ByteSize>,
+    max_buffered_body_bytes: Option<ByteSize>,
+}
+
+impl RawHttp {
+    fn check(self, max_body_size: u64, problems: &mut Vec<String>) -> HttpConfig {
+        let default = HttpConfig::default();
+        let http = HttpConfig {
+            header_read_timeout: self
+                .header_read_timeout
+                .map_or(default.header_read_timeout, |d| d.0),
+            idle_timeout: self.idle_timeout.map_or(default.idle_timeout, |d| d.0),
+            max_connections: self.max_connections.unwrap_or(default.max_connections),
+            max_header_size: self
+                .max_header_size
+                .map_or(default.max_header_size, |s| s.0),
+            max_buffered_body_bytes: self
+                .max_buffered_body_bytes
+                .map_or(default.max_buffered_body_bytes, |s| s.0),
+        };
+        if http.header_read_timeout.is_zero() {
+            problems.push("http.header_read_timeout: must be more than 0s".into());
+        }
+        if http.idle_timeout.is_zero() {
+            problems.push("http.idle_timeout: must be more than 0s".into());
+        }
+        if http.max_connections == 0 {
+            problems.push("http.max_connections: must be at least 1".into());
+        }
+        // hyper's smallest read buffer.
+        if !(8 << 10..=16 << 20).contains(&http.max_header_size) {
+            problems.push("http.max_header_size: must be between 8 KiB and 16 MiB".into());
+        }
+        if http.max_buffered_body_bytes < max_body_size {
+            problems.push(format!(
+                "http.max_buffered_body_bytes: {} is less than max_body_size ({}): no body of the largest size could ever be read",
+                ByteSize(http.max_buffered_body_bytes),
+                ByteSize(max_body_size)
+            ));
+        }
+        http
+    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -488,6 +580,9 @@ impl RawConfig {
                 .map_err(|p| problems.push(p))
                 .ok()
         });
+
+        let max_body_size = self.max_body_size.map_or(1 << 20, |s| s.0);
+        let http = self.http.check(max_body_size, &mut problems);
 
         if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
             problems.push("admin_token: use at least 16 characters".into());
@@ -704,7 +799,8 @@ impl RawConfig {
             flows_dir: self.flows_dir,
             data_dir: self.data_dir,
             admin_token: self.admin_token,
-            max_body_size: self.max_body_size.map_or(1 << 20, |s| s.0),
+            max_body_size,
+            http,
             limits,
             max_limits,
             runtime,
@@ -893,6 +989,8 @@ mod tests {
             "http://[::ffff:127.0.0.1]/",
             "http://0.0.0.0/",
             "http://2130706433/",
+            "http://[::ffff:0:7f00:1]/",
+            "http://[2002:7f00:1::]/",
         ] {
             let config = format!("[endpoints.a]\nflow = \"echo\"\nwebhook_url = \"{url}\"\n");
             let err = Config::from_toml(&config).unwrap_err().to_string();
@@ -924,6 +1022,47 @@ mod tests {
                 .to_string()
                 .contains("24")
         );
+    }
+
+    #[test]
+    fn reads_the_http_table_with_defaults_for_what_is_not_set() {
+        let config = Config::from_toml("").unwrap();
+        assert_eq!(config.http, HttpConfig::default());
+        assert_eq!(config.http.header_read_timeout, Duration::from_secs(10));
+        let config = Config::from_toml(
+            r#"
+            [http]
+            header_read_timeout = "2s"
+            idle_timeout = "30s"
+            max_connections = 10
+            max_header_size = "16 KiB"
+            max_buffered_body_bytes = "8 MiB"
+            "#,
+        )
+        .unwrap();
+        assert_eq!(
+            config.http,
+            HttpConfig {
+                header_read_timeout: Duration::from_secs(2),
+                idle_timeout: Duration::from_secs(30),
+                max_connections: 10,
+                max_header_size: 16 << 10,
+                max_buffered_body_bytes: 8 << 20,
+            }
+        );
+        let err = Config::from_toml(
+            "max_body_size = \"2 MiB\"\n[http]\nheader_read_timeout = \"0s\"\nmax_connections = 0\nmax_header_size = 100\nmax_buffered_body_bytes = \"1 MiB\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        for expected in [
+            "http.header_read_timeout",
+            "http.max_connections",
+            "http.max_header_size",
+            "http.max_buffered_body_bytes",
+        ] {
+            assert!(err.contains(expected), "{expected:?} missing from:\n{err}");
+        }
     }
 
     #[test]

@@ -10,7 +10,8 @@
 //!
 //! The modules follow a message's path:
 //!
-//! - [`http`]: `POST /endpoint/{token}`: authentication, validation, 202.
+//! - [`http`]: `POST /endpoint/{token}`: authentication, validation, 202;
+//!   connections served within timeouts and caps.
 //! - [`inbox`]: accepted messages, run one at a time per session, in order.
 //! - [`flows`]: flow files, compiled and kept in a registry by name.
 //! - [`runtime`]: wasmtime: one fresh instance per message, within limits.

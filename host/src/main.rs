@@ -38,6 +38,9 @@ struct CompileFlowArgs {
     /// The most memory the compiler may use, in bytes.
     #[arg(long)]
     max_memory: u64,
+    /// The most CPU seconds the compiler may use on each core.
+    #[arg(long)]
+    max_seconds: u64,
     /// `runtime.max_wasm_stack`, in bytes.
     #[arg(long)]
     max_wasm_stack: u64,
@@ -136,7 +139,7 @@ fn main() -> ExitCode {
             max_wasm_stack: args.max_wasm_stack,
             fuel_metering: args.fuel_metering,
         };
-        return flowhost::flows::compiler::child_main(settings, args.max_memory);
+        return flowhost::flows::compiler::child_main(settings, args.max_memory, args.max_seconds);
     }
     flowhost::telemetry::init();
     let runtime = match tokio::runtime::Runtime::new() {

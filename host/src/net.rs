@@ -13,19 +13,28 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 pub fn restricted(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => restricted_v4(v4),
-        IpAddr::V6(v6) => {
-            // ::ffff:a.b.c.d and ::a.b.c.d are IPv4 addresses in IPv6 dress.
-            if let Some(v4) = v6.to_ipv4_mapped() {
-                return restricted_v4(v4);
-            }
-            let segments = v6.segments();
-            if segments[..6] == [0, 0, 0, 0, 0, 0] && !v6.is_unspecified() && !v6.is_loopback() {
-                return restricted_v4(Ipv4Addr::from(
-                    ((segments[6] as u32) << 16) | segments[7] as u32,
-                ));
-            }
-            restricted_v6(v6)
-        }
+        IpAddr::V6(v6) => match embedded_v4(v6) {
+            Some(v4) => restricted_v4(v4),
+            None => restricted_v6(v6),
+        },
+    }
+}
+
+/// The IPv4 address inside an IPv6 address that carries one, when a
+/// connection to the IPv6 address may reach the IPv4 one: through the
+/// kernel (mapped and compatible forms), a SIIT translator, or a 6to4
+/// relay.
+fn embedded_v4(ip: Ipv6Addr) -> Option<Ipv4Addr> {
+    let s = ip.segments();
+    let v4 = |high: u16, low: u16| Some(Ipv4Addr::from((u32::from(high) << 16) | u32::from(low)));
+    match s {
+        // ::ffff:a.b.c.d (mapped) and ::ffff:0:a.b.c.d (SIIT, RFC 7915).
+        [0, 0, 0, 0, 0, 0xffff, ..] | [0, 0, 0, 0, 0xffff, 0, ..] => v4(s[6], s[7]),
+        // ::a.b.c.d (compatible, deprecated); not :: and ::1 themselves.
+        [0, 0, 0, 0, 0, 0, ..] if !ip.is_unspecified() && !ip.is_loopback() => v4(s[6], s[7]),
+        // 2002:aabb:ccdd::/48 is the 6to4 prefix of a.b.c.d (RFC 3056).
+        [0x2002, ..] => v4(s[1], s[2]),
+        _ => None,
     }
 }
 
@@ -57,6 +66,10 @@ fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
         0xfe80..=0xfebf => "link-local",
         0xfec0..=0xfeff => "site-local (deprecated)",
         0x2001 if ip.segments()[1] == 0x0db8 => "documentation",
+        // Teredo (RFC 4380) hides the client's IPv4 address, obfuscated, in
+        // the last 32 bits; a relay may deliver to it. Nothing needs a
+        // webhook or an API on a Teredo address today.
+        0x2001 if ip.segments()[1] == 0 => "Teredo (2001::/32)",
         0x0064 if ip.segments()[1] == 0xff9b => "NAT64",
         _ => return None,
     })
@@ -94,6 +107,16 @@ mod tests {
             "::ffff:169.254.169.254",
             "::127.0.0.1",
             "64:ff9b::a00:1",
+            // SIIT: ::ffff:0:a.b.c.d
+            "::ffff:0:7f00:1",
+            "::ffff:0:a00:1",
+            // 6to4: 2002:<v4>::/48
+            "2002:7f00:1::",
+            "2002:a9fe:a9fe::1",
+            "2002:c0a8:101:1::1",
+            // Teredo, whatever it embeds.
+            "2001:0:4136:e378:8000:63bf:80ff:fffe",
+            "2001::1",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert!(restricted(ip).is_some(), "{ip} should be restricted");
@@ -109,6 +132,11 @@ mod tests {
             "100.128.0.1",
             "2606:4700::1111",
             "::ffff:1.1.1.1",
+            // The same embeddings of a public address are public.
+            "::ffff:0:101:101",
+            "2002:101:101::1",
+            // 2001:db8::/32 and Teredo aside, 2001::/16 is ordinary.
+            "2001:4860:4860::8888",
         ] {
             let ip: IpAddr = ip.parse().unwrap();
             assert_eq!(restricted(ip), None, "{ip} is public");

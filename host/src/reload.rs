@@ -77,6 +77,7 @@ impl Reloader {
             ("data_dir", next.data_dir != current.data_dir),
             ("admin_token", next.admin_token != current.admin_token),
             ("max_body_size", next.max_body_size != current.max_body_size),
+            ("http", next.http != current.http),
             ("runtime", next.runtime != current.runtime),
             ("delivery", next.delivery != current.delivery),
             ("store", next.store != current.store),

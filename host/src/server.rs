@@ -48,6 +48,9 @@ pub struct Server {
 impl Server {
     /// Starts every part of the host on `listener`.
     pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Server> {
+        if let Some(open_files) = crate::http::serve::raise_open_files_limit() {
+            tracing::debug!(open_files, "open files limit");
+        }
         let store = Arc::new(
             SqliteStore::open_with(&config.data_dir, config.store.fsync)
                 .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
@@ -207,20 +210,21 @@ impl Server {
             store: self.store.clone(),
             flows: self.flows.clone(),
             max_body_size: usize::try_from(self.config.max_body_size).unwrap_or(usize::MAX),
+            body_budget: crate::http::BodyBudget::new(self.config.http.max_buffered_body_bytes),
             delivery: self.delivery.clone(),
             admin_token: self.config.admin_token.clone(),
         });
         let grace = self.config.runtime.shutdown_grace;
         let http_stop = CancellationToken::new();
-        let listener = self.listener;
-        let mut http = tokio::spawn(
-            axum::serve(listener, app)
-                .with_graceful_shutdown(http_stop.clone().cancelled_owned())
-                .into_future(),
-        );
+        let mut http = tokio::spawn(crate::http::serve::serve(
+            self.listener,
+            app,
+            self.config.http.clone(),
+            http_stop.clone(),
+        ));
         tokio::select! {
             served = &mut http => {
-                served.context("the HTTP server failed")?.context("the HTTP server failed")?;
+                served.context("the HTTP server failed")?;
             }
             () = shutdown => {}
         }

@@ -58,6 +58,8 @@ pub(super) async fn compile_in_child(
         .arg(SUBCOMMAND)
         .arg("--max-memory")
         .arg(max_memory.to_string())
+        .arg("--max-seconds")
+        .arg(timeout.as_secs().max(1).to_string())
         .arg("--max-wasm-stack")
         .arg(settings.max_wasm_stack.to_string())
         .stdin(Stdio::piped())
@@ -134,12 +136,27 @@ const EXIT_REFUSED: i32 = 3;
 
 /// The child's side: reads a component on stdin, writes its compiled code
 /// on stdout. `flowhost compile-flow` calls this.
-pub fn child_main(settings: EngineSettings, max_memory: u64) -> ExitCode {
+pub fn child_main(settings: EngineSettings, max_memory: u64, max_seconds: u64) -> ExitCode {
     // The bound first, before the compiler allocates anything. The
     // address space is not bounded: wasmtime reserves much more of it than
     // it ever touches.
-    if let Err(e) = rlimit::setrlimit(rlimit::Resource::DATA, max_memory, max_memory) {
+    use rustix::process::{Resource, Rlimit, setrlimit};
+    let bound = |at: u64| Rlimit {
+        current: Some(at),
+        maximum: Some(at),
+    };
+    if let Err(e) = setrlimit(Resource::Data, bound(max_memory)) {
         eprintln!("cannot bound the compiler's memory: {e}");
+        return ExitCode::FAILURE;
+    }
+    // A backstop for a parent that died without killing its compiler: the
+    // kernel stops it once it has used its time on every core.
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get() as u64);
+    if let Err(e) = setrlimit(
+        Resource::Cpu,
+        bound(max_seconds.saturating_mul(cores).max(1)),
+    ) {
+        eprintln!("cannot bound the compiler's time: {e}");
         return ExitCode::FAILURE;
     }
     let mut wasm = Vec::new();

@@ -134,7 +134,7 @@ fn read_bounded(
     // waiting for a writer; `fstat` then refuses it.
     let file = match std::fs::OpenOptions::new()
         .read(true)
-        .custom_flags(libc::O_NONBLOCK)
+        .custom_flags(rustix::fs::OFlags::NONBLOCK.bits() as i32)
         .open(path)
     {
         Ok(file) => file,

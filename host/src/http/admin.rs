@@ -1,8 +1,10 @@
 //! The admin API, under `/admin`, for operators: deliveries and dead
 //! letters, redelivery, resuming an endpoint stopped by a 410, and the
-//! flows in service. Every route requires `Authorization: Bearer
-//! <admin_token>`; without an `admin_token` in the configuration the routes
-//! do not exist.
+//! flows in service. Everything under `/admin` requires `Authorization:
+//! Bearer <admin_token>`, including wrong methods and unknown paths, so that
+//! nothing tells a caller without the token which routes exist (a 405 or a
+//! 404 would); without an `admin_token` in the configuration the routes do
+//! not exist.
 
 use axum::Json;
 use axum::Router;
@@ -20,24 +22,43 @@ use crate::store::{OutputStatus, StoreError};
 
 /// The admin routes, guarded by `token`.
 pub(super) fn routes(state: AppState, token: String) -> Router<AppState> {
-    Router::new()
-        .route("/admin/flows", get(flows))
-        .route("/admin/endpoints/{endpoint}/deliveries", get(deliveries))
+    let admin = Router::new()
+        .route("/flows", get(flows))
+        .route("/endpoints/{endpoint}/deliveries", get(deliveries))
+        .route("/endpoints/{endpoint}/dead-letters", get(dead_letters))
         .route(
-            "/admin/endpoints/{endpoint}/dead-letters",
-            get(dead_letters),
-        )
-        .route(
-            "/admin/endpoints/{endpoint}/deliveries/{id}/redeliver",
+            "/endpoints/{endpoint}/deliveries/{id}/redeliver",
             post(redeliver_one),
         )
         .route(
-            "/admin/endpoints/{endpoint}/dead-letters/redeliver",
+            "/endpoints/{endpoint}/dead-letters/redeliver",
             post(redeliver_dead),
         )
-        .route("/admin/endpoints/{endpoint}/resume", post(resume))
-        .route_layer(middleware::from_fn_with_state(token, authorize))
-        .with_state(state)
+        .route("/endpoints/{endpoint}/resume", post(resume))
+        // Both fallbacks are set here, before the layer, so that the layer
+        // guards them too (`route_layer` would not, and the outer router's
+        // fallbacks replace only default ones, which are not layered).
+        .fallback(|| async { Problem::not_found("there is no admin route at this path") })
+        .method_not_allowed_fallback(|| async {
+            Problem::new(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method-not-allowed",
+                "Method not allowed",
+                "this admin route does not take this method",
+            )
+        })
+        .layer(middleware::from_fn_with_state(token, authorize));
+    Router::new().nest("/admin", admin).with_state(state)
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is
+/// case-insensitive, and may be followed by more than one space (RFC 9110,
+/// section 11.1).
+fn bearer_token(authorization: &str) -> Option<&str> {
+    let (scheme, token) = authorization.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then(|| token.trim_start_matches(' '))
 }
 
 async fn authorize(
@@ -49,7 +70,7 @@ async fn authorize(
         .headers()
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
+        .and_then(bearer_token)
         .unwrap_or_default();
     // Compare hashes, so that the time taken says nothing about the token,
     // not even its length.
@@ -216,4 +237,25 @@ async fn resume(
     Ok(Json(
         json!({ "endpoint": endpoint, "wasStopped": was_stopped }),
     ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_bearer_scheme_is_case_insensitive() {
+        for value in [
+            "Bearer t0ken",
+            "bearer t0ken",
+            "BEARER t0ken",
+            "bEaReR   t0ken",
+        ] {
+            assert_eq!(bearer_token(value), Some("t0ken"), "{value}");
+        }
+        for value in ["Basic t0ken", "Bearert0ken", "t0ken", "Bearer", ""] {
+            assert_eq!(bearer_token(value), None, "{value}");
+        }
+        assert_eq!(bearer_token("Bearer "), Some(""));
+    }
 }

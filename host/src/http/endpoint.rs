@@ -40,15 +40,18 @@ pub(super) async fn receive(
             .get(API_KEY_HEADER)
             .and_then(|v| v.to_str().ok())
             .unwrap_or_default();
+        if presented.is_empty() {
+            return Err(Problem::unauthorized());
+        }
         let active = app
             .store
-            .active_key_hashes(endpoint.name())
+            .is_active_key(endpoint.name(), crate::keys::hash(presented))
             .await
             .map_err(|error| {
                 tracing::error!(%error, endpoint = endpoint.name(), "cannot read API keys");
                 Problem::internal()
             })?;
-        if presented.is_empty() || !crate::keys::matches(presented, &active) {
+        if !active {
             return Err(Problem::unauthorized());
         }
     }
@@ -76,6 +79,18 @@ pub(super) async fn receive(
     if declared.is_some_and(|length| length > app.max_body_size as u64) {
         return Err(too_large());
     }
+    // Held until the request is answered: the body is in memory until then.
+    let _budget = app
+        .body_budget
+        .try_reserve(declared.unwrap_or(app.max_body_size as u64))
+        .ok_or_else(|| {
+            tracing::debug!(endpoint = endpoint.name(), "request body budget spent: 503");
+            Problem::unavailable(
+                "busy",
+                "Too many requests in progress",
+                "flowhost is reading too many request bodies at once; retry shortly",
+            )
+        })?;
     // A client that sends its body slowly (or not at all) holds a
     // connection: it gets 30 seconds.
     let collected = tokio::time::timeout(
@@ -134,18 +149,34 @@ pub(super) async fn receive(
     app.inbox
         .accept(message)
         .await
-        .map_err(|error| match error {
-            AcceptError::Overloaded => Problem::unavailable(
-                "overloaded",
-                "Overloaded",
-                "too many messages are waiting to run; retry shortly",
-            ),
-            AcceptError::Store(error) => {
-                tracing::error!(%error, endpoint = endpoint.name(), "cannot store a message");
-                Problem::internal()
-            }
-        })?;
+        .map_err(|error| not_accepted(error, endpoint.name()))?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
+}
+
+/// The answer to a message the inbox did not accept. Nothing of it was
+/// kept, so whatever passes by itself (a full queue, a full disk, a busy
+/// database) is a 503 with `Retry-After`, which senders retry; a 500 many
+/// do not.
+fn not_accepted(error: AcceptError, endpoint: &str) -> Problem {
+    match error {
+        AcceptError::Overloaded => Problem::unavailable(
+            "overloaded",
+            "Overloaded",
+            "too many messages are waiting to run; retry shortly",
+        ),
+        AcceptError::Store(error) if error.is_transient() => {
+            tracing::error!(%error, endpoint, "cannot store a message for now: 503");
+            Problem::unavailable(
+                "storage-unavailable",
+                "Storage unavailable",
+                "the message could not be stored, and nothing of it was kept; retry shortly",
+            )
+        }
+        AcceptError::Store(error) => {
+            tracing::error!(%error, endpoint, "cannot store a message");
+            Problem::internal()
+        }
+    }
 }
 
 /// `application/json`, with or without parameters, or any `+json` type.
@@ -164,4 +195,60 @@ fn is_json(headers: &HeaderMap) -> bool {
         .to_ascii_lowercase();
     essence == "application/json"
         || (essence.starts_with("application/") && essence.ends_with("+json"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::StoreError;
+    use rusqlite::ffi;
+
+    fn sqlite(code: std::ffi::c_int) -> AcceptError {
+        AcceptError::Store(StoreError::Database(rusqlite::Error::SqliteFailure(
+            ffi::Error::new(code),
+            Some("from the test".into()),
+        )))
+    }
+
+    #[test]
+    fn a_store_failure_that_passes_is_a_503_to_retry() {
+        for error in [
+            sqlite(ffi::SQLITE_FULL),
+            sqlite(ffi::SQLITE_BUSY),
+            sqlite(ffi::SQLITE_LOCKED),
+            sqlite(ffi::SQLITE_IOERR),
+            sqlite(ffi::SQLITE_IOERR_WRITE),
+            sqlite(ffi::SQLITE_IOERR_FSYNC),
+            AcceptError::Store(StoreError::Closed),
+            AcceptError::Overloaded,
+        ] {
+            let summary = format!("{error:?}");
+            let problem = not_accepted(error, "support");
+            assert_eq!(problem.status, StatusCode::SERVICE_UNAVAILABLE, "{summary}");
+            let response = axum::response::IntoResponse::into_response(problem);
+            assert_eq!(response.headers()[header::RETRY_AFTER], "1", "{summary}");
+            assert_eq!(
+                response.headers()[header::CONTENT_TYPE],
+                "application/problem+json"
+            );
+        }
+    }
+
+    #[test]
+    fn other_store_failures_stay_a_500() {
+        for error in [
+            sqlite(ffi::SQLITE_CORRUPT),
+            sqlite(ffi::SQLITE_CONSTRAINT),
+            AcceptError::Store(StoreError::Database(rusqlite::Error::InvalidQuery)),
+            AcceptError::Store(StoreError::Open("no such folder".into())),
+        ] {
+            let summary = format!("{error:?}");
+            let problem = not_accepted(error, "support");
+            assert_eq!(
+                problem.status,
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "{summary}"
+            );
+        }
+    }
 }

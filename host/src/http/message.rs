@@ -2,12 +2,19 @@
 //! seed's Webhook Endpoint defines it.
 //!
 //! - `userId`, `sessionId`: required, non-empty strings of at most 256
-//!   characters;
+//!   characters, without control characters (they end up in logs, where a
+//!   newline or an escape sequence would forge or hide lines);
 //! - `text`: a string of at most 10,000 characters;
 //! - `data`: a JSON object;
 //! - at least one of `text` and `data` (`null` counts as absent);
+//! - each of these four at most once: JSON leaves duplicate names to the
+//!   parser, and a proxy in front that keeps the first while flowhost kept
+//!   the last would check one message and pass on another;
 //! - other fields are ignored.
 
+use std::fmt;
+
+use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use serde_json::{Map, Value};
 
 use super::problem::{FieldError, Problem};
@@ -33,7 +40,7 @@ pub struct ValidMessage {
 
 /// Parses and checks a request body (whose content type was checked).
 pub fn parse(body: &[u8]) -> Result<ValidMessage, Problem> {
-    let value: Value = serde_json::from_slice(body).map_err(|e| {
+    let body: Body = serde_json::from_slice(body).map_err(|e| {
         Problem::new(
             StatusCode::BAD_REQUEST,
             "malformed-json",
@@ -41,12 +48,24 @@ pub fn parse(body: &[u8]) -> Result<ValidMessage, Problem> {
             format!("the body is not valid JSON: {e}"),
         )
     })?;
-    let Value::Object(mut fields) = value else {
+    let Body::Object {
+        mut fields,
+        repeated,
+    } = body
+    else {
         return Err(invalid(vec![FieldError {
             pointer: String::new(),
             detail: "the body must be a JSON object".into(),
         }]));
     };
+    if !repeated.is_empty() {
+        return Err(invalid(
+            repeated
+                .into_iter()
+                .map(|name| field(name, "appears more than once"))
+                .collect(),
+        ));
+    }
 
     let mut errors = Vec::new();
     let user_id = id_field(&mut fields, "userId", &mut errors);
@@ -102,18 +121,25 @@ fn id_field(
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
     match fields.remove(name) {
-        Some(Value::String(id)) if !id.is_empty() && id.chars().count() <= MAX_ID_CHARS => Some(id),
         Some(Value::String(id)) if id.is_empty() => {
             errors.push(field(name, "must not be empty"));
             None
         }
-        Some(Value::String(_)) => {
+        Some(Value::String(id)) if id.chars().count() > MAX_ID_CHARS => {
             errors.push(field(
                 name,
                 format!("must be at most {MAX_ID_CHARS} characters"),
             ));
             None
         }
+        Some(Value::String(id)) if id.chars().any(char::is_control) => {
+            errors.push(field(
+                name,
+                "must not contain control characters (such as NUL, newline or ESC)",
+            ));
+            None
+        }
+        Some(Value::String(id)) => Some(id),
         None | Some(Value::Null) => {
             errors.push(field(name, "is required"));
             None
@@ -122,6 +148,86 @@ fn id_field(
             errors.push(field(name, "must be a string"));
             None
         }
+    }
+}
+
+/// The fields flowhost reads; the others are skipped unread.
+const KNOWN: [&str; 4] = ["userId", "sessionId", "text", "data"];
+
+/// A request body as parsed: an object's known fields, and those of them
+/// that appear more than once; or anything else JSON.
+enum Body {
+    Object {
+        fields: Map<String, Value>,
+        repeated: Vec<&'static str>,
+    },
+    NotAnObject,
+}
+
+impl<'de> Deserialize<'de> for Body {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(BodyVisitor)
+    }
+}
+
+struct BodyVisitor;
+
+impl<'de> Visitor<'de> for BodyVisitor {
+    type Value = Body;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Body, A::Error> {
+        let mut fields = Map::new();
+        let mut repeated = Vec::new();
+        while let Some(name) = map.next_key::<String>()? {
+            match KNOWN.iter().find(|known| **known == name) {
+                Some(known) if fields.contains_key(*known) => {
+                    map.next_value::<IgnoredAny>()?;
+                    if !repeated.contains(known) {
+                        repeated.push(*known);
+                    }
+                }
+                Some(known) => {
+                    fields.insert((*known).to_owned(), map.next_value::<Value>()?);
+                }
+                None => {
+                    map.next_value::<IgnoredAny>()?;
+                }
+            }
+        }
+        Ok(Body::Object { fields, repeated })
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Body, A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        Ok(Body::NotAnObject)
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<Body, E> {
+        Ok(Body::NotAnObject)
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<Body, E> {
+        Ok(Body::NotAnObject)
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<Body, E> {
+        Ok(Body::NotAnObject)
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<Body, E> {
+        Ok(Body::NotAnObject)
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<Body, E> {
+        Ok(Body::NotAnObject)
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<Body, E> {
+        Ok(Body::NotAnObject)
     }
 }
 
@@ -217,6 +323,79 @@ mod tests {
             "ü".repeat(MAX_TEXT_CHARS + 1)
         );
         assert_eq!(pointers(&long), ["/userId", "/text"]);
+    }
+
+    #[test]
+    fn refuses_repeated_fields_naming_them() {
+        for (body, repeated) in [
+            (
+                r#"{"userId":"first","userId":"second","sessionId":"s","text":"a"}"#,
+                vec!["/userId"],
+            ),
+            (
+                r#"{"userId":"u","sessionId":"s","text":"a","text":"b","sessionId":"t"}"#,
+                vec!["/text", "/sessionId"],
+            ),
+            (
+                r#"{"userId":"u","sessionId":"s","data":{},"data":null}"#,
+                vec!["/data"],
+            ),
+            (
+                r#"{"userId":"u","sessionId":"s","text":"a","text":"b","text":"c"}"#,
+                vec!["/text"],
+            ),
+        ] {
+            let problem = parse(body.as_bytes()).unwrap_err();
+            assert_eq!(problem.status, StatusCode::UNPROCESSABLE_ENTITY, "{body}");
+            let pointers: Vec<_> = problem.errors.iter().map(|e| e.pointer.as_str()).collect();
+            assert_eq!(pointers, repeated, "{body}");
+            assert!(
+                problem.detail.contains("more than once"),
+                "{}",
+                problem.detail
+            );
+        }
+        // Names that only look alike are different names, and unknown
+        // fields may repeat: they are not read.
+        let message =
+            parse(br#"{"userId":"u","sessionId":"s","text":"a","userid":"x","extra":1,"extra":2}"#)
+                .unwrap();
+        assert_eq!(message.user_id, "u");
+        // An escaped name is the same name.
+        assert_eq!(
+            pointers(r#"{"userId":"u","sessionId":"s","text":"a","\u0074ext":"b"}"#),
+            ["/text"]
+        );
+    }
+
+    #[test]
+    fn refuses_control_characters_in_ids() {
+        for bad in [
+            "\\n",
+            "\\r",
+            "\\u001b[31m",
+            "\\u0000",
+            "\\t",
+            "\\u007f",
+            "\\u0085",
+        ] {
+            // `bad` is a JSON escape: a backslash and its letters.
+            let user = format!(r#"{{"userId":"a{bad}b","sessionId":"s","text":"hi"}}"#);
+            assert_eq!(pointers(&user), ["/userId"], "{user}");
+            let session = format!(r#"{{"userId":"u","sessionId":"FAKE{bad}ERROR","text":"hi"}}"#);
+            let problem = parse(session.as_bytes()).unwrap_err();
+            assert_eq!(problem.errors[0].pointer, "/sessionId");
+            assert!(
+                problem.detail.contains("control characters"),
+                "{}",
+                problem.detail
+            );
+        }
+        // Control characters in text are the user's business.
+        assert!(parse(br#"{"userId":"u","sessionId":"s","text":"line\nnext"}"#).is_ok());
+        assert!(
+            parse("{\"userId\":\"ü-ß ok\",\"sessionId\":\"s\",\"text\":\"hi\"}".as_bytes()).is_ok()
+        );
     }
 
     #[test]

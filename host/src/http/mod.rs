@@ -1,4 +1,6 @@
-//! The HTTP surface: `POST /endpoint/{url_token}` and `GET /healthz`.
+//! The HTTP surface: `POST /endpoint/{url_token}`, the admin API and
+//! `GET /healthz`; and [`serve`], the accept loop that bounds what each
+//! connection, and all of them, may hold.
 //!
 //! Handlers only check and translate: every error is a [`Problem`], every
 //! accepted message goes to the [`Inbox`].
@@ -7,6 +9,7 @@ mod admin;
 mod endpoint;
 pub mod message;
 pub mod problem;
+pub mod serve;
 
 use std::sync::Arc;
 
@@ -14,6 +17,7 @@ use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::routing::{get, post};
 use http::StatusCode;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use self::problem::Problem;
 
@@ -36,10 +40,45 @@ pub struct AppState {
     pub flows: Registry,
     /// The largest request body accepted.
     pub max_body_size: usize,
+    /// Room for the request bodies being read at once.
+    pub body_budget: BodyBudget,
     /// For the admin API's redeliveries.
     pub delivery: Delivery,
     /// The admin API's bearer token; no admin API without one.
     pub admin_token: Option<String>,
+}
+
+/// The request body bytes that may be buffered at once, across requests.
+///
+/// Each request buffers its body whole (up to `max_body_size`) before it is
+/// parsed, and a slow client makes that last: without a shared bound, many
+/// slow bodies hold memory in proportion to their number. A request
+/// reserves its declared length (or `max_body_size` when chunked) before
+/// reading, and gives it back when answered.
+#[derive(Clone)]
+pub struct BodyBudget {
+    /// Counted in KiB, so that any budget fits the semaphore's count and
+    /// any one body a `u32` request.
+    kib: Arc<Semaphore>,
+}
+
+impl BodyBudget {
+    /// A budget of `bytes`.
+    pub fn new(bytes: u64) -> BodyBudget {
+        let kib = usize::try_from(bytes / 1024)
+            .unwrap_or(usize::MAX)
+            .min(Semaphore::MAX_PERMITS);
+        BodyBudget {
+            kib: Arc::new(Semaphore::new(kib)),
+        }
+    }
+
+    /// Room for a body of up to `bytes`, held until dropped; `None` when
+    /// the budget is spent.
+    pub fn try_reserve(&self, bytes: u64) -> Option<OwnedSemaphorePermit> {
+        let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
+        Arc::clone(&self.kib).try_acquire_many_owned(kib).ok()
+    }
 }
 
 /// The router, without a server, so that tests can call it directly.
@@ -65,4 +104,29 @@ pub fn router(state: AppState) -> Router {
         // with its own limit.
         .layer(DefaultBodyLimit::disable())
         .with_state(state)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_body_budget_is_shared_and_given_back() {
+        let budget = BodyBudget::new(2 << 20);
+        let one = budget.try_reserve(1 << 20).expect("room for one");
+        let two = budget
+            .clone()
+            .try_reserve((1 << 20) - 4096)
+            .expect("room for two");
+        assert!(budget.try_reserve(4096).is_some(), "4 KiB are left");
+        assert!(budget.try_reserve(4097).is_none(), "spent");
+        drop(one);
+        assert!(budget.try_reserve(1 << 20).is_some(), "given back");
+        drop(two);
+        assert!(
+            budget.try_reserve(3 << 20).is_none(),
+            "never more than the whole"
+        );
+        assert!(budget.try_reserve(u64::MAX).is_none());
+    }
 }

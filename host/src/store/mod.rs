@@ -280,6 +280,30 @@ pub enum StoreError {
     Open(String),
 }
 
+impl StoreError {
+    /// Whether the failure is likely to pass by itself, so that the caller
+    /// may be told to retry: a full disk, a busy or locked database, an I/O
+    /// error, or a store that is closing (or could not start a write).
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            StoreError::Closed => true,
+            StoreError::Database(error) => error.sqlite_error_code().is_some_and(|code| {
+                matches!(
+                    code,
+                    DiskFull
+                        | DatabaseBusy
+                        | DatabaseLocked
+                        | SystemIoFailure
+                        | OutOfMemory
+                        | CannotOpen
+                )
+            }),
+            StoreError::Open(_) => false,
+        }
+    }
+}
+
 /// Where flowhost keeps what must survive a restart.
 #[async_trait::async_trait]
 pub trait Store: Send + Sync + 'static {
@@ -365,8 +389,9 @@ pub trait Store: Send + Sync + 'static {
     /// key was revoked.
     async fn revoke_api_key(&self, endpoint: &str, id_or_name: &str) -> Result<bool, StoreError>;
 
-    /// The hashes of the endpoint's keys that are not revoked.
-    async fn active_key_hashes(&self, endpoint: &str) -> Result<Vec<[u8; 32]>, StoreError>;
+    /// Whether `hash` is the SHA-256 of a key of `endpoint` that is not
+    /// revoked: one lookup by hash, whatever the number of keys.
+    async fn is_active_key(&self, endpoint: &str, hash: [u8; 32]) -> Result<bool, StoreError>;
 }
 
 /// Runs a store operation until it succeeds, waiting longer after each

@@ -32,6 +32,16 @@ use super::{
 /// The most writes committed together.
 const MAX_GROUP: usize = 512;
 
+/// Reads run on blocking threads at once ([`SqliteStore::read`]: listings
+/// and scans), each on its own connection. Point reads run on the async
+/// worker threads, at most one per thread, so together these bound the
+/// reader connections.
+const MAX_READS: usize = 8;
+
+/// Whether a key hash is an active key of an endpoint.
+const ACTIVE_KEY: &str =
+    "SELECT 1 FROM api_keys WHERE hash = ? AND endpoint = ? AND revoked_at IS NULL";
+
 /// The schema, applied in order; `PRAGMA user_version` counts the steps
 /// applied to a database.
 const MIGRATIONS: &[&str] = &[r#"
@@ -129,13 +139,23 @@ const MIGRATIONS: &[&str] = &[r#"
 /// A write for the writer thread. It runs inside a savepoint and says
 /// whether to keep it, and what to do once the group's commit is known.
 type WriteJob = Box<dyn FnOnce(&Connection) -> (bool, Finish) + Send>;
-type Finish = Box<dyn FnOnce(Result<(), String>) + Send>;
+type Finish = Box<dyn FnOnce(Result<(), CommitError>) + Send>;
+
+/// Why a group's commit failed, for each of its writers: SQLite's error
+/// code (so that a full disk can be told from a bug) and its message.
+#[derive(Debug, Clone)]
+struct CommitError {
+    code: Option<rusqlite::ffi::Error>,
+    message: String,
+}
 
 /// A [`Store`] in a SQLite database.
 pub struct SqliteStore {
     writes: Mutex<Option<mpsc::Sender<WriteJob>>>,
     writer: Mutex<Option<JoinHandle<()>>>,
     readers: Arc<ReaderPool>,
+    /// Turns for [`read`](Self::read); see [`MAX_READS`].
+    reads: tokio::sync::Semaphore,
 }
 
 impl SqliteStore {
@@ -169,6 +189,7 @@ impl SqliteStore {
                 path: path.clone(),
                 idle: Mutex::new(Vec::new()),
             }),
+            reads: tokio::sync::Semaphore::new(MAX_READS),
         })
     }
 
@@ -211,7 +232,7 @@ impl SqliteStore {
         self.submit(Box::new(move |conn| match write(conn) {
             Ok(value) => (
                 true,
-                Box::new(move |committed: Result<(), String>| {
+                Box::new(move |committed: Result<(), CommitError>| {
                     let result = committed.map(|()| then(value)).map_err(commit_error);
                     let _ = reply.send(result);
                 }) as Finish,
@@ -233,6 +254,7 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> rusqlite::Result<R> + Send + 'static,
         R: Send + 'static,
     {
+        let _turn = self.reads.acquire().await.map_err(|_| StoreError::Closed)?;
         let readers = Arc::clone(&self.readers);
         tokio::task::spawn_blocking(move || readers.with(read))
             .await
@@ -257,8 +279,11 @@ impl Drop for SqliteStore {
     }
 }
 
-fn commit_error(error: String) -> StoreError {
-    StoreError::Database(rusqlite::Error::ToSqlConversionFailure(error.into()))
+fn commit_error(error: CommitError) -> StoreError {
+    StoreError::Database(match error.code {
+        Some(code) => rusqlite::Error::SqliteFailure(code, Some(error.message)),
+        None => rusqlite::Error::ToSqlConversionFailure(error.message.into()),
+    })
 }
 
 fn open_connection(path: &Path) -> Result<Connection, StoreError> {
@@ -321,7 +346,10 @@ fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
         })();
         let committed = committed.map_err(|e| {
             tracing::error!(error = %e, "store commit failed");
-            e.to_string()
+            CommitError {
+                code: e.sqlite_error().copied(),
+                message: e.to_string(),
+            }
         });
         // Jobs that never ran (the transaction failed to start) are answered
         // by dropping them: their callers see the store as closed for this
@@ -354,7 +382,7 @@ impl ReaderPool {
 
     fn give_back(&self, conn: Connection) {
         let mut idle = self.idle.lock().unwrap();
-        if idle.len() < 8 {
+        if idle.len() < 2 * MAX_READS {
             idle.push(conn);
         }
     }
@@ -855,16 +883,14 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn active_key_hashes(&self, endpoint: &str) -> Result<Vec<[u8; 32]>, StoreError> {
+    async fn is_active_key(&self, endpoint: &str, hash: [u8; 32]) -> Result<bool, StoreError> {
+        // `hash` is UNIQUE, so this is one search of its index, the same
+        // cost with one key or a million. The search runs on the SHA-256
+        // of what the caller sent, so its timing tells nothing usable: a
+        // hash prefix that matches gives no way to a key that has it.
         self.point_read(|conn| {
-            conn.prepare_cached(
-                "SELECT hash FROM api_keys WHERE endpoint = ? AND revoked_at IS NULL",
-            )?
-            .query_map([endpoint], |row| {
-                let hash: Vec<u8> = row.get(0)?;
-                Ok(hash.try_into().unwrap_or([0; 32]))
-            })?
-            .collect()
+            conn.prepare_cached(ACTIVE_KEY)?
+                .exists(params![&hash[..], endpoint])
         })
     }
 }
@@ -1116,14 +1142,117 @@ mod tests {
                 .await
                 .unwrap();
         }
-        assert_eq!(store.active_key_hashes("support").await.unwrap().len(), 2);
+        assert!(store.is_active_key("support", [b'1'; 32]).await.unwrap());
+        assert!(store.is_active_key("support", [b'2'; 32]).await.unwrap());
         assert!(store.revoke_api_key("support", "ci").await.unwrap());
         assert!(!store.revoke_api_key("support", "ci").await.unwrap());
         assert!(!store.revoke_api_key("other", "k2").await.unwrap());
-        assert_eq!(
-            store.active_key_hashes("support").await.unwrap(),
-            [[b'2'; 32]]
+        assert!(!store.is_active_key("support", [b'1'; 32]).await.unwrap());
+        assert!(store.is_active_key("support", [b'2'; 32]).await.unwrap());
+        assert!(
+            !store.is_active_key("other", [b'2'; 32]).await.unwrap(),
+            "a key is good for its own endpoint only"
         );
         assert_eq!(store.api_keys(Some("support")).await.unwrap().len(), 2);
+    }
+
+    #[tokio::test]
+    async fn a_key_is_found_by_its_hash_among_thousands() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(dir.path(), false).unwrap();
+        let mut secrets = Vec::new();
+        for i in 0..2000 {
+            let endpoint = if i % 2 == 0 { "support" } else { "sales" };
+            let key = crate::keys::generate(endpoint, Some(format!("k{i}")));
+            store.add_api_key(key.record).await.unwrap();
+            secrets.push((endpoint, key.secret));
+        }
+        for (endpoint, secret) in secrets.iter().step_by(97) {
+            let hash = crate::keys::hash(secret);
+            assert!(store.is_active_key(endpoint, hash).await.unwrap());
+            let other = if *endpoint == "support" {
+                "sales"
+            } else {
+                "support"
+            };
+            assert!(!store.is_active_key(other, hash).await.unwrap());
+        }
+        let wrong = crate::keys::hash("fhk_wrong");
+        assert!(!store.is_active_key("support", wrong).await.unwrap());
+
+        // One search of the unique index on the hash, not a scan of the
+        // endpoint's keys.
+        let plan: Vec<String> = store
+            .point_read(|conn| {
+                conn.prepare(&format!("EXPLAIN QUERY PLAN {ACTIVE_KEY}"))?
+                    .query_map(params![&wrong[..], "support"], |row| {
+                        row.get::<_, String>(3)
+                    })?
+                    .collect()
+            })
+            .unwrap();
+        assert_eq!(plan.len(), 1, "{plan:?}");
+        assert!(
+            plan[0].contains("USING INDEX sqlite_autoindex_api_keys")
+                && plan[0].contains("(hash=?)"),
+            "{plan:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_full_database_is_a_failure_to_retry() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open_with(dir.path(), false).unwrap();
+        // Cap the database at its size: the next page it needs is past a
+        // full disk, as SQLite sees it.
+        store
+            .write(|conn| {
+                let pages: i64 = conn.pragma_query_value(None, "page_count", |row| row.get(0))?;
+                conn.query_row(&format!("PRAGMA max_page_count = {pages}"), [], |_| Ok(()))
+            })
+            .await
+            .unwrap();
+        let mut big = message("s1", "");
+        big.text = Some("x".repeat(200_000));
+        let error = store
+            .accept(big, Box::new(|_| panic!("not accepted")))
+            .await
+            .unwrap_err();
+        assert!(error.is_transient(), "{error}");
+        assert!(store.unfinished_messages().await.unwrap().is_empty());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn slow_reads_take_turns_on_a_bounded_number_of_connections() {
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(SqliteStore::open(dir.path()).unwrap());
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let reads: Vec<_> = (0..4 * MAX_READS)
+            .map(|_| {
+                let (store, running, most) =
+                    (Arc::clone(&store), Arc::clone(&running), Arc::clone(&most));
+                tokio::spawn(async move {
+                    store
+                        .read(move |conn| {
+                            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            // Long enough for the others to pile up.
+                            std::thread::sleep(std::time::Duration::from_millis(20));
+                            running.fetch_sub(1, Ordering::SeqCst);
+                            conn.query_row("SELECT 1", [], |row| row.get::<_, i64>(0))
+                        })
+                        .await
+                        .unwrap()
+                })
+            })
+            .collect();
+        for read in reads {
+            assert_eq!(read.await.unwrap(), 1);
+        }
+        let most = most.load(Ordering::SeqCst);
+        assert!(most <= MAX_READS, "{most} reads at once");
+        assert!(store.readers.idle.lock().unwrap().len() <= MAX_READS);
     }
 }

@@ -270,6 +270,73 @@ async fn the_admin_api_needs_its_token_and_exists_only_with_one() {
 }
 
 #[tokio::test]
+async fn nothing_under_admin_answers_without_the_token() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(&["faulty"], &endpoint_config(&receiver, "", ""));
+    let host = site.start().await;
+    let client = crate::support::client();
+    let base = format!("http://{}", host.addr);
+
+    // Wrong methods and unknown paths: 401 without the token, so that a
+    // caller without it learns nothing of the routes.
+    for (method, path) in [
+        ("PUT", "/admin/flows"),
+        ("DELETE", "/admin/endpoints/count/resume"),
+        ("GET", "/admin/endpoints/count/deliveries/1/redeliver"),
+        ("GET", "/admin/no-such-route"),
+    ] {
+        let method = http::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = client
+            .request(method.clone(), format!("{base}{path}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 401, "{method} {path}");
+        assert_eq!(
+            response.headers()["content-type"],
+            "application/problem+json"
+        );
+        assert!(response.headers().contains_key("www-authenticate"));
+
+        // With the token, the honest answer.
+        let response = client
+            .request(method.clone(), format!("{base}{path}"))
+            .bearer_auth(ADMIN)
+            .send()
+            .await
+            .unwrap();
+        let expected = if path.ends_with("no-such-route") {
+            404
+        } else {
+            405
+        };
+        assert_eq!(
+            response.status(),
+            expected,
+            "{method} {path} with the token"
+        );
+    }
+
+    // The scheme is case-insensitive (RFC 9110).
+    for scheme in ["bearer", "BEARER", "Bearer"] {
+        let response = client
+            .get(format!("{base}/admin/flows"))
+            .header("authorization", format!("{scheme} {ADMIN}"))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(response.status(), 200, "{scheme}");
+    }
+    let response = client
+        .get(format!("{base}/admin/flows"))
+        .header("authorization", format!("Basic {ADMIN}"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 401);
+}
+
+#[tokio::test]
 async fn unordered_endpoints_let_later_outputs_pass_a_failing_one() {
     let receiver = Receiver::start().await;
     let site = Site::new(

@@ -231,6 +231,41 @@ async fn keys_are_created_listed_and_revoked_while_the_server_runs() {
     assert!(String::from_utf8_lossy(&unknown.stderr).contains("no endpoint named"));
 }
 
+/// A guard more than a regression test: the key check looks one hash up
+/// (see the store's unit tests), and must still tell keys apart among
+/// thousands, each for its own endpoint.
+#[tokio::test]
+async fn among_thousands_of_keys_only_a_right_one_gets_in() {
+    use flowhost::store::Store;
+    let receiver = Receiver::start().await;
+    let site = echo_site(&receiver);
+    let mut keys = Vec::new();
+    {
+        let store =
+            flowhost::store::SqliteStore::open_with(&site.path().join("data"), false).unwrap();
+        for i in 0..2000 {
+            let endpoint = if i % 2 == 0 { "locked" } else { "open" };
+            let key = flowhost::keys::generate(endpoint, Some(format!("k{i}")));
+            store.add_api_key(key.record).await.unwrap();
+            keys.push(key.secret);
+        }
+        store.close();
+    }
+    let host = site.start().await;
+    let url = host.url("locked");
+    let body = json!({"userId": "u", "sessionId": "s", "text": "hi"});
+
+    let wrong = format!("{}x", &keys[0][..keys[0].len() - 1]);
+    for refused in [wrong.as_str(), keys[1].as_str(), "fhk_wrong"] {
+        let response = post(&url, &body, &[("X-Webhook-Key", refused)]).await;
+        assert_eq!(response.status(), 401, "{refused}");
+    }
+    for right in [&keys[0], &keys[1998]] {
+        let response = post(&url, &body, &[("X-Webhook-Key", right)]).await;
+        assert_eq!(response.status(), 202);
+    }
+}
+
 #[tokio::test]
 async fn every_invalid_request_gets_its_problem() {
     let receiver = Receiver::start().await;
@@ -333,6 +368,20 @@ async fn every_invalid_request_gets_its_problem() {
             422,
             "invalid-message",
             "text and data",
+        ),
+        (
+            "application/json",
+            r#"{"userId":"u","sessionId":"s","text":"a","userId":"v"}"#.into(),
+            422,
+            "invalid-message",
+            "userId appears more than once",
+        ),
+        (
+            "application/json",
+            r#"{"userId":"u","sessionId":"s\n2026 ERROR forged","text":"a"}"#.into(),
+            422,
+            "invalid-message",
+            "sessionId must not contain control characters",
         ),
     ];
     for (content_type, body, status, kind, names) in cases {

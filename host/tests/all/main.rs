@@ -6,6 +6,7 @@
 
 mod support;
 
+mod connections;
 mod conversations;
 mod delivery;
 mod durability;

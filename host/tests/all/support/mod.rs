@@ -179,6 +179,12 @@ impl Site {
         host.wait_for_log(&["flows folder loaded"]).await;
         host
     }
+
+    /// Starts `flowhost serve` here under a wrapper command, such as
+    /// `prlimit --nofile=…`, which runs the rest of its arguments.
+    pub async fn start_under(&self, wrapper: &[&str]) -> Host {
+        Host::start_command(self, wrapper, &[], &[]).await
+    }
 }
 
 /// `flowhost serve`, running as a child process.
@@ -192,7 +198,24 @@ pub struct Host {
 
 impl Host {
     async fn start(site: &Site, args: &[&str], env: &[(&str, &str)]) -> Host {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_flowhost"))
+        Host::start_command(site, &[], args, env).await
+    }
+
+    async fn start_command(
+        site: &Site,
+        wrapper: &[&str],
+        args: &[&str],
+        env: &[(&str, &str)],
+    ) -> Host {
+        let mut command = match wrapper {
+            [] => Command::new(env!("CARGO_BIN_EXE_flowhost")),
+            [program, rest @ ..] => {
+                let mut command = Command::new(program);
+                command.args(rest).arg(env!("CARGO_BIN_EXE_flowhost"));
+                command
+            }
+        };
+        let mut child = command
             .arg("serve")
             .args(args)
             .envs(env.iter().copied())
@@ -286,13 +309,18 @@ impl Host {
         found.unwrap_or_else(|_| panic!("no log line with {parts:?} in:\n{}", self.log()))
     }
 
-    /// Stops the host with SIGTERM and waits for it to exit.
-    pub async fn terminate(mut self) -> std::process::ExitStatus {
+    /// Sends SIGTERM, without waiting for the host to exit.
+    pub fn sigterm(&self) {
         let pid = self.child.id().unwrap();
         std::process::Command::new("kill")
             .args(["-TERM", &pid.to_string()])
             .status()
             .unwrap();
+    }
+
+    /// Stops the host with SIGTERM and waits for it to exit.
+    pub async fn terminate(mut self) -> std::process::ExitStatus {
+        self.sigterm();
         tokio::time::timeout(PATIENCE, self.child.wait())
             .await
             .expect("flowhost did not stop after SIGTERM")
