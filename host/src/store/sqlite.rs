@@ -148,9 +148,22 @@ impl SqliteStore {
     /// Like [`open`](Self::open); with `fsync` false, commits are not
     /// fsynced: they survive a crash of flowhost, not of the machine.
     pub fn open_with(data_dir: &Path, fsync: bool) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Open(format!("{}: {e}", data_dir.display())))?;
+        let io_error =
+            |path: &Path, e: std::io::Error| StoreError::Open(format!("{}: {e}", path.display()));
+        crate::private::create_dir(data_dir).map_err(|e| io_error(data_dir, e))?;
         let path = data_dir.join("flowhost.db");
+        // SQLite creates the WAL and shared-memory files with the database
+        // file's permissions, so a private database keeps them private; one
+        // made by an older flowhost (under the umask) is made private here.
+        crate::private::file_options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = data_dir.join(format!("flowhost.db{suffix}"));
+            crate::private::restrict_file(&file).map_err(|e| io_error(&file, e))?;
+        }
         let mut conn = open_connection(&path)?;
         if !fsync {
             conn.pragma_update(None, "synchronous", "OFF")?;
@@ -1094,6 +1107,33 @@ mod tests {
         assert_eq!(store.unfinished_messages().await.unwrap(), [m]);
         let token = store.url_token("support", "other".into()).await.unwrap();
         assert_eq!(token, "t1".repeat(10), "the first token is kept");
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_its_folder_are_private() {
+        use crate::private::tests::{common_umask, mode};
+        common_umask();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        let store = SqliteStore::open(&dir).unwrap();
+        accept(&store, message("s1", "hi")).await;
+        assert_eq!(mode(&dir), 0o700);
+        for file in ["flowhost.db", "flowhost.db-wal", "flowhost.db-shm"] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+        drop(store);
+
+        // A database left readable by an older flowhost is made private.
+        for file in ["flowhost.db", "flowhost.db-wal", "flowhost.db-shm"] {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(file);
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let _store = SqliteStore::open(&dir).unwrap();
+        assert_eq!(mode(&dir.join("flowhost.db")), 0o600);
     }
 
     #[tokio::test]
