@@ -31,7 +31,7 @@ pub mod signature;
 use std::collections::HashSet;
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -125,11 +125,13 @@ impl Delivery {
             })
         };
         let delivery = Delivery { courier, lanes };
-        let pending = store.pending_outputs(None).await?;
+        let mut pending = store.pending_outputs(None).await?;
         if !pending.is_empty() {
+            let spread = spread_resumed(&mut pending, now_ms());
             tracing::info!(
                 outputs = pending.len(),
-                "resuming delivery of outputs left from the last run"
+                overdue_retries_spread_over_ms = spread.as_millis() as u64,
+                "resuming delivery of outputs left from the last run, each retry when it is due"
             );
         }
         delivery.enqueue(pending);
@@ -215,6 +217,20 @@ impl Courier {
 
     async fn attempt_until_done(&self, output: PendingOutput) {
         let mut attempts = output.attempts;
+        if let Some(due) = output.next_attempt_at {
+            let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
+            if !wait.is_zero() {
+                tracing::debug!(
+                    attempts,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "waiting for the retry's time"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.shutdown.cancelled() => return,
+                }
+            }
+        }
         loop {
             if self.shutdown.is_cancelled() || self.is_stopped(&output.session.endpoint) {
                 return; // It stays pending in the outbox.
@@ -270,6 +286,7 @@ impl Courier {
                 status,
                 error: error.clone(),
                 outcome,
+                next_attempt_at: wait.map(|wait| now_ms() + wait.as_millis() as i64),
             };
             let recorded =
                 crate::store::retrying("record a delivery attempt", &self.shutdown, || {
@@ -328,5 +345,89 @@ impl Courier {
                  are kept; resume with POST /admin/endpoints/{endpoint}/resume"
             );
         }
+    }
+}
+
+/// How far apart overdue retries resumed at start are spread, per output.
+const RESUME_SPREAD_PER_OUTPUT: Duration = Duration::from_millis(10);
+
+/// The longest time overdue retries resumed at start are spread over.
+const MAX_RESUME_SPREAD: Duration = Duration::from_secs(60);
+
+/// Gives each output left from the last run its time: a retry not yet due
+/// keeps its stored time; a retry already overdue (its time passed while
+/// flowhost was down, or it was stored by a flowhost that kept no times)
+/// gets a random time over the next few seconds, so that a restart after an
+/// outage does not hit receivers with every retry at once. Outputs never
+/// tried go at once. Returns the spread used.
+fn spread_resumed(outputs: &mut [PendingOutput], now: i64) -> Duration {
+    let overdue = |output: &PendingOutput| {
+        output.attempts > 0 && output.next_attempt_at.is_none_or(|due| due <= now)
+    };
+    let count = outputs.iter().filter(|o| overdue(o)).count();
+    let spread = RESUME_SPREAD_PER_OUTPUT
+        .saturating_mul(u32::try_from(count).unwrap_or(u32::MAX))
+        .min(MAX_RESUME_SPREAD);
+    let spread_ms = spread.as_millis() as i64;
+    for output in outputs.iter_mut().filter(|o| overdue(o)) {
+        let offset = if spread_ms > 0 {
+            rand::Rng::random_range(&mut rand::rng(), 0..spread_ms)
+        } else {
+            0
+        };
+        output.next_attempt_at = Some(now + offset);
+    }
+    spread
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(id: i64, attempts: u32, next_attempt_at: Option<i64>) -> PendingOutput {
+        PendingOutput {
+            id,
+            session: SessionKey {
+                endpoint: "support".into(),
+                session_id: format!("s{id}"),
+            },
+            webhook_id: format!("msg_{id}"),
+            body: "{}".into(),
+            attempts,
+            next_attempt_at,
+        }
+    }
+
+    #[test]
+    fn resumed_retries_keep_their_time_and_overdue_ones_are_spread() {
+        let now = 1_000_000;
+        let later = now + 600_000;
+        let mut outputs = vec![output(1, 0, None), output(2, 1, Some(later))];
+        outputs.extend((3..103).map(|id| output(id, 2, Some(now - 5))));
+        outputs.push(output(103, 1, None));
+        let spread = spread_resumed(&mut outputs, now);
+
+        assert_eq!(spread, Duration::from_millis(101 * 10));
+        assert_eq!(outputs[0].next_attempt_at, None, "never tried: at once");
+        assert_eq!(outputs[1].next_attempt_at, Some(later), "not yet due: kept");
+        let times: Vec<i64> = outputs[2..]
+            .iter()
+            .map(|o| o.next_attempt_at.unwrap())
+            .collect();
+        assert!(
+            times.iter().all(|t| (now..now + 1010).contains(t)),
+            "{times:?}"
+        );
+        assert!(
+            times.iter().collect::<HashSet<_>>().len() > 10,
+            "overdue retries are spread, not all at one time: {times:?}"
+        );
+    }
+
+    #[test]
+    fn the_spread_is_capped() {
+        let now = 5;
+        let mut outputs: Vec<_> = (0..100_000).map(|id| output(id, 1, None)).collect();
+        assert_eq!(spread_resumed(&mut outputs, now), MAX_RESUME_SPREAD);
     }
 }

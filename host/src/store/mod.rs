@@ -140,6 +140,10 @@ pub struct PendingOutput {
     pub body: String,
     /// Attempts made so far.
     pub attempts: u32,
+    /// When the next attempt is due, in milliseconds since the Unix epoch:
+    /// set while a failed output waits for its retry; `None` when due at
+    /// once.
+    pub next_attempt_at: Option<i64>,
 }
 
 /// One attempt to deliver an output.
@@ -157,6 +161,9 @@ pub struct Attempt {
     pub error: Option<String>,
     /// What the output's status is after this attempt.
     pub outcome: AttemptOutcome,
+    /// When the next attempt is due, in milliseconds since the Unix epoch,
+    /// when another will follow.
+    pub next_attempt_at: Option<i64>,
 }
 
 /// An output's status after an attempt.
@@ -211,6 +218,8 @@ pub struct OutputRecord {
     pub created_at: i64,
     /// When it was delivered or died.
     pub finished_at: Option<i64>,
+    /// When its next attempt is due, while it waits for a retry.
+    pub next_attempt_at: Option<i64>,
     /// The body POSTed.
     pub body: String,
 }

@@ -34,7 +34,8 @@ const MAX_GROUP: usize = 512;
 
 /// The schema, applied in order; `PRAGMA user_version` counts the steps
 /// applied to a database.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     -- The inbox: every accepted message, until and after it ran.
     CREATE TABLE messages (
         id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -124,7 +125,14 @@ const MIGRATIONS: &[&str] = &[r#"
         reason   TEXT NOT NULL,
         since    INTEGER NOT NULL
     );
-"#];
+"#,
+    r#"
+    -- When a retried output is next due, in milliseconds since the Unix
+    -- epoch (NULL: at once), so that a restart keeps the retry schedule
+    -- instead of retrying every output at once.
+    ALTER TABLE outputs ADD COLUMN next_attempt_at INTEGER;
+"#,
+];
 
 /// A write for the writer thread. It runs inside a savepoint and says
 /// whether to keep it, and what to do once the group's commit is known.
@@ -409,6 +417,7 @@ fn pending_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingOutput> {
         webhook_id: row.get("webhook_id")?,
         body: row.get("body")?,
         attempts: row.get("attempts")?,
+        next_attempt_at: row.get("next_attempt_at")?,
     })
 }
 
@@ -569,6 +578,7 @@ impl Store for SqliteStore {
                         webhook_id: output.webhook_id,
                         body: output.body,
                         attempts: 0,
+                        next_attempt_at: None,
                     })
                 })
                 .collect()
@@ -612,13 +622,15 @@ impl Store for SqliteStore {
             };
             conn.prepare_cached(
                 "UPDATE outputs
-                 SET status = ?, attempts = attempts + 1, last_error = ?, finished_at = ?
+                 SET status = ?, attempts = attempts + 1, last_error = ?, finished_at = ?,
+                     next_attempt_at = ?
                  WHERE id = ?",
             )?
             .execute(params![
                 status,
                 attempt.error,
                 finished_at,
+                attempt.next_attempt_at,
                 attempt.output_id
             ])?;
             Ok(())
@@ -654,6 +666,7 @@ impl Store for SqliteStore {
                     last_error: row.get("last_error")?,
                     created_at: row.get("created_at")?,
                     finished_at: row.get("finished_at")?,
+                    next_attempt_at: row.get("next_attempt_at")?,
                     body: row.get("body")?,
                 })
             })?
@@ -689,7 +702,8 @@ impl Store for SqliteStore {
         let endpoint = endpoint.to_owned();
         self.write(move |conn| {
             conn.execute(
-                "UPDATE outputs SET status = 'pending', attempts = 0, finished_at = NULL
+                "UPDATE outputs
+                 SET status = 'pending', attempts = 0, finished_at = NULL, next_attempt_at = NULL
                  WHERE id = ? AND endpoint = ?",
                 params![output_id, endpoint],
             )?;
@@ -713,7 +727,8 @@ impl Store for SqliteStore {
                 .query_map([&endpoint], pending_output)?
                 .collect::<rusqlite::Result<_>>()?;
             conn.execute(
-                "UPDATE outputs SET status = 'pending', attempts = 0, finished_at = NULL
+                "UPDATE outputs
+                 SET status = 'pending', attempts = 0, finished_at = NULL, next_attempt_at = NULL
                  WHERE endpoint = ? AND status = 'dead'",
                 [&endpoint],
             )?;
@@ -959,6 +974,7 @@ mod tests {
                 status: Some(200),
                 error: None,
                 outcome: AttemptOutcome::Delivered,
+                next_attempt_at: None,
             })
             .await
             .unwrap();
@@ -1027,6 +1043,7 @@ mod tests {
                     status: Some(500),
                     error: Some("the receiver answered 500".into()),
                     outcome,
+                    next_attempt_at: None,
                 })
                 .await
                 .unwrap();
@@ -1107,6 +1124,99 @@ mod tests {
         assert_eq!(store.unfinished_messages().await.unwrap(), [m]);
         let token = store.url_token("support", "other".into()).await.unwrap();
         assert_eq!(token, "t1".repeat(10), "the first token is kept");
+    }
+
+    /// One output of a completed turn of a new message of `session`.
+    async fn one_output(store: &SqliteStore, session: &str) -> PendingOutput {
+        let m = accept(store, message(session, "hi")).await;
+        let mut outputs = store
+            .complete_turn(TurnRecord {
+                message_id: m.id,
+                session: m.session.clone(),
+                user_id: "u1".into(),
+                flow: "echo".into(),
+                flow_version: "abc".into(),
+                outcome: TurnOutcome::Completed {
+                    context: None,
+                    profile: None,
+                    outputs: vec![NewOutput {
+                        webhook_id: format!("msg_{session}"),
+                        body: "{}".into(),
+                    }],
+                },
+            })
+            .await
+            .unwrap();
+        outputs.pop().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_retry_keeps_its_due_time_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let due = now_ms() + 600_000;
+        let output = {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            let output = one_output(&store, "s1").await;
+            store
+                .record_attempt(Attempt {
+                    output_id: output.id,
+                    started_at: now_ms(),
+                    duration_ms: 2,
+                    status: Some(500),
+                    error: Some("the receiver answered 500".into()),
+                    outcome: AttemptOutcome::Retrying,
+                    next_attempt_at: Some(due),
+                })
+                .await
+                .unwrap();
+            output
+        };
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let pending = store.pending_outputs(None).await.unwrap();
+        assert_eq!(
+            pending,
+            [PendingOutput {
+                attempts: 1,
+                next_attempt_at: Some(due),
+                ..output.clone()
+            }]
+        );
+        assert_eq!(
+            store.outputs("support", None, 10).await.unwrap()[0].next_attempt_at,
+            Some(due)
+        );
+        // Queued again by hand: due at once.
+        let again = store.requeue_output("support", output.id).await.unwrap();
+        assert_eq!(again.unwrap().next_attempt_at, None);
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_first_schema_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut conn = Connection::open(dir.path().join("flowhost.db")).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.execute(
+                "INSERT INTO messages (trace_id, endpoint, session_id, user_id, received_at, status)
+                 VALUES ('t', 'support', 's1', 'u1', 1, 'done')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, attempts, created_at)
+                 VALUES (1, 'support', 's1', 'msg_old', '{}', 2, 1)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let pending = store.pending_outputs(None).await.unwrap();
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].attempts, pending[0].next_attempt_at), (2, None));
+        one_output(&store, "s2").await;
     }
 
     #[cfg(unix)]

@@ -250,6 +250,59 @@ async fn dead_letters_are_kept_with_their_attempts_and_can_be_redelivered() {
 }
 
 #[tokio::test]
+async fn a_restart_keeps_the_retry_schedule() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(
+        &["faulty"],
+        &endpoint_config(&receiver, "", "[delivery]\nretry_schedule = [\"10m\"]"),
+    );
+    let host = site.start().await;
+    receiver.answer_with(&[500]);
+    send(&host.url("count"), "s", "later").await;
+    host.wait_for_log(&["delivery failed; will retry"]).await;
+    assert!(host.terminate().await.success());
+
+    let host = site.start().await;
+    // Delivery runs after the restart (a new output gets through) while the
+    // failed one waits for its retry, 10 minutes (±20 %) after it failed.
+    send(&host.url("count"), "t", "now").await;
+    receiver.wait_for_text("t", |text| text == "1: now").await;
+    let texts: Vec<String> = receiver
+        .attempts()
+        .iter()
+        .map(|r| r.text().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        ["1: later", "1: now"],
+        "the retry was not sent early"
+    );
+    let (status, listing) = admin(
+        &host,
+        "GET",
+        "/admin/endpoints/count/deliveries?status=pending",
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // (The new output may be listed as pending too, until its delivery is
+    // recorded.)
+    let waiting = listing["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["session_id"] == "s")
+        .unwrap();
+    assert_eq!(waiting["attemptCount"], 1);
+    let due = waiting["next_attempt_at"].as_i64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(due > now + 5 * 60_000, "due in {} ms", due - now);
+}
+
+#[tokio::test]
 async fn the_admin_api_needs_its_token_and_exists_only_with_one() {
     let receiver = Receiver::start().await;
     let site = Site::new(&["faulty"], &endpoint_config(&receiver, "", ""));
