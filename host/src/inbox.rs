@@ -29,8 +29,8 @@ use crate::flows::Registry;
 use crate::lanes::Lanes;
 use crate::runtime::{Invocation, Runtime};
 use crate::store::{
-    InboxMessage, NewOutput, ProfileChange, SessionKey, Store, StoreError, TurnOutcome, TurnRecord,
-    retrying,
+    CommittedTurn, InboxMessage, NewOutput, ProfileChange, SessionKey, Store, StoreError,
+    TurnOutcome, TurnRecord, retrying,
 };
 
 /// Why a message was not accepted.
@@ -222,6 +222,7 @@ impl TurnRunner {
                     profile: turn.profile.map(|after| ProfileChange {
                         before: state.profile,
                         after,
+                        max_size: flow.ready.limits().max_state_size,
                     }),
                     outputs,
                 }
@@ -241,21 +242,28 @@ impl TurnRunner {
                 TurnOutcome::Failed { reason }
             }
         };
-        let done = matches!(outcome, TurnOutcome::Completed { .. });
-        let Some(outputs) = self
+        let ran = matches!(outcome, TurnOutcome::Completed { .. });
+        let Some(committed) = self
             .commit(&message, &flow.name, &flow.version, outcome)
             .await
         else {
             return;
         };
-        if done {
-            tracing::info!(
-                outputs = outputs.len(),
-                took_ms = started.elapsed().as_millis() as u64,
-                "message handled"
-            );
+        match committed {
+            CommittedTurn::Done(outputs) => {
+                tracing::info!(
+                    outputs = outputs.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "message handled"
+                );
+                self.delivery.enqueue(outputs);
+            }
+            // The flow ran, but what it changed could not be kept.
+            CommittedTurn::Failed(reason) if ran => {
+                tracing::error!(%reason, "message failed; the session's state is unchanged");
+            }
+            CommittedTurn::Failed(_) => {}
         }
-        self.delivery.enqueue(outputs);
     }
 
     async fn commit(
@@ -264,7 +272,7 @@ impl TurnRunner {
         flow: &str,
         version: &str,
         outcome: TurnOutcome,
-    ) -> Option<Vec<crate::store::PendingOutput>> {
+    ) -> Option<CommittedTurn> {
         let record = TurnRecord {
             message_id: message.id,
             session: message.session.clone(),

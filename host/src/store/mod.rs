@@ -116,6 +116,21 @@ pub struct ProfileChange {
     pub before: String,
     /// The profile the message set.
     pub after: String,
+    /// The flow's `max_state_size`, in bytes. The runtime checked `after`
+    /// against it, but concurrent sessions' keys merged in can make the
+    /// stored profile larger: past this, the turn fails at commit.
+    pub max_size: u64,
+}
+
+/// What [`Store::complete_turn`] recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommittedTurn {
+    /// The turn's changes are kept; these outputs are to be delivered.
+    Done(Vec<PendingOutput>),
+    /// The message is recorded as failed, for this reason, and nothing else
+    /// of the turn is kept: the flow failed, or what it changed broke a
+    /// limit that only the commit can check.
+    Failed(String),
 }
 
 /// An output to deliver, as the turn produced it.
@@ -311,8 +326,9 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<SessionState, StoreError>;
 
     /// Records how a message ended, with everything it changed, in one
-    /// transaction. Returns the outputs to deliver.
-    async fn complete_turn(&self, turn: TurnRecord) -> Result<Vec<PendingOutput>, StoreError>;
+    /// transaction. Returns the outputs to deliver, or why the message
+    /// failed.
+    async fn complete_turn(&self, turn: TurnRecord) -> Result<CommittedTurn, StoreError>;
 
     /// The outputs not yet delivered nor dead, in order: of one endpoint, or
     /// of all.

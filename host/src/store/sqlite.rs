@@ -24,10 +24,11 @@ use tokio::sync::oneshot;
 
 use super::profile_merge;
 use super::{
-    ApiKeyInfo, Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, InboxMessage, NewApiKey,
-    OnAccepted, OutputRecord, OutputStatus, PendingOutput, SessionKey, SessionState, Store,
-    StoreError, TurnOutcome, TurnRecord, now_ms,
+    ApiKeyInfo, Attempt, AttemptOutcome, AttemptRecord, CommittedTurn, DisabledEndpoint,
+    InboxMessage, NewApiKey, OnAccepted, OutputRecord, OutputStatus, PendingOutput, SessionKey,
+    SessionState, Store, StoreError, TurnOutcome, TurnRecord, now_ms,
 };
+use crate::units::ByteSize;
 
 /// The most writes committed together.
 const MAX_GROUP: usize = 512;
@@ -495,10 +496,43 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn complete_turn(&self, turn: TurnRecord) -> Result<Vec<PendingOutput>, StoreError> {
+    async fn complete_turn(&self, turn: TurnRecord) -> Result<CommittedTurn, StoreError> {
         self.write(move |conn| {
             let now = now_ms();
-            let (status, error) = match &turn.outcome {
+            let session = &turn.session;
+            let mut outcome = turn.outcome;
+            // The profile as it will be stored, before anything is written:
+            // other sessions' keys merged in may take it past the flow's
+            // limit, and then the turn fails instead.
+            let mut merged_profile = None;
+            if let TurnOutcome::Completed {
+                profile: Some(change),
+                ..
+            } = &outcome
+            {
+                let current: Option<String> = conn
+                    .prepare_cached("SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?")?
+                    .query_row(params![session.endpoint, turn.user_id], |r| r.get(0))
+                    .optional()?;
+                let merged = profile_merge::merge(
+                    current.as_deref().unwrap_or("{}"),
+                    &change.before,
+                    &change.after,
+                );
+                if merged.len() as u64 > change.max_size {
+                    outcome = TurnOutcome::Failed {
+                        reason: format!(
+                            "profile size limit {} exceeded after merging concurrent changes \
+                             ({} bytes): nothing of the message was kept",
+                            ByteSize(change.max_size),
+                            merged.len()
+                        ),
+                    };
+                } else {
+                    merged_profile = Some(merged);
+                }
+            }
+            let (status, error) = match &outcome {
                 TurnOutcome::Completed { .. } => ("done", None),
                 TurnOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
             };
@@ -516,20 +550,17 @@ impl Store for SqliteStore {
                     now,
                     turn.message_id
                 ])?;
-            let TurnOutcome::Completed {
-                context,
-                profile,
-                outputs,
-            } = turn.outcome
-            else {
-                return Ok(Vec::new());
+            let (context, outputs) = match outcome {
+                TurnOutcome::Completed {
+                    context, outputs, ..
+                } => (context, outputs),
+                TurnOutcome::Failed { reason } => return Ok(CommittedTurn::Failed(reason)),
             };
             if finished == 0 {
                 // Already recorded (a retry after an unclear commit): keep the
                 // first record and send nothing twice.
-                return Ok(Vec::new());
+                return Ok(CommittedTurn::Done(Vec::new()));
             }
-            let session = &turn.session;
             if let Some(context) = context {
                 conn.prepare_cached(
                     "INSERT INTO sessions (endpoint, session_id, context, updated_at)
@@ -539,16 +570,7 @@ impl Store for SqliteStore {
                 )?
                 .execute(params![session.endpoint, session.session_id, context, now])?;
             }
-            if let Some(change) = profile {
-                let current: Option<String> = conn
-                    .prepare_cached("SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?")?
-                    .query_row(params![session.endpoint, turn.user_id], |r| r.get(0))
-                    .optional()?;
-                let merged = profile_merge::merge(
-                    current.as_deref().unwrap_or("{}"),
-                    &change.before,
-                    &change.after,
-                );
+            if let Some(merged) = merged_profile {
                 conn.prepare_cached(
                     "INSERT INTO profiles (endpoint, user_id, profile, updated_at)
                      VALUES (?1, ?2, ?3, ?4)
@@ -581,7 +603,8 @@ impl Store for SqliteStore {
                         next_attempt_at: None,
                     })
                 })
-                .collect()
+                .collect::<rusqlite::Result<_>>()
+                .map(CommittedTurn::Done)
         })
         .await
     }
@@ -917,6 +940,13 @@ mod tests {
         }
     }
 
+    fn done(committed: CommittedTurn) -> Vec<PendingOutput> {
+        match committed {
+            CommittedTurn::Done(outputs) => outputs,
+            CommittedTurn::Failed(reason) => panic!("the turn failed: {reason}"),
+        }
+    }
+
     async fn accept(store: &SqliteStore, message: InboxMessage) -> InboxMessage {
         let (tx, rx) = std::sync::mpsc::channel();
         store
@@ -950,6 +980,7 @@ mod tests {
                     profile: Some(ProfileChange {
                         before: "{}".into(),
                         after: r#"{"name":"Ada"}"#.into(),
+                        max_size: 64 << 10,
                     }),
                     outputs: vec![NewOutput {
                         webhook_id: "msg_1".into(),
@@ -959,6 +990,7 @@ mod tests {
             })
             .await
             .unwrap();
+        let outputs = done(outputs);
         assert_eq!(outputs.len(), 1);
         assert_eq!(store.unfinished_messages().await.unwrap().len(), 1);
         assert_eq!(store.pending_outputs(None).await.unwrap(), outputs);
@@ -1031,6 +1063,7 @@ mod tests {
             })
             .await
             .unwrap();
+        let outputs = done(outputs);
         for (output, outcome) in outputs
             .iter()
             .zip([AttemptOutcome::Dead, AttemptOutcome::Delivered])
@@ -1105,7 +1138,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(outputs.is_empty());
+        assert_eq!(outputs, CommittedTurn::Failed("wasm trap".into()));
         assert!(store.unfinished_messages().await.unwrap().is_empty());
         let state = store.session_state(&m.session, "u1").await.unwrap();
         assert_eq!(state.context, "{}");
@@ -1126,10 +1159,78 @@ mod tests {
         assert_eq!(token, "t1".repeat(10), "the first token is kept");
     }
 
+    #[tokio::test]
+    async fn a_merged_profile_past_the_limit_fails_the_turn_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        // Two sessions of one user read the empty profile, each sets a key
+        // of 600 bytes: each fits 1 KiB, both together do not.
+        let turn = |m: &InboxMessage, key: &str| TurnRecord {
+            message_id: m.id,
+            session: m.session.clone(),
+            user_id: "u1".into(),
+            flow: "greeter".into(),
+            flow_version: "abc".into(),
+            outcome: TurnOutcome::Completed {
+                context: Some(r#"{"seen":true}"#.into()),
+                profile: Some(ProfileChange {
+                    before: "{}".into(),
+                    after: serde_json::json!({ key: "x".repeat(600) }).to_string(),
+                    max_size: 1024,
+                }),
+                outputs: vec![NewOutput {
+                    webhook_id: format!("msg_{key}"),
+                    body: "{}".into(),
+                }],
+            },
+        };
+        let first = accept(&store, message("s1", "hi")).await;
+        let second = accept(&store, message("s2", "hi")).await;
+        let kept = done(store.complete_turn(turn(&first, "a")).await.unwrap());
+        assert_eq!(kept.len(), 1);
+        let refused = store.complete_turn(turn(&second, "b")).await.unwrap();
+        let CommittedTurn::Failed(reason) = refused else {
+            panic!("the merge past the limit was kept: {refused:?}");
+        };
+        assert!(
+            reason.contains("profile size limit 1 KiB exceeded after merging concurrent changes"),
+            "{reason}"
+        );
+
+        let profile = store.session_state(&second.session, "u1").await.unwrap();
+        assert_eq!(
+            profile.profile,
+            turn(&first, "a").profile_after(),
+            "only the first turn's profile"
+        );
+        assert_eq!(
+            profile.context, "{}",
+            "the failed turn's context is not kept"
+        );
+        assert_eq!(
+            store.pending_outputs(None).await.unwrap(),
+            kept,
+            "nor its outputs"
+        );
+        assert!(store.unfinished_messages().await.unwrap().is_empty());
+    }
+
+    impl TurnRecord {
+        fn profile_after(&self) -> String {
+            match &self.outcome {
+                TurnOutcome::Completed {
+                    profile: Some(change),
+                    ..
+                } => change.after.clone(),
+                _ => unreachable!(),
+            }
+        }
+    }
+
     /// One output of a completed turn of a new message of `session`.
     async fn one_output(store: &SqliteStore, session: &str) -> PendingOutput {
         let m = accept(store, message(session, "hi")).await;
-        let mut outputs = store
+        let outputs = store
             .complete_turn(TurnRecord {
                 message_id: m.id,
                 session: m.session.clone(),
@@ -1147,7 +1248,7 @@ mod tests {
             })
             .await
             .unwrap();
-        outputs.pop().unwrap()
+        done(outputs).pop().unwrap()
     }
 
     #[tokio::test]
