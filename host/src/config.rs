@@ -111,6 +111,10 @@ pub struct StoreConfig {
     /// admin API) before they are deleted. Dead letters are kept until
     /// redelivered.
     pub retention: Duration,
+    /// How long a session's context, and a user's profile, are kept after
+    /// they were last used; then they are deleted, and the next message of
+    /// the session or user starts afresh.
+    pub session_retention: Duration,
 }
 
 /// How outputs are delivered to webhooks.
@@ -342,6 +346,7 @@ struct RawConfig {
 struct RawStore {
     fsync: Option<bool>,
     retention: Option<HumanDuration>,
+    session_retention: Option<HumanDuration>,
 }
 
 /// Flow limits as written in `flowhost.toml` and in a flow's manifest; every
@@ -532,7 +537,14 @@ impl RawConfig {
                 .store
                 .retention
                 .map_or(Duration::from_secs(7 * 86400), |d| d.0),
+            session_retention: self
+                .store
+                .session_retention
+                .map_or(Duration::from_secs(30 * 86400), |d| d.0),
         };
+        if store.session_retention < Duration::from_secs(3600) {
+            problems.push("store.session_retention: must be at least 1h".into());
+        }
         if delivery.max_concurrent == 0 {
             problems.push("delivery.max_concurrent: must be at least 1".into());
         }
@@ -697,6 +709,9 @@ mod tests {
         retry_schedule = ["10ms", "20ms"]
         allow_private_webhooks = true
 
+        [store]
+        session_retention = "90d"
+
         [endpoints.support]
         flow = "order-help"
         url_token = "0123456789abcdef0123456789abcdef"
@@ -714,6 +729,10 @@ mod tests {
         assert_eq!(config.flows_dir, PathBuf::from("my-flows"));
         assert_eq!(config.limits.memory, 32 << 20);
         assert_eq!(config.limits.deadline, Duration::from_secs(2));
+        assert_eq!(
+            config.store.session_retention,
+            Duration::from_secs(90 * 86400)
+        );
         assert_eq!(
             config.delivery.retry_schedule,
             [Duration::from_millis(10), Duration::from_millis(20)]
@@ -738,6 +757,10 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.delivery.retry_schedule.len(), 7);
+        assert_eq!(
+            config.store.session_retention,
+            Duration::from_secs(30 * 86400)
+        );
         assert!(config.endpoints.is_empty());
     }
 

@@ -18,7 +18,7 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::delivery::Delivery;
 use crate::endpoints::{EndpointTable, Endpoints, SharedEndpoints};
 use crate::flows::{CompileCache, FlowFolder, Loader, Registry};
@@ -118,7 +118,7 @@ impl Server {
 
         let mut background = vec![tokio::spawn(prune(
             Arc::clone(&shared_store),
-            config.store.retention,
+            config.store.clone(),
             stopping.clone(),
         ))];
         if config.watch {
@@ -263,18 +263,24 @@ fn watch_config(
     }))
 }
 
-/// Deletes finished records older than `retention`, hourly, until `stop`.
-async fn prune(store: Arc<dyn Store>, retention: std::time::Duration, stop: CancellationToken) {
+/// Deletes finished records older than `retention`, and contexts and
+/// profiles unused for `session_retention`, hourly, until `stop`.
+async fn prune(store: Arc<dyn Store>, config: StoreConfig, stop: CancellationToken) {
     let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = every_hour.tick() => {}
             () = stop.cancelled() => return,
         }
-        let before = crate::store::now_ms() - retention.as_millis() as i64;
-        match store.prune(before).await {
+        let now = crate::store::now_ms();
+        let before = now - config.retention.as_millis() as i64;
+        let idle_before = now - config.session_retention.as_millis() as i64;
+        match store.prune(before, idle_before).await {
             Ok(0) => {}
-            Ok(rows) => tracing::info!(rows, "pruned finished messages and delivered outputs"),
+            Ok(rows) => tracing::info!(
+                rows,
+                "pruned finished messages, delivered outputs, and unused contexts and profiles"
+            ),
             Err(error) => tracing::warn!(%error, "could not prune old records"),
         }
     }

@@ -373,9 +373,10 @@ pub trait Store: Send + Sync + 'static {
     async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError>;
 
     /// Deletes finished messages and delivered outputs that finished before
-    /// `before` (milliseconds since the Unix epoch). Returns how many rows
-    /// went.
-    async fn prune(&self, before: i64) -> Result<usize, StoreError>;
+    /// `before`, and the contexts and profiles last used before
+    /// `idle_before` (both in milliseconds since the Unix epoch). Returns
+    /// how many rows went.
+    async fn prune(&self, before: i64, idle_before: i64) -> Result<usize, StoreError>;
 
     /// The URL token of `endpoint`: the stored one, or `new_token`, stored.
     async fn url_token(&self, endpoint: &str, new_token: String) -> Result<String, StoreError>;

@@ -33,6 +33,11 @@ use crate::units::ByteSize;
 /// The most writes committed together.
 const MAX_GROUP: usize = 512;
 
+/// How precisely a context's or profile's `updated_at` tracks its last use
+/// when a turn does not change it: a day, which is plenty for a retention
+/// of weeks, and spares most turns a write.
+const USE_PRECISION_MS: i64 = 86_400_000;
+
 /// The schema, applied in order; `PRAGMA user_version` counts the steps
 /// applied to a database.
 const MIGRATIONS: &[&str] = &[
@@ -561,24 +566,41 @@ impl Store for SqliteStore {
                 // first record and send nothing twice.
                 return Ok(CommittedTurn::Done(Vec::new()));
             }
-            if let Some(context) = context {
-                conn.prepare_cached(
-                    "INSERT INTO sessions (endpoint, session_id, context, updated_at)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (endpoint, session_id)
-                     DO UPDATE SET context = ?3, updated_at = ?4",
-                )?
-                .execute(params![session.endpoint, session.session_id, context, now])?;
-            }
-            if let Some(merged) = merged_profile {
-                conn.prepare_cached(
-                    "INSERT INTO profiles (endpoint, user_id, profile, updated_at)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (endpoint, user_id)
-                     DO UPDATE SET profile = ?3, updated_at = ?4",
-                )?
-                .execute(params![session.endpoint, turn.user_id, merged, now])?;
-            }
+            match context {
+                Some(context) => conn
+                    .prepare_cached(
+                        "INSERT INTO sessions (endpoint, session_id, context, updated_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (endpoint, session_id)
+                         DO UPDATE SET context = ?3, updated_at = ?4",
+                    )?
+                    .execute(params![session.endpoint, session.session_id, context, now])?,
+                // Used but unchanged: `updated_at` says when it was last used,
+                // for retention, to within a day (so that a turn that changes
+                // nothing rarely writes).
+                None => conn
+                    .prepare_cached(
+                        "UPDATE sessions SET updated_at = ?3
+                         WHERE endpoint = ?1 AND session_id = ?2 AND updated_at < ?3 - ?4",
+                    )?
+                    .execute(params![session.endpoint, session.session_id, now, USE_PRECISION_MS])?,
+            };
+            match merged_profile {
+                Some(merged) => conn
+                    .prepare_cached(
+                        "INSERT INTO profiles (endpoint, user_id, profile, updated_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (endpoint, user_id)
+                         DO UPDATE SET profile = ?3, updated_at = ?4",
+                    )?
+                    .execute(params![session.endpoint, turn.user_id, merged, now])?,
+                None => conn
+                    .prepare_cached(
+                        "UPDATE profiles SET updated_at = ?3
+                         WHERE endpoint = ?1 AND user_id = ?2 AND updated_at < ?3 - ?4",
+                    )?
+                    .execute(params![session.endpoint, turn.user_id, now, USE_PRECISION_MS])?,
+            };
             let mut insert = conn.prepare_cached(
                 "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, created_at)
                  VALUES (?, ?, ?, ?, ?, ?)",
@@ -807,7 +829,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn prune(&self, before: i64) -> Result<usize, StoreError> {
+    async fn prune(&self, before: i64, idle_before: i64) -> Result<usize, StoreError> {
         // Rows are numbered in time order, so the rows made before `before`
         // are those below the first id made after it: found by walking from
         // the oldest row, which visits only rows about to go. No index on
@@ -839,7 +861,12 @@ impl Store for SqliteStore {
                  AND NOT EXISTS (SELECT 1 FROM outputs WHERE outputs.message_id = messages.id)",
                 params![messages_below, before],
             )?;
-            Ok(attempts + outputs + messages)
+            // Contexts and profiles have no order to walk, and an index on
+            // their time would cost every turn a write: this scans them, once
+            // an hour.
+            let sessions = conn.execute("DELETE FROM sessions WHERE updated_at < ?", [idle_before])?;
+            let profiles = conn.execute("DELETE FROM profiles WHERE updated_at < ?", [idle_before])?;
+            Ok(attempts + outputs + messages + sessions + profiles)
         })
         .await
     }
@@ -1092,9 +1119,9 @@ mod tests {
         );
 
         // Pruning keeps dead letters and recent records.
-        assert_eq!(store.prune(now_ms() - 60_000).await.unwrap(), 0);
+        assert_eq!(store.prune(now_ms() - 60_000, 0).await.unwrap(), 0);
         assert_eq!(
-            store.prune(now_ms() + 60_000).await.unwrap(),
+            store.prune(now_ms() + 60_000, 0).await.unwrap(),
             2,
             "the delivered output and its attempt"
         );
@@ -1213,6 +1240,83 @@ mod tests {
             "nor its outputs"
         );
         assert!(store.unfinished_messages().await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn contexts_and_profiles_unused_for_the_retention_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let day = 86_400_000;
+        let turn = |m: &InboxMessage, user: &str, changes: bool| TurnRecord {
+            message_id: m.id,
+            session: m.session.clone(),
+            user_id: user.into(),
+            flow: "greeter".into(),
+            flow_version: "abc".into(),
+            outcome: TurnOutcome::Completed {
+                context: changes.then(|| r#"{"n":1}"#.into()),
+                profile: changes.then(|| ProfileChange {
+                    before: "{}".into(),
+                    after: format!(r#"{{"name":"{user}"}}"#),
+                    max_size: 1024,
+                }),
+                outputs: Vec::new(),
+            },
+        };
+        for (session, user) in [("old", "u-old"), ("used", "u-used"), ("new", "u-new")] {
+            let m = accept(&store, message(session, "hi")).await;
+            done(store.complete_turn(turn(&m, user, true)).await.unwrap());
+        }
+        // "old" and "used" were last changed 40 days ago; "used" has been
+        // used since (a turn that changed nothing).
+        store
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE sessions SET updated_at = updated_at - 40 * ?1 WHERE session_id != 'new'",
+                    [day],
+                )?;
+                conn.execute(
+                    "UPDATE profiles SET updated_at = updated_at - 40 * ?1 WHERE user_id != 'u-new'",
+                    [day],
+                )
+            })
+            .await
+            .unwrap();
+        let m = accept(&store, message("used", "again")).await;
+        done(
+            store
+                .complete_turn(turn(&m, "u-used", false))
+                .await
+                .unwrap(),
+        );
+
+        let pruned = store.prune(0, now_ms() - 30 * day).await.unwrap();
+        assert_eq!(
+            pruned, 2,
+            "the old session's context and its user's profile"
+        );
+        let store = &store;
+        let state = |session: &str, user: &str| {
+            let key = SessionKey {
+                endpoint: "support".into(),
+                session_id: session.into(),
+            };
+            let user = user.to_owned();
+            async move { store.session_state(&key, &user).await.unwrap() }
+        };
+        assert_eq!(
+            state("old", "u-old").await,
+            SessionState {
+                context: "{}".into(),
+                profile: "{}".into()
+            }
+        );
+        assert_eq!(state("used", "u-used").await.context, r#"{"n":1}"#);
+        assert_eq!(
+            state("used", "u-used").await.profile,
+            r#"{"name":"u-used"}"#
+        );
+        assert_eq!(state("new", "u-new").await.context, r#"{"n":1}"#);
     }
 
     impl TurnRecord {
