@@ -45,6 +45,9 @@ use crate::endpoints::SharedEndpoints;
 use crate::lanes::Lanes;
 use crate::store::{Attempt, AttemptOutcome, PendingOutput, SessionKey, Store, StoreError, now_ms};
 
+/// How many dead letters are queued again per write.
+const REQUEUE_PAGE: usize = 500;
+
 /// The delivery service: a handle to queue outputs and manage deliveries.
 #[derive(Clone)]
 pub struct Delivery {
@@ -170,11 +173,29 @@ impl Delivery {
         Ok(found)
     }
 
-    /// Queues every dead letter of `endpoint` again. Returns how many.
+    /// Queues every dead letter of `endpoint` again, a page at a time (each
+    /// page its own write, so that a large dead-letter queue neither holds
+    /// the store's writer nor is read whole). Returns how many.
     pub async fn redeliver_dead(&self, endpoint: &str) -> Result<usize, StoreError> {
-        let outputs = self.courier.store.requeue_dead(endpoint).await?;
-        let count = outputs.len();
-        self.enqueue(outputs);
+        let mut after_id = 0;
+        let mut count = 0;
+        loop {
+            let page = self
+                .courier
+                .store
+                .requeue_dead(endpoint, after_id, REQUEUE_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after_id = last.id;
+            count += page.len();
+            let full = page.len() == REQUEUE_PAGE;
+            self.enqueue(page);
+            if !full {
+                break;
+            }
+        }
         Ok(count)
     }
 

@@ -235,8 +235,22 @@ pub struct OutputRecord {
     pub finished_at: Option<i64>,
     /// When its next attempt is due, while it waits for a retry.
     pub next_attempt_at: Option<i64>,
-    /// The body POSTed.
-    pub body: String,
+    /// The body POSTed, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// Which outputs of an endpoint to list, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputQuery {
+    /// Of one status, or all.
+    pub status: Option<OutputStatus>,
+    /// Only those older than this one (the cursor of the next page).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+    /// Whether to read their bodies (up to 64 KiB each, by default).
+    pub bodies: bool,
 }
 
 /// One recorded delivery attempt.
@@ -340,12 +354,11 @@ pub trait Store: Send + Sync + 'static {
     /// Records a delivery attempt and the output's new status.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
 
-    /// The outputs of an endpoint, newest first, of one status or all.
+    /// The outputs of an endpoint that `query` asks for, newest first.
     async fn outputs(
         &self,
         endpoint: &str,
-        status: Option<OutputStatus>,
-        limit: usize,
+        query: OutputQuery,
     ) -> Result<Vec<OutputRecord>, StoreError>;
 
     /// The attempts made to deliver an output, oldest first.
@@ -360,8 +373,16 @@ pub trait Store: Send + Sync + 'static {
         output_id: i64,
     ) -> Result<Option<PendingOutput>, StoreError>;
 
-    /// Queues every dead output of `endpoint` again. Returns them, in order.
-    async fn requeue_dead(&self, endpoint: &str) -> Result<Vec<PendingOutput>, StoreError>;
+    /// Queues again the first `limit` dead outputs of `endpoint` whose id is
+    /// above `after_id`, in one transaction. Returns them, in order. Callers
+    /// go through a large dead-letter queue page by page, so that no write
+    /// holds the store for long and no page is large.
+    async fn requeue_dead(
+        &self,
+        endpoint: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingOutput>, StoreError>;
 
     /// Stops delivery to `endpoint` (its receiver answered 410 Gone).
     async fn disable_endpoint(&self, endpoint: &str, reason: &str) -> Result<(), StoreError>;

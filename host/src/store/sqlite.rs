@@ -25,8 +25,8 @@ use tokio::sync::oneshot;
 use super::profile_merge;
 use super::{
     ApiKeyInfo, Attempt, AttemptOutcome, AttemptRecord, CommittedTurn, DisabledEndpoint,
-    InboxMessage, NewApiKey, OnAccepted, OutputRecord, OutputStatus, PendingOutput, SessionKey,
-    SessionState, Store, StoreError, TurnOutcome, TurnRecord, now_ms,
+    InboxMessage, NewApiKey, OnAccepted, OutputQuery, OutputRecord, OutputStatus, PendingOutput,
+    SessionKey, SessionState, Store, StoreError, TurnOutcome, TurnRecord, now_ms,
 };
 use crate::units::ByteSize;
 
@@ -686,35 +686,46 @@ impl Store for SqliteStore {
     async fn outputs(
         &self,
         endpoint: &str,
-        status: Option<OutputStatus>,
-        limit: usize,
+        query: OutputQuery,
     ) -> Result<Vec<OutputRecord>, StoreError> {
         let endpoint = endpoint.to_owned();
-        let status = status.map(OutputStatus::as_str);
+        let status = query.status.map(OutputStatus::as_str);
         self.read(move |conn| {
             conn.prepare(
-                "SELECT * FROM outputs WHERE endpoint = ?1 AND (?2 IS NULL OR status = ?2)
-                 ORDER BY id DESC LIMIT ?3",
+                "SELECT id, session_id, webhook_id, status, attempts, last_error, created_at,
+                        finished_at, next_attempt_at, CASE WHEN ?5 THEN body END AS body
+                 FROM outputs
+                 WHERE endpoint = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
+                 ORDER BY id DESC LIMIT ?4",
             )?
-            .query_map(params![endpoint, status, limit as i64], |row| {
-                let status: String = row.get("status")?;
-                Ok(OutputRecord {
-                    id: row.get("id")?,
-                    session_id: row.get("session_id")?,
-                    webhook_id: row.get("webhook_id")?,
-                    status: match status.as_str() {
-                        "delivered" => OutputStatus::Delivered,
-                        "dead" => OutputStatus::Dead,
-                        _ => OutputStatus::Pending,
-                    },
-                    attempts: row.get("attempts")?,
-                    last_error: row.get("last_error")?,
-                    created_at: row.get("created_at")?,
-                    finished_at: row.get("finished_at")?,
-                    next_attempt_at: row.get("next_attempt_at")?,
-                    body: row.get("body")?,
-                })
-            })?
+            .query_map(
+                params![
+                    endpoint,
+                    status,
+                    query.before_id,
+                    query.limit as i64,
+                    query.bodies
+                ],
+                |row| {
+                    let status: String = row.get("status")?;
+                    Ok(OutputRecord {
+                        id: row.get("id")?,
+                        session_id: row.get("session_id")?,
+                        webhook_id: row.get("webhook_id")?,
+                        status: match status.as_str() {
+                            "delivered" => OutputStatus::Delivered,
+                            "dead" => OutputStatus::Dead,
+                            _ => OutputStatus::Pending,
+                        },
+                        attempts: row.get("attempts")?,
+                        last_error: row.get("last_error")?,
+                        created_at: row.get("created_at")?,
+                        finished_at: row.get("finished_at")?,
+                        next_attempt_at: row.get("next_attempt_at")?,
+                        body: row.get("body")?,
+                    })
+                },
+            )?
             .collect()
         })
         .await
@@ -762,25 +773,34 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn requeue_dead(&self, endpoint: &str) -> Result<Vec<PendingOutput>, StoreError> {
+    async fn requeue_dead(
+        &self,
+        endpoint: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<PendingOutput>, StoreError> {
         let endpoint = endpoint.to_owned();
         self.write(move |conn| {
-            let dead: Vec<PendingOutput> = conn
-                .prepare(
-                    "SELECT * FROM outputs WHERE endpoint = ? AND status = 'dead' ORDER BY id",
+            let page: Vec<PendingOutput> = conn
+                .prepare_cached(
+                    "SELECT * FROM outputs WHERE endpoint = ? AND status = 'dead' AND id > ?
+                     ORDER BY id LIMIT ?",
                 )?
-                .query_map([&endpoint], pending_output)?
+                .query_map(params![endpoint, after_id, limit as i64], pending_output)?
                 .collect::<rusqlite::Result<_>>()?;
-            conn.execute(
+            let mut requeue = conn.prepare_cached(
                 "UPDATE outputs
                  SET status = 'pending', attempts = 0, finished_at = NULL, next_attempt_at = NULL
-                 WHERE endpoint = ? AND status = 'dead'",
-                [&endpoint],
+                 WHERE id = ?",
             )?;
-            Ok(dead
+            for output in &page {
+                requeue.execute([output.id])?;
+            }
+            Ok(page
                 .into_iter()
                 .map(|output| PendingOutput {
                     attempts: 0,
+                    next_attempt_at: None,
                     ..output
                 })
                 .collect())
@@ -967,6 +987,16 @@ mod tests {
         }
     }
 
+    /// The newest 10 outputs of a status, or all, with their bodies.
+    fn listing(status: Option<OutputStatus>) -> OutputQuery {
+        OutputQuery {
+            status,
+            before_id: None,
+            limit: 10,
+            bodies: true,
+        }
+    }
+
     fn done(committed: CommittedTurn) -> Vec<PendingOutput> {
         match committed {
             CommittedTurn::Done(outputs) => outputs,
@@ -1038,7 +1068,7 @@ mod tests {
             .await
             .unwrap();
         assert!(store.pending_outputs(None).await.unwrap().is_empty());
-        let records = store.outputs("support", None, 10).await.unwrap();
+        let records = store.outputs("support", listing(None)).await.unwrap();
         assert_eq!(records[0].status, OutputStatus::Delivered);
         assert_eq!(
             store.attempts(outputs[0].id).await.unwrap()[0].status,
@@ -1109,7 +1139,7 @@ mod tests {
                 .unwrap();
         }
         let dead = store
-            .outputs("support", Some(OutputStatus::Dead), 10)
+            .outputs("support", listing(Some(OutputStatus::Dead)))
             .await
             .unwrap();
         assert_eq!(dead.len(), 1);
@@ -1125,14 +1155,17 @@ mod tests {
             2,
             "the delivered output and its attempt"
         );
-        assert_eq!(store.outputs("support", None, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.outputs("support", listing(None)).await.unwrap().len(),
+            1
+        );
 
-        let requeued = store.requeue_dead("support").await.unwrap();
+        let requeued = store.requeue_dead("support", 0, 500).await.unwrap();
         assert_eq!(requeued.len(), 1);
         assert_eq!(requeued[0].id, dead[0].id);
         assert!(
             store
-                .outputs("support", Some(OutputStatus::Dead), 10)
+                .outputs("support", listing(Some(OutputStatus::Dead)))
                 .await
                 .unwrap()
                 .is_empty()
@@ -1319,6 +1352,78 @@ mod tests {
         assert_eq!(state("new", "u-new").await.context, r#"{"n":1}"#);
     }
 
+    #[tokio::test]
+    async fn dead_letters_are_requeued_page_by_page_and_listed_with_a_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            let output = one_output(&store, &format!("s{n}")).await;
+            let outcome = if n == 2 {
+                AttemptOutcome::Delivered
+            } else {
+                AttemptOutcome::Dead
+            };
+            store
+                .record_attempt(Attempt {
+                    output_id: output.id,
+                    started_at: now_ms(),
+                    duration_ms: 1,
+                    status: Some(500),
+                    error: None,
+                    outcome,
+                    next_attempt_at: None,
+                })
+                .await
+                .unwrap();
+            ids.push(output.id);
+        }
+
+        // Listed newest first, two at a time, without bodies unless asked.
+        let page = |before_id, bodies| OutputQuery {
+            status: None,
+            before_id,
+            limit: 2,
+            bodies,
+        };
+        let first = store.outputs("support", page(None, false)).await.unwrap();
+        assert_eq!(
+            first.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [ids[4], ids[3]]
+        );
+        assert!(first.iter().all(|o| o.body.is_none()));
+        let next = store
+            .outputs("support", page(Some(ids[3]), true))
+            .await
+            .unwrap();
+        assert_eq!(
+            next.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [ids[2], ids[1]]
+        );
+        assert_eq!(next[0].body.as_deref(), Some("{}"));
+
+        // The four dead ones are requeued two at a time, oldest first.
+        let requeued = store.requeue_dead("support", 0, 2).await.unwrap();
+        assert_eq!(
+            requeued.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [ids[0], ids[1]]
+        );
+        assert!(requeued.iter().all(|o| o.attempts == 0));
+        let requeued = store.requeue_dead("support", ids[1], 2).await.unwrap();
+        assert_eq!(
+            requeued.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [ids[3], ids[4]]
+        );
+        assert!(
+            store
+                .requeue_dead("support", ids[4], 2)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(store.pending_outputs(None).await.unwrap().len(), 4);
+    }
+
     impl TurnRecord {
         fn profile_after(&self) -> String {
             match &self.outcome {
@@ -1387,7 +1492,7 @@ mod tests {
             }]
         );
         assert_eq!(
-            store.outputs("support", None, 10).await.unwrap()[0].next_attempt_at,
+            store.outputs("support", listing(None)).await.unwrap()[0].next_attempt_at,
             Some(due)
         );
         // Queued again by hand: due at once.

@@ -303,6 +303,57 @@ async fn a_restart_keeps_the_retry_schedule() {
 }
 
 #[tokio::test]
+async fn listings_page_with_a_cursor_and_leave_bodies_out_unless_asked() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(&["faulty"], &endpoint_config(&receiver, "", ""));
+    let host = site.start().await;
+    for text in ["a", "b", "c"] {
+        send(&host.url("count"), "s", text).await;
+    }
+    receiver.wait_for(3).await;
+    let ids = |listing: &serde_json::Value| -> Vec<i64> {
+        listing["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_i64().unwrap())
+            .collect()
+    };
+    let path = "/admin/endpoints/count/deliveries";
+
+    let (status, first) = admin(&host, "GET", &format!("{path}?limit=2"), ADMIN).await;
+    assert_eq!(status, 200);
+    let newest = ids(&first);
+    assert_eq!(newest.len(), 2);
+    assert!(newest[0] > newest[1], "newest first");
+    assert!(
+        first["deliveries"][0].get("body").is_none(),
+        "no bodies unless asked: {first}"
+    );
+    let cursor = first["nextBeforeId"].as_i64().unwrap();
+    assert_eq!(cursor, newest[1]);
+
+    let (status, rest) = admin(
+        &host,
+        "GET",
+        &format!("{path}?limit=2&before_id={cursor}&body=true"),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&rest).len(), 1);
+    assert!(ids(&rest)[0] < cursor);
+    let body: serde_json::Value =
+        serde_json::from_str(rest["deliveries"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["AIOutput"]["text"], "1: a");
+    assert!(rest["nextBeforeId"].is_null(), "the last page: {rest}");
+
+    // An unknown parameter is refused, not silently ignored.
+    let (status, _) = admin(&host, "GET", &format!("{path}?offset=2"), ADMIN).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
 async fn the_admin_api_needs_its_token_and_exists_only_with_one() {
     let receiver = Receiver::start().await;
     let site = Site::new(&["faulty"], &endpoint_config(&receiver, "", ""));
