@@ -284,28 +284,45 @@ impl Courier {
                     ..
                 }
             );
+            // The receiver's body goes into the attempt's record, for the
+            // admin API, and never into the log: receivers often echo the
+            // request, and the log is not the place for message content.
+            let (mut recorded_error, mut body_bytes) = (None, 0);
             let (status, error, outcome, wait) = match answer {
                 Answer::Delivered { status } => {
                     (Some(status), None, AttemptOutcome::Delivered, None)
                 }
-                Answer::Failed { status, error, .. } if gone => {
-                    (status, Some(error), AttemptOutcome::Retrying, None)
-                }
                 Answer::Failed {
                     status,
                     error,
+                    body,
+                    body_bytes: read,
                     retry_after,
-                } => match self.policy.next_wait(attempts, retry_after) {
-                    Some(wait) => (status, Some(error), AttemptOutcome::Retrying, Some(wait)),
-                    None => (status, Some(error), AttemptOutcome::Dead, None),
-                },
+                } => {
+                    body_bytes = read;
+                    recorded_error = Some(if body.is_empty() {
+                        error.clone()
+                    } else {
+                        format!("{error}: {body}")
+                    });
+                    if gone {
+                        (status, Some(error), AttemptOutcome::Retrying, None)
+                    } else {
+                        match self.policy.next_wait(attempts, retry_after) {
+                            Some(wait) => {
+                                (status, Some(error), AttemptOutcome::Retrying, Some(wait))
+                            }
+                            None => (status, Some(error), AttemptOutcome::Dead, None),
+                        }
+                    }
+                }
             };
             let attempt = Attempt {
                 output_id: output.id,
                 started_at,
                 duration_ms: took.as_millis() as i64,
                 status,
-                error: error.clone(),
+                error: recorded_error,
                 outcome,
                 next_attempt_at: wait.map(|wait| now_ms() + wait.as_millis() as i64),
             };
@@ -331,6 +348,7 @@ impl Courier {
                     tracing::warn!(
                         attempts,
                         error = error.as_deref().unwrap_or_default(),
+                        body_bytes,
                         retry_in_ms = wait.as_millis() as u64,
                         "delivery failed; will retry"
                     );
@@ -343,6 +361,7 @@ impl Courier {
                     tracing::error!(
                         attempts,
                         error = error.as_deref().unwrap_or_default(),
+                        body_bytes,
                         "delivery failed for the last time; the output is a dead letter"
                     );
                     return;

@@ -354,6 +354,47 @@ async fn listings_page_with_a_cursor_and_leave_bodies_out_unless_asked() {
 }
 
 #[tokio::test]
+async fn receivers_bodies_are_kept_for_the_admin_api_and_not_logged() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(
+        &["faulty"],
+        &endpoint_config(&receiver, "", "[delivery]\nretry_schedule = [\"20ms\"]"),
+    );
+    let host = site.start().await;
+    let echoed = "rejected: card 4111111111111111 of sessionId s";
+    receiver.answer_with_body(500, echoed);
+    receiver.answer_with_body(422, echoed);
+    send(&host.url("count"), "s", "pay").await;
+    host.wait_for_log(&["dead letter", "422"]).await;
+    assert!(
+        !host.log().contains("4111111111111111"),
+        "the receiver's body is not logged:\n{}",
+        host.log()
+    );
+    // The log says how long the body was.
+    host.wait_for_log(&["delivery failed; will retry", "500", "body_bytes=46"])
+        .await;
+    host.wait_for_log(&["dead letter", "422", "body_bytes=46"])
+        .await;
+
+    let (status, listing) = admin(&host, "GET", "/admin/endpoints/count/dead-letters", ADMIN).await;
+    assert_eq!(status, 200);
+    let errors: Vec<&str> = listing["deliveries"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["error"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            format!("the receiver answered 500 Internal Server Error: {echoed}"),
+            format!("the receiver answered 422 Unprocessable Entity: {echoed}"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn the_admin_api_needs_its_token_and_exists_only_with_one() {
     let receiver = Receiver::start().await;
     let site = Site::new(&["faulty"], &endpoint_config(&receiver, "", ""));
