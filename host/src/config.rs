@@ -96,6 +96,13 @@ pub struct RuntimeConfig {
     /// Accepted messages that may wait for their turn before new ones are
     /// refused with 503: a bound on the work (and memory) queued up.
     pub max_queued_messages: usize,
+    /// The share of `max_queued_messages` one endpoint may take, so that a
+    /// slow or flooded endpoint cannot make the others refuse messages.
+    pub max_queued_per_endpoint: usize,
+    /// The share one session may take, so that one caller cannot fill its
+    /// endpoint's share (a session runs one message at a time, so a long
+    /// queue of one session only waits).
+    pub max_queued_per_session: usize,
     /// How long running flows get to finish when the host shuts down.
     pub shutdown_grace: Duration,
 }
@@ -127,6 +134,9 @@ pub struct DeliveryConfig {
     pub retry_schedule: Vec<Duration>,
     /// POSTs in flight at once, across all endpoints and sessions.
     pub max_concurrent: usize,
+    /// POSTs in flight at once to one endpoint, so that a slow receiver
+    /// cannot hold every one of `max_concurrent`.
+    pub max_concurrent_per_endpoint: usize,
     /// Whether webhooks may be on loopback, private or link-local addresses.
     /// Off, such addresses are refused when the configuration is read and,
     /// for names, on the address actually connected to (so DNS rebinding
@@ -396,6 +406,8 @@ struct RawRuntime {
     max_component_size: Option<ByteSize>,
     fuel_metering: Option<bool>,
     max_queued_messages: Option<usize>,
+    max_queued_per_endpoint: Option<usize>,
+    max_queued_per_session: Option<usize>,
     shutdown_grace: Option<HumanDuration>,
 }
 
@@ -405,6 +417,7 @@ struct RawDelivery {
     timeout: Option<HumanDuration>,
     retry_schedule: Option<Vec<HumanDuration>>,
     max_concurrent: Option<usize>,
+    max_concurrent_per_endpoint: Option<usize>,
     allow_private_webhooks: Option<bool>,
 }
 
@@ -474,6 +487,17 @@ impl RawConfig {
             problems.push("admin_token: use at least 16 characters".into());
         }
 
+        let max_queued_messages = self.runtime.max_queued_messages.unwrap_or(100_000);
+        // A quarter of the queue per endpoint, a quarter of that per session:
+        // a flooded endpoint or session leaves room for the others.
+        let max_queued_per_endpoint = self
+            .runtime
+            .max_queued_per_endpoint
+            .unwrap_or((max_queued_messages / 4).max(1));
+        let max_queued_per_session = self
+            .runtime
+            .max_queued_per_session
+            .unwrap_or((max_queued_per_endpoint / 4).max(1));
         let runtime = RuntimeConfig {
             max_concurrent_flows: self.runtime.max_concurrent_flows.unwrap_or(100),
             // Half the cores: the other half serves HTTP, the store and
@@ -487,7 +511,9 @@ impl RawConfig {
             max_wasm_stack: self.runtime.max_wasm_stack.map_or(512 << 10, |s| s.0),
             max_component_size: self.runtime.max_component_size.map_or(32 << 20, |s| s.0),
             fuel_metering: self.runtime.fuel_metering.unwrap_or(false),
-            max_queued_messages: self.runtime.max_queued_messages.unwrap_or(100_000),
+            max_queued_messages,
+            max_queued_per_endpoint,
+            max_queued_per_session,
             shutdown_grace: self
                 .runtime
                 .shutdown_grace
@@ -503,6 +529,15 @@ impl RawConfig {
         if runtime.max_concurrent_flows == 0 {
             problems.push("runtime.max_concurrent_flows: must be at least 1".into());
         }
+        for (key, value) in [
+            ("max_queued_messages", runtime.max_queued_messages),
+            ("max_queued_per_endpoint", runtime.max_queued_per_endpoint),
+            ("max_queued_per_session", runtime.max_queued_per_session),
+        ] {
+            if value == 0 {
+                problems.push(format!("runtime.{key}: must be at least 1"));
+            }
+        }
         if runtime.flow_threads == 0 {
             problems.push("runtime.flow_threads: must be at least 1".into());
         }
@@ -517,6 +552,7 @@ impl RawConfig {
             ));
         }
 
+        let max_concurrent = self.delivery.max_concurrent.unwrap_or(256);
         let delivery = DeliveryConfig {
             timeout: self
                 .delivery
@@ -528,7 +564,13 @@ impl RawConfig {
                 .map_or_else(defaults_retry_schedule, |s| {
                     s.into_iter().map(|d| d.0).collect()
                 }),
-            max_concurrent: self.delivery.max_concurrent.unwrap_or(256),
+            max_concurrent,
+            // A quarter of the POSTs per endpoint: a receiver that answers
+            // slowly (or not at all, until the timeout) holds at most that.
+            max_concurrent_per_endpoint: self
+                .delivery
+                .max_concurrent_per_endpoint
+                .unwrap_or((max_concurrent / 4).max(1)),
             allow_private_webhooks: self.delivery.allow_private_webhooks.unwrap_or(false),
         };
         let store = StoreConfig {
@@ -547,6 +589,9 @@ impl RawConfig {
         }
         if delivery.max_concurrent == 0 {
             problems.push("delivery.max_concurrent: must be at least 1".into());
+        }
+        if delivery.max_concurrent_per_endpoint == 0 {
+            problems.push("delivery.max_concurrent_per_endpoint: must be at least 1".into());
         }
         if delivery.timeout.is_zero() {
             problems.push("delivery.timeout: must be more than 0s".into());
@@ -708,6 +753,11 @@ mod tests {
         [delivery]
         retry_schedule = ["10ms", "20ms"]
         allow_private_webhooks = true
+        max_concurrent_per_endpoint = 8
+
+        [runtime]
+        max_queued_per_endpoint = 300
+        max_queued_per_session = 30
 
         [store]
         session_retention = "90d"
@@ -733,6 +783,9 @@ mod tests {
             config.store.session_retention,
             Duration::from_secs(90 * 86400)
         );
+        assert_eq!(config.runtime.max_queued_per_endpoint, 300);
+        assert_eq!(config.runtime.max_queued_per_session, 30);
+        assert_eq!(config.delivery.max_concurrent_per_endpoint, 8);
         assert_eq!(
             config.delivery.retry_schedule,
             [Duration::from_millis(10), Duration::from_millis(20)]
@@ -757,6 +810,14 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.delivery.retry_schedule.len(), 7);
+        assert_eq!(
+            (
+                config.runtime.max_queued_per_endpoint,
+                config.runtime.max_queued_per_session,
+                config.delivery.max_concurrent_per_endpoint
+            ),
+            (25_000, 6_250, 64)
+        );
         assert_eq!(
             config.store.session_retention,
             Duration::from_secs(30 * 86400)

@@ -23,7 +23,7 @@ use crate::delivery::Delivery;
 use crate::endpoints::{EndpointTable, Endpoints, SharedEndpoints};
 use crate::flows::{CompileCache, FlowFolder, Loader, Registry};
 use crate::http::{AppState, router};
-use crate::inbox::{Inbox, TurnRunner};
+use crate::inbox::{Inbox, QueueLimits, TurnRunner};
 use crate::reload::{Reloader, resolve_endpoints};
 use crate::runtime::Runtime;
 use crate::store::{SqliteStore, Store};
@@ -106,7 +106,11 @@ impl Server {
                 delivery: delivery.clone(),
                 shutdown: stopping.clone(),
             },
-            config.runtime.max_queued_messages,
+            QueueLimits {
+                total: config.runtime.max_queued_messages,
+                per_endpoint: config.runtime.max_queued_per_endpoint,
+                per_session: config.runtime.max_queued_per_session,
+            },
         );
         let recovered = inbox.recover().await?;
         if recovered > 0 {

@@ -28,7 +28,7 @@ pub mod payload;
 pub mod retry;
 pub mod signature;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -78,6 +78,12 @@ struct Courier {
     policy: RetryPolicy,
     /// Bounds the POSTs in flight, whatever the number of sessions.
     in_flight: Semaphore,
+    /// Bounds the POSTs in flight to each endpoint (taken before a place in
+    /// `in_flight`), so that a receiver that answers slowly, or only at the
+    /// timeout, holds a share of `in_flight` and never all of it.
+    per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The size of each endpoint's share.
+    max_per_endpoint: usize,
     /// Endpoints whose receiver answered 410 Gone.
     stopped: Mutex<HashSet<String>>,
     /// Outputs in a lane, so that none is queued twice.
@@ -116,6 +122,8 @@ impl Delivery {
             sender: Sender::new(config.timeout, config.allow_private_webhooks)?,
             policy: RetryPolicy::new(config.retry_schedule.clone()),
             in_flight: Semaphore::new(config.max_concurrent),
+            per_endpoint: Mutex::new(HashMap::new()),
+            max_per_endpoint: config.max_concurrent_per_endpoint,
             stopped: Mutex::new(stopped),
             queued: Mutex::new(HashSet::new()),
             shutdown,
@@ -232,6 +240,19 @@ impl Courier {
         self.queued.lock().unwrap().remove(&id);
     }
 
+    /// The places for POSTs to `endpoint`.
+    fn endpoint_slots(&self, endpoint: &str) -> Arc<Semaphore> {
+        let mut slots = self.per_endpoint.lock().unwrap();
+        match slots.get(endpoint) {
+            Some(slots) => Arc::clone(slots),
+            None => {
+                let new = Arc::new(Semaphore::new(self.max_per_endpoint));
+                slots.insert(endpoint.to_owned(), Arc::clone(&new));
+                new
+            }
+        }
+    }
+
     fn is_stopped(&self, endpoint: &str) -> bool {
         self.stopped.lock().unwrap().contains(endpoint)
     }
@@ -269,6 +290,11 @@ impl Courier {
             };
 
             let (answer, started_at, took) = {
+                let _endpoint_permit = self
+                    .endpoint_slots(&output.session.endpoint)
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
                 let _permit = self.in_flight.acquire().await.expect("never closed");
                 let started = Instant::now();
                 let started_at = now_ms();

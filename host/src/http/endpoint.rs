@@ -135,10 +135,10 @@ pub(super) async fn receive(
         .accept(message)
         .await
         .map_err(|error| match error {
-            AcceptError::Overloaded => Problem::unavailable(
+            AcceptError::Overloaded(crowded) => Problem::unavailable(
                 "overloaded",
                 "Overloaded",
-                "too many messages are waiting to run; retry shortly",
+                format!("too many messages {crowded} are waiting to run; retry shortly"),
             ),
             AcceptError::Store(error) => {
                 tracing::error!(%error, endpoint = endpoint.name(), "cannot store a message");

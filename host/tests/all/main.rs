@@ -6,6 +6,7 @@
 
 mod support;
 
+mod capacity;
 mod conversations;
 mod delivery;
 mod durability;
