@@ -1,10 +1,12 @@
 //! The inbox: accepted messages, run one at a time per session, in order.
 //!
 //! A message is accepted when the store has it durably; the store then
-//! queues it in its session's lane, in the order it numbered the messages,
-//! and the caller answers 202. Each lane runs its messages one by one:
+//! queues its id in its session's lane, in the order it numbered the
+//! messages, and the caller answers 202. Lanes hold ids only, so that a
+//! backlog costs memory per message, not per byte of text and data. Each
+//! lane runs its messages one by one:
 //!
-//! 1. find the endpoint's flow, waiting if it is not loaded (a flow being
+//! 1. read the message, and find the endpoint's flow, waiting if it is not loaded (a flow being
 //!    replaced or re-added), so that an accepted message is never dropped;
 //! 2. read the session's context and the user's profile;
 //! 3. run the flow in a fresh instance;
@@ -29,7 +31,7 @@ use crate::flows::Registry;
 use crate::lanes::Lanes;
 use crate::runtime::{Invocation, Runtime};
 use crate::store::{
-    CommittedTurn, InboxMessage, NewOutput, ProfileChange, SessionKey, Store, StoreError,
+    CommittedTurn, InboxMessage, NewOutput, ProfileChange, Queued, SessionKey, Store, StoreError,
     TurnOutcome, TurnRecord, retrying,
 };
 
@@ -163,10 +165,16 @@ impl Counts {
     }
 }
 
+/// How many unfinished messages are read at a time at start.
+const RECOVERY_PAGE: usize = 1000;
+
 /// The inbox: accepts messages and runs them.
 #[derive(Clone)]
 pub struct Inbox {
-    lanes: Lanes<SessionKey, InboxMessage>,
+    /// Each session's lane holds message ids: a message is read when its
+    /// turn comes, so that a backlog costs a few bytes per message, not its
+    /// text and data.
+    lanes: Lanes<SessionKey, i64>,
     store: Arc<dyn Store>,
     /// Messages accepted and not yet finished.
     admission: Arc<Admission>,
@@ -197,11 +205,11 @@ impl Inbox {
         let runner = Arc::new(runner);
         let lanes = {
             let admission = Arc::clone(&admission);
-            Lanes::new(runtime, move |session: SessionKey, message| {
+            Lanes::new(runtime, move |session: SessionKey, id: i64| {
                 let runner = Arc::clone(&runner);
                 let admission = Arc::clone(&admission);
                 async move {
-                    runner.run(message).await;
+                    runner.run(id).await;
                     admission.release(&session);
                 }
             })
@@ -224,7 +232,7 @@ impl Inbox {
             .store
             .accept(
                 message,
-                Box::new(move |message| lanes.push(message.session.clone(), message)),
+                Box::new(move |message| lanes.push(message.session, message.id)),
             )
             .await;
         if accepted.is_err() {
@@ -234,15 +242,30 @@ impl Inbox {
     }
 
     /// Queues the messages that were accepted but had not finished when the
-    /// host last stopped. Call before accepting new ones.
+    /// host last stopped, read a page at a time (ids and sessions only: each
+    /// message is read when its turn comes). Call before accepting new ones.
     pub async fn recover(&self) -> Result<usize, StoreError> {
-        let messages = self.store.unfinished_messages().await?;
-        let count = messages.len();
-        for message in messages {
-            self.admission.count(&message.session);
-            self.lanes.push(message.session.clone(), message);
+        let mut count = 0;
+        let mut after_id = 0;
+        loop {
+            let page = self
+                .store
+                .unfinished_messages(after_id, RECOVERY_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(count);
+            };
+            after_id = last.id;
+            count += page.len();
+            let full = page.len() == RECOVERY_PAGE;
+            for queued in page {
+                self.admission.count(&queued.session);
+                self.lanes.push(queued.session, queued.id);
+            }
+            if !full {
+                return Ok(count);
+            }
         }
-        Ok(count)
     }
 
     /// Messages accepted and not yet finished.
@@ -258,10 +281,20 @@ impl Inbox {
 }
 
 impl TurnRunner {
-    async fn run(&self, message: InboxMessage) {
+    async fn run(&self, id: i64) {
         if self.shutdown.is_cancelled() {
             return; // It stays unfinished in the store, for the next start.
         }
+        let Some(read) = retrying("read a message to run", &self.shutdown, || {
+            self.store.unfinished_message(id)
+        })
+        .await
+        else {
+            return;
+        };
+        let Some(message) = read else {
+            return; // Already finished.
+        };
         let span = tracing::info_span!(
             "message",
             trace_id = %message.trace_id,
@@ -373,7 +406,7 @@ impl TurnRunner {
                     took_ms = started.elapsed().as_millis() as u64,
                     "message handled"
                 );
-                self.delivery.enqueue(outputs);
+                self.delivery.enqueue(outputs.iter().map(Queued::from));
             }
             // The flow ran, but what it changed could not be kept.
             CommittedTurn::Failed(reason) if ran => {

@@ -43,16 +43,18 @@ use self::retry::RetryPolicy;
 use crate::config::{DeliveryConfig, DeliveryOrder};
 use crate::endpoints::SharedEndpoints;
 use crate::lanes::Lanes;
-use crate::store::{Attempt, AttemptOutcome, PendingOutput, SessionKey, Store, StoreError, now_ms};
+use crate::store::{
+    Attempt, AttemptOutcome, PendingOutput, Queued, SessionKey, Store, StoreError, now_ms,
+};
 
-/// How many dead letters are queued again per write.
-const REQUEUE_PAGE: usize = 500;
+/// How many outputs are read, or dead letters queued again, at a time.
+const PAGE: usize = 500;
 
 /// The delivery service: a handle to queue outputs and manage deliveries.
 #[derive(Clone)]
 pub struct Delivery {
     courier: Arc<Courier>,
-    lanes: Lanes<Lane, PendingOutput>,
+    lanes: Lanes<Lane, Queued>,
 }
 
 /// What orders deliveries: a session, or (unordered) the output alone.
@@ -136,7 +138,12 @@ impl Delivery {
             })
         };
         let delivery = Delivery { courier, lanes };
-        let mut pending = store.pending_outputs(None).await?;
+        // Read a page at a time, and only what orders each output: its body
+        // is read when its turn comes.
+        let mut pending = Vec::new();
+        delivery
+            .for_each_pending(None, |page| pending.extend(page))
+            .await?;
         if !pending.is_empty() {
             let spread = spread_resumed(&mut pending, now_ms());
             tracing::info!(
@@ -149,9 +156,36 @@ impl Delivery {
         Ok(delivery)
     }
 
+    /// Calls `each` with every page of the pending outputs, of `endpoint` or
+    /// of all.
+    async fn for_each_pending(
+        &self,
+        endpoint: Option<&str>,
+        mut each: impl FnMut(Vec<Queued>),
+    ) -> Result<(), StoreError> {
+        let mut after_id = 0;
+        loop {
+            let page = self
+                .courier
+                .store
+                .pending_outputs(endpoint, after_id, PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after_id = last.id;
+            let full = page.len() == PAGE;
+            each(page);
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
     /// Queues outputs for delivery, in their lanes. An output already queued
-    /// is not queued again.
-    pub fn enqueue(&self, outputs: impl IntoIterator<Item = PendingOutput>) {
+    /// is not queued again. Lanes hold the output's id and session only; the
+    /// body is read when the output's turn comes.
+    pub fn enqueue(&self, outputs: impl IntoIterator<Item = Queued>) {
         let endpoints = self.courier.endpoints.load();
         for output in outputs {
             if !self.courier.queued.lock().unwrap().insert(output.id) {
@@ -177,7 +211,7 @@ impl Delivery {
             .requeue_output(endpoint, output_id)
             .await?;
         let found = output.is_some();
-        self.enqueue(output);
+        self.enqueue(output.as_ref().map(Queued::from));
         Ok(found)
     }
 
@@ -191,14 +225,14 @@ impl Delivery {
             let page = self
                 .courier
                 .store
-                .requeue_dead(endpoint, after_id, REQUEUE_PAGE)
+                .requeue_dead(endpoint, after_id, PAGE)
                 .await?;
             let Some(last) = page.last() else {
                 break;
             };
             after_id = last.id;
             count += page.len();
-            let full = page.len() == REQUEUE_PAGE;
+            let full = page.len() == PAGE;
             self.enqueue(page);
             if !full {
                 break;
@@ -212,7 +246,8 @@ impl Delivery {
     pub async fn resume(&self, endpoint: &str) -> Result<bool, StoreError> {
         let was_stopped = self.courier.store.enable_endpoint(endpoint).await?;
         self.courier.stopped.lock().unwrap().remove(endpoint);
-        self.enqueue(self.courier.store.pending_outputs(Some(endpoint)).await?);
+        self.for_each_pending(Some(endpoint), |page| self.enqueue(page))
+            .await?;
         if was_stopped {
             tracing::info!(endpoint, "delivery resumed");
         }
@@ -227,16 +262,25 @@ impl Delivery {
 }
 
 impl Courier {
-    async fn deliver(&self, output: PendingOutput) {
-        let id = output.id;
-        let span = tracing::info_span!(
-            "delivery",
-            endpoint = %output.session.endpoint,
-            session = %output.session.session_id,
-            output = output.id,
-            webhook_id = %output.webhook_id,
-        );
-        self.attempt_until_done(output).instrument(span).await;
+    async fn deliver(&self, queued: Queued) {
+        let id = queued.id;
+        let read = crate::store::retrying("read an output to deliver", &self.shutdown, || {
+            self.store.pending_output(id)
+        })
+        .await;
+        // Not pending any more (delivered or dead meanwhile): nothing to do.
+        if let Some(Some(output)) = read {
+            let span = tracing::info_span!(
+                "delivery",
+                endpoint = %output.session.endpoint,
+                session = %output.session.session_id,
+                output = output.id,
+                webhook_id = %output.webhook_id,
+            );
+            self.attempt_until_done(output, queued.next_attempt_at)
+                .instrument(span)
+                .await;
+        }
         self.queued.lock().unwrap().remove(&id);
     }
 
@@ -257,9 +301,10 @@ impl Courier {
         self.stopped.lock().unwrap().contains(endpoint)
     }
 
-    async fn attempt_until_done(&self, output: PendingOutput) {
+    /// Attempts to deliver `output`, the first time at `due` if given.
+    async fn attempt_until_done(&self, output: PendingOutput, due: Option<i64>) {
         let mut attempts = output.attempts;
-        if let Some(due) = output.next_attempt_at {
+        if let Some(due) = due {
             let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
             if !wait.is_zero() {
                 tracing::debug!(
@@ -426,8 +471,8 @@ const MAX_RESUME_SPREAD: Duration = Duration::from_secs(60);
 /// gets a random time over the next few seconds, so that a restart after an
 /// outage does not hit receivers with every retry at once. Outputs never
 /// tried go at once. Returns the spread used.
-fn spread_resumed(outputs: &mut [PendingOutput], now: i64) -> Duration {
-    let overdue = |output: &PendingOutput| {
+fn spread_resumed(outputs: &mut [Queued], now: i64) -> Duration {
+    let overdue = |output: &Queued| {
         output.attempts > 0 && output.next_attempt_at.is_none_or(|due| due <= now)
     };
     let count = outputs.iter().filter(|o| overdue(o)).count();
@@ -450,15 +495,13 @@ fn spread_resumed(outputs: &mut [PendingOutput], now: i64) -> Duration {
 mod tests {
     use super::*;
 
-    fn output(id: i64, attempts: u32, next_attempt_at: Option<i64>) -> PendingOutput {
-        PendingOutput {
+    fn output(id: i64, attempts: u32, next_attempt_at: Option<i64>) -> Queued {
+        Queued {
             id,
             session: SessionKey {
                 endpoint: "support".into(),
                 session_id: format!("s{id}"),
             },
-            webhook_id: format!("msg_{id}"),
-            body: "{}".into(),
             attempts,
             next_attempt_at,
         }

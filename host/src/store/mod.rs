@@ -142,6 +142,44 @@ pub struct NewOutput {
     pub body: String,
 }
 
+/// A message or output as a queue holds it: what orders it, not what it
+/// carries. The rest is read when its turn comes, so that a long queue
+/// (a backlog, or everything left by the last run) costs a few dozen bytes
+/// per entry rather than its text, data or body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The message's or output's id.
+    pub id: i64,
+    /// Its session.
+    pub session: SessionKey,
+    /// For an output, the attempts made so far (0 for a message).
+    pub attempts: u32,
+    /// For an output, when its next attempt is due, if it waits for one.
+    pub next_attempt_at: Option<i64>,
+}
+
+impl From<&PendingOutput> for Queued {
+    fn from(output: &PendingOutput) -> Queued {
+        Queued {
+            id: output.id,
+            session: output.session.clone(),
+            attempts: output.attempts,
+            next_attempt_at: output.next_attempt_at,
+        }
+    }
+}
+
+impl From<&InboxMessage> for Queued {
+    fn from(message: &InboxMessage) -> Queued {
+        Queued {
+            id: message.id,
+            session: message.session.clone(),
+            attempts: 0,
+            next_attempt_at: None,
+        }
+    }
+}
+
 /// An output waiting for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PendingOutput {
@@ -329,8 +367,16 @@ pub trait Store: Send + Sync + 'static {
         on_accepted: OnAccepted,
     ) -> Result<(), StoreError>;
 
-    /// The accepted messages that have not run to the end, in order.
-    async fn unfinished_messages(&self) -> Result<Vec<InboxMessage>, StoreError>;
+    /// The first `limit` accepted messages with an id above `after_id` that
+    /// have not run to the end, in order: a page of the inbox to queue.
+    async fn unfinished_messages(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError>;
+
+    /// The accepted message `id`, if it has not run to the end.
+    async fn unfinished_message(&self, id: i64) -> Result<Option<InboxMessage>, StoreError>;
 
     /// The context of `session` and the profile of `user_id` at its endpoint.
     async fn session_state(
@@ -344,12 +390,18 @@ pub trait Store: Send + Sync + 'static {
     /// failed.
     async fn complete_turn(&self, turn: TurnRecord) -> Result<CommittedTurn, StoreError>;
 
-    /// The outputs not yet delivered nor dead, in order: of one endpoint, or
-    /// of all.
+    /// The first `limit` outputs with an id above `after_id` not yet
+    /// delivered nor dead, in order, of one endpoint or of all: a page of
+    /// the outbox to queue.
     async fn pending_outputs(
         &self,
         endpoint: Option<&str>,
-    ) -> Result<Vec<PendingOutput>, StoreError>;
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError>;
+
+    /// The output `id`, if it is not yet delivered nor dead.
+    async fn pending_output(&self, id: i64) -> Result<Option<PendingOutput>, StoreError>;
 
     /// Records a delivery attempt and the output's new status.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
@@ -382,7 +434,7 @@ pub trait Store: Send + Sync + 'static {
         endpoint: &str,
         after_id: i64,
         limit: usize,
-    ) -> Result<Vec<PendingOutput>, StoreError>;
+    ) -> Result<Vec<Queued>, StoreError>;
 
     /// Stops delivery to `endpoint` (its receiver answered 410 Gone).
     async fn disable_endpoint(&self, endpoint: &str, reason: &str) -> Result<(), StoreError>;

@@ -26,7 +26,7 @@ use super::profile_merge;
 use super::{
     ApiKeyInfo, Attempt, AttemptOutcome, AttemptRecord, CommittedTurn, DisabledEndpoint,
     InboxMessage, NewApiKey, OnAccepted, OutputQuery, OutputRecord, OutputStatus, PendingOutput,
-    SessionKey, SessionState, Store, StoreError, TurnOutcome, TurnRecord, now_ms,
+    Queued, SessionKey, SessionState, Store, StoreError, TurnOutcome, TurnRecord, now_ms,
 };
 use crate::units::ByteSize;
 
@@ -427,6 +427,15 @@ fn pending_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingOutput> {
     })
 }
 
+fn queued_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<Queued> {
+    Ok(Queued {
+        id: row.get("id")?,
+        session: session_key(row)?,
+        attempts: row.get("attempts")?,
+        next_attempt_at: row.get("next_attempt_at")?,
+    })
+}
+
 fn api_key_info(row: &rusqlite::Row<'_>) -> rusqlite::Result<ApiKeyInfo> {
     Ok(ApiKeyInfo {
         id: row.get("id")?,
@@ -469,13 +478,35 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn unfinished_messages(&self) -> Result<Vec<InboxMessage>, StoreError> {
-        self.read(|conn| {
-            conn.prepare("SELECT * FROM messages WHERE status = 'pending' ORDER BY id")?
-                .query_map([], inbox_message)?
-                .collect()
+    async fn unfinished_messages(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare(
+                "SELECT id, endpoint, session_id FROM messages
+                 WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?",
+            )?
+            .query_map(params![after_id, limit as i64], |row| {
+                Ok(Queued {
+                    id: row.get("id")?,
+                    session: session_key(row)?,
+                    attempts: 0,
+                    next_attempt_at: None,
+                })
+            })?
+            .collect()
         })
         .await
+    }
+
+    async fn unfinished_message(&self, id: i64) -> Result<Option<InboxMessage>, StoreError> {
+        self.point_read(|conn| {
+            conn.prepare_cached("SELECT * FROM messages WHERE id = ? AND status = 'pending'")?
+                .query_row([id], inbox_message)
+                .optional()
+        })
     }
 
     async fn session_state(
@@ -634,17 +665,28 @@ impl Store for SqliteStore {
     async fn pending_outputs(
         &self,
         endpoint: Option<&str>,
-    ) -> Result<Vec<PendingOutput>, StoreError> {
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
         let endpoint = endpoint.map(str::to_owned);
         self.read(move |conn| {
             conn.prepare(
-                "SELECT * FROM outputs WHERE status = 'pending' AND (?1 IS NULL OR endpoint = ?1)
-                 ORDER BY id",
+                "SELECT id, endpoint, session_id, attempts, next_attempt_at FROM outputs
+                 WHERE status = 'pending' AND (?1 IS NULL OR endpoint = ?1) AND id > ?2
+                 ORDER BY id LIMIT ?3",
             )?
-            .query_map([endpoint], pending_output)?
+            .query_map(params![endpoint, after_id, limit as i64], queued_output)?
             .collect()
         })
         .await
+    }
+
+    async fn pending_output(&self, id: i64) -> Result<Option<PendingOutput>, StoreError> {
+        self.point_read(|conn| {
+            conn.prepare_cached("SELECT * FROM outputs WHERE id = ? AND status = 'pending'")?
+                .query_row([id], pending_output)
+                .optional()
+        })
     }
 
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
@@ -778,15 +820,15 @@ impl Store for SqliteStore {
         endpoint: &str,
         after_id: i64,
         limit: usize,
-    ) -> Result<Vec<PendingOutput>, StoreError> {
+    ) -> Result<Vec<Queued>, StoreError> {
         let endpoint = endpoint.to_owned();
         self.write(move |conn| {
-            let page: Vec<PendingOutput> = conn
+            let page: Vec<Queued> = conn
                 .prepare_cached(
-                    "SELECT * FROM outputs WHERE endpoint = ? AND status = 'dead' AND id > ?
-                     ORDER BY id LIMIT ?",
+                    "SELECT id, endpoint, session_id, attempts, next_attempt_at FROM outputs
+                     WHERE endpoint = ? AND status = 'dead' AND id > ? ORDER BY id LIMIT ?",
                 )?
-                .query_map(params![endpoint, after_id, limit as i64], pending_output)?
+                .query_map(params![endpoint, after_id, limit as i64], queued_output)?
                 .collect::<rusqlite::Result<_>>()?;
             let mut requeue = conn.prepare_cached(
                 "UPDATE outputs
@@ -798,7 +840,7 @@ impl Store for SqliteStore {
             }
             Ok(page
                 .into_iter()
-                .map(|output| PendingOutput {
+                .map(|output| Queued {
                     attempts: 0,
                     next_attempt_at: None,
                     ..output
@@ -987,6 +1029,41 @@ mod tests {
         }
     }
 
+    /// Every unfinished message, read a page at a time as the inbox does.
+    async fn unfinished(store: &SqliteStore) -> Vec<InboxMessage> {
+        let mut all = Vec::new();
+        let mut after_id = 0;
+        loop {
+            let page = store.unfinished_messages(after_id, 2).await.unwrap();
+            let Some(last) = page.last() else {
+                return all;
+            };
+            after_id = last.id;
+            for queued in page {
+                all.push(store.unfinished_message(queued.id).await.unwrap().unwrap());
+            }
+        }
+    }
+
+    /// Every pending output (of one endpoint, or all), read a page at a
+    /// time as delivery does.
+    async fn pending(store: &SqliteStore, endpoint: Option<&str>) -> Vec<PendingOutput> {
+        let mut all = Vec::new();
+        let mut after_id = 0;
+        loop {
+            let page = store.pending_outputs(endpoint, after_id, 2).await.unwrap();
+            let Some(last) = page.last() else {
+                return all;
+            };
+            after_id = last.id;
+            for queued in page {
+                let output = store.pending_output(queued.id).await.unwrap().unwrap();
+                assert_eq!(Queued::from(&output), queued);
+                all.push(output);
+            }
+        }
+    }
+
     /// The newest 10 outputs of a status, or all, with their bodies.
     fn listing(status: Option<OutputStatus>) -> OutputQuery {
         OutputQuery {
@@ -1020,10 +1097,7 @@ mod tests {
         let first = accept(&store, message("s1", "hi")).await;
         let second = accept(&store, message("s1", "again")).await;
         assert!(first.id < second.id);
-        assert_eq!(
-            store.unfinished_messages().await.unwrap(),
-            [first.clone(), second]
-        );
+        assert_eq!(unfinished(&store).await, [first.clone(), second]);
 
         let outputs = store
             .complete_turn(TurnRecord {
@@ -1049,8 +1123,8 @@ mod tests {
             .unwrap();
         let outputs = done(outputs);
         assert_eq!(outputs.len(), 1);
-        assert_eq!(store.unfinished_messages().await.unwrap().len(), 1);
-        assert_eq!(store.pending_outputs(None).await.unwrap(), outputs);
+        assert_eq!(unfinished(&store).await.len(), 1);
+        assert_eq!(pending(&store, None).await, outputs);
         let state = store.session_state(&first.session, "u1").await.unwrap();
         assert_eq!(state.context, r#"{"n":1}"#);
         assert_eq!(state.profile, r#"{"name":"Ada"}"#);
@@ -1067,7 +1141,7 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(store.pending_outputs(None).await.unwrap().is_empty());
+        assert!(pending(&store, None).await.is_empty());
         let records = store.outputs("support", listing(None)).await.unwrap();
         assert_eq!(records[0].status, OutputStatus::Delivered);
         assert_eq!(
@@ -1082,10 +1156,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(again.webhook_id, "msg_1");
-        assert_eq!(
-            store.pending_outputs(Some("support")).await.unwrap(),
-            [again]
-        );
+        assert_eq!(pending(&store, Some("support")).await, [again]);
         assert!(
             store
                 .requeue_output("other", outputs[0].id)
@@ -1199,7 +1270,7 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(outputs, CommittedTurn::Failed("wasm trap".into()));
-        assert!(store.unfinished_messages().await.unwrap().is_empty());
+        assert!(unfinished(&store).await.is_empty());
         let state = store.session_state(&m.session, "u1").await.unwrap();
         assert_eq!(state.context, "{}");
     }
@@ -1214,7 +1285,7 @@ mod tests {
             accept(&store, message("s1", "hi")).await
         };
         let store = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(store.unfinished_messages().await.unwrap(), [m]);
+        assert_eq!(unfinished(&store).await, [m]);
         let token = store.url_token("support", "other".into()).await.unwrap();
         assert_eq!(token, "t1".repeat(10), "the first token is kept");
     }
@@ -1267,12 +1338,8 @@ mod tests {
             profile.context, "{}",
             "the failed turn's context is not kept"
         );
-        assert_eq!(
-            store.pending_outputs(None).await.unwrap(),
-            kept,
-            "nor its outputs"
-        );
-        assert!(store.unfinished_messages().await.unwrap().is_empty());
+        assert_eq!(pending(&store, None).await, kept, "nor its outputs");
+        assert!(unfinished(&store).await.is_empty());
     }
 
     #[tokio::test]
@@ -1421,7 +1488,7 @@ mod tests {
                 .unwrap()
                 .is_empty()
         );
-        assert_eq!(store.pending_outputs(None).await.unwrap().len(), 4);
+        assert_eq!(pending(&store, None).await.len(), 4);
     }
 
     impl TurnRecord {
@@ -1482,7 +1549,7 @@ mod tests {
             output
         };
         let store = SqliteStore::open(dir.path()).unwrap();
-        let pending = store.pending_outputs(None).await.unwrap();
+        let pending = pending(&store, None).await;
         assert_eq!(
             pending,
             [PendingOutput {
@@ -1523,7 +1590,7 @@ mod tests {
             tx.commit().unwrap();
         }
         let store = SqliteStore::open(dir.path()).unwrap();
-        let pending = store.pending_outputs(None).await.unwrap();
+        let pending = pending(&store, None).await;
         assert_eq!(pending.len(), 1);
         assert_eq!((pending[0].attempts, pending[0].next_attempt_at), (2, None));
         one_output(&store, "s2").await;
