@@ -154,6 +154,13 @@ pub struct RuntimeConfig {
     /// Accepted messages that may wait for their turn before new ones are
     /// refused with 503: a bound on the work (and memory) queued up.
     pub max_queued_messages: usize,
+    /// The share of `max_queued_messages` one endpoint may take, so that a
+    /// slow or flooded endpoint cannot make the others refuse messages.
+    pub max_queued_per_endpoint: usize,
+    /// The share one session may take, so that one caller cannot fill its
+    /// endpoint's share (a session runs one message at a time, so a long
+    /// queue of one session only waits).
+    pub max_queued_per_session: usize,
     /// How long running flows get to finish when the host shuts down.
     pub shutdown_grace: Duration,
 }
@@ -169,6 +176,10 @@ pub struct StoreConfig {
     /// admin API) before they are deleted. Dead letters are kept until
     /// redelivered.
     pub retention: Duration,
+    /// How long a session's context, and a user's profile, are kept after
+    /// they were last used; then they are deleted, and the next message of
+    /// the session or user starts afresh.
+    pub session_retention: Duration,
 }
 
 /// How outputs are delivered to webhooks.
@@ -181,6 +192,9 @@ pub struct DeliveryConfig {
     pub retry_schedule: Vec<Duration>,
     /// POSTs in flight at once, across all endpoints and sessions.
     pub max_concurrent: usize,
+    /// POSTs in flight at once to one endpoint, so that a slow receiver
+    /// cannot hold every one of `max_concurrent`.
+    pub max_concurrent_per_endpoint: usize,
     /// Whether webhooks may be on loopback, private or link-local addresses.
     /// Off, such addresses are refused when the configuration is read and,
     /// for names, on the address actually connected to (so DNS rebinding
@@ -454,6 +468,7 @@ impl RawHttp {
 struct RawStore {
     fsync: Option<bool>,
     retention: Option<HumanDuration>,
+    session_retention: Option<HumanDuration>,
 }
 
 /// Flow limits as written in `flowhost.toml` and in a flow's manifest; every
@@ -507,6 +522,8 @@ struct RawRuntime {
     private_outbound_hosts: Vec<String>,
     fuel_metering: Option<bool>,
     max_queued_messages: Option<usize>,
+    max_queued_per_endpoint: Option<usize>,
+    max_queued_per_session: Option<usize>,
     shutdown_grace: Option<HumanDuration>,
 }
 
@@ -516,6 +533,7 @@ struct RawDelivery {
     timeout: Option<HumanDuration>,
     retry_schedule: Option<Vec<HumanDuration>>,
     max_concurrent: Option<usize>,
+    max_concurrent_per_endpoint: Option<usize>,
     allow_private_webhooks: Option<bool>,
 }
 
@@ -588,6 +606,17 @@ impl RawConfig {
             problems.push("admin_token: use at least 16 characters".into());
         }
 
+        let max_queued_messages = self.runtime.max_queued_messages.unwrap_or(100_000);
+        // A quarter of the queue per endpoint, a quarter of that per session:
+        // a flooded endpoint or session leaves room for the others.
+        let max_queued_per_endpoint = self
+            .runtime
+            .max_queued_per_endpoint
+            .unwrap_or((max_queued_messages / 4).max(1));
+        let max_queued_per_session = self
+            .runtime
+            .max_queued_per_session
+            .unwrap_or((max_queued_per_endpoint / 4).max(1));
         let runtime = RuntimeConfig {
             max_concurrent_flows: self.runtime.max_concurrent_flows.unwrap_or(100),
             // Half the cores: the other half serves HTTP, the store and
@@ -607,7 +636,9 @@ impl RawConfig {
             max_compile_memory: self.runtime.max_compile_memory.map_or(4 << 30, |s| s.0),
             private_outbound_hosts: self.runtime.private_outbound_hosts.clone(),
             fuel_metering: self.runtime.fuel_metering.unwrap_or(false),
-            max_queued_messages: self.runtime.max_queued_messages.unwrap_or(100_000),
+            max_queued_messages,
+            max_queued_per_endpoint,
+            max_queued_per_session,
             shutdown_grace: self
                 .runtime
                 .shutdown_grace
@@ -622,6 +653,15 @@ impl RawConfig {
         problems.extend(limits.check().into_iter().map(|p| format!("limits.{p}")));
         if runtime.max_concurrent_flows == 0 {
             problems.push("runtime.max_concurrent_flows: must be at least 1".into());
+        }
+        for (key, value) in [
+            ("max_queued_messages", runtime.max_queued_messages),
+            ("max_queued_per_endpoint", runtime.max_queued_per_endpoint),
+            ("max_queued_per_session", runtime.max_queued_per_session),
+        ] {
+            if value == 0 {
+                problems.push(format!("runtime.{key}: must be at least 1"));
+            }
         }
         if runtime.flow_threads == 0 {
             problems.push("runtime.flow_threads: must be at least 1".into());
@@ -688,6 +728,7 @@ impl RawConfig {
             problems.push(format!("runtime.private_outbound_hosts: {e}"));
         }
 
+        let max_concurrent = self.delivery.max_concurrent.unwrap_or(256);
         let delivery = DeliveryConfig {
             timeout: self
                 .delivery
@@ -699,7 +740,13 @@ impl RawConfig {
                 .map_or_else(defaults_retry_schedule, |s| {
                     s.into_iter().map(|d| d.0).collect()
                 }),
-            max_concurrent: self.delivery.max_concurrent.unwrap_or(256),
+            max_concurrent,
+            // A quarter of the POSTs per endpoint: a receiver that answers
+            // slowly (or not at all, until the timeout) holds at most that.
+            max_concurrent_per_endpoint: self
+                .delivery
+                .max_concurrent_per_endpoint
+                .unwrap_or((max_concurrent / 4).max(1)),
             allow_private_webhooks: self.delivery.allow_private_webhooks.unwrap_or(false),
         };
         let store = StoreConfig {
@@ -708,9 +755,19 @@ impl RawConfig {
                 .store
                 .retention
                 .map_or(Duration::from_secs(7 * 86400), |d| d.0),
+            session_retention: self
+                .store
+                .session_retention
+                .map_or(Duration::from_secs(30 * 86400), |d| d.0),
         };
+        if store.session_retention < Duration::from_secs(3600) {
+            problems.push("store.session_retention: must be at least 1h".into());
+        }
         if delivery.max_concurrent == 0 {
             problems.push("delivery.max_concurrent: must be at least 1".into());
+        }
+        if delivery.max_concurrent_per_endpoint == 0 {
+            problems.push("delivery.max_concurrent_per_endpoint: must be at least 1".into());
         }
         if delivery.timeout.is_zero() {
             problems.push("delivery.timeout: must be more than 0s".into());
@@ -875,6 +932,14 @@ mod tests {
         [delivery]
         retry_schedule = ["10ms", "20ms"]
         allow_private_webhooks = true
+        max_concurrent_per_endpoint = 8
+
+        [runtime]
+        max_queued_per_endpoint = 300
+        max_queued_per_session = 30
+
+        [store]
+        session_retention = "90d"
 
         [endpoints.support]
         flow = "order-help"
@@ -893,6 +958,13 @@ mod tests {
         assert_eq!(config.flows_dir, PathBuf::from("my-flows"));
         assert_eq!(config.limits.memory, 32 << 20);
         assert_eq!(config.limits.deadline, Duration::from_secs(2));
+        assert_eq!(
+            config.store.session_retention,
+            Duration::from_secs(90 * 86400)
+        );
+        assert_eq!(config.runtime.max_queued_per_endpoint, 300);
+        assert_eq!(config.runtime.max_queued_per_session, 30);
+        assert_eq!(config.delivery.max_concurrent_per_endpoint, 8);
         assert_eq!(
             config.delivery.retry_schedule,
             [Duration::from_millis(10), Duration::from_millis(20)]
@@ -949,6 +1021,18 @@ mod tests {
         assert_eq!(config.listen, "127.0.0.1:8080".parse().unwrap());
         assert_eq!(config.limits, Limits::default());
         assert_eq!(config.delivery.retry_schedule.len(), 7);
+        assert_eq!(
+            (
+                config.runtime.max_queued_per_endpoint,
+                config.runtime.max_queued_per_session,
+                config.delivery.max_concurrent_per_endpoint
+            ),
+            (25_000, 6_250, 64)
+        );
+        assert_eq!(
+            config.store.session_retention,
+            Duration::from_secs(30 * 86400)
+        );
         assert!(config.endpoints.is_empty());
     }
 

@@ -19,8 +19,9 @@
 //! - [`delivery`]: outputs POSTed to webhooks, in order, with retries.
 //!
 //! Around them: [`config`] (the checked configuration), [`endpoints`] (the
-//! endpoints in force), [`keys`] (API keys), [`server`] (starting and
-//! stopping it all), [`shutdown`] and [`telemetry`].
+//! endpoints in force), [`keys`] (API keys), [`private`] (files only
+//! flowhost may read), [`server`] (starting and stopping it all),
+//! [`shutdown`] and [`telemetry`].
 
 pub mod config;
 pub mod delivery;
@@ -32,6 +33,7 @@ pub mod keys;
 mod lanes;
 pub mod local;
 pub mod net;
+pub mod private;
 pub mod reload;
 pub mod runtime;
 pub mod server;

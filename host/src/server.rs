@@ -19,12 +19,12 @@ use tokio::runtime::Handle;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::Config;
+use crate::config::{Config, StoreConfig};
 use crate::delivery::Delivery;
 use crate::endpoints::{EndpointTable, Endpoints, SharedEndpoints};
 use crate::flows::{CompileCache, Compiler, FlowFolder, Loader, Registry};
 use crate::http::{AppState, router};
-use crate::inbox::{Inbox, TurnRunner};
+use crate::inbox::{Inbox, QueueLimits, TurnRunner};
 use crate::reload::{Reloader, resolve_endpoints};
 use crate::runtime::Runtime;
 use crate::store::{SqliteStore, Store};
@@ -116,7 +116,11 @@ impl Server {
                 delivery: delivery.clone(),
                 shutdown: stopping.clone(),
             },
-            config.runtime.max_queued_messages,
+            QueueLimits {
+                total: config.runtime.max_queued_messages,
+                per_endpoint: config.runtime.max_queued_per_endpoint,
+                per_session: config.runtime.max_queued_per_session,
+            },
         );
         let recovered = inbox.recover().await?;
         if recovered > 0 {
@@ -130,7 +134,7 @@ impl Server {
             loading,
             tokio::spawn(prune(
                 Arc::clone(&shared_store),
-                config.store.retention,
+                config.store.clone(),
                 stopping.clone(),
             )),
         ];
@@ -277,18 +281,24 @@ fn watch_config(
     }))
 }
 
-/// Deletes finished records older than `retention`, hourly, until `stop`.
-async fn prune(store: Arc<dyn Store>, retention: std::time::Duration, stop: CancellationToken) {
+/// Deletes finished records older than `retention`, and contexts and
+/// profiles unused for `session_retention`, hourly, until `stop`.
+async fn prune(store: Arc<dyn Store>, config: StoreConfig, stop: CancellationToken) {
     let mut every_hour = tokio::time::interval(std::time::Duration::from_secs(3600));
     loop {
         tokio::select! {
             _ = every_hour.tick() => {}
             () = stop.cancelled() => return,
         }
-        let before = crate::store::now_ms() - retention.as_millis() as i64;
-        match store.prune(before).await {
+        let now = crate::store::now_ms();
+        let before = now - config.retention.as_millis() as i64;
+        let idle_before = now - config.session_retention.as_millis() as i64;
+        match store.prune(before, idle_before).await {
             Ok(0) => {}
-            Ok(rows) => tracing::info!(rows, "pruned finished messages and delivered outputs"),
+            Ok(rows) => tracing::info!(
+                rows,
+                "pruned finished messages, delivered outputs, and unused contexts and profiles"
+            ),
             Err(error) => tracing::warn!(%error, "could not prune old records"),
         }
     }

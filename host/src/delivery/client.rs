@@ -14,7 +14,8 @@ use super::retry::parse_retry_after;
 use crate::config::EndpointConfig;
 use crate::store::PendingOutput;
 
-/// How much of a response body is read, to quote in the attempt's record.
+/// How much of a response body is read, to quote in the attempt's record
+/// (never in the log).
 const BODY_CAP: usize = 16 << 10;
 
 /// What one attempt came to.
@@ -29,8 +30,15 @@ pub(crate) enum Answer {
     Failed {
         /// The status, if the receiver answered.
         status: Option<u16>,
-        /// What went wrong, in words.
+        /// What went wrong, in words, without the receiver's body: fit for
+        /// the log.
         error: String,
+        /// The start of the receiver's response body (at most 512 bytes,
+        /// trimmed), for the attempt's record only: receivers often echo
+        /// the request back, so it is never logged.
+        body: String,
+        /// How many bytes of the body were read (at most 16 KiB).
+        body_bytes: usize,
         /// When the receiver asked to be retried (429 and 503 only).
         retry_after: Option<Duration>,
     },
@@ -90,6 +98,8 @@ impl Sender {
                 return Answer::Failed {
                     status: None,
                     error: describe(&e),
+                    body: String::new(),
+                    body_bytes: 0,
                     retry_after: None,
                 };
             }
@@ -114,16 +124,13 @@ impl Sender {
                 status: status.as_u16(),
             };
         }
+        let body_bytes = body.len();
         body.truncate(512);
-        let quoted = String::from_utf8_lossy(&body);
-        let error = if quoted.trim().is_empty() {
-            format!("the receiver answered {status}")
-        } else {
-            format!("the receiver answered {status}: {}", quoted.trim())
-        };
         Answer::Failed {
             status: Some(status.as_u16()),
-            error,
+            error: format!("the receiver answered {status}"),
+            body: String::from_utf8_lossy(&body).trim().to_owned(),
+            body_bytes,
             retry_after,
         }
     }

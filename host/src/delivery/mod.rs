@@ -28,10 +28,10 @@ pub mod payload;
 pub mod retry;
 pub mod signature;
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
@@ -43,13 +43,18 @@ use self::retry::RetryPolicy;
 use crate::config::{DeliveryConfig, DeliveryOrder};
 use crate::endpoints::SharedEndpoints;
 use crate::lanes::Lanes;
-use crate::store::{Attempt, AttemptOutcome, PendingOutput, SessionKey, Store, StoreError, now_ms};
+use crate::store::{
+    Attempt, AttemptOutcome, PendingOutput, Queued, SessionKey, Store, StoreError, now_ms,
+};
+
+/// How many outputs are read, or dead letters queued again, at a time.
+const PAGE: usize = 500;
 
 /// The delivery service: a handle to queue outputs and manage deliveries.
 #[derive(Clone)]
 pub struct Delivery {
     courier: Arc<Courier>,
-    lanes: Lanes<Lane, PendingOutput>,
+    lanes: Lanes<Lane, Queued>,
 }
 
 /// What orders deliveries: a session, or (unordered) the output alone.
@@ -75,6 +80,12 @@ struct Courier {
     policy: RetryPolicy,
     /// Bounds the POSTs in flight, whatever the number of sessions.
     in_flight: Semaphore,
+    /// Bounds the POSTs in flight to each endpoint (taken before a place in
+    /// `in_flight`), so that a receiver that answers slowly, or only at the
+    /// timeout, holds a share of `in_flight` and never all of it.
+    per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
+    /// The size of each endpoint's share.
+    max_per_endpoint: usize,
     /// Endpoints whose receiver answered 410 Gone.
     stopped: Mutex<HashSet<String>>,
     /// Outputs in a lane, so that none is queued twice.
@@ -113,6 +124,8 @@ impl Delivery {
             sender: Sender::new(config.timeout, config.allow_private_webhooks)?,
             policy: RetryPolicy::new(config.retry_schedule.clone()),
             in_flight: Semaphore::new(config.max_concurrent),
+            per_endpoint: Mutex::new(HashMap::new()),
+            max_per_endpoint: config.max_concurrent_per_endpoint,
             stopped: Mutex::new(stopped),
             queued: Mutex::new(HashSet::new()),
             shutdown,
@@ -125,20 +138,54 @@ impl Delivery {
             })
         };
         let delivery = Delivery { courier, lanes };
-        let pending = store.pending_outputs(None).await?;
+        // Read a page at a time, and only what orders each output: its body
+        // is read when its turn comes.
+        let mut pending = Vec::new();
+        delivery
+            .for_each_pending(None, |page| pending.extend(page))
+            .await?;
         if !pending.is_empty() {
+            let spread = spread_resumed(&mut pending, now_ms());
             tracing::info!(
                 outputs = pending.len(),
-                "resuming delivery of outputs left from the last run"
+                overdue_retries_spread_over_ms = spread.as_millis() as u64,
+                "resuming delivery of outputs left from the last run, each retry when it is due"
             );
         }
         delivery.enqueue(pending);
         Ok(delivery)
     }
 
+    /// Calls `each` with every page of the pending outputs, of `endpoint` or
+    /// of all.
+    async fn for_each_pending(
+        &self,
+        endpoint: Option<&str>,
+        mut each: impl FnMut(Vec<Queued>),
+    ) -> Result<(), StoreError> {
+        let mut after_id = 0;
+        loop {
+            let page = self
+                .courier
+                .store
+                .pending_outputs(endpoint, after_id, PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(());
+            };
+            after_id = last.id;
+            let full = page.len() == PAGE;
+            each(page);
+            if !full {
+                return Ok(());
+            }
+        }
+    }
+
     /// Queues outputs for delivery, in their lanes. An output already queued
-    /// is not queued again.
-    pub fn enqueue(&self, outputs: impl IntoIterator<Item = PendingOutput>) {
+    /// is not queued again. Lanes hold the output's id and session only; the
+    /// body is read when the output's turn comes.
+    pub fn enqueue(&self, outputs: impl IntoIterator<Item = Queued>) {
         let endpoints = self.courier.endpoints.load();
         for output in outputs {
             if !self.courier.queued.lock().unwrap().insert(output.id) {
@@ -164,15 +211,33 @@ impl Delivery {
             .requeue_output(endpoint, output_id)
             .await?;
         let found = output.is_some();
-        self.enqueue(output);
+        self.enqueue(output.as_ref().map(Queued::from));
         Ok(found)
     }
 
-    /// Queues every dead letter of `endpoint` again. Returns how many.
+    /// Queues every dead letter of `endpoint` again, a page at a time (each
+    /// page its own write, so that a large dead-letter queue neither holds
+    /// the store's writer nor is read whole). Returns how many.
     pub async fn redeliver_dead(&self, endpoint: &str) -> Result<usize, StoreError> {
-        let outputs = self.courier.store.requeue_dead(endpoint).await?;
-        let count = outputs.len();
-        self.enqueue(outputs);
+        let mut after_id = 0;
+        let mut count = 0;
+        loop {
+            let page = self
+                .courier
+                .store
+                .requeue_dead(endpoint, after_id, PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                break;
+            };
+            after_id = last.id;
+            count += page.len();
+            let full = page.len() == PAGE;
+            self.enqueue(page);
+            if !full {
+                break;
+            }
+        }
         Ok(count)
     }
 
@@ -181,7 +246,8 @@ impl Delivery {
     pub async fn resume(&self, endpoint: &str) -> Result<bool, StoreError> {
         let was_stopped = self.courier.store.enable_endpoint(endpoint).await?;
         self.courier.stopped.lock().unwrap().remove(endpoint);
-        self.enqueue(self.courier.store.pending_outputs(Some(endpoint)).await?);
+        self.for_each_pending(Some(endpoint), |page| self.enqueue(page))
+            .await?;
         if was_stopped {
             tracing::info!(endpoint, "delivery resumed");
         }
@@ -196,25 +262,62 @@ impl Delivery {
 }
 
 impl Courier {
-    async fn deliver(&self, output: PendingOutput) {
-        let id = output.id;
-        let span = tracing::info_span!(
-            "delivery",
-            endpoint = %output.session.endpoint,
-            session = %output.session.session_id,
-            output = output.id,
-            webhook_id = %output.webhook_id,
-        );
-        self.attempt_until_done(output).instrument(span).await;
+    async fn deliver(&self, queued: Queued) {
+        let id = queued.id;
+        let read = crate::store::retrying("read an output to deliver", &self.shutdown, || {
+            self.store.pending_output(id)
+        })
+        .await;
+        // Not pending any more (delivered or dead meanwhile): nothing to do.
+        if let Some(Some(output)) = read {
+            let span = tracing::info_span!(
+                "delivery",
+                endpoint = %output.session.endpoint,
+                session = %output.session.session_id,
+                output = output.id,
+                webhook_id = %output.webhook_id,
+            );
+            self.attempt_until_done(output, queued.next_attempt_at)
+                .instrument(span)
+                .await;
+        }
         self.queued.lock().unwrap().remove(&id);
+    }
+
+    /// The places for POSTs to `endpoint`.
+    fn endpoint_slots(&self, endpoint: &str) -> Arc<Semaphore> {
+        let mut slots = self.per_endpoint.lock().unwrap();
+        match slots.get(endpoint) {
+            Some(slots) => Arc::clone(slots),
+            None => {
+                let new = Arc::new(Semaphore::new(self.max_per_endpoint));
+                slots.insert(endpoint.to_owned(), Arc::clone(&new));
+                new
+            }
+        }
     }
 
     fn is_stopped(&self, endpoint: &str) -> bool {
         self.stopped.lock().unwrap().contains(endpoint)
     }
 
-    async fn attempt_until_done(&self, output: PendingOutput) {
+    /// Attempts to deliver `output`, the first time at `due` if given.
+    async fn attempt_until_done(&self, output: PendingOutput, due: Option<i64>) {
         let mut attempts = output.attempts;
+        if let Some(due) = due {
+            let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
+            if !wait.is_zero() {
+                tracing::debug!(
+                    attempts,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "waiting for the retry's time"
+                );
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.shutdown.cancelled() => return,
+                }
+            }
+        }
         loop {
             if self.shutdown.is_cancelled() || self.is_stopped(&output.session.endpoint) {
                 return; // It stays pending in the outbox.
@@ -232,6 +335,11 @@ impl Courier {
             };
 
             let (answer, started_at, took) = {
+                let _endpoint_permit = self
+                    .endpoint_slots(&output.session.endpoint)
+                    .acquire_owned()
+                    .await
+                    .expect("never closed");
                 let _permit = self.in_flight.acquire().await.expect("never closed");
                 let started = Instant::now();
                 let started_at = now_ms();
@@ -247,29 +355,47 @@ impl Courier {
                     ..
                 }
             );
+            // The receiver's body goes into the attempt's record, for the
+            // admin API, and never into the log: receivers often echo the
+            // request, and the log is not the place for message content.
+            let (mut recorded_error, mut body_bytes) = (None, 0);
             let (status, error, outcome, wait) = match answer {
                 Answer::Delivered { status } => {
                     (Some(status), None, AttemptOutcome::Delivered, None)
                 }
-                Answer::Failed { status, error, .. } if gone => {
-                    (status, Some(error), AttemptOutcome::Retrying, None)
-                }
                 Answer::Failed {
                     status,
                     error,
+                    body,
+                    body_bytes: read,
                     retry_after,
-                } => match self.policy.next_wait(attempts, retry_after) {
-                    Some(wait) => (status, Some(error), AttemptOutcome::Retrying, Some(wait)),
-                    None => (status, Some(error), AttemptOutcome::Dead, None),
-                },
+                } => {
+                    body_bytes = read;
+                    recorded_error = Some(if body.is_empty() {
+                        error.clone()
+                    } else {
+                        format!("{error}: {body}")
+                    });
+                    if gone {
+                        (status, Some(error), AttemptOutcome::Retrying, None)
+                    } else {
+                        match self.policy.next_wait(attempts, retry_after) {
+                            Some(wait) => {
+                                (status, Some(error), AttemptOutcome::Retrying, Some(wait))
+                            }
+                            None => (status, Some(error), AttemptOutcome::Dead, None),
+                        }
+                    }
+                }
             };
             let attempt = Attempt {
                 output_id: output.id,
                 started_at,
                 duration_ms: took.as_millis() as i64,
                 status,
-                error: error.clone(),
+                error: recorded_error,
                 outcome,
+                next_attempt_at: wait.map(|wait| now_ms() + wait.as_millis() as i64),
             };
             let recorded =
                 crate::store::retrying("record a delivery attempt", &self.shutdown, || {
@@ -293,6 +419,7 @@ impl Courier {
                     tracing::warn!(
                         attempts,
                         error = error.as_deref().unwrap_or_default(),
+                        body_bytes,
                         retry_in_ms = wait.as_millis() as u64,
                         "delivery failed; will retry"
                     );
@@ -305,6 +432,7 @@ impl Courier {
                     tracing::error!(
                         attempts,
                         error = error.as_deref().unwrap_or_default(),
+                        body_bytes,
                         "delivery failed for the last time; the output is a dead letter"
                     );
                     return;
@@ -328,5 +456,87 @@ impl Courier {
                  are kept; resume with POST /admin/endpoints/{endpoint}/resume"
             );
         }
+    }
+}
+
+/// How far apart overdue retries resumed at start are spread, per output.
+const RESUME_SPREAD_PER_OUTPUT: Duration = Duration::from_millis(10);
+
+/// The longest time overdue retries resumed at start are spread over.
+const MAX_RESUME_SPREAD: Duration = Duration::from_secs(60);
+
+/// Gives each output left from the last run its time: a retry not yet due
+/// keeps its stored time; a retry already overdue (its time passed while
+/// flowhost was down, or it was stored by a flowhost that kept no times)
+/// gets a random time over the next few seconds, so that a restart after an
+/// outage does not hit receivers with every retry at once. Outputs never
+/// tried go at once. Returns the spread used.
+fn spread_resumed(outputs: &mut [Queued], now: i64) -> Duration {
+    let overdue = |output: &Queued| {
+        output.attempts > 0 && output.next_attempt_at.is_none_or(|due| due <= now)
+    };
+    let count = outputs.iter().filter(|o| overdue(o)).count();
+    let spread = RESUME_SPREAD_PER_OUTPUT
+        .saturating_mul(u32::try_from(count).unwrap_or(u32::MAX))
+        .min(MAX_RESUME_SPREAD);
+    let spread_ms = spread.as_millis() as i64;
+    for output in outputs.iter_mut().filter(|o| overdue(o)) {
+        let offset = if spread_ms > 0 {
+            rand::Rng::random_range(&mut rand::rng(), 0..spread_ms)
+        } else {
+            0
+        };
+        output.next_attempt_at = Some(now + offset);
+    }
+    spread
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn output(id: i64, attempts: u32, next_attempt_at: Option<i64>) -> Queued {
+        Queued {
+            id,
+            session: SessionKey {
+                endpoint: "support".into(),
+                session_id: format!("s{id}"),
+            },
+            attempts,
+            next_attempt_at,
+        }
+    }
+
+    #[test]
+    fn resumed_retries_keep_their_time_and_overdue_ones_are_spread() {
+        let now = 1_000_000;
+        let later = now + 600_000;
+        let mut outputs = vec![output(1, 0, None), output(2, 1, Some(later))];
+        outputs.extend((3..103).map(|id| output(id, 2, Some(now - 5))));
+        outputs.push(output(103, 1, None));
+        let spread = spread_resumed(&mut outputs, now);
+
+        assert_eq!(spread, Duration::from_millis(101 * 10));
+        assert_eq!(outputs[0].next_attempt_at, None, "never tried: at once");
+        assert_eq!(outputs[1].next_attempt_at, Some(later), "not yet due: kept");
+        let times: Vec<i64> = outputs[2..]
+            .iter()
+            .map(|o| o.next_attempt_at.unwrap())
+            .collect();
+        assert!(
+            times.iter().all(|t| (now..now + 1010).contains(t)),
+            "{times:?}"
+        );
+        assert!(
+            times.iter().collect::<HashSet<_>>().len() > 10,
+            "overdue retries are spread, not all at one time: {times:?}"
+        );
+    }
+
+    #[test]
+    fn the_spread_is_capped() {
+        let now = 5;
+        let mut outputs: Vec<_> = (0..100_000).map(|id| output(id, 1, None)).collect();
+        assert_eq!(spread_resumed(&mut outputs, now), MAX_RESUME_SPREAD);
     }
 }

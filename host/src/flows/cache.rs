@@ -30,14 +30,14 @@ impl CompileCache {
     /// Opens (creating it and its secret key if needed) the cache in `dir`,
     /// for code compiled by an engine with this compatibility key.
     pub fn open(dir: &Path, compatibility: u64) -> std::io::Result<CompileCache> {
-        std::fs::create_dir_all(dir)?;
+        crate::private::create_dir(dir)?;
         let key_path = dir.join("key");
         let key = match std::fs::read(&key_path) {
             Ok(key) if key.len() == 32 => key.try_into().expect("32 bytes"),
             _ => {
                 let mut key = [0u8; 32];
                 rand::RngCore::fill_bytes(&mut rand::rng(), &mut key);
-                write_atomically(&key_path, &[&key], true)?;
+                write_atomically(&key_path, &[&key])?;
                 key
             }
         };
@@ -88,7 +88,7 @@ impl CompileCache {
     /// Keeps compiled code for the flow with this content hash.
     pub fn put(&self, content: &[u8; 32], code: &[u8]) -> std::io::Result<()> {
         let tag = self.tag(content, code);
-        write_atomically(&self.path(content), &[MAGIC, &tag, code], false)
+        write_atomically(&self.path(content), &[MAGIC, &tag, code])
     }
 
     /// Deletes the entry for this content hash, if any.
@@ -117,7 +117,7 @@ impl CompileCache {
 
     /// Remembers why the component with this key was refused.
     pub fn remember_refusal(&self, key: &[u8; 32], reason: &str) -> std::io::Result<()> {
-        write_atomically(&self.refusal_path(key), &[reason.as_bytes()], false)
+        write_atomically(&self.refusal_path(key), &[reason.as_bytes()])
     }
 
     /// The file of the entry for this content hash (for tests and tools).
@@ -127,18 +127,13 @@ impl CompileCache {
 }
 
 /// Writes `parts` to a temporary file beside `path`, then renames it into
-/// place, so a crash never leaves half an entry under the real name.
-fn write_atomically(path: &Path, parts: &[&[u8]], private: bool) -> std::io::Result<()> {
+/// place, so a crash never leaves half an entry under the real name. The
+/// file is private (0600): the key is a secret, and compiled code is the
+/// flows' code.
+fn write_atomically(path: &Path, parts: &[&[u8]]) -> std::io::Result<()> {
     let temporary = path.with_extension(format!("tmp{}", std::process::id()));
-    let mut options = std::fs::OpenOptions::new();
+    let mut options = crate::private::file_options();
     options.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::OpenOptionsExt;
-        options.mode(0o600);
-    }
-    #[cfg(not(unix))]
-    let _ = private;
     let mut file = options.open(&temporary)?;
     for part in parts {
         file.write_all(part)?;
@@ -179,6 +174,20 @@ mod tests {
         stranger.put(&content, b"compiled code").unwrap();
         std::fs::copy(stranger.entry_path(&content), &path).unwrap();
         assert_eq!(cache.get(&content), None);
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn the_cache_and_its_entries_are_private() {
+        use crate::private::tests::{common_umask, mode};
+        common_umask();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("cache");
+        let cache = CompileCache::open(&dir, 7).unwrap();
+        cache.put(&[3u8; 32], b"code").unwrap();
+        assert_eq!(mode(&dir), 0o700);
+        assert_eq!(mode(&dir.join("key")), 0o600);
+        assert_eq!(mode(&cache.entry_path(&[3u8; 32])), 0o600);
     }
 
     #[test]

@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::{AppState, Problem};
-use crate::store::{OutputStatus, StoreError};
+use crate::store::{OutputQuery, OutputStatus, StoreError};
 
 /// The admin routes, guarded by `token`.
 pub(super) fn routes(state: AppState, token: String) -> Router<AppState> {
@@ -141,10 +141,25 @@ async fn flows(State(app): State<AppState>) -> Json<Value> {
     Json(json!({ "flows": flows }))
 }
 
+/// The most bytes of outputs one listing returns (at least one output is
+/// always listed): bodies of up to 64 KiB each would otherwise make a
+/// listing of 1,000 tens of megabytes.
+const MAX_LISTING_BYTES: usize = 4 << 20;
+
+/// A listing's query. Unknown parameters are refused rather than ignored,
+/// so that a client paging with a parameter flowhost does not know (such as
+/// `offset`) does not get the first page over and over.
 #[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 struct Listing {
     status: Option<OutputStatus>,
     limit: Option<usize>,
+    /// Only outputs older than this one: the `nextBeforeId` of the previous
+    /// page.
+    before_id: Option<i64>,
+    /// Whether to include each output's body.
+    #[serde(default)]
+    body: bool,
 }
 
 async fn deliveries(
@@ -152,7 +167,7 @@ async fn deliveries(
     Path(endpoint): Path<String>,
     Query(listing): Query<Listing>,
 ) -> Result<Json<Value>, Problem> {
-    list(&app, &endpoint, listing.status, listing.limit).await
+    list(&app, &endpoint, listing).await
 }
 
 async fn dead_letters(
@@ -160,31 +175,50 @@ async fn dead_letters(
     Path(endpoint): Path<String>,
     Query(listing): Query<Listing>,
 ) -> Result<Json<Value>, Problem> {
-    list(&app, &endpoint, Some(OutputStatus::Dead), listing.limit).await
+    let listing = Listing {
+        status: Some(OutputStatus::Dead),
+        ..listing
+    };
+    list(&app, &endpoint, listing).await
 }
 
-/// Outputs of an endpoint, newest first, each with its attempts.
-async fn list(
-    app: &AppState,
-    endpoint: &str,
-    status: Option<OutputStatus>,
-    limit: Option<usize>,
-) -> Result<Json<Value>, Problem> {
+/// Outputs of an endpoint, newest first, each with its attempts, a page at
+/// a time: `nextBeforeId`, when set, is the `before_id` of the next page.
+async fn list(app: &AppState, endpoint: &str, listing: Listing) -> Result<Json<Value>, Problem> {
     known_endpoint(app, endpoint)?;
-    let limit = limit.unwrap_or(50).clamp(1, 1000);
+    let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
     let outputs = app
         .store
-        .outputs(endpoint, status, limit)
+        .outputs(
+            endpoint,
+            OutputQuery {
+                status: listing.status,
+                before_id: listing.before_id,
+                limit,
+                bodies: listing.body,
+            },
+        )
         .await
         .map_err(internal)?;
+    let mut more = outputs.len() == limit;
     let mut listed = Vec::with_capacity(outputs.len());
+    let mut bytes = 0;
     for output in outputs {
         let attempts = app.store.attempts(output.id).await.map_err(internal)?;
         let mut record = serde_json::to_value(&output).expect("records serialize");
         record["attempts"] = serde_json::to_value(attempts).expect("records serialize");
         record["attemptCount"] = json!(output.attempts);
+        bytes += record.to_string().len();
+        if bytes > MAX_LISTING_BYTES && !listed.is_empty() {
+            more = true;
+            break;
+        }
         listed.push(record);
     }
+    let next_before_id = listed
+        .last()
+        .filter(|_| more)
+        .and_then(|last| last["id"].as_i64());
     let stopped = app
         .store
         .disabled_endpoints()
@@ -192,9 +226,12 @@ async fn list(
         .map_err(internal)?
         .into_iter()
         .find(|d| d.endpoint == endpoint);
-    Ok(Json(
-        json!({ "endpoint": endpoint, "stopped": stopped, "deliveries": listed }),
-    ))
+    Ok(Json(json!({
+        "endpoint": endpoint,
+        "stopped": stopped,
+        "deliveries": listed,
+        "nextBeforeId": next_before_id,
+    })))
 }
 
 async fn redeliver_one(

@@ -159,10 +159,10 @@ pub(super) async fn receive(
 /// do not.
 fn not_accepted(error: AcceptError, endpoint: &str) -> Problem {
     match error {
-        AcceptError::Overloaded => Problem::unavailable(
+        AcceptError::Overloaded(crowded) => Problem::unavailable(
             "overloaded",
             "Overloaded",
-            "too many messages are waiting to run; retry shortly",
+            format!("too many messages {crowded} are waiting to run; retry shortly"),
         ),
         AcceptError::Store(error) if error.is_transient() => {
             tracing::error!(%error, endpoint, "cannot store a message for now: 503");
@@ -220,7 +220,7 @@ mod tests {
             sqlite(ffi::SQLITE_IOERR_WRITE),
             sqlite(ffi::SQLITE_IOERR_FSYNC),
             AcceptError::Store(StoreError::Closed),
-            AcceptError::Overloaded,
+            AcceptError::Overloaded(crate::inbox::Crowded::Endpoint),
         ] {
             let summary = format!("{error:?}");
             let problem = not_accepted(error, "support");

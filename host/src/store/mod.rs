@@ -116,6 +116,21 @@ pub struct ProfileChange {
     pub before: String,
     /// The profile the message set.
     pub after: String,
+    /// The flow's `max_state_size`, in bytes. The runtime checked `after`
+    /// against it, but concurrent sessions' keys merged in can make the
+    /// stored profile larger: past this, the turn fails at commit.
+    pub max_size: u64,
+}
+
+/// What [`Store::complete_turn`] recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommittedTurn {
+    /// The turn's changes are kept; these outputs are to be delivered.
+    Done(Vec<PendingOutput>),
+    /// The message is recorded as failed, for this reason, and nothing else
+    /// of the turn is kept: the flow failed, or what it changed broke a
+    /// limit that only the commit can check.
+    Failed(String),
 }
 
 /// An output to deliver, as the turn produced it.
@@ -125,6 +140,44 @@ pub struct NewOutput {
     pub webhook_id: String,
     /// The exact body to POST.
     pub body: String,
+}
+
+/// A message or output as a queue holds it: what orders it, not what it
+/// carries. The rest is read when its turn comes, so that a long queue
+/// (a backlog, or everything left by the last run) costs a few dozen bytes
+/// per entry rather than its text, data or body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Queued {
+    /// The message's or output's id.
+    pub id: i64,
+    /// Its session.
+    pub session: SessionKey,
+    /// For an output, the attempts made so far (0 for a message).
+    pub attempts: u32,
+    /// For an output, when its next attempt is due, if it waits for one.
+    pub next_attempt_at: Option<i64>,
+}
+
+impl From<&PendingOutput> for Queued {
+    fn from(output: &PendingOutput) -> Queued {
+        Queued {
+            id: output.id,
+            session: output.session.clone(),
+            attempts: output.attempts,
+            next_attempt_at: output.next_attempt_at,
+        }
+    }
+}
+
+impl From<&InboxMessage> for Queued {
+    fn from(message: &InboxMessage) -> Queued {
+        Queued {
+            id: message.id,
+            session: message.session.clone(),
+            attempts: 0,
+            next_attempt_at: None,
+        }
+    }
 }
 
 /// An output waiting for delivery.
@@ -140,6 +193,10 @@ pub struct PendingOutput {
     pub body: String,
     /// Attempts made so far.
     pub attempts: u32,
+    /// When the next attempt is due, in milliseconds since the Unix epoch:
+    /// set while a failed output waits for its retry; `None` when due at
+    /// once.
+    pub next_attempt_at: Option<i64>,
 }
 
 /// One attempt to deliver an output.
@@ -157,6 +214,9 @@ pub struct Attempt {
     pub error: Option<String>,
     /// What the output's status is after this attempt.
     pub outcome: AttemptOutcome,
+    /// When the next attempt is due, in milliseconds since the Unix epoch,
+    /// when another will follow.
+    pub next_attempt_at: Option<i64>,
 }
 
 /// An output's status after an attempt.
@@ -211,8 +271,24 @@ pub struct OutputRecord {
     pub created_at: i64,
     /// When it was delivered or died.
     pub finished_at: Option<i64>,
-    /// The body POSTed.
-    pub body: String,
+    /// When its next attempt is due, while it waits for a retry.
+    pub next_attempt_at: Option<i64>,
+    /// The body POSTed, when asked for.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub body: Option<String>,
+}
+
+/// Which outputs of an endpoint to list, newest first.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OutputQuery {
+    /// Of one status, or all.
+    pub status: Option<OutputStatus>,
+    /// Only those older than this one (the cursor of the next page).
+    pub before_id: Option<i64>,
+    /// At most this many.
+    pub limit: usize,
+    /// Whether to read their bodies (up to 64 KiB each, by default).
+    pub bodies: bool,
 }
 
 /// One recorded delivery attempt.
@@ -315,8 +391,16 @@ pub trait Store: Send + Sync + 'static {
         on_accepted: OnAccepted,
     ) -> Result<(), StoreError>;
 
-    /// The accepted messages that have not run to the end, in order.
-    async fn unfinished_messages(&self) -> Result<Vec<InboxMessage>, StoreError>;
+    /// The first `limit` accepted messages with an id above `after_id` that
+    /// have not run to the end, in order: a page of the inbox to queue.
+    async fn unfinished_messages(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError>;
+
+    /// The accepted message `id`, if it has not run to the end.
+    async fn unfinished_message(&self, id: i64) -> Result<Option<InboxMessage>, StoreError>;
 
     /// The context of `session` and the profile of `user_id` at its endpoint.
     async fn session_state(
@@ -326,25 +410,31 @@ pub trait Store: Send + Sync + 'static {
     ) -> Result<SessionState, StoreError>;
 
     /// Records how a message ended, with everything it changed, in one
-    /// transaction. Returns the outputs to deliver.
-    async fn complete_turn(&self, turn: TurnRecord) -> Result<Vec<PendingOutput>, StoreError>;
+    /// transaction. Returns the outputs to deliver, or why the message
+    /// failed.
+    async fn complete_turn(&self, turn: TurnRecord) -> Result<CommittedTurn, StoreError>;
 
-    /// The outputs not yet delivered nor dead, in order: of one endpoint, or
-    /// of all.
+    /// The first `limit` outputs with an id above `after_id` not yet
+    /// delivered nor dead, in order, of one endpoint or of all: a page of
+    /// the outbox to queue.
     async fn pending_outputs(
         &self,
         endpoint: Option<&str>,
-    ) -> Result<Vec<PendingOutput>, StoreError>;
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError>;
+
+    /// The output `id`, if it is not yet delivered nor dead.
+    async fn pending_output(&self, id: i64) -> Result<Option<PendingOutput>, StoreError>;
 
     /// Records a delivery attempt and the output's new status.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;
 
-    /// The outputs of an endpoint, newest first, of one status or all.
+    /// The outputs of an endpoint that `query` asks for, newest first.
     async fn outputs(
         &self,
         endpoint: &str,
-        status: Option<OutputStatus>,
-        limit: usize,
+        query: OutputQuery,
     ) -> Result<Vec<OutputRecord>, StoreError>;
 
     /// The attempts made to deliver an output, oldest first.
@@ -359,8 +449,16 @@ pub trait Store: Send + Sync + 'static {
         output_id: i64,
     ) -> Result<Option<PendingOutput>, StoreError>;
 
-    /// Queues every dead output of `endpoint` again. Returns them, in order.
-    async fn requeue_dead(&self, endpoint: &str) -> Result<Vec<PendingOutput>, StoreError>;
+    /// Queues again the first `limit` dead outputs of `endpoint` whose id is
+    /// above `after_id`, in one transaction. Returns them, in order. Callers
+    /// go through a large dead-letter queue page by page, so that no write
+    /// holds the store for long and no page is large.
+    async fn requeue_dead(
+        &self,
+        endpoint: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError>;
 
     /// Stops delivery to `endpoint` (its receiver answered 410 Gone).
     async fn disable_endpoint(&self, endpoint: &str, reason: &str) -> Result<(), StoreError>;
@@ -372,9 +470,10 @@ pub trait Store: Send + Sync + 'static {
     async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError>;
 
     /// Deletes finished messages and delivered outputs that finished before
-    /// `before` (milliseconds since the Unix epoch). Returns how many rows
-    /// went.
-    async fn prune(&self, before: i64) -> Result<usize, StoreError>;
+    /// `before`, and the contexts and profiles last used before
+    /// `idle_before` (both in milliseconds since the Unix epoch). Returns
+    /// how many rows went.
+    async fn prune(&self, before: i64, idle_before: i64) -> Result<usize, StoreError>;
 
     /// The URL token of `endpoint`: the stored one, or `new_token`, stored.
     async fn url_token(&self, endpoint: &str, new_token: String) -> Result<String, StoreError>;

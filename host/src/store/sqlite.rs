@@ -24,10 +24,11 @@ use tokio::sync::oneshot;
 
 use super::profile_merge;
 use super::{
-    ApiKeyInfo, Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, InboxMessage, NewApiKey,
-    OnAccepted, OutputRecord, OutputStatus, PendingOutput, SessionKey, SessionState, Store,
-    StoreError, TurnOutcome, TurnRecord, now_ms,
+    ApiKeyInfo, Attempt, AttemptOutcome, AttemptRecord, CommittedTurn, DisabledEndpoint,
+    InboxMessage, NewApiKey, OnAccepted, OutputQuery, OutputRecord, OutputStatus, PendingOutput,
+    Queued, SessionKey, SessionState, Store, StoreError, TurnOutcome, TurnRecord, now_ms,
 };
+use crate::units::ByteSize;
 
 /// The most writes committed together.
 const MAX_GROUP: usize = 512;
@@ -41,10 +42,15 @@ const MAX_READS: usize = 8;
 /// Whether a key hash is an active key of an endpoint.
 const ACTIVE_KEY: &str =
     "SELECT 1 FROM api_keys WHERE hash = ? AND endpoint = ? AND revoked_at IS NULL";
+/// How precisely a context's or profile's `updated_at` tracks its last use
+/// when a turn does not change it: a day, which is plenty for a retention
+/// of weeks, and spares most turns a write.
+const USE_PRECISION_MS: i64 = 86_400_000;
 
 /// The schema, applied in order; `PRAGMA user_version` counts the steps
 /// applied to a database.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
     -- The inbox: every accepted message, until and after it ran.
     CREATE TABLE messages (
         id           INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -134,7 +140,14 @@ const MIGRATIONS: &[&str] = &[r#"
         reason   TEXT NOT NULL,
         since    INTEGER NOT NULL
     );
-"#];
+"#,
+    r#"
+    -- When a retried output is next due, in milliseconds since the Unix
+    -- epoch (NULL: at once), so that a restart keeps the retry schedule
+    -- instead of retrying every output at once.
+    ALTER TABLE outputs ADD COLUMN next_attempt_at INTEGER;
+"#,
+];
 
 /// A write for the writer thread. It runs inside a savepoint and says
 /// whether to keep it, and what to do once the group's commit is known.
@@ -168,9 +181,22 @@ impl SqliteStore {
     /// Like [`open`](Self::open); with `fsync` false, commits are not
     /// fsynced: they survive a crash of flowhost, not of the machine.
     pub fn open_with(data_dir: &Path, fsync: bool) -> Result<SqliteStore, StoreError> {
-        std::fs::create_dir_all(data_dir)
-            .map_err(|e| StoreError::Open(format!("{}: {e}", data_dir.display())))?;
+        let io_error =
+            |path: &Path, e: std::io::Error| StoreError::Open(format!("{}: {e}", path.display()));
+        crate::private::create_dir(data_dir).map_err(|e| io_error(data_dir, e))?;
         let path = data_dir.join("flowhost.db");
+        // SQLite creates the WAL and shared-memory files with the database
+        // file's permissions, so a private database keeps them private; one
+        // made by an older flowhost (under the umask) is made private here.
+        crate::private::file_options()
+            .create(true)
+            .append(true)
+            .open(&path)
+            .map_err(|e| io_error(&path, e))?;
+        for suffix in ["", "-wal", "-shm"] {
+            let file = data_dir.join(format!("flowhost.db{suffix}"));
+            crate::private::restrict_file(&file).map_err(|e| io_error(&file, e))?;
+        }
         let mut conn = open_connection(&path)?;
         if !fsync {
             conn.pragma_update(None, "synchronous", "OFF")?;
@@ -424,6 +450,16 @@ fn pending_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingOutput> {
         webhook_id: row.get("webhook_id")?,
         body: row.get("body")?,
         attempts: row.get("attempts")?,
+        next_attempt_at: row.get("next_attempt_at")?,
+    })
+}
+
+fn queued_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<Queued> {
+    Ok(Queued {
+        id: row.get("id")?,
+        session: session_key(row)?,
+        attempts: row.get("attempts")?,
+        next_attempt_at: row.get("next_attempt_at")?,
     })
 }
 
@@ -469,13 +505,35 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn unfinished_messages(&self) -> Result<Vec<InboxMessage>, StoreError> {
-        self.read(|conn| {
-            conn.prepare("SELECT * FROM messages WHERE status = 'pending' ORDER BY id")?
-                .query_map([], inbox_message)?
-                .collect()
+    async fn unfinished_messages(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare(
+                "SELECT id, endpoint, session_id FROM messages
+                 WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?",
+            )?
+            .query_map(params![after_id, limit as i64], |row| {
+                Ok(Queued {
+                    id: row.get("id")?,
+                    session: session_key(row)?,
+                    attempts: 0,
+                    next_attempt_at: None,
+                })
+            })?
+            .collect()
         })
         .await
+    }
+
+    async fn unfinished_message(&self, id: i64) -> Result<Option<InboxMessage>, StoreError> {
+        self.point_read(|conn| {
+            conn.prepare_cached("SELECT * FROM messages WHERE id = ? AND status = 'pending'")?
+                .query_row([id], inbox_message)
+                .optional()
+        })
     }
 
     async fn session_state(
@@ -501,10 +559,43 @@ impl Store for SqliteStore {
         })
     }
 
-    async fn complete_turn(&self, turn: TurnRecord) -> Result<Vec<PendingOutput>, StoreError> {
+    async fn complete_turn(&self, turn: TurnRecord) -> Result<CommittedTurn, StoreError> {
         self.write(move |conn| {
             let now = now_ms();
-            let (status, error) = match &turn.outcome {
+            let session = &turn.session;
+            let mut outcome = turn.outcome;
+            // The profile as it will be stored, before anything is written:
+            // other sessions' keys merged in may take it past the flow's
+            // limit, and then the turn fails instead.
+            let mut merged_profile = None;
+            if let TurnOutcome::Completed {
+                profile: Some(change),
+                ..
+            } = &outcome
+            {
+                let current: Option<String> = conn
+                    .prepare_cached("SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?")?
+                    .query_row(params![session.endpoint, turn.user_id], |r| r.get(0))
+                    .optional()?;
+                let merged = profile_merge::merge(
+                    current.as_deref().unwrap_or("{}"),
+                    &change.before,
+                    &change.after,
+                );
+                if merged.len() as u64 > change.max_size {
+                    outcome = TurnOutcome::Failed {
+                        reason: format!(
+                            "profile size limit {} exceeded after merging concurrent changes \
+                             ({} bytes): nothing of the message was kept",
+                            ByteSize(change.max_size),
+                            merged.len()
+                        ),
+                    };
+                } else {
+                    merged_profile = Some(merged);
+                }
+            }
+            let (status, error) = match &outcome {
                 TurnOutcome::Completed { .. } => ("done", None),
                 TurnOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
             };
@@ -522,47 +613,52 @@ impl Store for SqliteStore {
                     now,
                     turn.message_id
                 ])?;
-            let TurnOutcome::Completed {
-                context,
-                profile,
-                outputs,
-            } = turn.outcome
-            else {
-                return Ok(Vec::new());
+            let (context, outputs) = match outcome {
+                TurnOutcome::Completed {
+                    context, outputs, ..
+                } => (context, outputs),
+                TurnOutcome::Failed { reason } => return Ok(CommittedTurn::Failed(reason)),
             };
             if finished == 0 {
                 // Already recorded (a retry after an unclear commit): keep the
                 // first record and send nothing twice.
-                return Ok(Vec::new());
+                return Ok(CommittedTurn::Done(Vec::new()));
             }
-            let session = &turn.session;
-            if let Some(context) = context {
-                conn.prepare_cached(
-                    "INSERT INTO sessions (endpoint, session_id, context, updated_at)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (endpoint, session_id)
-                     DO UPDATE SET context = ?3, updated_at = ?4",
-                )?
-                .execute(params![session.endpoint, session.session_id, context, now])?;
-            }
-            if let Some(change) = profile {
-                let current: Option<String> = conn
-                    .prepare_cached("SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?")?
-                    .query_row(params![session.endpoint, turn.user_id], |r| r.get(0))
-                    .optional()?;
-                let merged = profile_merge::merge(
-                    current.as_deref().unwrap_or("{}"),
-                    &change.before,
-                    &change.after,
-                );
-                conn.prepare_cached(
-                    "INSERT INTO profiles (endpoint, user_id, profile, updated_at)
-                     VALUES (?1, ?2, ?3, ?4)
-                     ON CONFLICT (endpoint, user_id)
-                     DO UPDATE SET profile = ?3, updated_at = ?4",
-                )?
-                .execute(params![session.endpoint, turn.user_id, merged, now])?;
-            }
+            match context {
+                Some(context) => conn
+                    .prepare_cached(
+                        "INSERT INTO sessions (endpoint, session_id, context, updated_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (endpoint, session_id)
+                         DO UPDATE SET context = ?3, updated_at = ?4",
+                    )?
+                    .execute(params![session.endpoint, session.session_id, context, now])?,
+                // Used but unchanged: `updated_at` says when it was last used,
+                // for retention, to within a day (so that a turn that changes
+                // nothing rarely writes).
+                None => conn
+                    .prepare_cached(
+                        "UPDATE sessions SET updated_at = ?3
+                         WHERE endpoint = ?1 AND session_id = ?2 AND updated_at < ?3 - ?4",
+                    )?
+                    .execute(params![session.endpoint, session.session_id, now, USE_PRECISION_MS])?,
+            };
+            match merged_profile {
+                Some(merged) => conn
+                    .prepare_cached(
+                        "INSERT INTO profiles (endpoint, user_id, profile, updated_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (endpoint, user_id)
+                         DO UPDATE SET profile = ?3, updated_at = ?4",
+                    )?
+                    .execute(params![session.endpoint, turn.user_id, merged, now])?,
+                None => conn
+                    .prepare_cached(
+                        "UPDATE profiles SET updated_at = ?3
+                         WHERE endpoint = ?1 AND user_id = ?2 AND updated_at < ?3 - ?4",
+                    )?
+                    .execute(params![session.endpoint, turn.user_id, now, USE_PRECISION_MS])?,
+            };
             let mut insert = conn.prepare_cached(
                 "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, created_at)
                  VALUES (?, ?, ?, ?, ?, ?)",
@@ -584,9 +680,11 @@ impl Store for SqliteStore {
                         webhook_id: output.webhook_id,
                         body: output.body,
                         attempts: 0,
+                        next_attempt_at: None,
                     })
                 })
-                .collect()
+                .collect::<rusqlite::Result<_>>()
+                .map(CommittedTurn::Done)
         })
         .await
     }
@@ -594,17 +692,28 @@ impl Store for SqliteStore {
     async fn pending_outputs(
         &self,
         endpoint: Option<&str>,
-    ) -> Result<Vec<PendingOutput>, StoreError> {
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
         let endpoint = endpoint.map(str::to_owned);
         self.read(move |conn| {
             conn.prepare(
-                "SELECT * FROM outputs WHERE status = 'pending' AND (?1 IS NULL OR endpoint = ?1)
-                 ORDER BY id",
+                "SELECT id, endpoint, session_id, attempts, next_attempt_at FROM outputs
+                 WHERE status = 'pending' AND (?1 IS NULL OR endpoint = ?1) AND id > ?2
+                 ORDER BY id LIMIT ?3",
             )?
-            .query_map([endpoint], pending_output)?
+            .query_map(params![endpoint, after_id, limit as i64], queued_output)?
             .collect()
         })
         .await
+    }
+
+    async fn pending_output(&self, id: i64) -> Result<Option<PendingOutput>, StoreError> {
+        self.point_read(|conn| {
+            conn.prepare_cached("SELECT * FROM outputs WHERE id = ? AND status = 'pending'")?
+                .query_row([id], pending_output)
+                .optional()
+        })
     }
 
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
@@ -627,13 +736,15 @@ impl Store for SqliteStore {
             };
             conn.prepare_cached(
                 "UPDATE outputs
-                 SET status = ?, attempts = attempts + 1, last_error = ?, finished_at = ?
+                 SET status = ?, attempts = attempts + 1, last_error = ?, finished_at = ?,
+                     next_attempt_at = ?
                  WHERE id = ?",
             )?
             .execute(params![
                 status,
                 attempt.error,
                 finished_at,
+                attempt.next_attempt_at,
                 attempt.output_id
             ])?;
             Ok(())
@@ -644,34 +755,46 @@ impl Store for SqliteStore {
     async fn outputs(
         &self,
         endpoint: &str,
-        status: Option<OutputStatus>,
-        limit: usize,
+        query: OutputQuery,
     ) -> Result<Vec<OutputRecord>, StoreError> {
         let endpoint = endpoint.to_owned();
-        let status = status.map(OutputStatus::as_str);
+        let status = query.status.map(OutputStatus::as_str);
         self.read(move |conn| {
             conn.prepare(
-                "SELECT * FROM outputs WHERE endpoint = ?1 AND (?2 IS NULL OR status = ?2)
-                 ORDER BY id DESC LIMIT ?3",
+                "SELECT id, session_id, webhook_id, status, attempts, last_error, created_at,
+                        finished_at, next_attempt_at, CASE WHEN ?5 THEN body END AS body
+                 FROM outputs
+                 WHERE endpoint = ?1 AND (?2 IS NULL OR status = ?2) AND (?3 IS NULL OR id < ?3)
+                 ORDER BY id DESC LIMIT ?4",
             )?
-            .query_map(params![endpoint, status, limit as i64], |row| {
-                let status: String = row.get("status")?;
-                Ok(OutputRecord {
-                    id: row.get("id")?,
-                    session_id: row.get("session_id")?,
-                    webhook_id: row.get("webhook_id")?,
-                    status: match status.as_str() {
-                        "delivered" => OutputStatus::Delivered,
-                        "dead" => OutputStatus::Dead,
-                        _ => OutputStatus::Pending,
-                    },
-                    attempts: row.get("attempts")?,
-                    last_error: row.get("last_error")?,
-                    created_at: row.get("created_at")?,
-                    finished_at: row.get("finished_at")?,
-                    body: row.get("body")?,
-                })
-            })?
+            .query_map(
+                params![
+                    endpoint,
+                    status,
+                    query.before_id,
+                    query.limit as i64,
+                    query.bodies
+                ],
+                |row| {
+                    let status: String = row.get("status")?;
+                    Ok(OutputRecord {
+                        id: row.get("id")?,
+                        session_id: row.get("session_id")?,
+                        webhook_id: row.get("webhook_id")?,
+                        status: match status.as_str() {
+                            "delivered" => OutputStatus::Delivered,
+                            "dead" => OutputStatus::Dead,
+                            _ => OutputStatus::Pending,
+                        },
+                        attempts: row.get("attempts")?,
+                        last_error: row.get("last_error")?,
+                        created_at: row.get("created_at")?,
+                        finished_at: row.get("finished_at")?,
+                        next_attempt_at: row.get("next_attempt_at")?,
+                        body: row.get("body")?,
+                    })
+                },
+            )?
             .collect()
         })
         .await
@@ -704,7 +827,8 @@ impl Store for SqliteStore {
         let endpoint = endpoint.to_owned();
         self.write(move |conn| {
             conn.execute(
-                "UPDATE outputs SET status = 'pending', attempts = 0, finished_at = NULL
+                "UPDATE outputs
+                 SET status = 'pending', attempts = 0, finished_at = NULL, next_attempt_at = NULL
                  WHERE id = ? AND endpoint = ?",
                 params![output_id, endpoint],
             )?;
@@ -718,24 +842,34 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn requeue_dead(&self, endpoint: &str) -> Result<Vec<PendingOutput>, StoreError> {
+    async fn requeue_dead(
+        &self,
+        endpoint: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
         let endpoint = endpoint.to_owned();
         self.write(move |conn| {
-            let dead: Vec<PendingOutput> = conn
-                .prepare(
-                    "SELECT * FROM outputs WHERE endpoint = ? AND status = 'dead' ORDER BY id",
+            let page: Vec<Queued> = conn
+                .prepare_cached(
+                    "SELECT id, endpoint, session_id, attempts, next_attempt_at FROM outputs
+                     WHERE endpoint = ? AND status = 'dead' AND id > ? ORDER BY id LIMIT ?",
                 )?
-                .query_map([&endpoint], pending_output)?
+                .query_map(params![endpoint, after_id, limit as i64], queued_output)?
                 .collect::<rusqlite::Result<_>>()?;
-            conn.execute(
-                "UPDATE outputs SET status = 'pending', attempts = 0, finished_at = NULL
-                 WHERE endpoint = ? AND status = 'dead'",
-                [&endpoint],
+            let mut requeue = conn.prepare_cached(
+                "UPDATE outputs
+                 SET status = 'pending', attempts = 0, finished_at = NULL, next_attempt_at = NULL
+                 WHERE id = ?",
             )?;
-            Ok(dead
+            for output in &page {
+                requeue.execute([output.id])?;
+            }
+            Ok(page
                 .into_iter()
-                .map(|output| PendingOutput {
+                .map(|output| Queued {
                     attempts: 0,
+                    next_attempt_at: None,
                     ..output
                 })
                 .collect())
@@ -784,7 +918,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn prune(&self, before: i64) -> Result<usize, StoreError> {
+    async fn prune(&self, before: i64, idle_before: i64) -> Result<usize, StoreError> {
         // Rows are numbered in time order, so the rows made before `before`
         // are those below the first id made after it: found by walking from
         // the oldest row, which visits only rows about to go. No index on
@@ -816,7 +950,12 @@ impl Store for SqliteStore {
                  AND NOT EXISTS (SELECT 1 FROM outputs WHERE outputs.message_id = messages.id)",
                 params![messages_below, before],
             )?;
-            Ok(attempts + outputs + messages)
+            // Contexts and profiles have no order to walk, and an index on
+            // their time would cost every turn a write: this scans them, once
+            // an hour.
+            let sessions = conn.execute("DELETE FROM sessions WHERE updated_at < ?", [idle_before])?;
+            let profiles = conn.execute("DELETE FROM profiles WHERE updated_at < ?", [idle_before])?;
+            Ok(attempts + outputs + messages + sessions + profiles)
         })
         .await
     }
@@ -915,6 +1054,58 @@ mod tests {
         }
     }
 
+    /// Every unfinished message, read a page at a time as the inbox does.
+    async fn unfinished(store: &SqliteStore) -> Vec<InboxMessage> {
+        let mut all = Vec::new();
+        let mut after_id = 0;
+        loop {
+            let page = store.unfinished_messages(after_id, 2).await.unwrap();
+            let Some(last) = page.last() else {
+                return all;
+            };
+            after_id = last.id;
+            for queued in page {
+                all.push(store.unfinished_message(queued.id).await.unwrap().unwrap());
+            }
+        }
+    }
+
+    /// Every pending output (of one endpoint, or all), read a page at a
+    /// time as delivery does.
+    async fn pending(store: &SqliteStore, endpoint: Option<&str>) -> Vec<PendingOutput> {
+        let mut all = Vec::new();
+        let mut after_id = 0;
+        loop {
+            let page = store.pending_outputs(endpoint, after_id, 2).await.unwrap();
+            let Some(last) = page.last() else {
+                return all;
+            };
+            after_id = last.id;
+            for queued in page {
+                let output = store.pending_output(queued.id).await.unwrap().unwrap();
+                assert_eq!(Queued::from(&output), queued);
+                all.push(output);
+            }
+        }
+    }
+
+    /// The newest 10 outputs of a status, or all, with their bodies.
+    fn listing(status: Option<OutputStatus>) -> OutputQuery {
+        OutputQuery {
+            status,
+            before_id: None,
+            limit: 10,
+            bodies: true,
+        }
+    }
+
+    fn done(committed: CommittedTurn) -> Vec<PendingOutput> {
+        match committed {
+            CommittedTurn::Done(outputs) => outputs,
+            CommittedTurn::Failed(reason) => panic!("the turn failed: {reason}"),
+        }
+    }
+
     async fn accept(store: &SqliteStore, message: InboxMessage) -> InboxMessage {
         let (tx, rx) = std::sync::mpsc::channel();
         store
@@ -931,10 +1122,7 @@ mod tests {
         let first = accept(&store, message("s1", "hi")).await;
         let second = accept(&store, message("s1", "again")).await;
         assert!(first.id < second.id);
-        assert_eq!(
-            store.unfinished_messages().await.unwrap(),
-            [first.clone(), second]
-        );
+        assert_eq!(unfinished(&store).await, [first.clone(), second]);
 
         let outputs = store
             .complete_turn(TurnRecord {
@@ -948,6 +1136,7 @@ mod tests {
                     profile: Some(ProfileChange {
                         before: "{}".into(),
                         after: r#"{"name":"Ada"}"#.into(),
+                        max_size: 64 << 10,
                     }),
                     outputs: vec![NewOutput {
                         webhook_id: "msg_1".into(),
@@ -957,9 +1146,10 @@ mod tests {
             })
             .await
             .unwrap();
+        let outputs = done(outputs);
         assert_eq!(outputs.len(), 1);
-        assert_eq!(store.unfinished_messages().await.unwrap().len(), 1);
-        assert_eq!(store.pending_outputs(None).await.unwrap(), outputs);
+        assert_eq!(unfinished(&store).await.len(), 1);
+        assert_eq!(pending(&store, None).await, outputs);
         let state = store.session_state(&first.session, "u1").await.unwrap();
         assert_eq!(state.context, r#"{"n":1}"#);
         assert_eq!(state.profile, r#"{"name":"Ada"}"#);
@@ -972,11 +1162,12 @@ mod tests {
                 status: Some(200),
                 error: None,
                 outcome: AttemptOutcome::Delivered,
+                next_attempt_at: None,
             })
             .await
             .unwrap();
-        assert!(store.pending_outputs(None).await.unwrap().is_empty());
-        let records = store.outputs("support", None, 10).await.unwrap();
+        assert!(pending(&store, None).await.is_empty());
+        let records = store.outputs("support", listing(None)).await.unwrap();
         assert_eq!(records[0].status, OutputStatus::Delivered);
         assert_eq!(
             store.attempts(outputs[0].id).await.unwrap()[0].status,
@@ -990,10 +1181,7 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(again.webhook_id, "msg_1");
-        assert_eq!(
-            store.pending_outputs(Some("support")).await.unwrap(),
-            [again]
-        );
+        assert_eq!(pending(&store, Some("support")).await, [again]);
         assert!(
             store
                 .requeue_output("other", outputs[0].id)
@@ -1028,6 +1216,7 @@ mod tests {
             })
             .await
             .unwrap();
+        let outputs = done(outputs);
         for (output, outcome) in outputs
             .iter()
             .zip([AttemptOutcome::Dead, AttemptOutcome::Delivered])
@@ -1040,12 +1229,13 @@ mod tests {
                     status: Some(500),
                     error: Some("the receiver answered 500".into()),
                     outcome,
+                    next_attempt_at: None,
                 })
                 .await
                 .unwrap();
         }
         let dead = store
-            .outputs("support", Some(OutputStatus::Dead), 10)
+            .outputs("support", listing(Some(OutputStatus::Dead)))
             .await
             .unwrap();
         assert_eq!(dead.len(), 1);
@@ -1055,20 +1245,23 @@ mod tests {
         );
 
         // Pruning keeps dead letters and recent records.
-        assert_eq!(store.prune(now_ms() - 60_000).await.unwrap(), 0);
+        assert_eq!(store.prune(now_ms() - 60_000, 0).await.unwrap(), 0);
         assert_eq!(
-            store.prune(now_ms() + 60_000).await.unwrap(),
+            store.prune(now_ms() + 60_000, 0).await.unwrap(),
             2,
             "the delivered output and its attempt"
         );
-        assert_eq!(store.outputs("support", None, 10).await.unwrap().len(), 1);
+        assert_eq!(
+            store.outputs("support", listing(None)).await.unwrap().len(),
+            1
+        );
 
-        let requeued = store.requeue_dead("support").await.unwrap();
+        let requeued = store.requeue_dead("support", 0, 500).await.unwrap();
         assert_eq!(requeued.len(), 1);
         assert_eq!(requeued[0].id, dead[0].id);
         assert!(
             store
-                .outputs("support", Some(OutputStatus::Dead), 10)
+                .outputs("support", listing(Some(OutputStatus::Dead)))
                 .await
                 .unwrap()
                 .is_empty()
@@ -1101,8 +1294,8 @@ mod tests {
             })
             .await
             .unwrap();
-        assert!(outputs.is_empty());
-        assert!(store.unfinished_messages().await.unwrap().is_empty());
+        assert_eq!(outputs, CommittedTurn::Failed("wasm trap".into()));
+        assert!(unfinished(&store).await.is_empty());
         let state = store.session_state(&m.session, "u1").await.unwrap();
         assert_eq!(state.context, "{}");
     }
@@ -1117,9 +1310,342 @@ mod tests {
             accept(&store, message("s1", "hi")).await
         };
         let store = SqliteStore::open(dir.path()).unwrap();
-        assert_eq!(store.unfinished_messages().await.unwrap(), [m]);
+        assert_eq!(unfinished(&store).await, [m]);
         let token = store.url_token("support", "other".into()).await.unwrap();
         assert_eq!(token, "t1".repeat(10), "the first token is kept");
+    }
+
+    #[tokio::test]
+    async fn a_merged_profile_past_the_limit_fails_the_turn_and_keeps_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        // Two sessions of one user read the empty profile, each sets a key
+        // of 600 bytes: each fits 1 KiB, both together do not.
+        let turn = |m: &InboxMessage, key: &str| TurnRecord {
+            message_id: m.id,
+            session: m.session.clone(),
+            user_id: "u1".into(),
+            flow: "greeter".into(),
+            flow_version: "abc".into(),
+            outcome: TurnOutcome::Completed {
+                context: Some(r#"{"seen":true}"#.into()),
+                profile: Some(ProfileChange {
+                    before: "{}".into(),
+                    after: serde_json::json!({ key: "x".repeat(600) }).to_string(),
+                    max_size: 1024,
+                }),
+                outputs: vec![NewOutput {
+                    webhook_id: format!("msg_{key}"),
+                    body: "{}".into(),
+                }],
+            },
+        };
+        let first = accept(&store, message("s1", "hi")).await;
+        let second = accept(&store, message("s2", "hi")).await;
+        let kept = done(store.complete_turn(turn(&first, "a")).await.unwrap());
+        assert_eq!(kept.len(), 1);
+        let refused = store.complete_turn(turn(&second, "b")).await.unwrap();
+        let CommittedTurn::Failed(reason) = refused else {
+            panic!("the merge past the limit was kept: {refused:?}");
+        };
+        assert!(
+            reason.contains("profile size limit 1 KiB exceeded after merging concurrent changes"),
+            "{reason}"
+        );
+
+        let profile = store.session_state(&second.session, "u1").await.unwrap();
+        assert_eq!(
+            profile.profile,
+            turn(&first, "a").profile_after(),
+            "only the first turn's profile"
+        );
+        assert_eq!(
+            profile.context, "{}",
+            "the failed turn's context is not kept"
+        );
+        assert_eq!(pending(&store, None).await, kept, "nor its outputs");
+        assert!(unfinished(&store).await.is_empty());
+    }
+
+    #[tokio::test]
+    async fn contexts_and_profiles_unused_for_the_retention_are_pruned() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let day = 86_400_000;
+        let turn = |m: &InboxMessage, user: &str, changes: bool| TurnRecord {
+            message_id: m.id,
+            session: m.session.clone(),
+            user_id: user.into(),
+            flow: "greeter".into(),
+            flow_version: "abc".into(),
+            outcome: TurnOutcome::Completed {
+                context: changes.then(|| r#"{"n":1}"#.into()),
+                profile: changes.then(|| ProfileChange {
+                    before: "{}".into(),
+                    after: format!(r#"{{"name":"{user}"}}"#),
+                    max_size: 1024,
+                }),
+                outputs: Vec::new(),
+            },
+        };
+        for (session, user) in [("old", "u-old"), ("used", "u-used"), ("new", "u-new")] {
+            let m = accept(&store, message(session, "hi")).await;
+            done(store.complete_turn(turn(&m, user, true)).await.unwrap());
+        }
+        // "old" and "used" were last changed 40 days ago; "used" has been
+        // used since (a turn that changed nothing).
+        store
+            .write(move |conn| {
+                conn.execute(
+                    "UPDATE sessions SET updated_at = updated_at - 40 * ?1 WHERE session_id != 'new'",
+                    [day],
+                )?;
+                conn.execute(
+                    "UPDATE profiles SET updated_at = updated_at - 40 * ?1 WHERE user_id != 'u-new'",
+                    [day],
+                )
+            })
+            .await
+            .unwrap();
+        let m = accept(&store, message("used", "again")).await;
+        done(
+            store
+                .complete_turn(turn(&m, "u-used", false))
+                .await
+                .unwrap(),
+        );
+
+        let pruned = store.prune(0, now_ms() - 30 * day).await.unwrap();
+        assert_eq!(
+            pruned, 2,
+            "the old session's context and its user's profile"
+        );
+        let store = &store;
+        let state = |session: &str, user: &str| {
+            let key = SessionKey {
+                endpoint: "support".into(),
+                session_id: session.into(),
+            };
+            let user = user.to_owned();
+            async move { store.session_state(&key, &user).await.unwrap() }
+        };
+        assert_eq!(
+            state("old", "u-old").await,
+            SessionState {
+                context: "{}".into(),
+                profile: "{}".into()
+            }
+        );
+        assert_eq!(state("used", "u-used").await.context, r#"{"n":1}"#);
+        assert_eq!(
+            state("used", "u-used").await.profile,
+            r#"{"name":"u-used"}"#
+        );
+        assert_eq!(state("new", "u-new").await.context, r#"{"n":1}"#);
+    }
+
+    #[tokio::test]
+    async fn dead_letters_are_requeued_page_by_page_and_listed_with_a_cursor() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let mut ids = Vec::new();
+        for n in 0..5 {
+            let output = one_output(&store, &format!("s{n}")).await;
+            let outcome = if n == 2 {
+                AttemptOutcome::Delivered
+            } else {
+                AttemptOutcome::Dead
+            };
+            store
+                .record_attempt(Attempt {
+                    output_id: output.id,
+                    started_at: now_ms(),
+                    duration_ms: 1,
+                    status: Some(500),
+                    error: None,
+                    outcome,
+                    next_attempt_at: None,
+                })
+                .await
+                .unwrap();
+            ids.push(output.id);
+        }
+
+        // Listed newest first, two at a time, without bodies unless asked.
+        let page = |before_id, bodies| OutputQuery {
+            status: None,
+            before_id,
+            limit: 2,
+            bodies,
+        };
+        let first = store.outputs("support", page(None, false)).await.unwrap();
+        assert_eq!(
+            first.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [ids[4], ids[3]]
+        );
+        assert!(first.iter().all(|o| o.body.is_none()));
+        let next = store
+            .outputs("support", page(Some(ids[3]), true))
+            .await
+            .unwrap();
+        assert_eq!(
+            next.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [ids[2], ids[1]]
+        );
+        assert_eq!(next[0].body.as_deref(), Some("{}"));
+
+        // The four dead ones are requeued two at a time, oldest first.
+        let requeued = store.requeue_dead("support", 0, 2).await.unwrap();
+        assert_eq!(
+            requeued.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [ids[0], ids[1]]
+        );
+        assert!(requeued.iter().all(|o| o.attempts == 0));
+        let requeued = store.requeue_dead("support", ids[1], 2).await.unwrap();
+        assert_eq!(
+            requeued.iter().map(|o| o.id).collect::<Vec<_>>(),
+            [ids[3], ids[4]]
+        );
+        assert!(
+            store
+                .requeue_dead("support", ids[4], 2)
+                .await
+                .unwrap()
+                .is_empty()
+        );
+        assert_eq!(pending(&store, None).await.len(), 4);
+    }
+
+    impl TurnRecord {
+        fn profile_after(&self) -> String {
+            match &self.outcome {
+                TurnOutcome::Completed {
+                    profile: Some(change),
+                    ..
+                } => change.after.clone(),
+                _ => unreachable!(),
+            }
+        }
+    }
+
+    /// One output of a completed turn of a new message of `session`.
+    async fn one_output(store: &SqliteStore, session: &str) -> PendingOutput {
+        let m = accept(store, message(session, "hi")).await;
+        let outputs = store
+            .complete_turn(TurnRecord {
+                message_id: m.id,
+                session: m.session.clone(),
+                user_id: "u1".into(),
+                flow: "echo".into(),
+                flow_version: "abc".into(),
+                outcome: TurnOutcome::Completed {
+                    context: None,
+                    profile: None,
+                    outputs: vec![NewOutput {
+                        webhook_id: format!("msg_{session}"),
+                        body: "{}".into(),
+                    }],
+                },
+            })
+            .await
+            .unwrap();
+        done(outputs).pop().unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_retry_keeps_its_due_time_across_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let due = now_ms() + 600_000;
+        let output = {
+            let store = SqliteStore::open(dir.path()).unwrap();
+            let output = one_output(&store, "s1").await;
+            store
+                .record_attempt(Attempt {
+                    output_id: output.id,
+                    started_at: now_ms(),
+                    duration_ms: 2,
+                    status: Some(500),
+                    error: Some("the receiver answered 500".into()),
+                    outcome: AttemptOutcome::Retrying,
+                    next_attempt_at: Some(due),
+                })
+                .await
+                .unwrap();
+            output
+        };
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let pending = pending(&store, None).await;
+        assert_eq!(
+            pending,
+            [PendingOutput {
+                attempts: 1,
+                next_attempt_at: Some(due),
+                ..output.clone()
+            }]
+        );
+        assert_eq!(
+            store.outputs("support", listing(None)).await.unwrap()[0].next_attempt_at,
+            Some(due)
+        );
+        // Queued again by hand: due at once.
+        let again = store.requeue_output("support", output.id).await.unwrap();
+        assert_eq!(again.unwrap().next_attempt_at, None);
+    }
+
+    #[tokio::test]
+    async fn a_database_of_the_first_schema_is_migrated_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let mut conn = Connection::open(dir.path().join("flowhost.db")).unwrap();
+            let tx = conn.transaction().unwrap();
+            tx.execute_batch(MIGRATIONS[0]).unwrap();
+            tx.pragma_update(None, "user_version", 1).unwrap();
+            tx.execute(
+                "INSERT INTO messages (trace_id, endpoint, session_id, user_id, received_at, status)
+                 VALUES ('t', 'support', 's1', 'u1', 1, 'done')",
+                [],
+            )
+            .unwrap();
+            tx.execute(
+                "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, attempts, created_at)
+                 VALUES (1, 'support', 's1', 'msg_old', '{}', 2, 1)",
+                [],
+            )
+            .unwrap();
+            tx.commit().unwrap();
+        }
+        let store = SqliteStore::open(dir.path()).unwrap();
+        let pending = pending(&store, None).await;
+        assert_eq!(pending.len(), 1);
+        assert_eq!((pending[0].attempts, pending[0].next_attempt_at), (2, None));
+        one_output(&store, "s2").await;
+    }
+
+    #[cfg(unix)]
+    #[tokio::test]
+    async fn the_database_and_its_folder_are_private() {
+        use crate::private::tests::{common_umask, mode};
+        common_umask();
+        let root = tempfile::tempdir().unwrap();
+        let dir = root.path().join("data");
+        let store = SqliteStore::open(&dir).unwrap();
+        accept(&store, message("s1", "hi")).await;
+        assert_eq!(mode(&dir), 0o700);
+        for file in ["flowhost.db", "flowhost.db-wal", "flowhost.db-shm"] {
+            assert_eq!(mode(&dir.join(file)), 0o600, "{file}");
+        }
+        drop(store);
+
+        // A database left readable by an older flowhost is made private.
+        for file in ["flowhost.db", "flowhost.db-wal", "flowhost.db-shm"] {
+            use std::os::unix::fs::PermissionsExt;
+            let path = dir.join(file);
+            if path.exists() {
+                std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+            }
+        }
+        let _store = SqliteStore::open(&dir).unwrap();
+        assert_eq!(mode(&dir.join("flowhost.db")), 0o600);
     }
 
     #[tokio::test]
@@ -1219,7 +1745,7 @@ mod tests {
             .await
             .unwrap_err();
         assert!(error.is_transient(), "{error}");
-        assert!(store.unfinished_messages().await.unwrap().is_empty());
+        assert!(store.unfinished_messages(0, 10).await.unwrap().is_empty());
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

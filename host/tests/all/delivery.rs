@@ -250,6 +250,151 @@ async fn dead_letters_are_kept_with_their_attempts_and_can_be_redelivered() {
 }
 
 #[tokio::test]
+async fn a_restart_keeps_the_retry_schedule() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(
+        &["faulty"],
+        &endpoint_config(&receiver, "", "[delivery]\nretry_schedule = [\"10m\"]"),
+    );
+    let host = site.start().await;
+    receiver.answer_with(&[500]);
+    send(&host.url("count"), "s", "later").await;
+    host.wait_for_log(&["delivery failed; will retry"]).await;
+    assert!(host.terminate().await.success());
+
+    let host = site.start().await;
+    // Delivery runs after the restart (a new output gets through) while the
+    // failed one waits for its retry, 10 minutes (±20 %) after it failed.
+    send(&host.url("count"), "t", "now").await;
+    receiver.wait_for_text("t", |text| text == "1: now").await;
+    let texts: Vec<String> = receiver
+        .attempts()
+        .iter()
+        .map(|r| r.text().to_owned())
+        .collect();
+    assert_eq!(
+        texts,
+        ["1: later", "1: now"],
+        "the retry was not sent early"
+    );
+    let (status, listing) = admin(
+        &host,
+        "GET",
+        "/admin/endpoints/count/deliveries?status=pending",
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 200);
+    // (The new output may be listed as pending too, until its delivery is
+    // recorded.)
+    let waiting = listing["deliveries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|d| d["session_id"] == "s")
+        .unwrap();
+    assert_eq!(waiting["attemptCount"], 1);
+    let due = waiting["next_attempt_at"].as_i64().unwrap();
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert!(due > now + 5 * 60_000, "due in {} ms", due - now);
+}
+
+#[tokio::test]
+async fn listings_page_with_a_cursor_and_leave_bodies_out_unless_asked() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(&["faulty"], &endpoint_config(&receiver, "", ""));
+    let host = site.start().await;
+    for text in ["a", "b", "c"] {
+        send(&host.url("count"), "s", text).await;
+    }
+    receiver.wait_for(3).await;
+    let ids = |listing: &serde_json::Value| -> Vec<i64> {
+        listing["deliveries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| d["id"].as_i64().unwrap())
+            .collect()
+    };
+    let path = "/admin/endpoints/count/deliveries";
+
+    let (status, first) = admin(&host, "GET", &format!("{path}?limit=2"), ADMIN).await;
+    assert_eq!(status, 200);
+    let newest = ids(&first);
+    assert_eq!(newest.len(), 2);
+    assert!(newest[0] > newest[1], "newest first");
+    assert!(
+        first["deliveries"][0].get("body").is_none(),
+        "no bodies unless asked: {first}"
+    );
+    let cursor = first["nextBeforeId"].as_i64().unwrap();
+    assert_eq!(cursor, newest[1]);
+
+    let (status, rest) = admin(
+        &host,
+        "GET",
+        &format!("{path}?limit=2&before_id={cursor}&body=true"),
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(ids(&rest).len(), 1);
+    assert!(ids(&rest)[0] < cursor);
+    let body: serde_json::Value =
+        serde_json::from_str(rest["deliveries"][0]["body"].as_str().unwrap()).unwrap();
+    assert_eq!(body["AIOutput"]["text"], "1: a");
+    assert!(rest["nextBeforeId"].is_null(), "the last page: {rest}");
+
+    // An unknown parameter is refused, not silently ignored.
+    let (status, _) = admin(&host, "GET", &format!("{path}?offset=2"), ADMIN).await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn receivers_bodies_are_kept_for_the_admin_api_and_not_logged() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(
+        &["faulty"],
+        &endpoint_config(&receiver, "", "[delivery]\nretry_schedule = [\"20ms\"]"),
+    );
+    let host = site.start().await;
+    let echoed = "rejected: card 4111111111111111 of sessionId s";
+    receiver.answer_with_body(500, echoed);
+    receiver.answer_with_body(422, echoed);
+    send(&host.url("count"), "s", "pay").await;
+    host.wait_for_log(&["dead letter", "422"]).await;
+    assert!(
+        !host.log().contains("4111111111111111"),
+        "the receiver's body is not logged:\n{}",
+        host.log()
+    );
+    // The log says how long the body was.
+    host.wait_for_log(&["delivery failed; will retry", "500", "body_bytes=46"])
+        .await;
+    host.wait_for_log(&["dead letter", "422", "body_bytes=46"])
+        .await;
+
+    let (status, listing) = admin(&host, "GET", "/admin/endpoints/count/dead-letters", ADMIN).await;
+    assert_eq!(status, 200);
+    let errors: Vec<&str> = listing["deliveries"][0]["attempts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["error"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        errors,
+        [
+            format!("the receiver answered 500 Internal Server Error: {echoed}"),
+            format!("the receiver answered 422 Unprocessable Entity: {echoed}"),
+        ]
+    );
+}
+
+#[tokio::test]
 async fn the_admin_api_needs_its_token_and_exists_only_with_one() {
     let receiver = Receiver::start().await;
     let site = Site::new(&["faulty"], &endpoint_config(&receiver, "", ""));

@@ -6,6 +6,7 @@
 
 mod support;
 
+mod capacity;
 mod connections;
 mod conversations;
 mod delivery;

@@ -604,7 +604,9 @@ impl Site {
         let mut config = format!(
             "listen = \"127.0.0.1:0\"\nflows_dir = \"flows\"\ndata_dir = \"data\"\n{extra}\n\
              [runtime]\nmax_queued_messages = 1000000\n\
-             [delivery]\nallow_private_webhooks = true\nretry_schedule = [\"100ms\", \"1s\"]\n"
+             max_queued_per_endpoint = 1000000\nmax_queued_per_session = 1000000\n\
+             [delivery]\nallow_private_webhooks = true\nretry_schedule = [\"100ms\", \"1s\"]\n\
+             max_concurrent_per_endpoint = 256\n"
         );
         for endpoint in ["echo", "hostile", "swap"] {
             config.push_str(&format!(

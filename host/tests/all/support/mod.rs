@@ -373,8 +373,8 @@ struct ReceiverState {
     answers: Mutex<VecDeque<Answer>>,
 }
 
-/// A status and headers to answer a request with.
-type Answer = (StatusCode, Vec<(String, String)>);
+/// A status, headers and a body to answer a request with.
+type Answer = (StatusCode, Vec<(String, String)>, String);
 
 impl Receiver {
     pub async fn start() -> Receiver {
@@ -415,6 +415,16 @@ impl Receiver {
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
+            String::new(),
+        ));
+    }
+
+    /// Answers the next request with this status and this body.
+    pub fn answer_with_body(&self, status: u16, body: &str) {
+        self.inner.answers.lock().unwrap().push_back((
+            StatusCode::from_u16(status).unwrap(),
+            Vec::new(),
+            body.to_owned(),
         ));
     }
 
@@ -506,12 +516,12 @@ async fn receive(
     headers: HeaderMap,
     body: String,
 ) -> axum::response::Response {
-    let (status, answer_headers) = state
+    let (status, answer_headers, answer_body) = state
         .answers
         .lock()
         .unwrap()
         .pop_front()
-        .unwrap_or((StatusCode::OK, Vec::new()));
+        .unwrap_or((StatusCode::OK, Vec::new(), String::new()));
     let request = Received {
         headers,
         body: serde_json::from_str(&body).unwrap_or(Value::Null),
@@ -523,7 +533,7 @@ async fn receive(
         state.received.lock().unwrap().push(request);
     }
     state.arrived.notify_waiters();
-    let mut response = axum::response::IntoResponse::into_response(status);
+    let mut response = axum::response::IntoResponse::into_response((status, answer_body));
     for (name, value) in answer_headers {
         response.headers_mut().insert(
             http::HeaderName::from_bytes(name.as_bytes()).unwrap(),
