@@ -287,9 +287,9 @@ pub struct Overrides {
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
     /// The file, the environment or a flag could not be read into the
-    /// expected shape.
+    /// expected shape. The text never quotes the value of a secret key.
     #[error("{0}")]
-    Parse(Box<figment::Error>),
+    Parse(String),
     /// The configuration file named with `--config` does not exist.
     #[error("configuration file {0} does not exist")]
     Missing(PathBuf),
@@ -333,7 +333,7 @@ impl Config {
     pub fn from_toml(text: &str) -> Result<Config, ConfigError> {
         let raw: RawConfig = Figment::from(Toml::string(text))
             .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+            .map_err(ConfigError::parse)?;
         raw.check()
     }
 
@@ -354,9 +354,7 @@ impl Config {
         if let Some(dir) = &overrides.data_dir {
             figment = figment.merge(Serialized::global("data_dir", dir));
         }
-        let mut raw: RawConfig = figment
-            .extract()
-            .map_err(|e| ConfigError::Parse(Box::new(e)))?;
+        let mut raw: RawConfig = figment.extract().map_err(ConfigError::parse)?;
         raw.watch_build
             .extend(overrides.watch_build.iter().cloned());
         raw.check()
@@ -886,10 +884,74 @@ fn defaults_retry_schedule() -> Vec<Duration> {
         .collect()
 }
 
+/// The keys whose values are credentials: never quoted in an error.
+const SECRET_KEYS: &[&str] = &[
+    "admin_token",
+    "webhook_password",
+    "webhook_secret",
+    "url_token",
+];
+
+impl ConfigError {
+    /// figment's errors, one per line, each naming its key; for a secret
+    /// key, without the value it found.
+    fn parse(error: figment::Error) -> ConfigError {
+        let lines: Vec<String> = error
+            .into_iter()
+            .map(|error| {
+                let secret = error
+                    .path
+                    .last()
+                    .is_some_and(|key| SECRET_KEYS.contains(&key.as_str()));
+                if !secret {
+                    // A TOML syntax error quotes the line it is on, which
+                    // may hold a secret: keep the line and column only.
+                    return error
+                        .to_string()
+                        .lines()
+                        .filter(|line| {
+                            !line
+                                .trim_start()
+                                .trim_start_matches(|c: char| c.is_ascii_digit())
+                                .trim_start()
+                                .starts_with('|')
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                }
+                let expected = match &error.kind {
+                    figment::error::Kind::InvalidType(_, expected)
+                    | figment::error::Kind::InvalidValue(_, expected) => expected.clone(),
+                    _ => "another value".to_owned(),
+                };
+                format!(
+                    "{}: invalid value (not shown: it is a secret), expected {expected}",
+                    error.path.join(".")
+                )
+            })
+            .collect();
+        ConfigError::Parse(lines.join("\n"))
+    }
+}
+
+/// `text` with the credentials of a URL (`user:password@`) left out.
+fn without_credentials(text: &str) -> String {
+    match (text.find("://"), text.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            format!("{}://…@{}", &text[..scheme], &text[at + 1..])
+        }
+        _ => text.to_owned(),
+    }
+}
+
 fn check_http_url(at: &str, text: &str) -> Result<Url, String> {
-    let url = Url::parse(text).map_err(|e| format!("{at}: {text:?} is not a URL ({e})"))?;
+    let url = Url::parse(text)
+        .map_err(|e| format!("{at}: {:?} is not a URL ({e})", without_credentials(text)))?;
     if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
-        return Err(format!("{at}: {text:?} is not an http(s) URL"));
+        return Err(format!(
+            "{at}: {:?} is not an http(s) URL",
+            without_credentials(text)
+        ));
     }
     if !url.username().is_empty() || url.password().is_some() {
         return Err(format!(
@@ -1013,6 +1075,39 @@ mod tests {
         ] {
             assert!(all.contains(expected), "{expected}: {all}");
         }
+    }
+
+    #[test]
+    fn errors_never_quote_a_secret() {
+        let syntax = Config::from_toml("admin_token = 31337313373133731337\n")
+            .unwrap_err()
+            .to_string();
+        assert!(!syntax.contains("31337"), "{syntax}");
+        assert!(syntax.contains("line 1, column 15"), "{syntax}");
+        let error = Config::from_toml(
+            "admin_token = 313373133731337\n\
+             [endpoints.x]\nflow = \"echo\"\nwebhook_url = \"http://user:pa55word@[::1\"\n\
+             webhook_user = \"bot\"\nwebhook_password = 4242424242\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!error.contains("31337"), "{error}");
+        assert!(error.contains("admin_token"), "{error}");
+        let bad_url = Config::from_toml(
+            "[endpoints.x]\nflow = \"echo\"\nwebhook_url = \"http://user:pa55word@[::1\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!bad_url.contains("pa55word"), "{bad_url}");
+        assert!(bad_url.contains("webhook_url"), "{bad_url}");
+        let password = Config::from_toml(
+            "[endpoints.x]\nflow = \"echo\"\nwebhook_url = \"http://127.0.0.1/\"\n\
+             webhook_user = \"bot\"\nwebhook_password = 4242424242\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(!password.contains("4242424242"), "{password}");
+        assert!(password.contains("webhook_password"), "{password}");
     }
 
     #[test]

@@ -14,6 +14,9 @@
 //! - **durable inbox off**: the same ack loop with `store.fsync = false`;
 //! - **noisy neighbours**: echo's end-to-end latency, idle and beside
 //!   flows that spin and hoard memory;
+//! - **hostile neighbours**: the same, beside flows that attack one after
+//!   another (endless loops, memory grown to 1 GiB, 50 MB strings for
+//!   output, context and log) while garbage files land in the flows folder;
 //! - **reload**: from a rename into the flows folder to the first message
 //!   served by the new version, compiled (cold) and from the compile cache
 //!   (warm); start-up with 50 flows, cold and warm; memory per loaded flow.
@@ -203,8 +206,110 @@ async fn scenarios(
         "noisy_neighbours",
         noisy_neighbours(flowhost, flows, &hook, &deliveries, options, epoch).await?,
     );
+    results.insert(
+        "hostile_neighbours",
+        hostile_neighbours(flowhost, flows, &hook, &deliveries, options, epoch).await?,
+    );
     results.insert("reload", reload(flowhost, flows, &hook, &deliveries).await?);
     Ok(json!(results))
+}
+
+/// Echo's end-to-end latency (open loop, 500/s) idle, then beside a flow
+/// attacked by 4 clients cycling through every attack, while 20 MB garbage
+/// files and truncated components are dropped into the flows folder.
+async fn hostile_neighbours(
+    flowhost: &Path,
+    flows: &Path,
+    hook: &str,
+    deliveries: &Arc<Deliveries>,
+    options: &Options,
+    epoch: Instant,
+) -> anyhow::Result<Value> {
+    let site = Site::new(flows, hook, &["echo", "hostile"], "")?;
+    let flows_dir = site.dir.path().join("flows");
+    std::fs::write(
+        flows_dir.join("hostile.toml"),
+        "[limits]\ndeadline = \"2s\"\nmemory = \"1 GiB\"\n",
+    )?;
+    let host = Process::flowhost(flowhost, &site, &[])?;
+    let echo = host.url("echo");
+    let measure = || async {
+        let before = deliveries.count();
+        let acks = load::open(
+            &echo,
+            500,
+            32,
+            options.duration,
+            Sessions::Distinct(1000),
+            epoch,
+        )
+        .await?;
+        deliveries.latencies_after(before, acks.accepted).await
+    };
+    let mut idle = measure().await?;
+
+    let attack = host.url("hostile");
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut attackers: Vec<_> = (0..4)
+        .map(|n| {
+            let (attack, stop) = (attack.clone(), stop.clone());
+            tokio::spawn(async move {
+                let attacks = ["loop", "grow", "huge-say", "huge-context", "huge-log"];
+                let client = reqwest_like::Client::new();
+                for text in attacks.iter().cycle().skip(n) {
+                    if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        break;
+                    }
+                    client.post(&attack, &format!("attacker{n}"), text).await;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+            })
+        })
+        .collect();
+    let echo_wasm = std::fs::read(flows.join("echo.wasm"))?;
+    attackers.push({
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            let garbage: Vec<u8> = (0..20u32 << 20)
+                .map(|n| (n.wrapping_mul(7919) >> 3) as u8)
+                .collect();
+            let mut n = 0u64;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                n += 1;
+                let (name, bytes) = if n.is_multiple_of(2) {
+                    ("junk", &garbage[..])
+                } else {
+                    ("torn", &echo_wasm[..echo_wasm.len() / 2])
+                };
+                let _ = std::fs::write(flows_dir.join(format!("{name}-{}.wasm", n % 8)), bytes);
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        })
+    });
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut loaded = measure().await?;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    for attacker in attackers {
+        attacker.await?;
+    }
+    let (idle_p50, loaded_p50) = (
+        percentile_ms(&mut idle, 50.0),
+        percentile_ms(&mut loaded, 50.0),
+    );
+    let (idle_p99, loaded_p99) = (
+        percentile_ms(&mut idle, 99.0),
+        percentile_ms(&mut loaded, 99.0),
+    );
+    Ok(json!({
+        "rate": 500,
+        "idle_p50_ms": round(idle_p50, 2),
+        "idle_p99_ms": round(idle_p99, 2),
+        "beside_hostile_p50_ms": round(loaded_p50, 2),
+        "beside_hostile_p99_ms": round(loaded_p99, 2),
+        "p50_ratio": round(loaded_p50 / idle_p50, 2),
+        "p99_ratio": round(loaded_p99 / idle_p99, 2),
+        "peak_rss_mib": round(host.peak_rss_mib()?, 1),
+    }))
 }
 
 /// Echo's end-to-end latency idle, then beside 4 spinning and 4
@@ -554,6 +659,19 @@ fn print_table(results: &Value) {
                 "idle_p99_ms",
                 "beside_hostile_p99_ms",
                 "p99_ratio",
+            ],
+        ),
+        (
+            "echo beside attacks one after another and garbage files (open loop 500/s)",
+            "hostile_neighbours",
+            &[
+                "idle_p50_ms",
+                "beside_hostile_p50_ms",
+                "p50_ratio",
+                "idle_p99_ms",
+                "beside_hostile_p99_ms",
+                "p99_ratio",
+                "peak_rss_mib",
             ],
         ),
         (

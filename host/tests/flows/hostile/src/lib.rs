@@ -4,7 +4,8 @@
 //!
 //! Attacks the host must stop (the message ends): `loop`, `grow`, `recurse`,
 //! `panic`, `say-a-million`, `big-say`, `big-context`, `big-profile`,
-//! `log-flood`, `sleep`, `exit`, `fields-flood` (host memory through
+//! `log-flood`, `huge-say`, `huge-context`, `huge-log` (50 MB strings),
+//! `sleep`, `exit`, `fields-flood` (host memory through
 //! `wasi:http` header sets), `random-flood` (a huge `wasi:random` call).
 //! `tell <text>` writes the text to the log, stdout and stderr, then panics
 //! with it: for what the host lets through to its own log.
@@ -46,6 +47,9 @@ fn handle(message: flowhost_sdk::Message) -> Result<()> {
         "big-say" => say("x".repeat(1 << 20)),
         "big-context" => context::set(json!({ "blob": "x".repeat(10 << 20) }))?,
         "big-profile" => flowhost_sdk::profile::set(json!({ "blob": "x".repeat(1 << 20) }))?,
+        "huge-say" => say("x".repeat(50 << 20)),
+        "huge-context" => context::set(json!({ "blob": "x".repeat(50 << 20) }))?,
+        "huge-log" => flowhost_sdk::info!("{}", "x".repeat(50 << 20)),
         "log-flood" => {
             for line in 0..100_000 {
                 println!("flooding the log, line {line}");
