@@ -157,6 +157,21 @@ impl Admission {
     }
 }
 
+/// A message counted by [`Admission`], given back when this is dropped:
+/// however its run ends (finished, not stored after all, panicked, or left
+/// for the next start), the counts cannot leak into a cap that answers 503
+/// for good.
+struct Admitted {
+    admission: Arc<Admission>,
+    session: SessionKey,
+}
+
+impl Drop for Admitted {
+    fn drop(&mut self) {
+        self.admission.release(&self.session);
+    }
+}
+
 impl Counts {
     fn add(&mut self, session: &SessionKey) {
         self.total += 1;
@@ -174,7 +189,7 @@ pub struct Inbox {
     /// Each session's lane holds message ids: a message is read when its
     /// turn comes, so that a backlog costs a few bytes per message, not its
     /// text and data.
-    lanes: Lanes<SessionKey, i64>,
+    lanes: Lanes<SessionKey, (i64, Admitted)>,
     store: Arc<dyn Store>,
     /// Messages accepted and not yet finished.
     admission: Arc<Admission>,
@@ -203,17 +218,16 @@ impl Inbox {
         let store = Arc::clone(&runner.store);
         let admission = Arc::new(Admission::new(limits));
         let runner = Arc::new(runner);
-        let lanes = {
-            let admission = Arc::clone(&admission);
-            Lanes::new(runtime, move |session: SessionKey, id: i64| {
+        let lanes = Lanes::new(
+            runtime,
+            move |_session: SessionKey, (id, admitted): (i64, Admitted)| {
                 let runner = Arc::clone(&runner);
-                let admission = Arc::clone(&admission);
                 async move {
+                    let _counted_until_done = admitted;
                     runner.run(id).await;
-                    admission.release(&session);
                 }
-            })
-        };
+            },
+        );
         Inbox {
             lanes,
             store,
@@ -227,18 +241,20 @@ impl Inbox {
         self.admission
             .admit(&session)
             .map_err(AcceptError::Overloaded)?;
+        let admitted = Admitted {
+            admission: Arc::clone(&self.admission),
+            session,
+        };
         let lanes = self.lanes.clone();
-        let accepted = self
-            .store
+        // If the message is not stored, the callback is dropped uncalled,
+        // and the count with it.
+        self.store
             .accept(
                 message,
-                Box::new(move |message| lanes.push(message.session, message.id)),
+                Box::new(move |message| lanes.push(message.session, (message.id, admitted))),
             )
-            .await;
-        if accepted.is_err() {
-            self.admission.release(&session);
-        }
-        Ok(accepted?)
+            .await?;
+        Ok(())
     }
 
     /// Queues the messages that were accepted but had not finished when the
@@ -260,7 +276,11 @@ impl Inbox {
             let full = page.len() == RECOVERY_PAGE;
             for queued in page {
                 self.admission.count(&queued.session);
-                self.lanes.push(queued.session, queued.id);
+                let admitted = Admitted {
+                    admission: Arc::clone(&self.admission),
+                    session: queued.session.clone(),
+                };
+                self.lanes.push(queued.session, (queued.id, admitted));
             }
             if !full {
                 return Ok(count);

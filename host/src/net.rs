@@ -20,6 +20,40 @@ pub fn restricted(ip: IpAddr) -> Option<&'static str> {
     }
 }
 
+/// Why no flow may ever reach `ip`, whatever its manifest or the operator
+/// allows: link-local addresses (cloud metadata services answer on
+/// 169.254.169.254 and fd00:ec2::254), in any form that embeds one, and
+/// addresses that are no destination at all.
+pub fn never_reachable(ip: IpAddr) -> Option<&'static str> {
+    let v4 = |v4: Ipv4Addr| {
+        if v4.is_link_local() {
+            Some("link-local (and cloud metadata)")
+        } else if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() {
+            Some("not a destination")
+        } else {
+            None
+        }
+    };
+    match ip {
+        IpAddr::V4(ip) => v4(ip),
+        IpAddr::V6(ip) => {
+            let s = ip.segments();
+            // 64:ff9b::a.b.c.d, the well-known NAT64 prefix (RFC 6052).
+            let nat64 = matches!(s, [0x64, 0xff9b, 0, 0, 0, 0, ..])
+                .then(|| Ipv4Addr::from((u32::from(s[6]) << 16) | u32::from(s[7])));
+            match embedded_v4(ip).or(nat64) {
+                Some(embedded) => v4(embedded),
+                None if s[0] & 0xffc0 == 0xfe80 => Some("link-local"),
+                None if ip == Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) => {
+                    Some("cloud metadata")
+                }
+                None if ip.is_unspecified() || ip.is_multicast() => Some("not a destination"),
+                None => None,
+            }
+        }
+    }
+}
+
 /// The IPv4 address inside an IPv6 address that carries one, when a
 /// connection to the IPv6 address may reach the IPv4 one: through the
 /// kernel (mapped and compatible forms), a SIIT translator, or a 6to4
@@ -78,6 +112,36 @@ fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn link_local_and_metadata_addresses_are_never_reachable_in_any_form() {
+        for refused in [
+            "169.254.169.254",
+            "169.254.0.1",
+            "fe80::1",
+            "fd00:ec2::254",
+            "::ffff:169.254.169.254",
+            "::ffff:0:a9fe:a9fe",
+            "2002:a9fe:a9fe::",
+            "64:ff9b::a9fe:a9fe",
+            "0.0.0.0",
+            "255.255.255.255",
+            "::",
+        ] {
+            assert!(
+                never_reachable(refused.parse().unwrap()).is_some(),
+                "{refused}"
+            );
+        }
+        // Loopback and private ones are the operator's to allow.
+        for allowable in ["127.0.0.1", "10.0.0.1", "::1", "93.184.216.34"] {
+            assert_eq!(
+                never_reachable(allowable.parse().unwrap()),
+                None,
+                "{allowable}"
+            );
+        }
+    }
 
     #[test]
     fn refuses_every_non_public_form() {

@@ -84,13 +84,13 @@ impl Server {
         // Flows load while the host serves: a flow that takes long to
         // compile (or never does) delays no other and no start. Messages
         // for a flow still loading are accepted and wait for it.
+        let names = folder
+            .list()
+            .await
+            .with_context(|| format!("reading {}", config.flows_dir.display()))?;
         let loading = {
-            let (folder, dir) = (Arc::clone(&folder), config.flows_dir.clone());
-            tokio::spawn(async move {
-                if let Err(error) = folder.load_all().await {
-                    tracing::error!(%error, folder = %dir.display(), "cannot read the flows folder");
-                }
-            })
+            let folder = Arc::clone(&folder);
+            tokio::spawn(async move { folder.load(&names).await })
         };
 
         let endpoints: SharedEndpoints = Arc::new(EndpointTable::new(Endpoints::new(
@@ -242,10 +242,16 @@ impl Server {
         }
         http_stop.cancel();
         self.stopping.cancel();
+        // Side by side: a slow client finishing its request must not use up
+        // the grace that running flows and deliveries have.
         let drained = tokio::time::timeout(grace, async {
-            let _ = (&mut http).await;
-            self.inbox.idle().await;
-            self.delivery.idle().await;
+            tokio::join!(
+                async {
+                    let _ = (&mut http).await;
+                },
+                self.inbox.idle(),
+                self.delivery.idle(),
+            )
         })
         .await;
         if drained.is_err() {

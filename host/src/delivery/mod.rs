@@ -262,14 +262,27 @@ impl Delivery {
 }
 
 impl Courier {
+    /// Delivers one output, attempt after attempt. Its body is read when an
+    /// attempt is due, and dropped while the next one waits: a backlog of
+    /// retries waiting (after a receiver's outage, say) costs ids, not
+    /// bodies.
     async fn deliver(&self, queued: Queued) {
         let id = queued.id;
-        let read = crate::store::retrying("read an output to deliver", &self.shutdown, || {
-            self.store.pending_output(id)
-        })
-        .await;
-        // Not pending any more (delivered or dead meanwhile): nothing to do.
-        if let Some(Some(output)) = read {
+        let mut due = queued.next_attempt_at;
+        loop {
+            if let Some(due) = due {
+                let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = self.shutdown.cancelled() => break,
+                }
+            }
+            let read = crate::store::retrying("read an output to deliver", &self.shutdown, || {
+                self.store.pending_output(id)
+            })
+            .await;
+            // Not pending any more (delivered or dead meanwhile): done.
+            let Some(Some(output)) = read else { break };
             let span = tracing::info_span!(
                 "delivery",
                 endpoint = %output.session.endpoint,
@@ -277,9 +290,10 @@ impl Courier {
                 output = output.id,
                 webhook_id = %output.webhook_id,
             );
-            self.attempt_until_done(output, queued.next_attempt_at)
-                .instrument(span)
-                .await;
+            match self.attempt(output).instrument(span).await {
+                Some(next) => due = Some(next),
+                None => break,
+            }
         }
         self.queued.lock().unwrap().remove(&id);
     }
@@ -301,142 +315,116 @@ impl Courier {
         self.stopped.lock().unwrap().contains(endpoint)
     }
 
-    /// Attempts to deliver `output`, the first time at `due` if given.
-    async fn attempt_until_done(&self, output: PendingOutput, due: Option<i64>) {
+    /// Makes one attempt to deliver `output`, and records it. Returns when
+    /// the next attempt is due (milliseconds since the epoch), if there is
+    /// to be one.
+    async fn attempt(&self, output: PendingOutput) -> Option<i64> {
         let mut attempts = output.attempts;
-        if let Some(due) = due {
-            let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
-            if !wait.is_zero() {
-                tracing::debug!(
-                    attempts,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "waiting for the retry's time"
-                );
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = self.shutdown.cancelled() => return,
-                }
-            }
+        if self.shutdown.is_cancelled() || self.is_stopped(&output.session.endpoint) {
+            return None; // It stays pending in the outbox.
         }
-        loop {
-            if self.shutdown.is_cancelled() || self.is_stopped(&output.session.endpoint) {
-                return; // It stays pending in the outbox.
+        let endpoint = self
+            .endpoints
+            .load()
+            .by_name(&output.session.endpoint)
+            .cloned();
+        let Some(endpoint) = endpoint else {
+            tracing::warn!("the endpoint is no longer configured; the output stays in the outbox");
+            return None;
+        };
+
+        let (answer, started_at, took) = {
+            let _endpoint_permit = self
+                .endpoint_slots(&output.session.endpoint)
+                .acquire_owned()
+                .await
+                .expect("never closed");
+            let _permit = self.in_flight.acquire().await.expect("never closed");
+            let started = Instant::now();
+            let started_at = now_ms();
+            let answer = self.sender.send(&endpoint.config, &output).await;
+            (answer, started_at, started.elapsed())
+        };
+        attempts += 1;
+
+        let gone = matches!(
+            answer,
+            Answer::Failed {
+                status: Some(410),
+                ..
             }
-            let endpoint = self
-                .endpoints
-                .load()
-                .by_name(&output.session.endpoint)
-                .cloned();
-            let Some(endpoint) = endpoint else {
-                tracing::warn!(
-                    "the endpoint is no longer configured; the output stays in the outbox"
-                );
-                return;
-            };
-
-            let (answer, started_at, took) = {
-                let _endpoint_permit = self
-                    .endpoint_slots(&output.session.endpoint)
-                    .acquire_owned()
-                    .await
-                    .expect("never closed");
-                let _permit = self.in_flight.acquire().await.expect("never closed");
-                let started = Instant::now();
-                let started_at = now_ms();
-                let answer = self.sender.send(&endpoint.config, &output).await;
-                (answer, started_at, started.elapsed())
-            };
-            attempts += 1;
-
-            let gone = matches!(
-                answer,
-                Answer::Failed {
-                    status: Some(410),
-                    ..
-                }
-            );
-            // The receiver's body goes into the attempt's record, for the
-            // admin API, and never into the log: receivers often echo the
-            // request, and the log is not the place for message content.
-            let (mut recorded_error, mut body_bytes) = (None, 0);
-            let (status, error, outcome, wait) = match answer {
-                Answer::Delivered { status } => {
-                    (Some(status), None, AttemptOutcome::Delivered, None)
-                }
-                Answer::Failed {
-                    status,
-                    error,
-                    body,
-                    body_bytes: read,
-                    retry_after,
-                } => {
-                    body_bytes = read;
-                    recorded_error = Some(if body.is_empty() {
-                        error.clone()
-                    } else {
-                        format!("{error}: {body}")
-                    });
-                    if gone {
-                        (status, Some(error), AttemptOutcome::Retrying, None)
-                    } else {
-                        match self.policy.next_wait(attempts, retry_after) {
-                            Some(wait) => {
-                                (status, Some(error), AttemptOutcome::Retrying, Some(wait))
-                            }
-                            None => (status, Some(error), AttemptOutcome::Dead, None),
-                        }
-                    }
-                }
-            };
-            let attempt = Attempt {
-                output_id: output.id,
-                started_at,
-                duration_ms: took.as_millis() as i64,
+        );
+        // The receiver's body goes into the attempt's record, for the
+        // admin API, and never into the log: receivers often echo the
+        // request, and the log is not the place for message content.
+        let (mut recorded_error, mut body_bytes) = (None, 0);
+        let (status, error, outcome, wait) = match answer {
+            Answer::Delivered { status } => (Some(status), None, AttemptOutcome::Delivered, None),
+            Answer::Failed {
                 status,
-                error: recorded_error,
-                outcome,
-                next_attempt_at: wait.map(|wait| now_ms() + wait.as_millis() as i64),
-            };
-            let recorded =
-                crate::store::retrying("record a delivery attempt", &self.shutdown, || {
-                    self.store.record_attempt(attempt.clone())
-                })
-                .await;
-            if recorded.is_none() {
-                return;
-            }
-
-            if gone {
-                self.stop(&output.session.endpoint).await;
-                return;
-            }
-            match (outcome, wait) {
-                (AttemptOutcome::Delivered, _) => {
-                    tracing::debug!(attempts, took_ms = took.as_millis() as u64, "delivered");
-                    return;
-                }
-                (AttemptOutcome::Retrying, Some(wait)) => {
-                    tracing::warn!(
-                        attempts,
-                        error = error.as_deref().unwrap_or_default(),
-                        body_bytes,
-                        retry_in_ms = wait.as_millis() as u64,
-                        "delivery failed; will retry"
-                    );
-                    tokio::select! {
-                        () = tokio::time::sleep(wait) => {}
-                        () = self.shutdown.cancelled() => return,
+                error,
+                body,
+                body_bytes: read,
+                retry_after,
+            } => {
+                body_bytes = read;
+                recorded_error = Some(if body.is_empty() {
+                    error.clone()
+                } else {
+                    format!("{error}: {body}")
+                });
+                if gone {
+                    (status, Some(error), AttemptOutcome::Retrying, None)
+                } else {
+                    match self.policy.next_wait(attempts, retry_after) {
+                        Some(wait) => (status, Some(error), AttemptOutcome::Retrying, Some(wait)),
+                        None => (status, Some(error), AttemptOutcome::Dead, None),
                     }
                 }
-                _ => {
-                    tracing::error!(
-                        attempts,
-                        error = error.as_deref().unwrap_or_default(),
-                        body_bytes,
-                        "delivery failed for the last time; the output is a dead letter"
-                    );
-                    return;
-                }
+            }
+        };
+        let attempt = Attempt {
+            output_id: output.id,
+            started_at,
+            duration_ms: took.as_millis() as i64,
+            status,
+            error: recorded_error,
+            outcome,
+            next_attempt_at: wait.map(|wait| now_ms() + wait.as_millis() as i64),
+        };
+        let recorded = crate::store::retrying("record a delivery attempt", &self.shutdown, || {
+            self.store.record_attempt(attempt.clone())
+        })
+        .await;
+        recorded?;
+
+        if gone {
+            self.stop(&output.session.endpoint).await;
+            return None;
+        }
+        match (outcome, wait) {
+            (AttemptOutcome::Delivered, _) => {
+                tracing::debug!(attempts, took_ms = took.as_millis() as u64, "delivered");
+                None
+            }
+            (AttemptOutcome::Retrying, Some(wait)) => {
+                tracing::warn!(
+                    attempts,
+                    error = error.as_deref().unwrap_or_default(),
+                    body_bytes,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "delivery failed; will retry"
+                );
+                attempt.next_attempt_at
+            }
+            _ => {
+                tracing::error!(
+                    attempts,
+                    error = error.as_deref().unwrap_or_default(),
+                    body_bytes,
+                    "delivery failed for the last time; the output is a dead letter"
+                );
+                None
             }
         }
     }

@@ -106,18 +106,34 @@ impl CompileCache {
     /// its whole time bound is not compiled again at every start.
     pub fn refusal(&self, key: &[u8; 32]) -> Option<String> {
         use std::io::Read;
-        let mut reason = String::new();
-        std::fs::File::open(self.refusal_path(key))
+        let mut entry = String::new();
+        let path = self.refusal_path(key);
+        std::fs::File::open(&path)
             .ok()?
             .take(4096)
-            .read_to_string(&mut reason)
+            .read_to_string(&mut entry)
             .ok()?;
-        Some(reason)
+        let (until, reason) = entry.split_once('\n')?;
+        let until: i64 = until.strip_prefix("until ")?.parse().ok()?;
+        if until < crate::store::now_ms() {
+            let _ = std::fs::remove_file(path);
+            return None;
+        }
+        Some(reason.to_owned())
     }
 
-    /// Remembers why the component with this key was refused.
-    pub fn remember_refusal(&self, key: &[u8; 32], reason: &str) -> std::io::Result<()> {
-        write_atomically(&self.refusal_path(key), &[reason.as_bytes()])
+    /// Remembers, for `how_long` (`Duration::MAX`: until the file
+    /// changes), why the component with this key was refused.
+    pub fn remember_refusal(
+        &self,
+        key: &[u8; 32],
+        reason: &str,
+        how_long: std::time::Duration,
+    ) -> std::io::Result<()> {
+        let until = i64::try_from(how_long.as_millis())
+            .map_or(i64::MAX, |ms| crate::store::now_ms().saturating_add(ms));
+        let entry = format!("until {until}\n{reason}");
+        write_atomically(&self.refusal_path(key), &[entry.as_bytes()])
     }
 
     /// The file of the entry for this content hash (for tests and tools).
@@ -188,6 +204,23 @@ mod tests {
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("key")), 0o600);
         assert_eq!(mode(&cache.entry_path(&[3u8; 32])), 0o600);
+    }
+
+    #[test]
+    fn refusals_are_remembered_for_as_long_as_asked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = CompileCache::open(dir.path(), 7).unwrap();
+        let (forever, expired) = ([3u8; 32], [4u8; 32]);
+        assert_eq!(cache.refusal(&forever), None);
+        cache
+            .remember_refusal(&forever, "does not compile", std::time::Duration::MAX)
+            .unwrap();
+        cache
+            .remember_refusal(&expired, "too slow", std::time::Duration::ZERO)
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(5));
+        assert_eq!(cache.refusal(&forever).as_deref(), Some("does not compile"));
+        assert_eq!(cache.refusal(&expired), None, "past its time");
     }
 
     #[test]

@@ -65,14 +65,16 @@ pub(super) async fn compile_in_child(
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
+        // It parses hostile input: it gets none of the host's secrets.
+        .env_clear()
         // Dropping the load (a timeout, a shutdown) kills the compiler.
         .kill_on_drop(true);
     if settings.fuel_metering {
         command.arg("--fuel-metering");
     }
-    let mut child = command
-        .spawn()
-        .map_err(|e| LoadError::Compile(format!("cannot start the compiler process: {e}")))?;
+    let mut child = command.spawn().map_err(|e| {
+        LoadError::CompilerFailed(format!("cannot start the compiler process: {e}"))
+    })?;
     let mut stdin = child.stdin.take().expect("piped");
     let mut stdout = child.stdout.take().expect("piped");
     let mut stderr = child.stderr.take().expect("piped");
@@ -92,18 +94,19 @@ pub(super) async fn compile_in_child(
             stdout.read_to_end(&mut code),
             said.read_to_end(&mut errors),
         );
-        out.and(err)
-            .map_err(|e| LoadError::Compile(format!("reading the compiler's answer: {e}")))?;
+        out.and(err).map_err(|e| {
+            LoadError::CompilerFailed(format!("reading the compiler's answer: {e}"))
+        })?;
         let status = child
             .wait()
             .await
-            .map_err(|e| LoadError::Compile(format!("waiting for the compiler: {e}")))?;
+            .map_err(|e| LoadError::CompilerFailed(format!("waiting for the compiler: {e}")))?;
         Ok::<_, LoadError>((status, code, errors))
     };
     let (status, code, errors) = match tokio::time::timeout(timeout, run).await {
         Ok(result) => result?,
         Err(_elapsed) => {
-            return Err(LoadError::Compile(format!(
+            return Err(LoadError::OverBound(format!(
                 "compiling took longer than runtime.compile_timeout ({}); the compiler was stopped",
                 HumanDuration(timeout)
             )));
@@ -119,7 +122,7 @@ pub(super) async fn compile_in_child(
     }
     // Out of memory shows as an abort (Rust's allocation failure handler)
     // or a failed allocation reported on stderr.
-    Err(LoadError::Compile(format!(
+    Err(LoadError::OverBound(format!(
         "the compiler stopped ({status}), most likely at runtime.max_compile_memory ({}){}",
         ByteSize(max_memory),
         if said.is_empty() {
@@ -159,6 +162,8 @@ pub fn child_main(settings: EngineSettings, max_memory: u64, max_seconds: u64) -
         eprintln!("cannot bound the compiler's time: {e}");
         return ExitCode::FAILURE;
     }
+    // Serving comes first: the compiler takes what CPU is left.
+    let _ = rustix::process::setpriority_process(None, 10);
     let mut wasm = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut wasm) {
         eprintln!("cannot read the component: {e}");

@@ -48,23 +48,14 @@ impl FlowFolder {
         &self.loader
     }
 
-    /// Loads every flow in the folder, side by side; then marks the
-    /// registry settled, so endpoints whose flow did not load answer 503.
-    pub async fn load_all(&self) -> std::io::Result<()> {
-        let loaded = self.load_each().await;
-        self.registry.mark_settled();
-        tracing::info!(
-            flows = self.registry.all().len(),
-            failed = self.registry.failures().len(),
-            "flows folder loaded"
-        );
-        loaded
-    }
-
-    async fn load_each(&self) -> std::io::Result<()> {
+    /// The flows in the folder (`<name>.wasm` files), which the registry
+    /// then expects: until they are loaded (or fail to), their endpoints
+    /// accept messages, which wait for them. Cheap: call it before serving,
+    /// then [`load`](Self::load) them while serving.
+    pub async fn list(&self) -> std::io::Result<Vec<String>> {
         if !self.dir.exists() {
             tracing::warn!(folder = %self.dir.display(), "the flows folder does not exist; no flows loaded");
-            return Ok(());
+            return Ok(Vec::new());
         }
         let mut entries = tokio::fs::read_dir(&self.dir).await?;
         let mut names = Vec::new();
@@ -74,10 +65,20 @@ impl FlowFolder {
             }
         }
         names.sort();
-        // Cached flows load at once; compiles wait their turn for the
-        // compiler, each in its own task.
+        self.registry.expect(&names);
+        Ok(names)
+    }
+
+    /// Loads the flows `names` side by side (cached ones at once; compiles
+    /// wait their turn for the compiler), then marks the registry settled.
+    pub async fn load(&self, names: &[String]) {
         futures::future::join_all(names.iter().map(|name| self.reconcile(name))).await;
-        Ok(())
+        self.registry.mark_settled();
+        tracing::info!(
+            flows = self.registry.all().len(),
+            failed = self.registry.failures().len(),
+            "flows folder loaded"
+        );
     }
 
     /// The lock of one flow's reconciles.
@@ -198,9 +199,21 @@ impl FlowFolder {
             FolderWatch::start(&self.dir, false, quiet, |path| flow_of(path).is_some())?;
         let folder = Arc::clone(self);
         Ok(tokio::spawn(async move {
-            while let Some(path) = watch.next().await {
-                if let Some(name) = flow_of(&path) {
-                    folder.reconcile(&name).await;
+            // Each change is reconciled in a task of its own, so that a flow
+            // that is slow to compile holds up no other flow's reload (the
+            // flow's own lock keeps its changes in order). Dropping the set,
+            // when this task is aborted at shutdown, aborts them all.
+            let mut reconciling = tokio::task::JoinSet::new();
+            loop {
+                tokio::select! {
+                    path = watch.next() => {
+                        let Some(path) = path else { break };
+                        if let Some(name) = flow_of(&path) {
+                            let folder = Arc::clone(&folder);
+                            reconciling.spawn(async move { folder.reconcile(&name).await });
+                        }
+                    }
+                    Some(_) = reconciling.join_next() => {}
                 }
             }
         }))

@@ -368,9 +368,9 @@ impl Loader {
         let (compiled, code) = match compiled {
             Ok(done) => done,
             Err(error) => {
-                if let Some(cache) = self.cache.as_ref().filter(|_| error.is_lasting()) {
+                if let (Some(cache), Some(remember_for)) = (&self.cache, error.remember_for()) {
                     let key = self.refusal_key(&content);
-                    if let Err(e) = cache.remember_refusal(&key, &error.to_string()) {
+                    if let Err(e) = cache.remember_refusal(&key, &error.to_string(), remember_for) {
                         tracing::warn!(error = %e, "could not remember the refusal in the compile cache");
                     }
                 }

@@ -4,7 +4,7 @@
 //! version it started with for as long as it runs, whatever replaces it in
 //! the meantime; the next lookup sees the replacement.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
@@ -38,6 +38,8 @@ pub struct Registry {
     /// Whether the flows folder has been loaded once since the start:
     /// until then a flow that is not in service may still be on its way.
     settled: Arc<AtomicBool>,
+    /// The flows whose files were in the folder at the start.
+    expected: Arc<RwLock<HashSet<String>>>,
 }
 
 impl Default for Registry {
@@ -47,6 +49,7 @@ impl Default for Registry {
             failures: Arc::default(),
             changes: watch::Sender::new(0),
             settled: Arc::default(),
+            expected: Arc::default(),
         }
     }
 }
@@ -70,18 +73,26 @@ impl Registry {
         replaced
     }
 
+    /// Notes the flows whose files are in the folder at the start, before
+    /// they are loaded.
+    pub fn expect(&self, names: &[String]) {
+        self.expected.write().unwrap().extend(names.iter().cloned());
+    }
+
     /// Says that the flows folder has been loaded once: from now on a flow
     /// not in service is not on its way.
     pub fn mark_settled(&self) {
         self.settled.store(true, Ordering::Release);
     }
 
-    /// Whether the flow `name` is in service, or may still be: the flows
-    /// folder is still being loaded after a start. An endpoint accepts
-    /// messages for such a flow (they wait for it) and answers 503 for any
-    /// other.
+    /// Whether the flow `name` is in service, or may soon be: its file was
+    /// in the folder at the start, and the folder is still being loaded. An
+    /// endpoint accepts messages for such a flow (they wait for it) and
+    /// answers 503 for any other.
     pub fn serves_or_may_serve(&self, name: &str) -> bool {
-        self.get(name).is_some() || !self.settled.load(Ordering::Acquire)
+        self.get(name).is_some()
+            || (!self.settled.load(Ordering::Acquire)
+                && self.expected.read().unwrap().contains(name))
     }
 
     /// Takes the flow `name` out of service.

@@ -195,6 +195,13 @@ pub enum LoadError {
     /// The compiler's child process refused it; this is what it said.
     #[error("{0}")]
     Refused(String),
+    /// The compiler was stopped at its time or memory bound.
+    #[error("{0}")]
+    OverBound(String),
+    /// The host could not run the compiler (no process could be started,
+    /// a pipe failed): nothing is known of the component.
+    #[error("{0}")]
+    CompilerFailed(String),
     /// It was refused when it was compiled before (the reason is that
     /// refusal's), and is not compiled again.
     #[error("{0} (remembered from an earlier try)")]
@@ -202,18 +209,25 @@ pub enum LoadError {
 }
 
 impl LoadError {
-    /// Whether trying the same bytes again on this host would fail the same
-    /// way: worth remembering, so that a file that takes the compiler its
-    /// whole time bound costs that once, not at every start.
-    pub fn is_lasting(&self) -> bool {
-        matches!(
-            self,
+    /// How long a refusal of the same bytes is worth remembering, so that a
+    /// file that takes the compiler its whole bound costs that once, not at
+    /// every start: for good (`Duration::MAX`) when the bytes decide it (a
+    /// refused shape, a compile error, a missing import); for an hour when
+    /// the host's bounds did (a busier moment or a bigger bound may pass);
+    /// not at all when the host failed, or the file may still be written.
+    pub fn remember_for(&self) -> Option<Duration> {
+        match self {
             LoadError::TooComplex(_)
-                | LoadError::Compile(_)
-                | LoadError::Refused(_)
-                | LoadError::Link(_)
-                | LoadError::NotAFlow(_)
-        )
+            | LoadError::Compile(_)
+            | LoadError::Refused(_)
+            | LoadError::Link(_)
+            | LoadError::NotAFlow(_) => Some(Duration::MAX),
+            LoadError::OverBound(_) => Some(Duration::from_secs(3600)),
+            LoadError::TooLarge { .. }
+            | LoadError::NotAComponent(_)
+            | LoadError::CompilerFailed(_)
+            | LoadError::Remembered(_) => None,
+        }
     }
 }
 

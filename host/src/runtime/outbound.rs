@@ -32,7 +32,7 @@ use tokio::time::Instant;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
-use crate::net::restricted;
+use crate::net::{never_reachable, restricted};
 
 /// The hosts a flow may send HTTP requests to.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -150,28 +150,6 @@ impl HostRule {
             PortRule::Default => port == default_port(scheme),
         };
         scheme_ok && host_ok && port_ok
-    }
-}
-
-/// Addresses no flow reaches, whoever allows it: link-local ones (cloud
-/// metadata services answer on 169.254.169.254 and fd00:ec2::254), and
-/// addresses that are no destination at all.
-fn always_refused(ip: IpAddr) -> Option<&'static str> {
-    match ip {
-        IpAddr::V4(v4) if v4.is_link_local() => Some("link-local (and cloud metadata)"),
-        IpAddr::V4(v4) if v4.is_unspecified() || v4.is_broadcast() || v4.is_multicast() => {
-            Some("not a destination")
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => always_refused(IpAddr::V4(v4)),
-            None if v6.segments()[0] & 0xffc0 == 0xfe80 => Some("link-local"),
-            None if v6 == std::net::Ipv6Addr::new(0xfd00, 0xec2, 0, 0, 0, 0, 0, 0x254) => {
-                Some("cloud metadata")
-            }
-            None if v6.is_unspecified() || v6.is_multicast() => Some("not a destination"),
-            None => None,
-        },
-        IpAddr::V4(_) => None,
     }
 }
 
@@ -293,7 +271,7 @@ async fn send(
     let mut failed = None;
     let mut stream = None;
     for address in addresses {
-        let refused = always_refused(address.ip())
+        let refused = never_reachable(address.ip())
             .or_else(|| restricted(address.ip()).filter(|_| !to.may_be_private));
         if let Some(reason) = refused {
             prohibited = Some((address, reason));
@@ -518,33 +496,6 @@ mod tests {
         assert!(!allowed.check("http", "anything.net", 80));
         let ipv6 = hosts(&["http://[::1]:9000"]);
         assert!(ipv6.check("http", "[::1]", 9000));
-    }
-
-    #[test]
-    fn link_local_and_metadata_addresses_are_never_reached() {
-        for refused in [
-            "169.254.169.254",
-            "169.254.0.1",
-            "fe80::1",
-            "fd00:ec2::254",
-            "::ffff:169.254.169.254",
-            "0.0.0.0",
-            "255.255.255.255",
-            "::",
-        ] {
-            assert!(
-                always_refused(refused.parse().unwrap()).is_some(),
-                "{refused}"
-            );
-        }
-        // Loopback and private ones are the operator's to allow.
-        for allowable in ["127.0.0.1", "10.0.0.1", "::1", "93.184.216.34"] {
-            assert_eq!(
-                always_refused(allowable.parse().unwrap()),
-                None,
-                "{allowable}"
-            );
-        }
     }
 
     #[test]
