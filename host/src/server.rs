@@ -49,7 +49,20 @@ impl Server {
     /// Starts every part of the host on `listener`.
     pub async fn start(listener: TcpListener, config: Config) -> anyhow::Result<Server> {
         if let Some(open_files) = crate::http::serve::raise_open_files_limit() {
-            tracing::debug!(open_files, "open files limit");
+            // Connections, the store, flows' sockets and the watcher share
+            // the limit: a cap above it would never be reached.
+            let wanted = config.http.max_connections as u64 + 256;
+            if open_files < wanted {
+                tracing::warn!(
+                    open_files,
+                    max_connections = config.http.max_connections,
+                    "the open files limit is below http.max_connections plus a reserve of 256: \
+                     connections past it fail to be accepted; raise the limit (LimitNOFILE=) or \
+                     lower http.max_connections"
+                );
+            } else {
+                tracing::debug!(open_files, "open files limit");
+            }
         }
         let store = Arc::new(
             SqliteStore::open_with(&config.data_dir, config.store.fsync)

@@ -744,17 +744,31 @@ struct Process {
 }
 
 impl Process {
+    /// Starts flowhost and returns once it serves and its flows are loaded
+    /// (it serves before they are: a start is measured to both).
     fn flowhost(binary: &Path, site: &Site, env: &[(&str, &str)]) -> anyhow::Result<Process> {
-        let child = Command::new(binary)
+        let mut child = Command::new(binary)
             .arg("serve")
             .current_dir(site.dir.path())
-            .env("FLOWHOST_LOG", "warn")
+            .env("FLOWHOST_LOG", "warn,flowhost::flows::folder=info")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .context("starting flowhost")?;
-        Process::read_start(child, 3)
+        let stderr = child.stderr.take().context("no stderr")?;
+        let process = Process::read_start(child, 3)?;
+        let mut log = BufReader::new(stderr).lines();
+        loop {
+            let line = log
+                .next()
+                .context("flowhost stopped before its flows were loaded")??;
+            if line.contains("flows folder loaded") {
+                break;
+            }
+        }
+        std::thread::spawn(move || log.for_each(drop));
+        Ok(process)
     }
 
     fn ceiling() -> anyhow::Result<Process> {
