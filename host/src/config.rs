@@ -617,12 +617,16 @@ impl RawConfig {
             .unwrap_or((max_queued_per_endpoint / 4).max(1));
         let runtime = RuntimeConfig {
             max_concurrent_flows: self.runtime.max_concurrent_flows.unwrap_or(100),
-            // Half the cores: the other half serves HTTP, the store and
-            // deliveries. Flows are usually short; more threads than cores
-            // only adds switching (on 2 cores, one flow thread delivered a
-            // quarter more messages than two, in `cargo xtask bench`).
+            // Half the cores, and at least two: the other half serves HTTP,
+            // the store and deliveries. Two at least, because a flow can
+            // hold a thread in host code that does not yield (copying a
+            // 50 MB string out of its memory, giving back a gigabyte of
+            // it): with one thread every other flow waits behind it (echo's
+            // p99 beside hostile flows was 23x its idle p99 with one thread
+            // in `cargo xtask bench`, 8x with two), though one thread
+            // delivered a quarter more messages on 2 cores.
             flow_threads: self.runtime.flow_threads.unwrap_or_else(|| {
-                (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(1)
+                (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(2)
             }),
             max_flow_memory: self.runtime.max_flow_memory.map_or(1 << 30, |s| s.0),
             max_wasm_stack: self.runtime.max_wasm_stack.map_or(512 << 10, |s| s.0),

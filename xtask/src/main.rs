@@ -3,7 +3,8 @@
 //! - `demo`: builds the example flows and serves them with
 //!   `demo/flowhost.toml`, beside a webhook receiver that prints every
 //!   delivery.
-//! - `bench [--quick]`: the load bench (see `bench/mod.rs`), in release.
+//! - `bench [--quick] [--only noisy_neighbours|hostile_neighbours]`: the
+//!   load bench (see `bench/mod.rs`), in release.
 //! - `code-shape <file.wasm>…`: what each component takes of the instance
 //!   pool and how complex its code is, against flowhost's bounds.
 

@@ -122,6 +122,7 @@ impl FlowFolder {
             return; // Nothing new.
         }
         let size = files.wasm.len();
+        let stamp = files.stamp();
         match self.loader.load(files).await {
             Ok(flow) => {
                 let (version, cached, took) =
@@ -140,7 +141,7 @@ impl FlowFolder {
             Err(error) => {
                 // A file still being written fails too; if it has changed
                 // since it was read, its next change brings it back here.
-                if self.changed_since(&path, &fingerprint).await {
+                if stamp.changed().await {
                     return;
                 }
                 match &current {
@@ -217,14 +218,5 @@ impl FlowFolder {
                 }
             }
         }))
-    }
-}
-
-impl FlowFolder {
-    async fn changed_since(&self, path: &std::path::Path, fingerprint: &[u8; 32]) -> bool {
-        match self.loader.read(path).await {
-            Ok(Some(files)) => files.fingerprint() != *fingerprint,
-            _ => true,
-        }
     }
 }

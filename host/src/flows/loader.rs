@@ -57,6 +57,38 @@ pub struct FlowFiles {
     pub wasm: Vec<u8>,
     /// The manifest's text, if there is one.
     pub manifest: Option<String>,
+    /// The SHA-256 of the component, computed once as it is read.
+    pub content: [u8; 32],
+    /// The size and modification time of both files when they were read,
+    /// to tell cheaply whether they changed since.
+    stamp: FilesStamp,
+}
+
+/// The size and modification time of a flow's two files at one moment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FilesStamp {
+    path: PathBuf,
+    stamp: Stamp,
+}
+
+impl FilesStamp {
+    /// Whether either file changed (or went) since.
+    pub async fn changed(&self) -> bool {
+        let path = self.path.clone();
+        let now = tokio::task::spawn_blocking(move || stamp_of(&path)).await;
+        now.map_or(true, |now| now != self.stamp)
+    }
+}
+
+type Stamp = [Option<(u64, std::time::SystemTime)>; 2];
+
+fn stamp_of(path: &Path) -> Stamp {
+    let one = |path: &Path| {
+        std::fs::metadata(path)
+            .ok()
+            .map(|m| (m.len(), m.modified().unwrap_or(std::time::UNIX_EPOCH)))
+    };
+    [one(path), one(&path.with_extension("toml"))]
 }
 
 impl FlowFiles {
@@ -102,6 +134,11 @@ impl FlowFiles {
             })
             .transpose()?;
             Ok(Some(FlowFiles {
+                content: Sha256::digest(&wasm).into(),
+                stamp: FilesStamp {
+                    stamp: stamp_of(&path),
+                    path: path.clone(),
+                },
                 name,
                 path,
                 wasm,
@@ -116,9 +153,14 @@ impl FlowFiles {
     /// reloaded only when this changes.
     pub fn fingerprint(&self) -> [u8; 32] {
         let mut hasher = Sha256::new();
-        hasher.update(Sha256::digest(&self.wasm));
+        hasher.update(self.content);
         hasher.update(self.manifest.as_deref().unwrap_or_default());
         hasher.finalize().into()
+    }
+
+    /// The size and modification time of both files when they were read.
+    pub fn stamp(&self) -> FilesStamp {
+        self.stamp.clone()
     }
 }
 
@@ -245,7 +287,7 @@ impl Loader {
 
         let size = files.wasm.len() as u64;
         self.runtime.check_size(size)?;
-        let content: [u8; 32] = Sha256::digest(&files.wasm).into();
+        let content = files.content;
         let started = Instant::now();
         let (compiled, cached) = self.compile(content, files.wasm).await?;
         Ok(LoadedFlow {

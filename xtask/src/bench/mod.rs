@@ -46,6 +46,8 @@ pub(crate) use self::ceiling::serve as serve_ceiling;
 struct Options {
     /// How long each load phase runs.
     duration: Duration,
+    /// `--only <scenario>`: run just this one of the neighbour scenarios.
+    only: Option<String>,
 }
 
 /// Runs the whole bench. Must run in a release build of xtask (the caller
@@ -57,6 +59,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         } else {
             Duration::from_secs(5)
         },
+        only: args
+            .iter()
+            .position(|a| a == "--only")
+            .and_then(|at| args.get(at + 1).cloned()),
     };
     println!("Building flowhost (release) and the flows…");
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -98,6 +104,20 @@ async fn scenarios(
     let (hook, deliveries) = receiver::start(epoch).await?;
     let mut results = BTreeMap::new();
     results.insert("machine", machine(root));
+    match options.only.as_deref() {
+        None => {}
+        Some("noisy_neighbours") => {
+            let figures = noisy_neighbours(flowhost, flows, &hook, &deliveries, options, epoch);
+            results.insert("noisy_neighbours", figures.await?);
+            return Ok(json!(results));
+        }
+        Some("hostile_neighbours") => {
+            let figures = hostile_neighbours(flowhost, flows, &hook, &deliveries, options, epoch);
+            results.insert("hostile_neighbours", figures.await?);
+            return Ok(json!(results));
+        }
+        Some(other) => bail!("--only takes noisy_neighbours or hostile_neighbours, not {other}"),
+    }
 
     // The ceiling.
     let ceiling = Process::ceiling()?;
@@ -685,6 +705,9 @@ fn print_table(results: &Value) {
         ),
     ];
     for (title, key, fields) in rows {
+        if results[key].is_null() {
+            continue; // Not run (`--only`).
+        }
         let figures: Vec<String> = fields
             .iter()
             .map(|f| format!("{f} {}", results[key][f]))
