@@ -19,6 +19,7 @@
 
 mod bindings;
 mod epoch;
+mod imports;
 mod limits;
 mod outbound;
 pub mod precheck;
@@ -307,8 +308,7 @@ impl Runtime {
         wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
         wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
             .map_err(anyhow::Error::from)?;
-        Flow::add_to_linker::<_, wasmtime::component::HasSelf<_>>(&mut linker, |state| state)
-            .map_err(anyhow::Error::from)?;
+        imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
         let executor = Executor::new(config.flow_threads)?;
         Ok(Runtime {

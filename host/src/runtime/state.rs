@@ -6,7 +6,7 @@ use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
 use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
-use super::bindings::{context, log, output, profile, types};
+use super::bindings::log;
 use super::limits::{ContractViolation, LimitExceeded, Limits, StoreLimiter};
 use super::outbound::{HttpBudget, Outbound};
 use super::stdio::{Capture, LogBudget};
@@ -160,10 +160,24 @@ fn parse_object(call: &'static str, json: &str) -> Result<Map<String, Value>, Co
     }
 }
 
-impl types::Host for HostState {}
+/// What the imports of the `flow` world do; `imports` links them.
+impl HostState {
+    /// The message's limits.
+    pub(crate) fn limits(&self) -> &Limits {
+        &self.limits
+    }
 
-impl output::Host for HostState {
-    fn say(&mut self, text: Option<String>, data: Option<String>) -> wasmtime::Result<()> {
+    /// Bytes the flow may still log.
+    pub(crate) fn log_left(&self) -> u64 {
+        self.log_budget.left()
+    }
+
+    /// `say`
+    pub(crate) fn say(
+        &mut self,
+        text: Option<String>,
+        data: Option<String>,
+    ) -> wasmtime::Result<()> {
         if self.outputs.len() >= self.limits.max_outputs as usize {
             return Err(LimitExceeded::Outputs(self.limits.max_outputs).into());
         }
@@ -175,36 +189,32 @@ impl output::Host for HostState {
         self.outputs.push(Output { text, data });
         Ok(())
     }
-}
 
-impl context::Host for HostState {
-    fn get(&mut self) -> wasmtime::Result<String> {
-        Ok(self.context.clone())
+    /// `context.get` and `profile.get`: `what` is "context" or "profile".
+    pub(crate) fn state(&self, what: &str) -> &str {
+        if what == "context" {
+            &self.context
+        } else {
+            &self.profile
+        }
     }
 
-    fn set(&mut self, json: String) -> wasmtime::Result<()> {
-        self.check_state("context", "context.set", &json)?;
-        self.context = json;
-        self.context_changed = true;
+    /// `context.set` and `profile.set`: `what` is "context" or "profile".
+    pub(crate) fn set_state(&mut self, what: &'static str, json: String) -> wasmtime::Result<()> {
+        if what == "context" {
+            self.check_state("context", "context.set", &json)?;
+            self.context = json;
+            self.context_changed = true;
+        } else {
+            self.check_state("profile", "profile.set", &json)?;
+            self.profile = json;
+            self.profile_changed = true;
+        }
         Ok(())
     }
-}
 
-impl profile::Host for HostState {
-    fn get(&mut self) -> wasmtime::Result<String> {
-        Ok(self.profile.clone())
-    }
-
-    fn set(&mut self, json: String) -> wasmtime::Result<()> {
-        self.check_state("profile", "profile.set", &json)?;
-        self.profile = json;
-        self.profile_changed = true;
-        Ok(())
-    }
-}
-
-impl log::Host for HostState {
-    fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
+    /// `log`
+    pub(crate) fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         self.log_budget.take(message.len())?;
         if self.sensitive {
             tracing::debug!(target: "flow", bytes = message.len(), "log line withheld (disable_sensitive_logging)");

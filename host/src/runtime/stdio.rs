@@ -27,6 +27,11 @@ impl LogBudget {
         }
     }
 
+    /// The bytes left in the budget.
+    pub(crate) fn left(&self) -> u64 {
+        self.limit.saturating_sub(*self.used.lock().unwrap())
+    }
+
     /// Takes `bytes` from the budget, or says which limit it would break.
     pub(crate) fn take(&self, bytes: usize) -> Result<(), LimitExceeded> {
         let mut used = self.used.lock().unwrap();

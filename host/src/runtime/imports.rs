@@ -1,0 +1,98 @@
+//! The `flow` world's imports, linked by hand rather than through the
+//! generated bindings, for one reason: a string a flow passes to `say`,
+//! `context.set`, `profile.set` or `log` is measured while it is still in the
+//! flow's memory, and refused there if it is over its limit. The generated
+//! bindings copy every string into the host first, so a flow that said a
+//! 50 MB string made the host allocate and copy 50 MB to refuse it, holding
+//! a flow thread (and every message waiting for it) for tens of
+//! milliseconds.
+
+use wasmtime::StoreContextMut;
+use wasmtime::component::{Linker, WasmStr};
+
+use super::bindings::log::Level;
+use super::limits::LimitExceeded;
+use super::state::HostState;
+
+/// Defines the imports of `flowhost:flow@0.1.0` in `linker`.
+pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
+    linker.instance("flowhost:flow/types@0.1.0")?;
+
+    let mut output = linker.instance("flowhost:flow/output@0.1.0")?;
+    output.func_wrap(
+        "say",
+        |mut store: StoreContextMut<'_, HostState>,
+         (text, data): (Option<WasmStr>, Option<WasmStr>)| {
+            let max = store.data().limits().max_output_size;
+            let over = || LimitExceeded::OutputSize(max);
+            let text = text.map(|s| within(&store, &s, max, over)).transpose()?;
+            let data = data.map(|s| within(&store, &s, max, over)).transpose()?;
+            store.data_mut().say(text, data)
+        },
+    )?;
+
+    for (interface, what) in [
+        ("flowhost:flow/context@0.1.0", State::Context),
+        ("flowhost:flow/profile@0.1.0", State::Profile),
+    ] {
+        let mut instance = linker.instance(interface)?;
+        instance.func_wrap("get", move |store: StoreContextMut<'_, HostState>, ()| {
+            Ok((store.data().state(what.name()).to_owned(),))
+        })?;
+        instance.func_wrap(
+            "set",
+            move |mut store: StoreContextMut<'_, HostState>, (json,): (WasmStr,)| {
+                let max = store.data().limits().max_state_size;
+                let over = || LimitExceeded::StateSize {
+                    what: what.name(),
+                    limit: max,
+                };
+                let json = within(&store, &json, max, over)?;
+                store.data_mut().set_state(what.name(), json)
+            },
+        )?;
+    }
+
+    let mut log = linker.instance("flowhost:flow/log@0.1.0")?;
+    log.func_wrap(
+        "log",
+        |mut store: StoreContextMut<'_, HostState>, (level, message): (Level, WasmStr)| {
+            let left = store.data().log_left();
+            let message = within(&store, &message, left, || {
+                LimitExceeded::Log(store.data().limits().max_log_size)
+            })?;
+            store.data_mut().log(level, message)
+        },
+    )?;
+    Ok(())
+}
+
+/// Which state a `context` or `profile` import reads and writes.
+#[derive(Clone, Copy)]
+enum State {
+    Context,
+    Profile,
+}
+
+impl State {
+    fn name(self) -> &'static str {
+        match self {
+            State::Context => "context",
+            State::Profile => "profile",
+        }
+    }
+}
+
+/// The string, copied into the host only if it is at most `max` bytes.
+fn within(
+    store: &StoreContextMut<'_, HostState>,
+    string: &WasmStr,
+    max: u64,
+    over: impl FnOnce() -> LimitExceeded,
+) -> wasmtime::Result<String> {
+    let text = string.to_str(store)?;
+    if text.len() as u64 > max {
+        return Err(over().into());
+    }
+    Ok(text.into_owned())
+}
