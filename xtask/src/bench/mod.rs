@@ -253,19 +253,7 @@ async fn hostile_neighbours(
     )?;
     let host = Process::flowhost(flowhost, &site, &[])?;
     let echo = host.url("echo");
-    let measure = || async {
-        let before = deliveries.count();
-        let acks = load::open(
-            &echo,
-            500,
-            32,
-            options.duration,
-            Sessions::Distinct(1000),
-            epoch,
-        )
-        .await?;
-        deliveries.latencies_after(before, acks.accepted).await
-    };
+    let measure = || echo_latencies(&echo, deliveries, options, epoch);
     let mut idle = measure().await?;
 
     let attack = host.url("hostile");
@@ -312,24 +300,9 @@ async fn hostile_neighbours(
     for attacker in attackers {
         attacker.await?;
     }
-    let (idle_p50, loaded_p50) = (
-        percentile_ms(&mut idle, 50.0),
-        percentile_ms(&mut loaded, 50.0),
-    );
-    let (idle_p99, loaded_p99) = (
-        percentile_ms(&mut idle, 99.0),
-        percentile_ms(&mut loaded, 99.0),
-    );
-    Ok(json!({
-        "rate": 500,
-        "idle_p50_ms": round(idle_p50, 2),
-        "idle_p99_ms": round(idle_p99, 2),
-        "beside_hostile_p50_ms": round(loaded_p50, 2),
-        "beside_hostile_p99_ms": round(loaded_p99, 2),
-        "p50_ratio": round(loaded_p50 / idle_p50, 2),
-        "p99_ratio": round(loaded_p99 / idle_p99, 2),
-        "peak_rss_mib": round(host.peak_rss_mib()?, 1),
-    }))
+    let mut figures = neighbour_figures(&mut idle, &mut loaded);
+    figures["peak_rss_mib"] = json!(round(host.peak_rss_mib()?, 1));
+    Ok(figures)
 }
 
 /// Echo's end-to-end latency idle, then beside 4 spinning and 4
@@ -349,19 +322,7 @@ async fn noisy_neighbours(
     )?;
     let host = Process::flowhost(flowhost, &site, &[])?;
     let echo = host.url("echo");
-    let measure = || async {
-        let before = deliveries.count();
-        let acks = load::open(
-            &echo,
-            500,
-            32,
-            options.duration,
-            Sessions::Distinct(1000),
-            epoch,
-        )
-        .await?;
-        deliveries.latencies_after(before, acks.accepted).await
-    };
+    let measure = || echo_latencies(&echo, deliveries, options, epoch);
     let mut idle = measure().await?;
     let attack = host.url("hostile");
     let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -384,15 +345,34 @@ async fn noisy_neighbours(
     for attacker in attackers {
         attacker.await?;
     }
-    let (idle_p50, loaded_p50) = (
-        percentile_ms(&mut idle, 50.0),
-        percentile_ms(&mut loaded, 50.0),
-    );
-    let (idle_p99, loaded_p99) = (
-        percentile_ms(&mut idle, 99.0),
-        percentile_ms(&mut loaded, 99.0),
-    );
-    Ok(json!({
+    Ok(neighbour_figures(&mut idle, &mut loaded))
+}
+
+/// Echo's end-to-end latencies in an open loop at 500 messages a second.
+async fn echo_latencies(
+    echo: &str,
+    deliveries: &Arc<Deliveries>,
+    options: &Options,
+    epoch: Instant,
+) -> anyhow::Result<Vec<u32>> {
+    let before = deliveries.count();
+    let acks = load::open(
+        echo,
+        500,
+        32,
+        options.duration,
+        Sessions::Distinct(1000),
+        epoch,
+    )
+    .await?;
+    deliveries.latencies_after(before, acks.accepted).await
+}
+
+/// Echo's latencies idle and beside its neighbours, and their ratios.
+fn neighbour_figures(idle: &mut [u32], loaded: &mut [u32]) -> Value {
+    let (idle_p50, loaded_p50) = (percentile_ms(idle, 50.0), percentile_ms(loaded, 50.0));
+    let (idle_p99, loaded_p99) = (percentile_ms(idle, 99.0), percentile_ms(loaded, 99.0));
+    json!({
         "rate": 500,
         "idle_p50_ms": round(idle_p50, 2),
         "idle_p99_ms": round(idle_p99, 2),
@@ -400,7 +380,7 @@ async fn noisy_neighbours(
         "beside_hostile_p99_ms": round(loaded_p99, 2),
         "p50_ratio": round(loaded_p50 / idle_p50, 2),
         "p99_ratio": round(loaded_p99 / idle_p99, 2),
-    }))
+    })
 }
 
 /// Rename-to-served times, cold and warm; start-up with 50 flows; memory
