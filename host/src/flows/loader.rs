@@ -285,8 +285,8 @@ impl Loader {
         .map_err(|problem| self.invalid(&files.name, problem))?;
         let ready_parts = self.check_manifest(&files.name, &manifest)?;
 
+        // Within `max_component_size`: `FlowFiles::read` refused it otherwise.
         let size = files.wasm.len() as u64;
-        self.runtime.check_size(size)?;
         let content = files.content;
         let started = Instant::now();
         let (compiled, cached) = self.compile(content, files.wasm).await?;

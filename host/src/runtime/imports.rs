@@ -12,7 +12,7 @@ use wasmtime::component::{Linker, WasmStr};
 
 use super::bindings::log::Level;
 use super::limits::LimitExceeded;
-use super::state::HostState;
+use super::state::{HostState, State};
 
 /// Defines the imports of `flowhost:flow@0.1.0` in `linker`.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
@@ -37,7 +37,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
     ] {
         let mut instance = linker.instance(interface)?;
         instance.func_wrap("get", move |store: StoreContextMut<'_, HostState>, ()| {
-            Ok((store.data().state(what.name()).to_owned(),))
+            Ok((store.data().state(what).to_owned(),))
         })?;
         instance.func_wrap(
             "set",
@@ -48,7 +48,7 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
                     limit: max,
                 };
                 let json = within(&store, &json, max, over)?;
-                store.data_mut().set_state(what.name(), json)
+                store.data_mut().set_state(what, json)
             },
         )?;
     }
@@ -65,22 +65,6 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         },
     )?;
     Ok(())
-}
-
-/// Which state a `context` or `profile` import reads and writes.
-#[derive(Clone, Copy)]
-enum State {
-    Context,
-    Profile,
-}
-
-impl State {
-    fn name(self) -> &'static str {
-        match self {
-            State::Context => "context",
-            State::Profile => "profile",
-        }
-    }
 }
 
 /// The string, copied into the host only if it is at most `max` bytes.

@@ -107,23 +107,6 @@ impl HostState {
             profile: self.profile_changed.then_some(self.profile),
         }
     }
-
-    fn check_state(
-        &self,
-        what: &'static str,
-        call: &'static str,
-        json: &str,
-    ) -> wasmtime::Result<()> {
-        if json.len() as u64 > self.limits.max_state_size {
-            return Err(LimitExceeded::StateSize {
-                what,
-                limit: self.limits.max_state_size,
-            }
-            .into());
-        }
-        parse_object(call, json)?;
-        Ok(())
-    }
 }
 
 impl WasiView for HostState {
@@ -190,26 +173,30 @@ impl HostState {
         Ok(())
     }
 
-    /// `context.get` and `profile.get`: `what` is "context" or "profile".
-    pub(crate) fn state(&self, what: &str) -> &str {
-        if what == "context" {
-            &self.context
-        } else {
-            &self.profile
+    /// `context.get` and `profile.get`.
+    pub(crate) fn state(&self, which: State) -> &str {
+        match which {
+            State::Context => &self.context,
+            State::Profile => &self.profile,
         }
     }
 
-    /// `context.set` and `profile.set`: `what` is "context" or "profile".
-    pub(crate) fn set_state(&mut self, what: &'static str, json: String) -> wasmtime::Result<()> {
-        if what == "context" {
-            self.check_state("context", "context.set", &json)?;
-            self.context = json;
-            self.context_changed = true;
-        } else {
-            self.check_state("profile", "profile.set", &json)?;
-            self.profile = json;
-            self.profile_changed = true;
+    /// `context.set` and `profile.set`.
+    pub(crate) fn set_state(&mut self, which: State, json: String) -> wasmtime::Result<()> {
+        if json.len() as u64 > self.limits.max_state_size {
+            return Err(LimitExceeded::StateSize {
+                what: which.name(),
+                limit: self.limits.max_state_size,
+            }
+            .into());
         }
+        parse_object(which.setter(), &json)?;
+        let (state, changed) = match which {
+            State::Context => (&mut self.context, &mut self.context_changed),
+            State::Profile => (&mut self.profile, &mut self.profile_changed),
+        };
+        *state = json;
+        *changed = true;
         Ok(())
     }
 
@@ -231,5 +218,31 @@ impl HostState {
             log::Level::Error => tracing::error!(target: "flow", "{message}"),
         }
         Ok(())
+    }
+}
+
+/// The two JSON objects a flow keeps: the session's context and the user's
+/// profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum State {
+    Context,
+    Profile,
+}
+
+impl State {
+    /// "context" or "profile".
+    pub(crate) fn name(self) -> &'static str {
+        match self {
+            State::Context => "context",
+            State::Profile => "profile",
+        }
+    }
+
+    /// The host call that sets it, as errors name it.
+    fn setter(self) -> &'static str {
+        match self {
+            State::Context => "context.set",
+            State::Profile => "profile.set",
+        }
     }
 }
