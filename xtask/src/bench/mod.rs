@@ -245,13 +245,8 @@ async fn hostile_neighbours(
     options: &Options,
     epoch: Instant,
 ) -> anyhow::Result<Value> {
-    let site = Site::new(flows, hook, &["echo", "hostile"], "")?;
+    let (site, host) = echo_and_hostile(flowhost, flows, hook, "1 GiB")?;
     let flows_dir = site.dir.path().join("flows");
-    std::fs::write(
-        flows_dir.join("hostile.toml"),
-        "[limits]\ndeadline = \"2s\"\nmemory = \"1 GiB\"\n",
-    )?;
-    let host = Process::flowhost(flowhost, &site, &[])?;
     let echo = host.url("echo");
     let measure = || echo_latencies(&echo, deliveries, options, epoch);
     let mut idle = measure().await?;
@@ -315,12 +310,7 @@ async fn noisy_neighbours(
     options: &Options,
     epoch: Instant,
 ) -> anyhow::Result<Value> {
-    let site = Site::new(flows, hook, &["echo", "hostile"], "")?;
-    std::fs::write(
-        site.dir.path().join("flows/hostile.toml"),
-        "[limits]\ndeadline = \"2s\"\nmemory = \"32 MiB\"\n",
-    )?;
-    let host = Process::flowhost(flowhost, &site, &[])?;
+    let (_site, host) = echo_and_hostile(flowhost, flows, hook, "32 MiB")?;
     let echo = host.url("echo");
     let measure = || echo_latencies(&echo, deliveries, options, epoch);
     let mut idle = measure().await?;
@@ -346,6 +336,23 @@ async fn noisy_neighbours(
         attacker.await?;
     }
     Ok(neighbour_figures(&mut idle, &mut loaded))
+}
+
+/// flowhost serving `echo` and `hostile`, the hostile flow with a 2 s
+/// deadline and `memory`.
+fn echo_and_hostile(
+    flowhost: &Path,
+    flows: &Path,
+    hook: &str,
+    memory: &str,
+) -> anyhow::Result<(Site, Process)> {
+    let site = Site::new(flows, hook, &["echo", "hostile"], "")?;
+    std::fs::write(
+        site.dir.path().join("flows/hostile.toml"),
+        format!("[limits]\ndeadline = \"2s\"\nmemory = \"{memory}\"\n"),
+    )?;
+    let host = Process::flowhost(flowhost, &site, &[])?;
+    Ok((site, host))
 }
 
 /// Echo's end-to-end latencies in an open loop at 500 messages a second.
