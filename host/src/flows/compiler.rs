@@ -163,7 +163,7 @@ pub fn child_main(settings: EngineSettings, max_memory: u64, max_seconds: u64) -
         return ExitCode::FAILURE;
     }
     // Serving comes first: the compiler takes what CPU is left.
-    let _ = rustix::process::setpriority_process(None, 10);
+    let _ = rustix::process::setpriority_process(None, super::background::NICENESS);
     let mut wasm = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut wasm) {
         eprintln!("cannot read the component: {e}");

@@ -8,6 +8,7 @@ use std::time::Instant;
 use sha2::{Digest, Sha256};
 use tokio::sync::Semaphore;
 
+use super::background;
 use super::cache::CompileCache;
 use super::compiler::{Compiler, compile_in_child};
 use super::{LoadedFlow, Manifest, flow_name};
@@ -103,7 +104,7 @@ impl FlowFiles {
     pub async fn read(path: &Path, max_size: u64) -> Result<Option<FlowFiles>, FlowLoadError> {
         let name = flow_name(path).ok_or(FlowLoadError::NotAFlowFile)?;
         let path = path.to_owned();
-        tokio::task::spawn_blocking(move || {
+        background::run("reading", move || {
             let Some(wasm) = read_bounded(&path, max_size, |size| {
                 LoadError::TooLarge {
                     size,
@@ -145,8 +146,7 @@ impl FlowFiles {
                 manifest,
             }))
         })
-        .await
-        .map_err(|e| std::io::Error::other(format!("the reading thread failed: {e}")))?
+        .await?
     }
 
     /// The SHA-256 of the component and the manifest together: a flow is
@@ -372,13 +372,12 @@ impl Loader {
         let compiled = match &self.compiler {
             Compiler::InProcess => {
                 let runtime = Arc::clone(&self.runtime);
-                tokio::task::spawn_blocking(move || {
+                background::run("compiler", move || {
                     let compiled = runtime.compile(&wasm)?;
                     let code = runtime.serialize(&compiled)?;
                     Ok::<_, LoadError>((compiled, code))
                 })
-                .await
-                .map_err(|e| std::io::Error::other(format!("the compiler thread failed: {e}")))?
+                .await?
             }
             Compiler::ChildProcess {
                 program,
@@ -389,7 +388,7 @@ impl Loader {
                 match compile_in_child(program, settings, *timeout, *max_memory, wasm).await {
                     Ok(code) => {
                         let runtime = Arc::clone(&self.runtime);
-                        tokio::task::spawn_blocking(move || {
+                        background::run("loading", move || {
                             // SAFETY: the code was compiled by this very
                             // executable, for an engine of this runtime's
                             // settings, and came back on a pipe only the two
@@ -398,10 +397,7 @@ impl Loader {
                             let compiled = unsafe { runtime.deserialize(&code) }?;
                             Ok::<_, LoadError>((compiled, code))
                         })
-                        .await
-                        .map_err(|e| {
-                            std::io::Error::other(format!("the loading thread failed: {e}"))
-                        })?
+                        .await?
                     }
                     Err(error) => Err(error),
                 }
@@ -439,7 +435,7 @@ impl Loader {
         content: [u8; 32],
     ) -> Result<Option<CompiledFlow>, FlowLoadError> {
         let (runtime, cache) = (Arc::clone(&self.runtime), Arc::clone(cache));
-        tokio::task::spawn_blocking(move || {
+        background::run("loading", move || {
             let code = cache.get(&content)?;
             // SAFETY: the cache returns only code that this host compiled and
             // serialized with an engine of the same compatibility key, checked
@@ -455,7 +451,7 @@ impl Loader {
             }
         })
         .await
-        .map_err(|e| std::io::Error::other(format!("the loading thread failed: {e}")).into())
+        .map_err(Into::into)
     }
 
     /// What a remembered refusal of this component depends on: the

@@ -4,6 +4,7 @@
 //! This module deals in files, names, versions and manifests; compiling and
 //! running are the runtime's business, and a [`ReadyFlow`] is opaque here.
 
+mod background;
 pub mod build;
 mod cache;
 pub mod compiler;

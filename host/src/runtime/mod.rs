@@ -14,6 +14,12 @@
 //! its deadline is stopped there, in wasm code by the epoch check, in a host
 //! call by dropping its future.
 //!
+//! Some work cannot yield: one `memory.fill` of 50 MB, the page faults of a
+//! memory grown to its limit, giving that memory back when the instance is
+//! dropped. So that such work by one flow never holds every flow thread, a
+//! flow runs on at most all but one of them at any instant (see
+//! [`OnThreads`]); the last is always free for the other flows.
+//!
 //! This module knows nothing of files, endpoints or storage: it takes bytes
 //! and JSON text in, and gives outputs and JSON text back.
 
@@ -26,12 +32,15 @@ pub mod precheck;
 mod state;
 mod stdio;
 
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 use std::time::Duration;
 
 use serde_json::{Map, Value};
 use tokio::sync::Semaphore;
 use tokio::time::Instant;
+use tokio_util::sync::PollSemaphore;
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 use wasmtime::component::{Component, Linker};
@@ -82,6 +91,7 @@ pub struct Runtime {
     /// addresses.
     private_hosts: Arc<AllowedHosts>,
     max_component_size: u64,
+    flow_threads: usize,
     executor: Executor,
     _ticker: EpochTicker,
 }
@@ -92,6 +102,8 @@ pub struct Runtime {
 pub struct CompiledFlow {
     pre: FlowPre<HostState>,
     component: Component,
+    /// `runtime.flow_threads` of the runtime that linked it.
+    flow_threads: usize,
 }
 
 /// A compiled flow with what it may use: ready to run.
@@ -102,12 +114,17 @@ pub struct ReadyFlow {
     allowed_hosts: Arc<AllowedHosts>,
     /// Bounds the flow's messages running at once (`limits.max_concurrent`).
     running: Arc<Semaphore>,
+    /// Bounds the flow threads the flow's messages are on at any instant.
+    threads: Arc<Semaphore>,
 }
 
 impl ReadyFlow {
     /// `compiled`, to run within `limits`, calling only `allowed_hosts`.
     pub fn new(compiled: CompiledFlow, limits: Limits, allowed_hosts: AllowedHosts) -> Self {
         ReadyFlow {
+            threads: Arc::new(Semaphore::new(
+                compiled.flow_threads.saturating_sub(1).max(1),
+            )),
             compiled,
             running: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             limits,
@@ -323,6 +340,7 @@ impl Runtime {
                     .map_err(|e| anyhow::anyhow!("runtime.private_outbound_hosts: {e}"))?,
             ),
             max_component_size: config.max_component_size,
+            flow_threads: config.flow_threads,
             executor,
         })
     }
@@ -378,6 +396,7 @@ impl Runtime {
         Ok(CompiledFlow {
             pre,
             component: component.clone(),
+            flow_threads: self.flow_threads,
         })
     }
 
@@ -661,6 +680,7 @@ impl Runtime {
         invocation: Invocation,
     ) -> impl Future<Output = Result<Turn, FlowFailure>> + Send + 'static {
         let (running, slots) = (Arc::clone(&flow.running), Arc::clone(&self.slots));
+        let threads = Arc::clone(&flow.threads);
         let pre = flow.compiled.pre.clone();
         let limits = flow.limits.clone();
         let hosts = Hosts {
@@ -673,7 +693,7 @@ impl Runtime {
             // without holding a pool slot that another flow could use.
             let _running = running.acquire_owned().await.expect("never closed");
             let _slot = slots.acquire_owned().await.expect("never closed");
-            execute(pre, invocation, limits, hosts, fuel).await
+            OnThreads::new(execute(pre, invocation, limits, hosts, fuel), threads).await
         }
     }
 
@@ -783,6 +803,36 @@ fn log_lines(stream: &'static str, text: &str, sensitive: bool) {
     }
 }
 
+/// A flow's turn that is polled only while it holds one of its flow's
+/// thread permits, and gives it back between polls: a flow is on no more
+/// threads at once than it has permits, however many of its turns are
+/// running. Its turns take the permits in turn (the semaphore is fair), and
+/// one waiting for a host call holds none.
+struct OnThreads<F> {
+    turn: Pin<Box<F>>,
+    permits: PollSemaphore,
+}
+
+impl<F: Future> OnThreads<F> {
+    fn new(turn: F, permits: Arc<Semaphore>) -> Self {
+        OnThreads {
+            turn: Box::pin(turn),
+            permits: PollSemaphore::new(permits),
+        }
+    }
+}
+
+impl<F: Future> Future for OnThreads<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let Some(_permit) = std::task::ready!(self.permits.poll_acquire(cx)) else {
+            unreachable!("a flow's thread permits are never closed")
+        };
+        self.turn.as_mut().poll(cx)
+    }
+}
+
 /// The tokio runtime that flows run on, apart from the one serving HTTP.
 struct Executor {
     runtime: Option<tokio::runtime::Runtime>,
@@ -858,4 +908,71 @@ pub fn pool_footprint(bytes: &[u8]) -> anyhow::Result<[u32; 3]> {
         };
     }
     Ok(counts)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    use super::*;
+
+    #[derive(Default)]
+    struct Counts {
+        on_threads: AtomicUsize,
+        most_on_threads: AtomicUsize,
+        finished: AtomicUsize,
+    }
+
+    /// A turn that does work which cannot yield (like one `memory.fill` of
+    /// 50 MB): it blocks its thread for a while in one poll, counting how
+    /// many of its flow's turns are on a thread at once.
+    async fn blocking_turn(counts: Arc<Counts>) {
+        let now = counts.on_threads.fetch_add(1, Ordering::SeqCst) + 1;
+        counts.most_on_threads.fetch_max(now, Ordering::SeqCst);
+        std::thread::sleep(Duration::from_millis(100));
+        counts.on_threads.fetch_sub(1, Ordering::SeqCst);
+        counts.finished.fetch_add(1, Ordering::SeqCst);
+    }
+
+    #[test]
+    fn a_flow_never_holds_every_flow_thread() {
+        let executor = Executor::new(2).unwrap();
+        // What `ReadyFlow::new` gives a flow on two flow threads.
+        let permits = Arc::new(Semaphore::new(1));
+        let counts = Arc::new(Counts::default());
+        let hostile: Vec<_> = (0..4)
+            .map(|_| {
+                let turn = blocking_turn(Arc::clone(&counts));
+                executor.spawn(OnThreads::new(turn, Arc::clone(&permits)))
+            })
+            .collect();
+        // Another flow's turn, started while the first flow's are blocking,
+        // runs beside them instead of after them.
+        std::thread::sleep(Duration::from_millis(20));
+        let beside = executor.spawn(OnThreads::new(
+            {
+                let counts = Arc::clone(&counts);
+                async move { counts.finished.load(Ordering::SeqCst) }
+            },
+            Arc::new(Semaphore::new(1)),
+        ));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        runtime.block_on(async {
+            assert_eq!(
+                beside.await.unwrap(),
+                0,
+                "the other flow waited for the first flow's turns"
+            );
+            for turn in hostile {
+                turn.await.unwrap();
+            }
+        });
+        assert_eq!(
+            counts.most_on_threads.load(Ordering::SeqCst),
+            1,
+            "the flow was on both threads at once"
+        );
+    }
 }
