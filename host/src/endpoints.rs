@@ -34,6 +34,34 @@ impl Endpoint {
     }
 }
 
+/// An endpoint's URL, for the lines `flowhost serve` prints at start.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointUrl {
+    /// The endpoint's name.
+    pub name: String,
+    /// Its flow.
+    pub flow: String,
+    /// Its full URL.
+    pub url: String,
+    /// Whether its token was generated at this start.
+    pub new_token: bool,
+}
+
+impl EndpointUrl {
+    /// The URL with all but the first 4 characters of its token cut: what
+    /// goes where others may read it (a log, a shared terminal). The URL
+    /// token is the only credential of an endpoint without an API key.
+    pub fn redacted(&self) -> String {
+        match self.url.split_once("/endpoint/") {
+            Some((base, token)) => {
+                let shown: String = token.chars().take(4).collect();
+                format!("{base}/endpoint/{shown}…")
+            }
+            None => self.url.clone(),
+        }
+    }
+}
+
 /// A consistent set of endpoints.
 #[derive(Debug, Default)]
 pub struct Endpoints {
@@ -118,3 +146,19 @@ impl EndpointTable {
 
 /// The endpoints in force, shared by every part of the host.
 pub type SharedEndpoints = Arc<EndpointTable>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_redacted_url_shows_four_characters_of_the_token() {
+        let url = EndpointUrl {
+            name: "support".into(),
+            flow: "order-help".into(),
+            url: "http://127.0.0.1:8080/endpoint/3f9a0c1d2e3f4a5b6c7d8e9f".into(),
+            new_token: false,
+        };
+        assert_eq!(url.redacted(), "http://127.0.0.1:8080/endpoint/3f9a…");
+    }
+}

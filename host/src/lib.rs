@@ -49,6 +49,11 @@ pub use self::server::Server;
 
 /// Runs flowhost on `listener` until `shutdown` resolves: starts every part,
 /// prints each endpoint's URL, serves, and stops gracefully.
+///
+/// A URL token is the only credential of an endpoint without an API key, and
+/// what a service prints ends up in logs: a URL is printed whole only at the
+/// start that generated its token, and with its token cut after that
+/// (`flowhost endpoints` and `GET /admin/endpoints` show it whole).
 pub async fn run(
     listener: tokio::net::TcpListener,
     config: Config,
@@ -60,8 +65,20 @@ pub async fn run(
         env!("CARGO_PKG_VERSION"),
         server.local_addr()
     );
-    for (name, url, flow) in server.endpoint_urls() {
-        println!("  endpoint {name} (flow {flow}): {url}");
+    let urls = server.endpoint_urls();
+    for url in &urls {
+        let (name, flow) = (&url.name, &url.flow);
+        if url.new_token {
+            println!(
+                "  endpoint {name} (flow {flow}; a new URL, printed whole only now): {}",
+                url.url
+            );
+        } else {
+            println!("  endpoint {name} (flow {flow}): {}", url.redacted());
+        }
+    }
+    if urls.iter().any(|url| !url.new_token) {
+        println!("  (`flowhost endpoints` shows the URLs whole)");
     }
     server.serve(shutdown).await
 }

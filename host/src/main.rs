@@ -24,6 +24,9 @@ enum Command {
     /// Creates, lists and revokes endpoint API keys (live: no restart needed).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Lists the endpoints with their flows and whole URLs (the lines
+    /// `serve` prints at start cut the URL tokens, which are secrets).
+    Endpoints(ConfigArgs),
     /// Runs a flow once, locally, and prints the webhook bodies it would send,
     /// one JSON document per line.
     Run(RunArgs),
@@ -181,6 +184,22 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             flowhost::run(listener, config, flowhost::shutdown::signal()).await?;
         }
         Command::Keys(command) => keys(command).await?,
+        Command::Endpoints(args) => {
+            let config = Config::load(args.config.as_deref(), &Overrides::default())?;
+            let store = SqliteStore::open(&config.data_dir)?;
+            let resolved = flowhost::reload::resolve_endpoints(&config, &store).await?;
+            store.close();
+            let base = config.base_url(config.listen);
+            println!("{:<16} {:<16} URL", "ENDPOINT", "FLOW");
+            for endpoint in resolved.endpoints {
+                println!(
+                    "{:<16} {:<16} {}",
+                    endpoint.name(),
+                    endpoint.config.flow,
+                    endpoint.url(&base)
+                );
+            }
+        }
         Command::CompileFlow(_) => unreachable!("handled before the runtime starts"),
         Command::Run(args) => {
             let message = LocalMessage {

@@ -6,6 +6,10 @@
 //! waiting messages wait for it to come back) and the default flow limits.
 //! Everything else (addresses, folders, the runtime and delivery settings)
 //! is read at start, and a change to it is reported as needing a restart.
+//!
+//! A generated URL token is rotated here too (`POST
+//! /admin/endpoints/{name}/url-token`): under the same lock, so that a
+//! reload and a rotation never put an older token back in force.
 
 use std::collections::BTreeSet;
 use std::sync::Arc;
@@ -44,7 +48,7 @@ impl Reloader {
         }
 
         let endpoints = match resolve_endpoints(&next, self.store.as_ref()).await {
-            Ok(endpoints) => endpoints,
+            Ok(resolved) => resolved.endpoints,
             Err(error) => {
                 tracing::error!(%error, "configuration not reloaded; the running one stays");
                 return;
@@ -99,19 +103,92 @@ impl Reloader {
     }
 }
 
+/// Why a URL token was not rotated.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// No endpoint has this name.
+    #[error("no endpoint named {0:?}")]
+    NoSuchEndpoint(String),
+    /// The token is set in the configuration, which only the operator
+    /// changes.
+    #[error(
+        "the URL token of endpoint {0:?} is set in the configuration (url_token); change it there"
+    )]
+    Configured(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+impl Reloader {
+    /// Gives the endpoint `name` a new generated URL token, in the store
+    /// and in force at once: its old URL is refused from now on. Messages
+    /// already accepted through it are not affected.
+    pub async fn rotate_url_token(&self, name: &str) -> Result<Arc<Endpoint>, RotateError> {
+        let current = self.current.lock().await;
+        let endpoint = current
+            .endpoints
+            .get(name)
+            .ok_or_else(|| RotateError::NoSuchEndpoint(name.to_owned()))?;
+        if endpoint.url_token.is_some() {
+            return Err(RotateError::Configured(name.to_owned()));
+        }
+        let url_token = new_url_token();
+        self.store
+            .replace_url_token(name, url_token.clone())
+            .await?;
+        let rotated = Endpoint {
+            config: endpoint.clone(),
+            url_token,
+        };
+        let table = self.endpoints.load();
+        self.endpoints
+            .replace(Endpoints::new(table.all().into_iter().map(|e| {
+                if e.name() == name {
+                    rotated.clone()
+                } else {
+                    Endpoint::clone(e)
+                }
+            })));
+        tracing::info!(
+            endpoint = name,
+            "URL token rotated; the old URL is refused from now on"
+        );
+        Ok(Arc::new(rotated))
+    }
+}
+
+/// The endpoints of a configuration with their URL tokens.
+pub struct ResolvedEndpoints {
+    /// Each endpoint, with its token.
+    pub endpoints: Vec<Endpoint>,
+    /// The names of the endpoints whose tokens were generated just now.
+    pub new_tokens: BTreeSet<String>,
+}
+
 /// The endpoints of `config`, each with its URL token: configured, or
 /// generated once and kept in the store.
 pub async fn resolve_endpoints(
     config: &Config,
     store: &dyn Store,
-) -> anyhow::Result<Vec<Endpoint>> {
-    let mut resolved = Vec::new();
+) -> anyhow::Result<ResolvedEndpoints> {
+    let mut resolved = ResolvedEndpoints {
+        endpoints: Vec::new(),
+        new_tokens: BTreeSet::new(),
+    };
     for endpoint in config.endpoints.values() {
         let url_token = match &endpoint.url_token {
             Some(token) => token.clone(),
-            None => store.url_token(&endpoint.name, new_url_token()).await?,
+            None => {
+                let new = new_url_token();
+                let kept = store.url_token(&endpoint.name, new.clone()).await?;
+                if kept == new {
+                    resolved.new_tokens.insert(endpoint.name.clone());
+                }
+                kept
+            }
         };
-        resolved.push(Endpoint {
+        resolved.endpoints.push(Endpoint {
             config: endpoint.clone(),
             url_token,
         });

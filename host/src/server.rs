@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreConfig};
 use crate::delivery::Delivery;
-use crate::endpoints::{EndpointTable, Endpoints, SharedEndpoints};
+use crate::endpoints::{EndpointTable, EndpointUrl, Endpoints, SharedEndpoints};
 use crate::flows::{CompileCache, Compiler, FlowFolder, Loader, Registry};
 use crate::http::{AppState, router};
 use crate::inbox::{Inbox, QueueLimits, TurnRunner};
@@ -34,6 +34,10 @@ pub struct Server {
     listener: TcpListener,
     config: Config,
     endpoints: SharedEndpoints,
+    /// The endpoints whose URL tokens were generated at this start.
+    new_tokens: std::collections::BTreeSet<String>,
+    /// Applies configuration changes and URL-token rotations.
+    reloader: Arc<Reloader>,
     flows: Registry,
     inbox: Inbox,
     delivery: Delivery,
@@ -106,9 +110,15 @@ impl Server {
             tokio::spawn(async move { folder.load(&names).await })
         };
 
-        let endpoints: SharedEndpoints = Arc::new(EndpointTable::new(Endpoints::new(
-            resolve_endpoints(&config, shared_store.as_ref()).await?,
-        )));
+        let resolved = resolve_endpoints(&config, shared_store.as_ref()).await?;
+        let endpoints: SharedEndpoints =
+            Arc::new(EndpointTable::new(Endpoints::new(resolved.endpoints)));
+        let reloader = Arc::new(Reloader {
+            current: tokio::sync::Mutex::new(config.clone()),
+            endpoints: Arc::clone(&endpoints),
+            store: Arc::clone(&shared_store),
+            folder: Arc::clone(&folder),
+        });
 
         let stopping = CancellationToken::new();
         let delivery = Delivery::start(
@@ -158,16 +168,10 @@ impl Server {
                     .with_context(|| format!("watching {}", config.flows_dir.display()))?,
             );
             if let Some(origin) = &config.origin {
-                let reloader = Reloader {
-                    current: tokio::sync::Mutex::new(config.clone()),
-                    endpoints: Arc::clone(&endpoints),
-                    store: Arc::clone(&shared_store),
-                    folder: Arc::clone(&folder),
-                };
                 background.push(watch_config(
                     origin.path.clone(),
                     config.watch_debounce,
-                    reloader,
+                    Arc::clone(&reloader),
                 )?);
             }
         }
@@ -188,6 +192,8 @@ impl Server {
             listener,
             config,
             endpoints,
+            new_tokens: resolved.new_tokens,
+            reloader,
             flows,
             inbox,
             delivery,
@@ -205,14 +211,19 @@ impl Server {
             .expect("a bound listener has an address")
     }
 
-    /// Each endpoint's name, full URL and flow.
-    pub fn endpoint_urls(&self) -> Vec<(String, String, String)> {
+    /// Each endpoint's URL, in name order.
+    pub fn endpoint_urls(&self) -> Vec<EndpointUrl> {
         let base = self.config.base_url(self.local_addr());
         self.endpoints
             .load()
             .all()
             .into_iter()
-            .map(|e| (e.name().to_owned(), e.url(&base), e.config.flow.clone()))
+            .map(|e| EndpointUrl {
+                name: e.name().to_owned(),
+                flow: e.config.flow.clone(),
+                url: e.url(&base),
+                new_token: self.new_tokens.contains(e.name()),
+            })
             .collect()
     }
 
@@ -230,6 +241,8 @@ impl Server {
             body_budget: crate::http::BodyBudget::new(self.config.http.max_buffered_body_bytes),
             delivery: self.delivery.clone(),
             admin_token: self.config.admin_token.clone(),
+            reloader: Arc::clone(&self.reloader),
+            base_url: self.config.base_url(self.local_addr()),
         });
         let grace = self.config.runtime.shutdown_grace;
         let http_stop = CancellationToken::new();
@@ -282,7 +295,7 @@ impl Server {
 fn watch_config(
     path: std::path::PathBuf,
     quiet: std::time::Duration,
-    reloader: Reloader,
+    reloader: Arc<Reloader>,
 ) -> anyhow::Result<JoinHandle<()>> {
     let folder = match path.parent() {
         Some(parent) if !parent.as_os_str().is_empty() => parent.to_owned(),

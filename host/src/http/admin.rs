@@ -1,6 +1,7 @@
-//! The admin API, under `/admin`, for operators: deliveries and dead
-//! letters, redelivery, resuming an endpoint stopped by a 410, and the
-//! flows in service. Everything under `/admin` requires `Authorization:
+//! The admin API, under `/admin`, for operators: the endpoints with their
+//! URLs, rotating a generated URL token, deliveries and dead letters,
+//! redelivery, resuming an endpoint stopped by a 410, and the flows in
+//! service. Everything under `/admin` requires `Authorization:
 //! Bearer <admin_token>`, including wrong methods and unknown paths, so that
 //! nothing tells a caller without the token which routes exist (a 405 or a
 //! 404 would); without an `admin_token` in the configuration the routes do
@@ -24,6 +25,8 @@ use crate::store::{OutputQuery, OutputStatus, StoreError};
 pub(super) fn routes(state: AppState, token: String) -> Router<AppState> {
     let admin = Router::new()
         .route("/flows", get(flows))
+        .route("/endpoints", get(endpoints))
+        .route("/endpoints/{endpoint}/url-token", post(rotate_url_token))
         .route("/endpoints/{endpoint}/deliveries", get(deliveries))
         .route("/endpoints/{endpoint}/dead-letters", get(dead_letters))
         .route(
@@ -100,6 +103,49 @@ fn known_endpoint(app: &AppState, endpoint: &str) -> Result<(), Problem> {
         .by_name(endpoint)
         .map(|_| ())
         .ok_or_else(|| Problem::not_found(format!("no endpoint named {endpoint:?}")))
+}
+
+/// Every endpoint with its flow and full URL: the one place besides
+/// `flowhost endpoints` that shows URL tokens whole.
+async fn endpoints(State(app): State<AppState>) -> Json<Value> {
+    let endpoints: Vec<Value> = app
+        .endpoints
+        .load()
+        .all()
+        .into_iter()
+        .map(|e| {
+            json!({
+                "name": e.name(),
+                "flow": e.config.flow,
+                "url": e.url(&app.base_url),
+                "urlTokenConfigured": e.config.url_token.is_some(),
+            })
+        })
+        .collect();
+    Json(json!({ "endpoints": endpoints }))
+}
+
+/// Gives an endpoint a new generated URL token; its old URL is refused
+/// from now on.
+async fn rotate_url_token(
+    State(app): State<AppState>,
+    Path(endpoint): Path<String>,
+) -> Result<Json<Value>, Problem> {
+    use crate::reload::RotateError;
+    match app.reloader.rotate_url_token(&endpoint).await {
+        Ok(rotated) => Ok(Json(json!({
+            "name": rotated.name(),
+            "url": rotated.url(&app.base_url),
+        }))),
+        Err(error @ RotateError::NoSuchEndpoint(_)) => Err(Problem::not_found(error.to_string())),
+        Err(error @ RotateError::Configured(_)) => Err(Problem::new(
+            StatusCode::CONFLICT,
+            "url-token-configured",
+            "The URL token is configured",
+            error.to_string(),
+        )),
+        Err(RotateError::Store(error)) => Err(internal(error)),
+    }
 }
 
 /// The flows in service, each with its version, size, when it was loaded

@@ -25,6 +25,7 @@ use crate::delivery::Delivery;
 use crate::endpoints::SharedEndpoints;
 use crate::flows::Registry;
 use crate::inbox::Inbox;
+use crate::reload::Reloader;
 use crate::store::Store;
 
 /// What the handlers share.
@@ -46,6 +47,10 @@ pub struct AppState {
     pub delivery: Delivery,
     /// The admin API's bearer token; no admin API without one.
     pub admin_token: Option<String>,
+    /// For the admin API's URL-token rotation.
+    pub reloader: Arc<Reloader>,
+    /// What endpoint URLs start with (`public_url`, or the bound address).
+    pub base_url: String,
 }
 
 /// The request body bytes that may be buffered at once, across requests.

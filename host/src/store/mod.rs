@@ -478,6 +478,9 @@ pub trait Store: Send + Sync + 'static {
     /// The URL token of `endpoint`: the stored one, or `new_token`, stored.
     async fn url_token(&self, endpoint: &str, new_token: String) -> Result<String, StoreError>;
 
+    /// Replaces the stored URL token of `endpoint` with `new_token`.
+    async fn replace_url_token(&self, endpoint: &str, new_token: String) -> Result<(), StoreError>;
+
     /// Adds an API key.
     async fn add_api_key(&self, key: NewApiKey) -> Result<(), StoreError>;
 

@@ -977,6 +977,19 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn replace_url_token(&self, endpoint: &str, new_token: String) -> Result<(), StoreError> {
+        let endpoint = endpoint.to_owned();
+        self.write(move |conn| {
+            conn.execute(
+                "INSERT INTO endpoints (name, url_token, created_at) VALUES (?, ?, ?)
+                 ON CONFLICT (name) DO UPDATE SET url_token = excluded.url_token",
+                params![endpoint, new_token, now_ms()],
+            )
+            .map(drop)
+        })
+        .await
+    }
+
     async fn add_api_key(&self, key: NewApiKey) -> Result<(), StoreError> {
         self.write(move |conn| {
             conn.execute(
@@ -1313,6 +1326,19 @@ mod tests {
         assert_eq!(unfinished(&store).await, [m]);
         let token = store.url_token("support", "other".into()).await.unwrap();
         assert_eq!(token, "t1".repeat(10), "the first token is kept");
+    }
+
+    #[tokio::test]
+    async fn a_replaced_url_token_is_the_one_kept() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).unwrap();
+        store.url_token("support", "t1".repeat(10)).await.unwrap();
+        store
+            .replace_url_token("support", "t2".repeat(10))
+            .await
+            .unwrap();
+        let token = store.url_token("support", "other".into()).await.unwrap();
+        assert_eq!(token, "t2".repeat(10));
     }
 
     #[tokio::test]

@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{Receiver, Site, post};
+use crate::support::{Receiver, Site, admin, post, send};
 
 const SEED_BODY: &str = r#"{
     "userId": "user123",
@@ -473,4 +473,80 @@ async fn every_invalid_request_gets_its_problem() {
     let received = receiver.wait_for(1).await;
     assert_eq!(received.len(), 1);
     assert_eq!(received[0].text(), "valid");
+}
+
+#[tokio::test]
+async fn a_url_token_is_printed_whole_once_and_can_be_rotated() {
+    const ADMIN: &str = "admin-token-0123456789";
+    let receiver = Receiver::start().await;
+    let site = Site::new(
+        &["echo"],
+        &format!(
+            "admin_token = \"{ADMIN}\"\n\
+             [endpoints.open]\nflow = \"echo\"\nwebhook_url = \"{url}\"\n\
+             [endpoints.fixed]\nflow = \"echo\"\nurl_token = \"fixed-token-0123456789\"\n\
+             webhook_url = \"{url}\"\n",
+            url = receiver.url()
+        ),
+    );
+    let host = site.start().await;
+    let first_url = host.url("open");
+    let token = first_url.rsplit('/').next().unwrap().to_owned();
+    assert!(
+        host.printed
+            .iter()
+            .any(|l| l.contains(&first_url) && l.contains("new URL")),
+        "the start that generated the token prints the URL whole: {:?}",
+        host.printed
+    );
+    send(&first_url, "s1", "one").await;
+    receiver.wait_for_text("s1", |t| t == "one").await;
+    drop(host);
+
+    // Every later start prints it cut, and logs nothing of it.
+    let host = site.start().await;
+    let printed = host.printed.join("\n");
+    assert!(!printed.contains(&token), "{printed}");
+    assert!(
+        printed.contains(&format!("/endpoint/{}…", &token[..4])),
+        "{printed}"
+    );
+    assert!(!printed.contains("fixed-token-0123456789"), "{printed}");
+    assert!(!host.log().contains(&token));
+    let (status, listed) = admin(&host, "GET", "/admin/endpoints", ADMIN).await;
+    assert_eq!(status, 200);
+    let open = listed["endpoints"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["name"] == "open")
+        .unwrap()
+        .clone();
+    assert_eq!(open["url"], host.url("open"));
+
+    // Rotating: the old URL is refused at once, the new one works, and it
+    // is the one kept.
+    let (status, rotated) = admin(&host, "POST", "/admin/endpoints/open/url-token", ADMIN).await;
+    assert_eq!(status, 200, "{rotated}");
+    let new_url = rotated["url"].as_str().unwrap().to_owned();
+    assert_ne!(new_url, host.url("open"));
+    let old = post(
+        &host.url("open"),
+        &json!({"userId": "u", "sessionId": "s2"}),
+        &[],
+    )
+    .await;
+    assert_eq!(old.status(), 404);
+    send(&new_url, "s3", "three").await;
+    receiver.wait_for_text("s3", |t| t == "three").await;
+
+    // A token set in the configuration is the operator's to change.
+    let (status, problem) = admin(&host, "POST", "/admin/endpoints/fixed/url-token", ADMIN).await;
+    assert_eq!(status, 409, "{problem}");
+    assert!(problem["detail"].as_str().unwrap().contains("url_token"));
+    drop(host);
+
+    let listed = site.endpoint_paths(&[]).await;
+    let path = &listed.iter().find(|(name, _)| name == "open").unwrap().1;
+    assert!(new_url.ends_with(path.as_str()), "{new_url} {path}");
 }

@@ -143,6 +143,38 @@ impl Site {
         .unwrap();
     }
 
+    /// Each endpoint's name and URL path (`/endpoint/<token>`), as
+    /// `flowhost endpoints` lists them.
+    pub async fn endpoint_paths(&self, env: &[(&str, &str)]) -> Vec<(String, String)> {
+        let listed = Command::new(env!("CARGO_BIN_EXE_flowhost"))
+            .arg("endpoints")
+            .envs(env.iter().copied())
+            .env(
+                "FLOWHOST_DELIVERY__ALLOW_PRIVATE_WEBHOOKS",
+                self.private_webhooks.to_string(),
+            )
+            .current_dir(self.path())
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8(listed.stdout).unwrap();
+        assert!(
+            listed.status.success(),
+            "flowhost endpoints: {stdout}{}",
+            String::from_utf8_lossy(&listed.stderr)
+        );
+        stdout
+            .lines()
+            .skip(1)
+            .map(|line| {
+                let name = line.split_whitespace().next().unwrap().to_owned();
+                let url = line.rsplit(' ').next().unwrap();
+                let path = &url[url.find("/endpoint/").unwrap()..];
+                (name, path.to_owned())
+            })
+            .collect()
+    }
+
     /// Runs `flowhost <args…>` here, to completion.
     pub async fn flowhost(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_flowhost"))
@@ -193,6 +225,8 @@ pub struct Host {
     /// The server's address.
     pub addr: String,
     urls: HashMap<String, String>,
+    /// The lines it printed on stdout as it started.
+    pub printed: Vec<String>,
     log: Arc<Mutex<String>>,
 }
 
@@ -248,6 +282,7 @@ impl Host {
         let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
         let mut addr = None;
         let mut urls = HashMap::new();
+        let mut printed = Vec::new();
         let started = tokio::time::timeout(PATIENCE, async {
             while addr.is_none() || urls.len() < site.endpoints.len() {
                 let Some(line) = stdout.next_line().await.unwrap() else {
@@ -260,6 +295,7 @@ impl Host {
                     let url = rest.rsplit(' ').next().unwrap().to_owned();
                     urls.insert(name, url);
                 }
+                printed.push(line);
             }
             true
         })
@@ -267,12 +303,21 @@ impl Host {
         if started != Ok(true) {
             panic!("flowhost did not start:\n{}", log.lock().unwrap());
         }
+        let addr = addr.unwrap();
+        // A URL whose token is not new is printed cut; `flowhost endpoints`
+        // lists it whole.
+        if urls.values().any(|url| url.ends_with('…')) {
+            for (name, path) in site.endpoint_paths(env).await {
+                urls.insert(name, format!("http://{addr}{path}"));
+            }
+        }
         // Keep draining stdout so the child never blocks on a full pipe.
         tokio::spawn(async move { while let Ok(Some(_)) = stdout.next_line().await {} });
         Host {
             child,
-            addr: addr.unwrap(),
+            addr,
             urls,
+            printed,
             log,
         }
     }
