@@ -600,8 +600,16 @@ impl RawConfig {
         let max_body_size = self.max_body_size.map_or(1 << 20, |s| s.0);
         let http = self.http.check(max_body_size, &mut problems);
 
-        if self.admin_token.as_deref().is_some_and(|t| t.len() < 16) {
-            problems.push("admin_token: use at least 16 characters".into());
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| !is_strong_token(t))
+        {
+            problems.push(
+                "admin_token: use at least 16 characters, at least 10 of them different \
+                 (a random one, such as the output of `openssl rand -hex 32`)"
+                    .into(),
+            );
         }
 
         let max_queued_messages = self.runtime.max_queued_messages.unwrap_or(100_000);
@@ -975,6 +983,13 @@ pub fn is_name(name: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
+/// Whether `token` is long and varied enough not to be guessed: a length
+/// alone would let `aaaaaaaaaaaaaaaa` or `1212121212121212` through.
+fn is_strong_token(token: &str) -> bool {
+    let distinct: HashSet<char> = token.chars().collect();
+    token.chars().count() >= 16 && distinct.len() >= 10
+}
+
 fn is_url_token(token: &str) -> bool {
     (16..=128).contains(&token.len())
         && token
@@ -1079,6 +1094,24 @@ mod tests {
         ] {
             assert!(all.contains(expected), "{expected}: {all}");
         }
+    }
+
+    #[test]
+    fn a_weak_admin_token_is_refused() {
+        for weak in [
+            "short-token",
+            "aaaaaaaaaaaaaaaaaaaaaaaa",
+            "1212121212121212",
+        ] {
+            let Err(ConfigError::Invalid(problems)) =
+                Config::from_toml(&format!("admin_token = \"{weak}\"\n"))
+            else {
+                panic!("{weak} is refused");
+            };
+            assert!(problems[0].starts_with("admin_token:"), "{problems:?}");
+        }
+        let strong = "9f86d081884c7d659a2feaa0c55ad015";
+        assert!(Config::from_toml(&format!("admin_token = \"{strong}\"\n")).is_ok());
     }
 
     #[test]

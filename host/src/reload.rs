@@ -3,7 +3,8 @@
 //! reported and the running configuration stays.
 //!
 //! What reloads: endpoints (added, changed, removed; a removed endpoint's
-//! waiting messages wait for it to come back) and the default flow limits.
+//! waiting messages wait for it to come back), the default flow limits and
+//! the admin token.
 //! Everything else (addresses, folders, the runtime and delivery settings)
 //! is read at start, and a change to it is reported as needing a restart.
 //!
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use crate::config::Config;
 use crate::endpoints::{Endpoint, Endpoints, SharedEndpoints};
 use crate::flows::FlowFolder;
+use crate::http::AdminToken;
 use crate::store::Store;
 
 /// Applies new configurations to a running host.
@@ -25,6 +27,8 @@ pub struct Reloader {
     pub current: tokio::sync::Mutex<Config>,
     /// The endpoints to replace.
     pub endpoints: SharedEndpoints,
+    /// The admin token to replace.
+    pub admin_token: AdminToken,
     /// For generated URL tokens.
     pub store: Arc<dyn Store>,
     /// For the default limits.
@@ -66,6 +70,14 @@ impl Reloader {
             self.endpoints.replace(Endpoints::new(endpoints));
             tracing::info!(?added, ?changed, ?removed, "endpoints reloaded");
         }
+        if next.admin_token != current.admin_token {
+            self.admin_token
+                .store(next.admin_token.clone().map(Arc::new));
+            tracing::info!(
+                on = next.admin_token.is_some(),
+                "admin token reloaded; the old one is refused from now on"
+            );
+        }
         if next.limits != current.limits || next.max_limits != current.max_limits {
             self.folder
                 .loader()
@@ -79,7 +91,6 @@ impl Reloader {
             ("public_url", next.public_url != current.public_url),
             ("flows_dir", next.flows_dir != current.flows_dir),
             ("data_dir", next.data_dir != current.data_dir),
-            ("admin_token", next.admin_token != current.admin_token),
             ("max_body_size", next.max_body_size != current.max_body_size),
             ("http", next.http != current.http),
             ("runtime", next.runtime != current.runtime),

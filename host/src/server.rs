@@ -23,7 +23,7 @@ use crate::config::{Config, StoreConfig};
 use crate::delivery::Delivery;
 use crate::endpoints::{EndpointTable, EndpointUrl, Endpoints, SharedEndpoints};
 use crate::flows::{CompileCache, Compiler, FlowFolder, Loader, Registry};
-use crate::http::{AppState, router};
+use crate::http::{AdminToken, AppState, router};
 use crate::inbox::{Inbox, QueueLimits, TurnRunner};
 use crate::reload::{Reloader, resolve_endpoints};
 use crate::runtime::Runtime;
@@ -38,6 +38,8 @@ pub struct Server {
     new_tokens: std::collections::BTreeSet<String>,
     /// Applies configuration changes and URL-token rotations.
     reloader: Arc<Reloader>,
+    /// The admin token in force, which a reload may change.
+    admin_token: AdminToken,
     flows: Registry,
     inbox: Inbox,
     delivery: Delivery,
@@ -113,9 +115,13 @@ impl Server {
         let resolved = resolve_endpoints(&config, shared_store.as_ref()).await?;
         let endpoints: SharedEndpoints =
             Arc::new(EndpointTable::new(Endpoints::new(resolved.endpoints)));
+        let admin_token: AdminToken = Arc::new(arc_swap::ArcSwapOption::new(
+            config.admin_token.clone().map(Arc::new),
+        ));
         let reloader = Arc::new(Reloader {
             current: tokio::sync::Mutex::new(config.clone()),
             endpoints: Arc::clone(&endpoints),
+            admin_token: Arc::clone(&admin_token),
             store: Arc::clone(&shared_store),
             folder: Arc::clone(&folder),
         });
@@ -194,6 +200,7 @@ impl Server {
             endpoints,
             new_tokens: resolved.new_tokens,
             reloader,
+            admin_token,
             flows,
             inbox,
             delivery,
@@ -240,7 +247,7 @@ impl Server {
             max_body_size: usize::try_from(self.config.max_body_size).unwrap_or(usize::MAX),
             body_budget: crate::http::BodyBudget::new(self.config.http.max_buffered_body_bytes),
             delivery: self.delivery.clone(),
-            admin_token: self.config.admin_token.clone(),
+            admin_token: Arc::clone(&self.admin_token),
             reloader: Arc::clone(&self.reloader),
             base_url: self.config.base_url(self.local_addr()),
         });

@@ -4,9 +4,13 @@
 //! service. Everything under `/admin` requires `Authorization:
 //! Bearer <admin_token>`, including wrong methods and unknown paths, so that
 //! nothing tells a caller without the token which routes exist (a 405 or a
-//! 404 would); without an `admin_token` in the configuration the routes do
-//! not exist.
+//! 404 would); without an `admin_token` in the configuration everything
+//! under `/admin` answers `404`, as a path with nothing there does. The
+//! token is read on each request, so a configuration reload changes it.
 
+use std::sync::Arc;
+
+use arc_swap::ArcSwapOption;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -21,8 +25,11 @@ use subtle::ConstantTimeEq;
 use super::{AppState, Problem};
 use crate::store::{OutputQuery, OutputStatus, StoreError};
 
+/// The admin token in force: `None` turns the admin API off.
+pub type AdminToken = Arc<ArcSwapOption<String>>;
+
 /// The admin routes, guarded by `token`.
-pub(super) fn routes(state: AppState, token: String) -> Router<AppState> {
+pub(super) fn routes(state: AppState, token: AdminToken) -> Router<AppState> {
     let admin = Router::new()
         .route("/flows", get(flows))
         .route("/endpoints", get(endpoints))
@@ -65,10 +72,13 @@ fn bearer_token(authorization: &str) -> Option<&str> {
 }
 
 async fn authorize(
-    State(token): State<String>,
+    State(token): State<AdminToken>,
     request: Request,
     next: Next,
 ) -> Result<Response, Problem> {
+    let Some(token) = token.load_full() else {
+        return Err(Problem::not_found("there is nothing at this path"));
+    };
     let presented = request
         .headers()
         .get(header::AUTHORIZATION)

@@ -19,6 +19,7 @@ use axum::routing::{get, post};
 use http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+pub use self::admin::AdminToken;
 pub use self::problem::Problem;
 
 use crate::delivery::Delivery;
@@ -46,7 +47,7 @@ pub struct AppState {
     /// For the admin API's redeliveries.
     pub delivery: Delivery,
     /// The admin API's bearer token; no admin API without one.
-    pub admin_token: Option<String>,
+    pub admin_token: AdminToken,
     /// For the admin API's URL-token rotation.
     pub reloader: Arc<Reloader>,
     /// What endpoint URLs start with (`public_url`, or the bound address).
@@ -88,10 +89,7 @@ impl BodyBudget {
 
 /// The router, without a server, so that tests can call it directly.
 pub fn router(state: AppState) -> Router {
-    let admin = match state.admin_token.clone() {
-        Some(token) => admin::routes(state.clone(), token),
-        None => Router::new(),
-    };
+    let admin = admin::routes(state.clone(), Arc::clone(&state.admin_token));
     Router::new()
         .merge(admin)
         .route("/endpoint/{url_token}", post(endpoint::receive))

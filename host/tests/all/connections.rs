@@ -122,6 +122,47 @@ async fn idle_connections_are_closed() {
     assert_eq!(wait_closed(&mut kept, &[]).await, "");
 }
 
+/// hyper reads a request with both `Content-Length` and `Transfer-Encoding`
+/// as chunked and closes the connection after answering it (RFC 9112,
+/// section 6.3), so bytes that a proxy reading the length would take for a
+/// second request are never read as one.
+#[tokio::test]
+async fn a_request_with_both_lengths_is_read_as_chunked_and_its_connection_closed() {
+    let receiver = Receiver::start().await;
+    let site = Site::new(&["echo"], &endpoint("echo", "echo", &receiver));
+    let host = site.start().await;
+    let url = host.url("echo");
+    let path = &url[url.find("/endpoint/").unwrap()..];
+
+    let message = |text: &str| format!(r#"{{"userId":"u","sessionId":"s","text":"{text}"}}"#);
+    let smuggled = message("smuggled");
+    let second = format!(
+        "POST {path} HTTP/1.1\r\nHost: flowhost\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{smuggled}",
+        smuggled.len()
+    );
+    let first = message("chunked");
+    let request = format!(
+        "POST {path} HTTP/1.1\r\nHost: flowhost\r\nContent-Type: application/json\r\n\
+         Content-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{first}\r\n0\r\n\r\n{second}",
+        first.len()
+    );
+    let mut stream = connect(&host).await;
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let answer = wait_closed(&mut stream, &[]).await;
+    assert_eq!(answer.matches("HTTP/1.1 ").count(), 1, "{answer}");
+    assert!(answer.starts_with("HTTP/1.1 202"), "{answer}");
+
+    crate::support::send(&url, "s", "after").await;
+    let texts: Vec<_> = receiver
+        .wait_for(2)
+        .await
+        .iter()
+        .map(|r| r.text().to_owned())
+        .collect();
+    assert_eq!(texts, ["chunked", "after"]);
+}
+
 #[tokio::test]
 async fn an_oversized_head_is_refused() {
     let site = site_with("max_header_size = \"16 KiB\"");

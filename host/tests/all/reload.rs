@@ -380,6 +380,33 @@ async fn configuration_changes_apply_without_a_restart_and_bad_ones_are_refused(
     assert_eq!(gone.status(), 404);
 }
 
+#[tokio::test]
+async fn the_admin_token_is_rotated_by_a_reload() {
+    const NEW: &str = "9f86d081884c7d659a2feaa0c55ad015";
+    let receiver = Receiver::start().await;
+    let site = site(&receiver, "");
+    let host = site.start().await;
+    assert_eq!(admin(&host, "GET", "/admin/flows", ADMIN).await.0, 200);
+
+    let config_path = site.path().join("flowhost.toml");
+    let original = std::fs::read_to_string(&config_path).unwrap();
+    std::fs::write(&config_path, original.replace(ADMIN, NEW)).unwrap();
+    host.wait_for_log(&["admin token reloaded"]).await;
+    assert_eq!(admin(&host, "GET", "/admin/flows", ADMIN).await.0, 401);
+    assert_eq!(admin(&host, "GET", "/admin/flows", NEW).await.0, 200);
+
+    // Without a token, the admin API is off.
+    let without: String = original
+        .lines()
+        .filter(|line| !line.contains("admin_token"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    std::fs::write(&config_path, without).unwrap();
+    host.wait_for_log(&["admin token reloaded", "on=false"])
+        .await;
+    assert_eq!(admin(&host, "GET", "/admin/flows", NEW).await.0, 404);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_swaps_under_traffic_lose_nothing_and_mix_nothing() {
     const SWAPS: usize = 200;
