@@ -31,8 +31,8 @@ use crate::flows::Registry;
 use crate::lanes::Lanes;
 use crate::runtime::{Invocation, Runtime};
 use crate::store::{
-    CommittedTurn, InboxMessage, NewOutput, ProfileChange, Queued, SessionKey, Store, StoreError,
-    TurnOutcome, TurnRecord, retrying,
+    CommittedTurn, InboxMessage, MessageStore, NewOutput, ProfileChange, Queued, SessionKey,
+    StoreError, TurnOutcome, TurnRecord, retrying,
 };
 
 /// Why a message was not accepted.
@@ -190,7 +190,7 @@ pub struct Inbox {
     /// turn comes, so that a backlog costs a few bytes per message, not its
     /// text and data.
     lanes: Lanes<SessionKey, (i64, Admitted)>,
-    store: Arc<dyn Store>,
+    store: Arc<dyn MessageStore>,
     /// Messages accepted and not yet finished.
     admission: Arc<Admission>,
 }
@@ -198,7 +198,7 @@ pub struct Inbox {
 /// What running a message needs.
 pub struct TurnRunner {
     /// Where state and outputs are kept.
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn MessageStore>,
     /// Runs flows.
     pub runtime: Arc<Runtime>,
     /// The flows in service.

@@ -15,7 +15,8 @@
 //! - [`inbox`]: accepted messages, run one at a time per session, in order.
 //! - [`flows`]: flow files, compiled and kept in a registry by name.
 //! - [`runtime`]: wasmtime: one fresh instance per message, within limits.
-//! - [`store`]: what must survive a restart (SQLite by default).
+//! - [`store`]: what must survive a restart, split by who calls it: messages
+//!   (the inbox), the outbox (delivery), credentials (HTTP); SQLite by default.
 //! - [`delivery`]: outputs POSTed to webhooks, in order, with retries.
 //!
 //! Around them: [`config`] (the checked configuration), [`endpoints`] (the

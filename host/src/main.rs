@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use flowhost::config::{Config, Overrides};
 use flowhost::local::{LocalMessage, LocalOutcome};
-use flowhost::store::{SqliteStore, Store};
+use flowhost::store::{CredentialStore, SqliteStore};
 
 /// A self-hosted webhook endpoint whose flows are WebAssembly components.
 #[derive(Parser)]

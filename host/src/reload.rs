@@ -19,7 +19,7 @@ use crate::config::Config;
 use crate::endpoints::{Endpoint, Endpoints, SharedEndpoints};
 use crate::flows::FlowFolder;
 use crate::http::AdminToken;
-use crate::store::Store;
+use crate::store::CredentialStore;
 
 /// Applies new configurations to a running host.
 pub struct Reloader {
@@ -30,7 +30,7 @@ pub struct Reloader {
     /// The admin token to replace.
     pub admin_token: AdminToken,
     /// For generated URL tokens.
-    pub store: Arc<dyn Store>,
+    pub store: Arc<dyn CredentialStore>,
     /// For the default limits.
     pub folder: Arc<FlowFolder>,
 }
@@ -181,7 +181,7 @@ pub struct ResolvedEndpoints {
 /// generated once and kept in the store.
 pub async fn resolve_endpoints(
     config: &Config,
-    store: &dyn Store,
+    store: &dyn CredentialStore,
 ) -> anyhow::Result<ResolvedEndpoints> {
     let mut resolved = ResolvedEndpoints {
         endpoints: Vec::new(),

@@ -122,14 +122,14 @@ impl Server {
             current: tokio::sync::Mutex::new(config.clone()),
             endpoints: Arc::clone(&endpoints),
             admin_token: Arc::clone(&admin_token),
-            store: Arc::clone(&shared_store),
+            store: shared_store.clone(),
             folder: Arc::clone(&folder),
         });
 
         let stopping = CancellationToken::new();
         let delivery = Delivery::start(
             Handle::current(),
-            Arc::clone(&shared_store),
+            shared_store.clone(),
             Arc::clone(&endpoints),
             &config.delivery,
             stopping.clone(),
@@ -138,7 +138,7 @@ impl Server {
         let inbox = Inbox::new(
             Handle::current(),
             TurnRunner {
-                store: Arc::clone(&shared_store),
+                store: shared_store.clone(),
                 runtime: Arc::clone(&runtime),
                 flows: flows.clone(),
                 endpoints: Arc::clone(&endpoints),
@@ -242,7 +242,7 @@ impl Server {
         let app = router(AppState {
             endpoints: Arc::clone(&self.endpoints),
             inbox: self.inbox.clone(),
-            store: self.store.clone(),
+            keys: self.store.clone(),
             flows: self.flows.clone(),
             max_body_size: usize::try_from(self.config.max_body_size).unwrap_or(usize::MAX),
             body_budget: crate::http::BodyBudget::new(self.config.http.max_buffered_body_bytes),

@@ -134,7 +134,7 @@ fn add_wasm_target() {
 /// A fresh API key for the `support` endpoint, which requires one; the
 /// previous run's key is revoked.
 async fn demo_api_key(config: &flowhost::Config) -> anyhow::Result<String> {
-    use flowhost::store::{SqliteStore, Store};
+    use flowhost::store::{CredentialStore, SqliteStore};
     let store = SqliteStore::open(&config.data_dir)?;
     while store.revoke_api_key("support", "demo").await? {}
     let key = flowhost::keys::generate("support", Some("demo".into()));

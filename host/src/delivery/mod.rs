@@ -44,7 +44,8 @@ use crate::config::{DeliveryConfig, DeliveryOrder};
 use crate::endpoints::SharedEndpoints;
 use crate::lanes::Lanes;
 use crate::store::{
-    Attempt, AttemptOutcome, PendingOutput, Queued, SessionKey, Store, StoreError, now_ms,
+    Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery,
+    OutputRecord, PendingOutput, Queued, SessionKey, StoreError, now_ms,
 };
 
 /// How many outputs are read, or dead letters queued again, at a time.
@@ -74,7 +75,7 @@ impl fmt::Display for Lane {
 }
 
 struct Courier {
-    store: Arc<dyn Store>,
+    store: Arc<dyn OutboxStore>,
     endpoints: SharedEndpoints,
     sender: Sender,
     policy: RetryPolicy,
@@ -99,7 +100,7 @@ impl Delivery {
     /// stays in the outbox.
     pub async fn start(
         runtime: Handle,
-        store: Arc<dyn Store>,
+        store: Arc<dyn OutboxStore>,
         endpoints: SharedEndpoints,
         config: &DeliveryConfig,
         shutdown: CancellationToken,
@@ -252,6 +253,27 @@ impl Delivery {
             tracing::info!(endpoint, "delivery resumed");
         }
         Ok(was_stopped)
+    }
+
+    /// The outputs of `endpoint` that `query` asks for, newest first: for
+    /// the admin API, which reads the outbox only through delivery.
+    pub async fn outputs(
+        &self,
+        endpoint: &str,
+        query: OutputQuery,
+    ) -> Result<Vec<OutputRecord>, StoreError> {
+        self.courier.store.outputs(endpoint, query).await
+    }
+
+    /// The attempts made to deliver an output, oldest first.
+    pub async fn attempts(&self, output_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+        self.courier.store.attempts(output_id).await
+    }
+
+    /// Why delivery to `endpoint` is stopped, if it is.
+    pub async fn stopped(&self, endpoint: &str) -> Result<Option<DisabledEndpoint>, StoreError> {
+        let stopped = self.courier.store.disabled_endpoints().await?;
+        Ok(stopped.into_iter().find(|d| d.endpoint == endpoint))
     }
 
     /// Resolves once no delivery is running (after shutdown was cancelled,

@@ -244,7 +244,7 @@ async fn list(app: &AppState, endpoint: &str, listing: Listing) -> Result<Json<V
     known_endpoint(app, endpoint)?;
     let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
     let outputs = app
-        .store
+        .delivery
         .outputs(
             endpoint,
             OutputQuery {
@@ -260,7 +260,7 @@ async fn list(app: &AppState, endpoint: &str, listing: Listing) -> Result<Json<V
     let mut listed = Vec::with_capacity(outputs.len());
     let mut bytes = 0;
     for output in outputs {
-        let attempts = app.store.attempts(output.id).await.map_err(internal)?;
+        let attempts = app.delivery.attempts(output.id).await.map_err(internal)?;
         let mut record = serde_json::to_value(&output).expect("records serialize");
         record["attempts"] = serde_json::to_value(attempts).expect("records serialize");
         record["attemptCount"] = json!(output.attempts);
@@ -275,13 +275,7 @@ async fn list(app: &AppState, endpoint: &str, listing: Listing) -> Result<Json<V
         .last()
         .filter(|_| more)
         .and_then(|last| last["id"].as_i64());
-    let stopped = app
-        .store
-        .disabled_endpoints()
-        .await
-        .map_err(internal)?
-        .into_iter()
-        .find(|d| d.endpoint == endpoint);
+    let stopped = app.delivery.stopped(endpoint).await.map_err(internal)?;
     Ok(Json(json!({
         "endpoint": endpoint,
         "stopped": stopped,

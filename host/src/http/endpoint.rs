@@ -44,7 +44,7 @@ pub(super) async fn receive(
             return Err(Problem::unauthorized());
         }
         let active = app
-            .store
+            .keys
             .is_active_key(endpoint.name(), crate::keys::hash(presented))
             .await
             .map_err(|error| {

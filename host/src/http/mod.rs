@@ -27,7 +27,7 @@ use crate::endpoints::SharedEndpoints;
 use crate::flows::Registry;
 use crate::inbox::Inbox;
 use crate::reload::Reloader;
-use crate::store::Store;
+use crate::store::CredentialStore;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -36,8 +36,8 @@ pub struct AppState {
     pub endpoints: SharedEndpoints,
     /// Takes accepted messages.
     pub inbox: Inbox,
-    /// For API-key checks.
-    pub store: Arc<dyn Store>,
+    /// For API-key checks: all the HTTP layer sees of the store.
+    pub keys: Arc<dyn CredentialStore>,
     /// The flows in service, to refuse messages for a flow that is not.
     pub flows: Registry,
     /// The largest request body accepted.

@@ -236,7 +236,7 @@ async fn keys_are_created_listed_and_revoked_while_the_server_runs() {
 /// thousands, each for its own endpoint.
 #[tokio::test]
 async fn among_thousands_of_keys_only_a_right_one_gets_in() {
-    use flowhost::store::Store;
+    use flowhost::store::CredentialStore;
     let receiver = Receiver::start().await;
     let site = echo_site(&receiver);
     let mut keys = Vec::new();

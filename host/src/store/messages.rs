@@ -1,0 +1,146 @@
+//! What the inbox keeps: accepted messages, until and after they ran, and
+//! the contexts and profiles their turns read and write.
+
+use super::{PendingOutput, Queued, SessionKey, StoreError};
+
+/// An accepted message, as the inbox keeps it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InboxMessage {
+    /// Its place in the inbox: messages are numbered in the order the store
+    /// accepted them (0 until then).
+    pub id: i64,
+    /// The endpoint and session.
+    pub session: SessionKey,
+    /// `userId`
+    pub user_id: String,
+    /// `text`
+    pub text: Option<String>,
+    /// `data`, as JSON object text.
+    pub data: Option<String>,
+    /// `endpoint-httpIncomingMessage-<uuid>`
+    pub trace_id: String,
+    /// When it was accepted, in milliseconds since the Unix epoch.
+    pub received_at: i64,
+}
+
+/// Called once a message is durable, on the store's writer, in the order
+/// messages are numbered. The inbox queues the message here, so that the
+/// messages of a session run in exactly the store's order.
+pub type OnAccepted = Box<dyn FnOnce(InboxMessage) + Send>;
+
+/// The context and profile a message runs with.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionState {
+    /// The session's context, JSON object text (`{}` when new).
+    pub context: String,
+    /// The user's profile, JSON object text (`{}` when new).
+    pub profile: String,
+}
+
+/// How a message ended.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TurnRecord {
+    /// The message.
+    pub message_id: i64,
+    /// Its session.
+    pub session: SessionKey,
+    /// Its user.
+    pub user_id: String,
+    /// The flow that ran it.
+    pub flow: String,
+    /// The version (content hash) of the flow that ran it.
+    pub flow_version: String,
+    /// What happened.
+    pub outcome: TurnOutcome,
+}
+
+/// What happened to a message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnOutcome {
+    /// The flow returned `Ok`.
+    Completed {
+        /// The new context, when the flow set one.
+        context: Option<String>,
+        /// The profile the flow read and the one it set, when it set one.
+        profile: Option<ProfileChange>,
+        /// Its outputs, in order, ready to send.
+        outputs: Vec<NewOutput>,
+    },
+    /// The flow failed; nothing of the turn is kept.
+    Failed {
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A profile the flow changed. Other sessions of the same user may have
+/// changed the profile while this message ran; the store applies only the
+/// keys this message changed, so that neither change is lost.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProfileChange {
+    /// The profile the message read.
+    pub before: String,
+    /// The profile the message set.
+    pub after: String,
+    /// The flow's `max_state_size`, in bytes. The runtime checked `after`
+    /// against it, but concurrent sessions' keys merged in can make the
+    /// stored profile larger: past this, the turn fails at commit.
+    pub max_size: u64,
+}
+
+/// What [`Store::complete_turn`] recorded.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CommittedTurn {
+    /// The turn's changes are kept; these outputs are to be delivered.
+    Done(Vec<PendingOutput>),
+    /// The message is recorded as failed, for this reason, and nothing else
+    /// of the turn is kept: the flow failed, or what it changed broke a
+    /// limit that only the commit can check.
+    Failed(String),
+}
+
+/// An output to deliver, as the turn produced it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewOutput {
+    /// The id receivers use to spot a redelivery; the same on every attempt.
+    pub webhook_id: String,
+    /// The exact body to POST.
+    pub body: String,
+}
+
+/// The inbox's part of the store: a message is accepted (durable before
+/// the 202), queued again after a restart until it has run, and its turn
+/// committed with everything it changed in one transaction.
+#[async_trait::async_trait]
+pub trait MessageStore: Send + Sync + 'static {
+    /// Makes `message` durable, numbers it, and calls `on_accepted` with it.
+    /// Returns once it is durable.
+    async fn accept(
+        &self,
+        message: InboxMessage,
+        on_accepted: OnAccepted,
+    ) -> Result<(), StoreError>;
+
+    /// The first `limit` accepted messages with an id above `after_id` that
+    /// have not run to the end, in order: a page of the inbox to queue.
+    async fn unfinished_messages(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError>;
+
+    /// The accepted message `id`, if it has not run to the end.
+    async fn unfinished_message(&self, id: i64) -> Result<Option<InboxMessage>, StoreError>;
+
+    /// The context of `session` and the profile of `user_id` at its endpoint.
+    async fn session_state(
+        &self,
+        session: &SessionKey,
+        user_id: &str,
+    ) -> Result<SessionState, StoreError>;
+
+    /// Records how a message ended, with everything it changed, in one
+    /// transaction. Returns the outputs to deliver, or why the message
+    /// failed.
+    async fn complete_turn(&self, turn: TurnRecord) -> Result<CommittedTurn, StoreError>;
+}

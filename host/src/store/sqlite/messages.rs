@@ -1,0 +1,245 @@
+//! The inbox's part: accepted messages, and the contexts and profiles their
+//! turns commit.
+
+use rusqlite::{OptionalExtension, params};
+
+use super::{SqliteStore, session_key};
+use crate::store::profile_merge;
+use crate::store::{
+    CommittedTurn, InboxMessage, MessageStore, OnAccepted, PendingOutput, Queued, SessionKey,
+    SessionState, StoreError, TurnOutcome, TurnRecord, now_ms,
+};
+use crate::units::ByteSize;
+
+/// How precisely a context's or profile's `updated_at` tracks its last use
+/// when a turn does not change it: a day, which is plenty for a retention
+/// of weeks, and spares most turns a write.
+const USE_PRECISION_MS: i64 = 86_400_000;
+
+fn inbox_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboxMessage> {
+    Ok(InboxMessage {
+        id: row.get("id")?,
+        session: session_key(row)?,
+        user_id: row.get("user_id")?,
+        text: row.get("text")?,
+        data: row.get("data")?,
+        trace_id: row.get("trace_id")?,
+        received_at: row.get("received_at")?,
+    })
+}
+
+#[async_trait::async_trait]
+impl MessageStore for SqliteStore {
+    async fn accept(
+        &self,
+        mut message: InboxMessage,
+        on_accepted: OnAccepted,
+    ) -> Result<(), StoreError> {
+        self.write_then(
+            move |conn| {
+                message.id = conn
+                    .prepare_cached(
+                        "INSERT INTO messages
+                            (trace_id, endpoint, session_id, user_id, text, data, received_at)
+                         VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    )?
+                    .insert(params![
+                        message.trace_id,
+                        message.session.endpoint,
+                        message.session.session_id,
+                        message.user_id,
+                        message.text,
+                        message.data,
+                        message.received_at,
+                    ])?;
+                Ok(message)
+            },
+            on_accepted,
+        )
+        .await
+    }
+
+    async fn unfinished_messages(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
+        self.read(move |conn| {
+            conn.prepare(
+                "SELECT id, endpoint, session_id FROM messages
+                 WHERE status = 'pending' AND id > ? ORDER BY id LIMIT ?",
+            )?
+            .query_map(params![after_id, limit as i64], |row| {
+                Ok(Queued {
+                    id: row.get("id")?,
+                    session: session_key(row)?,
+                    attempts: 0,
+                    next_attempt_at: None,
+                })
+            })?
+            .collect()
+        })
+        .await
+    }
+
+    async fn unfinished_message(&self, id: i64) -> Result<Option<InboxMessage>, StoreError> {
+        self.point_read(|conn| {
+            conn.prepare_cached("SELECT * FROM messages WHERE id = ? AND status = 'pending'")?
+                .query_row([id], inbox_message)
+                .optional()
+        })
+    }
+
+    async fn session_state(
+        &self,
+        session: &SessionKey,
+        user_id: &str,
+    ) -> Result<SessionState, StoreError> {
+        self.point_read(|conn| {
+            let context = conn
+                .prepare_cached(
+                    "SELECT context FROM sessions WHERE endpoint = ? AND session_id = ?",
+                )?
+                .query_row(params![session.endpoint, session.session_id], |r| r.get(0))
+                .optional()?;
+            let profile = conn
+                .prepare_cached("SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?")?
+                .query_row(params![session.endpoint, user_id], |r| r.get(0))
+                .optional()?;
+            Ok(SessionState {
+                context: context.unwrap_or_else(|| "{}".to_owned()),
+                profile: profile.unwrap_or_else(|| "{}".to_owned()),
+            })
+        })
+    }
+
+    async fn complete_turn(&self, turn: TurnRecord) -> Result<CommittedTurn, StoreError> {
+        self.write(move |conn| {
+            let now = now_ms();
+            let session = &turn.session;
+            let mut outcome = turn.outcome;
+            // The profile as it will be stored, before anything is written:
+            // other sessions' keys merged in may take it past the flow's
+            // limit, and then the turn fails instead.
+            let mut merged_profile = None;
+            if let TurnOutcome::Completed {
+                profile: Some(change),
+                ..
+            } = &outcome
+            {
+                let current: Option<String> = conn
+                    .prepare_cached("SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?")?
+                    .query_row(params![session.endpoint, turn.user_id], |r| r.get(0))
+                    .optional()?;
+                let merged = profile_merge::merge(
+                    current.as_deref().unwrap_or("{}"),
+                    &change.before,
+                    &change.after,
+                );
+                if merged.len() as u64 > change.max_size {
+                    outcome = TurnOutcome::Failed {
+                        reason: format!(
+                            "profile size limit {} exceeded after merging concurrent changes \
+                             ({} bytes): nothing of the message was kept",
+                            ByteSize(change.max_size),
+                            merged.len()
+                        ),
+                    };
+                } else {
+                    merged_profile = Some(merged);
+                }
+            }
+            let (status, error) = match &outcome {
+                TurnOutcome::Completed { .. } => ("done", None),
+                TurnOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
+            };
+            let finished = conn
+                .prepare_cached(
+                    "UPDATE messages
+                     SET status = ?, flow = ?, flow_version = ?, error = ?, finished_at = ?
+                     WHERE id = ? AND status = 'pending'",
+                )?
+                .execute(params![
+                    status,
+                    turn.flow,
+                    turn.flow_version,
+                    error,
+                    now,
+                    turn.message_id
+                ])?;
+            let (context, outputs) = match outcome {
+                TurnOutcome::Completed {
+                    context, outputs, ..
+                } => (context, outputs),
+                TurnOutcome::Failed { reason } => return Ok(CommittedTurn::Failed(reason)),
+            };
+            if finished == 0 {
+                // Already recorded (a retry after an unclear commit): keep the
+                // first record and send nothing twice.
+                return Ok(CommittedTurn::Done(Vec::new()));
+            }
+            match context {
+                Some(context) => conn
+                    .prepare_cached(
+                        "INSERT INTO sessions (endpoint, session_id, context, updated_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (endpoint, session_id)
+                         DO UPDATE SET context = ?3, updated_at = ?4",
+                    )?
+                    .execute(params![session.endpoint, session.session_id, context, now])?,
+                // Used but unchanged: `updated_at` says when it was last used,
+                // for retention, to within a day (so that a turn that changes
+                // nothing rarely writes).
+                None => conn
+                    .prepare_cached(
+                        "UPDATE sessions SET updated_at = ?3
+                         WHERE endpoint = ?1 AND session_id = ?2 AND updated_at < ?3 - ?4",
+                    )?
+                    .execute(params![session.endpoint, session.session_id, now, USE_PRECISION_MS])?,
+            };
+            match merged_profile {
+                Some(merged) => conn
+                    .prepare_cached(
+                        "INSERT INTO profiles (endpoint, user_id, profile, updated_at)
+                         VALUES (?1, ?2, ?3, ?4)
+                         ON CONFLICT (endpoint, user_id)
+                         DO UPDATE SET profile = ?3, updated_at = ?4",
+                    )?
+                    .execute(params![session.endpoint, turn.user_id, merged, now])?,
+                None => conn
+                    .prepare_cached(
+                        "UPDATE profiles SET updated_at = ?3
+                         WHERE endpoint = ?1 AND user_id = ?2 AND updated_at < ?3 - ?4",
+                    )?
+                    .execute(params![session.endpoint, turn.user_id, now, USE_PRECISION_MS])?,
+            };
+            let mut insert = conn.prepare_cached(
+                "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, created_at)
+                 VALUES (?, ?, ?, ?, ?, ?)",
+            )?;
+            outputs
+                .into_iter()
+                .map(|output| {
+                    let id = insert.insert(params![
+                        turn.message_id,
+                        session.endpoint,
+                        session.session_id,
+                        output.webhook_id,
+                        output.body,
+                        now
+                    ])?;
+                    Ok(PendingOutput {
+                        id,
+                        session: session.clone(),
+                        webhook_id: output.webhook_id,
+                        body: output.body,
+                        attempts: 0,
+                        next_attempt_at: None,
+                    })
+                })
+                .collect::<rusqlite::Result<_>>()
+                .map(CommittedTurn::Done)
+        })
+        .await
+    }
+}
