@@ -18,7 +18,7 @@
 //! memory grown to its limit, giving that memory back when the instance is
 //! dropped. So that such work by one flow never holds every flow thread, a
 //! flow runs on at most all but one of them at any instant (see
-//! [`OnThreads`]); the last is always free for the other flows.
+//! `OnThreads`); the last is always free for the other flows.
 //!
 //! This module knows nothing of files, endpoints or storage: it takes bytes
 //! and JSON text in, and gives outputs and JSON text back.

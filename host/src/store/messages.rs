@@ -88,7 +88,7 @@ pub struct ProfileChange {
     pub max_size: u64,
 }
 
-/// What [`Store::complete_turn`] recorded.
+/// What [`MessageStore::complete_turn`] recorded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CommittedTurn {
     /// The turn's changes are kept; these outputs are to be delivered.
