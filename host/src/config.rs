@@ -6,6 +6,11 @@
 //! can trust: addresses parsed, names and URLs validated, sizes and durations
 //! in their units. Nothing else in the host reads configuration text.
 //!
+//! Config is on top: each stage owns its settings type
+//! ([`HttpConfig`], [`RuntimeConfig`], [`StoreConfig`], [`DeliveryConfig`],
+//! [`EndpointConfig`]), and this module only reads and checks the file into
+//! them (they are re-exported here for its callers). No stage imports it.
+//!
 //! Environment variables use `__` to reach into tables:
 //! `FLOWHOST_LIMITS__DEADLINE=2s`,
 //! `FLOWHOST_ENDPOINTS__SUPPORT__WEBHOOK_URL=https://…`.
@@ -20,7 +25,13 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use reqwest::Url;
 use serde::Deserialize;
 
-use crate::runtime::Limits;
+pub use crate::delivery::DeliveryConfig;
+pub use crate::endpoints::{Auth, BasicAuth, DeliveryOrder, EndpointConfig};
+pub use crate::http::HttpConfig;
+pub use crate::runtime::RuntimeConfig;
+pub use crate::store::StoreConfig;
+
+use crate::runtime::{Limits, RawLimits};
 use crate::units::{ByteSize, HumanDuration};
 
 /// The configuration file read when `--config` is not given.
@@ -82,192 +93,6 @@ pub struct ConfigOrigin {
     pub path: PathBuf,
     /// The command-line values given with it.
     pub overrides: Overrides,
-}
-
-/// How the HTTP server treats connections: the bounds that keep slow,
-/// idle and oversized clients from holding memory and file descriptors.
-#[derive(Debug, Clone, PartialEq)]
-pub struct HttpConfig {
-    /// How long a client has to send a whole request head (request line and
-    /// headers), counted from when the server starts waiting for it: from
-    /// the connection's opening, or from the end of the previous response
-    /// on a kept-alive HTTP/1.1 connection, which is therefore closed after
-    /// this long without a new request.
-    pub header_read_timeout: Duration,
-    /// How long a connection may stay open with no request in progress,
-    /// once it has sent one; what bounds idle HTTP/2 connections.
-    pub idle_timeout: Duration,
-    /// Connections served at once. Past it, new connections wait in the
-    /// listen backlog until one closes.
-    pub max_connections: usize,
-    /// The largest HTTP/1.1 request head (hyper's read buffer) and HTTP/2
-    /// header list; a larger one is answered 431 or the connection closed.
-    pub max_header_size: u64,
-    /// Request bytes that may be buffered, across all requests being read
-    /// at once. A request whose body does not fit is answered 503 with
-    /// `Retry-After` before its body is read.
-    pub max_buffered_body_bytes: u64,
-}
-
-impl Default for HttpConfig {
-    /// The defaults of the `[http]` table, in one place.
-    fn default() -> Self {
-        HttpConfig {
-            header_read_timeout: Duration::from_secs(10),
-            idle_timeout: Duration::from_secs(60),
-            max_connections: 4096,
-            max_header_size: 64 << 10,
-            max_buffered_body_bytes: 64 << 20,
-        }
-    }
-}
-
-/// How flows are executed.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RuntimeConfig {
-    /// Flows that may run at the same moment: the size of the instance pool.
-    pub max_concurrent_flows: u32,
-    /// Threads that run flows, apart from the threads that serve HTTP
-    /// (default: half the cores, at least one).
-    pub flow_threads: usize,
-    /// The most linear memory any flow may be given, whatever its manifest
-    /// says: the size of each slot in the instance pool.
-    pub max_flow_memory: u64,
-    /// The WebAssembly stack of every flow (host-wide: wasmtime sets it per
-    /// engine, not per instance).
-    pub max_wasm_stack: u64,
-    /// The largest component file loaded.
-    pub max_component_size: u64,
-    /// How long compiling one flow may take before the compiler is stopped.
-    pub compile_timeout: Duration,
-    /// The most memory the compiler of one flow may use.
-    pub max_compile_memory: u64,
-    /// Hosts (as `allowed_outbound_hosts` patterns) that flows may reach on
-    /// loopback and private addresses, when their manifest allows them too.
-    /// Link-local and cloud metadata addresses are refused whatever this
-    /// says.
-    pub private_outbound_hosts: Vec<String>,
-    /// Whether flows are metered with fuel, so that `limits.fuel` can bound
-    /// them deterministically. Costs every flow some speed, so it is off
-    /// unless asked for; the wall-clock deadline applies either way.
-    pub fuel_metering: bool,
-    /// Accepted messages that may wait for their turn before new ones are
-    /// refused with 503: a bound on the work (and memory) queued up.
-    pub max_queued_messages: usize,
-    /// The share of `max_queued_messages` one endpoint may take, so that a
-    /// slow or flooded endpoint cannot make the others refuse messages.
-    pub max_queued_per_endpoint: usize,
-    /// The share one session may take, so that one caller cannot fill its
-    /// endpoint's share (a session runs one message at a time, so a long
-    /// queue of one session only waits).
-    pub max_queued_per_session: usize,
-    /// How long running flows get to finish when the host shuts down.
-    pub shutdown_grace: Duration,
-}
-
-/// How the store keeps data.
-#[derive(Debug, Clone, PartialEq)]
-pub struct StoreConfig {
-    /// Whether each commit is fsynced before it counts. Off, flowhost is
-    /// faster and still survives its own crash (the data is in the OS), but
-    /// not a machine crash or power cut: a 202 may then be lost.
-    pub fsync: bool,
-    /// How long finished messages and delivered outputs are kept (for the
-    /// admin API) before they are deleted. Dead letters are kept until
-    /// redelivered.
-    pub retention: Duration,
-    /// How long a session's context, and a user's profile, are kept after
-    /// they were last used; then they are deleted, and the next message of
-    /// the session or user starts afresh.
-    pub session_retention: Duration,
-}
-
-/// How outputs are delivered to webhooks.
-#[derive(Debug, Clone, PartialEq)]
-pub struct DeliveryConfig {
-    /// How long one POST may take, connecting included.
-    pub timeout: Duration,
-    /// The waits before each retry of a failed POST; the first attempt is
-    /// immediate. An output whose last retry fails becomes a dead letter.
-    pub retry_schedule: Vec<Duration>,
-    /// POSTs in flight at once, across all endpoints and sessions.
-    pub max_concurrent: usize,
-    /// POSTs in flight at once to one endpoint, so that a slow receiver
-    /// cannot hold every one of `max_concurrent`.
-    pub max_concurrent_per_endpoint: usize,
-    /// Whether webhooks may be on loopback, private or link-local addresses.
-    /// Off, such addresses are refused when the configuration is read and,
-    /// for names, on the address actually connected to (so DNS rebinding
-    /// does not get through).
-    pub allow_private_webhooks: bool,
-}
-
-/// One webhook endpoint: a URL token, the flow that handles its messages and
-/// the webhook that receives the flow's outputs.
-#[derive(Debug, Clone, PartialEq)]
-pub struct EndpointConfig {
-    /// The endpoint's name, the key of its `[endpoints.<name>]` table.
-    pub name: String,
-    /// The flow that runs each message: `<flows_dir>/<flow>.wasm`.
-    pub flow: String,
-    /// The secret path segment of the endpoint's URL; generated and kept in
-    /// the store when not configured.
-    pub url_token: Option<String>,
-    /// Whether callers must present an API key.
-    pub auth: Auth,
-    /// Where outputs are POSTed.
-    pub webhook_url: Url,
-    /// Basic auth for the webhook, when set.
-    pub webhook_auth: Option<BasicAuth>,
-    /// Copied into every output's `disableSensitiveLogging`; when true,
-    /// flowhost also keeps message content out of its own logs.
-    pub disable_sensitive_logging: bool,
-    /// The Standard Webhooks signing secret (`whsec_…`), when deliveries are
-    /// signed.
-    pub webhook_secret: Option<crate::delivery::signature::Secret>,
-    /// Whether a session's outputs are delivered strictly in order.
-    pub delivery_order: DeliveryOrder,
-}
-
-/// How a session's outputs are ordered on delivery.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum DeliveryOrder {
-    /// Outputs of a session are delivered in order: one that keeps failing
-    /// holds back the later ones until it is delivered or dead. The
-    /// receiver never sees a conversation out of order.
-    Session,
-    /// Each output is delivered on its own: a failing one does not hold
-    /// back the others, which may then arrive out of order.
-    None,
-}
-
-/// How callers of an endpoint authenticate.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Auth {
-    /// Anyone who knows the URL may post.
-    None,
-    /// Callers must send a valid `X-Webhook-Key`.
-    ApiKey,
-}
-
-/// Basic auth credentials for a webhook.
-#[derive(Clone, PartialEq)]
-pub struct BasicAuth {
-    /// The user name.
-    pub user: String,
-    /// The password, possibly empty.
-    pub password: String,
-}
-
-impl std::fmt::Debug for BasicAuth {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("BasicAuth")
-            .field("user", &self.user)
-            .field("password", &"<redacted>")
-            .finish()
-    }
 }
 
 /// Command-line values that override the file and the environment.
@@ -467,43 +292,6 @@ struct RawStore {
     fsync: Option<bool>,
     retention: Option<HumanDuration>,
     session_retention: Option<HumanDuration>,
-}
-
-/// Flow limits as written in `flowhost.toml` and in a flow's manifest; every
-/// field is optional so that a manifest can override just one.
-#[derive(Debug, Default, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct RawLimits {
-    pub(crate) memory: Option<ByteSize>,
-    pub(crate) deadline: Option<HumanDuration>,
-    pub(crate) fuel: Option<u64>,
-    pub(crate) max_outputs: Option<u32>,
-    pub(crate) max_output_size: Option<ByteSize>,
-    pub(crate) max_state_size: Option<ByteSize>,
-    pub(crate) max_log_size: Option<ByteSize>,
-    pub(crate) max_http_requests: Option<u32>,
-    pub(crate) max_http_response_size: Option<ByteSize>,
-    pub(crate) max_concurrent: Option<u32>,
-}
-
-impl RawLimits {
-    /// `base` with the values set here replacing its own.
-    pub(crate) fn apply(&self, base: &Limits) -> Limits {
-        Limits {
-            memory: self.memory.map_or(base.memory, |m| m.0),
-            deadline: self.deadline.map_or(base.deadline, |d| d.0),
-            fuel: self.fuel.or(base.fuel),
-            max_outputs: self.max_outputs.unwrap_or(base.max_outputs),
-            max_output_size: self.max_output_size.map_or(base.max_output_size, |s| s.0),
-            max_state_size: self.max_state_size.map_or(base.max_state_size, |s| s.0),
-            max_log_size: self.max_log_size.map_or(base.max_log_size, |s| s.0),
-            max_http_requests: self.max_http_requests.unwrap_or(base.max_http_requests),
-            max_http_response_size: self
-                .max_http_response_size
-                .map_or(base.max_http_response_size, |s| s.0),
-            max_concurrent: self.max_concurrent.unwrap_or(base.max_concurrent),
-        }
-    }
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -787,12 +575,12 @@ impl RawConfig {
         let mut tokens = HashSet::new();
         for (name, raw) in self.endpoints {
             let at = format!("endpoints.{name}");
-            if !is_name(&name) {
+            if !crate::flows::is_name(&name) {
                 problems.push(format!(
                     "{at}: an endpoint name uses a-z, 0-9, '-' and '_' (at most 64)"
                 ));
             }
-            if !is_name(&raw.flow) {
+            if !crate::flows::is_name(&raw.flow) {
                 problems.push(format!(
                     "{at}.flow: {:?} is not a flow name (a-z, 0-9, '-', '_')",
                     raw.flow
@@ -824,7 +612,7 @@ impl RawConfig {
                 .map_err(|p| problems.push(p))
                 .ok();
             let webhook_secret = raw.webhook_secret.as_deref().and_then(|secret| {
-                crate::delivery::signature::Secret::parse(secret)
+                crate::signature::Secret::parse(secret)
                     .map_err(|e| problems.push(format!("{at}.webhook_secret: {e}")))
                     .ok()
             });
@@ -971,16 +759,6 @@ fn check_http_url(at: &str, text: &str) -> Result<Url, String> {
         ));
     }
     Ok(url)
-}
-
-/// Whether `name` can name an endpoint or a flow: it appears in file names,
-/// URLs and logs, so it is kept plain.
-pub fn is_name(name: &str) -> bool {
-    !name.is_empty()
-        && name.len() <= 64
-        && name
-            .bytes()
-            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 /// Whether `token` is long and varied enough not to be guessed: a length

@@ -11,7 +11,93 @@ use arc_swap::ArcSwap;
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
 
-use crate::config::EndpointConfig;
+use reqwest::Url;
+use serde::Deserialize;
+
+/// One webhook endpoint: a URL token, the flow that handles its messages and
+/// the webhook that receives the flow's outputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EndpointConfig {
+    /// The endpoint's name, the key of its `[endpoints.<name>]` table.
+    pub name: String,
+    /// The flow that runs each message: `<flows_dir>/<flow>.wasm`.
+    pub flow: String,
+    /// The secret path segment of the endpoint's URL; generated and kept in
+    /// the store when not configured.
+    pub url_token: Option<String>,
+    /// Whether callers must present an API key.
+    pub auth: Auth,
+    /// Where outputs are POSTed.
+    pub webhook_url: Url,
+    /// Basic auth for the webhook, when set.
+    pub webhook_auth: Option<BasicAuth>,
+    /// Copied into every output's `disableSensitiveLogging`; when true,
+    /// flowhost also keeps message content out of its own logs.
+    pub disable_sensitive_logging: bool,
+    /// The Standard Webhooks signing secret (`whsec_…`), when deliveries are
+    /// signed.
+    pub webhook_secret: Option<crate::signature::Secret>,
+    /// Whether a session's outputs are delivered strictly in order.
+    pub delivery_order: DeliveryOrder,
+}
+
+/// How a session's outputs are ordered on delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DeliveryOrder {
+    /// Outputs of a session are delivered in order: one that keeps failing
+    /// holds back the later ones until it is delivered or dead. The
+    /// receiver never sees a conversation out of order.
+    Session,
+    /// Each output is delivered on its own: a failing one does not hold
+    /// back the others, which may then arrive out of order.
+    None,
+}
+
+/// How callers of an endpoint authenticate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Auth {
+    /// Anyone who knows the URL may post.
+    None,
+    /// Callers must send a valid `X-Webhook-Key`.
+    ApiKey,
+}
+
+/// Basic auth credentials for a webhook.
+#[derive(Clone, PartialEq)]
+pub struct BasicAuth {
+    /// The user name.
+    pub user: String,
+    /// The password, possibly empty.
+    pub password: String,
+}
+
+impl std::fmt::Debug for BasicAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BasicAuth")
+            .field("user", &self.user)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+/// Why a URL token was not rotated.
+#[derive(Debug, thiserror::Error)]
+pub enum RotateError {
+    /// No endpoint has this name.
+    #[error("no endpoint named {0:?}")]
+    NoSuchEndpoint(String),
+    /// The token is set in the configuration, which only the operator
+    /// changes.
+    #[error(
+        "the URL token of endpoint {0:?} is set in the configuration (url_token); change it there"
+    )]
+    Configured(String),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
 
 /// An endpoint in force.
 #[derive(Debug, Clone, PartialEq)]

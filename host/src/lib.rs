@@ -19,9 +19,11 @@
 //!   (the inbox), the outbox (delivery), credentials (HTTP); SQLite by default.
 //! - [`delivery`]: outputs POSTed to webhooks, in order, with retries.
 //!
-//! Around them: [`config`] (the checked configuration), [`endpoints`] (the
-//! endpoints in force), [`keys`] (API keys), [`private`] (files only
-//! flowhost may read), [`server`] (starting and stopping it all),
+//! Around them: [`config`] (reads and checks the file into each stage's
+//! settings; no stage imports it), [`endpoints`] (the endpoints in force),
+//! [`keys`] (API keys), [`signature`] (Standard Webhooks signing),
+//! [`private`] (files only flowhost may read), [`reload`] (configuration
+//! changes while running), [`server`] (starting and stopping it all),
 //! [`shutdown`] and [`telemetry`].
 
 pub mod config;
@@ -39,6 +41,7 @@ pub mod reload;
 pub mod runtime;
 pub mod server;
 pub mod shutdown;
+pub mod signature;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -16,9 +16,9 @@ use std::collections::BTreeSet;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::endpoints::{Endpoint, Endpoints, SharedEndpoints};
+use crate::endpoints::{Endpoint, Endpoints, RotateError, SharedEndpoints};
 use crate::flows::FlowFolder;
-use crate::http::AdminToken;
+use crate::http::{AdminToken, UrlTokenRotation};
 use crate::store::CredentialStore;
 
 /// Applies new configurations to a running host.
@@ -114,28 +114,12 @@ impl Reloader {
     }
 }
 
-/// Why a URL token was not rotated.
-#[derive(Debug, thiserror::Error)]
-pub enum RotateError {
-    /// No endpoint has this name.
-    #[error("no endpoint named {0:?}")]
-    NoSuchEndpoint(String),
-    /// The token is set in the configuration, which only the operator
-    /// changes.
-    #[error(
-        "the URL token of endpoint {0:?} is set in the configuration (url_token); change it there"
-    )]
-    Configured(String),
-    /// The store failed.
-    #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
-}
-
-impl Reloader {
+#[async_trait::async_trait]
+impl UrlTokenRotation for Reloader {
     /// Gives the endpoint `name` a new generated URL token, in the store
     /// and in force at once: its old URL is refused from now on. Messages
     /// already accepted through it are not affected.
-    pub async fn rotate_url_token(&self, name: &str) -> Result<Arc<Endpoint>, RotateError> {
+    async fn rotate_url_token(&self, name: &str) -> Result<Arc<Endpoint>, RotateError> {
         let current = self.current.lock().await;
         let endpoint = current
             .endpoints

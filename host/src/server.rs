@@ -248,7 +248,7 @@ impl Server {
             body_budget: crate::http::BodyBudget::new(self.config.http.max_buffered_body_bytes),
             delivery: self.delivery.clone(),
             admin_token: Arc::clone(&self.admin_token),
-            reloader: Arc::clone(&self.reloader),
+            url_tokens: self.reloader.clone(),
             base_url: self.config.base_url(self.local_addr()),
         });
         let grace = self.config.runtime.shutdown_grace;

@@ -11,7 +11,7 @@ use std::time::Duration;
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 
 use super::retry::parse_retry_after;
-use crate::config::EndpointConfig;
+use crate::endpoints::EndpointConfig;
 use crate::store::PendingOutput;
 
 /// How much of a response body is read, to quote in the attempt's record

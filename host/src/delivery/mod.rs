@@ -26,7 +26,6 @@ mod client;
 pub mod guard;
 pub mod payload;
 pub mod retry;
-pub mod signature;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;
@@ -40,13 +39,33 @@ use tracing::Instrument;
 
 use self::client::{Answer, Sender};
 use self::retry::RetryPolicy;
-use crate::config::{DeliveryConfig, DeliveryOrder};
+use crate::endpoints::DeliveryOrder;
 use crate::endpoints::SharedEndpoints;
 use crate::lanes::Lanes;
 use crate::store::{
     Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery,
     OutputRecord, PendingOutput, Queued, SessionKey, StoreError, now_ms,
 };
+
+/// How outputs are delivered to webhooks.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeliveryConfig {
+    /// How long one POST may take, connecting included.
+    pub timeout: Duration,
+    /// The waits before each retry of a failed POST; the first attempt is
+    /// immediate. An output whose last retry fails becomes a dead letter.
+    pub retry_schedule: Vec<Duration>,
+    /// POSTs in flight at once, across all endpoints and sessions.
+    pub max_concurrent: usize,
+    /// POSTs in flight at once to one endpoint, so that a slow receiver
+    /// cannot hold every one of `max_concurrent`.
+    pub max_concurrent_per_endpoint: usize,
+    /// Whether webhooks may be on loopback, private or link-local addresses.
+    /// Off, such addresses are refused when the configuration is read and,
+    /// for names, on the address actually connected to (so DNS rebinding
+    /// does not get through).
+    pub allow_private_webhooks: bool,
+}
 
 /// How many outputs are read, or dead letters queued again, at a time.
 const PAGE: usize = 500;

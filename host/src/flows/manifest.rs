@@ -13,8 +13,7 @@
 
 use serde::Deserialize;
 
-use crate::config::RawLimits;
-use crate::runtime::{AllowedHosts, Limits};
+use crate::runtime::{AllowedHosts, Limits, RawLimits};
 
 /// A flow's manifest.
 #[derive(Debug, Default, Clone, Deserialize)]

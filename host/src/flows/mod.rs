@@ -70,7 +70,7 @@ pub fn flow_of(path: &std::path::Path) -> Option<String> {
         return None;
     }
     let stem = path.file_stem()?.to_str()?;
-    crate::config::is_name(stem).then(|| stem.to_owned())
+    is_name(stem).then(|| stem.to_owned())
 }
 
 /// The flow name of a path: the stem of a `.wasm` file, when it is a valid
@@ -80,6 +80,16 @@ pub fn flow_name(path: &std::path::Path) -> Option<String> {
         return None;
     }
     flow_of(path)
+}
+
+/// Whether `name` can name an endpoint or a flow: it appears in file names,
+/// URLs and logs, so it is kept plain.
+pub fn is_name(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 64
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
 }
 
 #[cfg(test)]

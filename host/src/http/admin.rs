@@ -8,9 +8,6 @@
 //! under `/admin` answers `404`, as a path with nothing there does. The
 //! token is read on each request, so a configuration reload changes it.
 
-use std::sync::Arc;
-
-use arc_swap::ArcSwapOption;
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -22,11 +19,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+use super::AdminToken;
 use super::{AppState, Problem};
 use crate::store::{OutputQuery, OutputStatus, StoreError};
-
-/// The admin token in force: `None` turns the admin API off.
-pub type AdminToken = Arc<ArcSwapOption<String>>;
 
 /// The admin routes, guarded by `token`.
 pub(super) fn routes(state: AppState, token: AdminToken) -> Router<AppState> {
@@ -141,8 +136,8 @@ async fn rotate_url_token(
     State(app): State<AppState>,
     Path(endpoint): Path<String>,
 ) -> Result<Json<Value>, Problem> {
-    use crate::reload::RotateError;
-    match app.reloader.rotate_url_token(&endpoint).await {
+    use crate::endpoints::RotateError;
+    match app.url_tokens.rotate_url_token(&endpoint).await {
         Ok(rotated) => Ok(Json(json!({
             "name": rotated.name(),
             "url": rotated.url(&app.base_url),

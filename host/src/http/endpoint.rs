@@ -15,7 +15,7 @@ use serde_json::json;
 
 use super::message;
 use super::{AppState, Problem};
-use crate::config::Auth;
+use crate::endpoints::Auth;
 use crate::inbox::AcceptError;
 use crate::store::{InboxMessage, SessionKey, now_ms};
 

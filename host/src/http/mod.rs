@@ -19,14 +19,14 @@ use axum::routing::{get, post};
 use http::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use self::admin::AdminToken;
 pub use self::problem::Problem;
+pub use self::serve::HttpConfig;
 
 use crate::delivery::Delivery;
 use crate::endpoints::SharedEndpoints;
+use crate::endpoints::{Endpoint, RotateError};
 use crate::flows::Registry;
 use crate::inbox::Inbox;
-use crate::reload::Reloader;
 use crate::store::CredentialStore;
 
 /// What the handlers share.
@@ -49,7 +49,7 @@ pub struct AppState {
     /// The admin API's bearer token; no admin API without one.
     pub admin_token: AdminToken,
     /// For the admin API's URL-token rotation.
-    pub reloader: Arc<Reloader>,
+    pub url_tokens: Arc<dyn UrlTokenRotation>,
     /// What endpoint URLs start with (`public_url`, or the bound address).
     pub base_url: String,
 }
@@ -85,6 +85,19 @@ impl BodyBudget {
         let kib = u32::try_from(bytes.div_ceil(1024)).ok()?;
         Arc::clone(&self.kib).try_acquire_many_owned(kib).ok()
     }
+}
+
+/// The admin token in force, which a configuration reload replaces;
+/// `None` turns the admin API off.
+pub type AdminToken = Arc<arc_swap::ArcSwapOption<String>>;
+
+/// Rotates generated URL tokens for the admin API. The reloader does it,
+/// under the lock it reloads the configuration with, so that a reload and
+/// a rotation never put an older token back in force.
+#[async_trait::async_trait]
+pub trait UrlTokenRotation: Send + Sync {
+    /// Gives the endpoint `name` a new generated URL token, in force at once.
+    async fn rotate_url_token(&self, name: &str) -> Result<Arc<Endpoint>, RotateError>;
 }
 
 /// The router, without a server, so that tests can call it directly.

@@ -41,8 +41,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower_service::Service;
 
-use crate::config::HttpConfig;
-
 /// The most header fields in an HTTP/1.1 request head; more is answered 431.
 pub const MAX_HEADERS: usize = 64;
 /// The most HTTP/2 streams (requests) open at once on one connection: each
@@ -310,6 +308,44 @@ pub fn raise_open_files_limit() -> Option<u64> {
     }
     #[cfg(not(unix))]
     None
+}
+
+/// How the HTTP server treats connections: the bounds that keep slow,
+/// idle and oversized clients from holding memory and file descriptors.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HttpConfig {
+    /// How long a client has to send a whole request head (request line and
+    /// headers), counted from when the server starts waiting for it: from
+    /// the connection's opening, or from the end of the previous response
+    /// on a kept-alive HTTP/1.1 connection, which is therefore closed after
+    /// this long without a new request.
+    pub header_read_timeout: Duration,
+    /// How long a connection may stay open with no request in progress,
+    /// once it has sent one; what bounds idle HTTP/2 connections.
+    pub idle_timeout: Duration,
+    /// Connections served at once. Past it, new connections wait in the
+    /// listen backlog until one closes.
+    pub max_connections: usize,
+    /// The largest HTTP/1.1 request head (hyper's read buffer) and HTTP/2
+    /// header list; a larger one is answered 431 or the connection closed.
+    pub max_header_size: u64,
+    /// Request bytes that may be buffered, across all requests being read
+    /// at once. A request whose body does not fit is answered 503 with
+    /// `Retry-After` before its body is read.
+    pub max_buffered_body_bytes: u64,
+}
+
+impl Default for HttpConfig {
+    /// The defaults of the `[http]` table, in one place.
+    fn default() -> Self {
+        HttpConfig {
+            header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
+            max_connections: 4096,
+            max_header_size: 64 << 10,
+            max_buffered_body_bytes: 64 << 20,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 use std::time::Duration;
 
+use serde::Deserialize;
+
 use crate::units::{ByteSize, HumanDuration};
 
 /// What one message of a flow may use. Defaults come from `[limits]` in
@@ -277,6 +279,43 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
         }
         self.elements_used = total;
         Ok(true)
+    }
+}
+
+/// Flow limits as written in `flowhost.toml` and in a flow's manifest; every
+/// field is optional so that a manifest can override just one.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RawLimits {
+    pub(crate) memory: Option<ByteSize>,
+    pub(crate) deadline: Option<HumanDuration>,
+    pub(crate) fuel: Option<u64>,
+    pub(crate) max_outputs: Option<u32>,
+    pub(crate) max_output_size: Option<ByteSize>,
+    pub(crate) max_state_size: Option<ByteSize>,
+    pub(crate) max_log_size: Option<ByteSize>,
+    pub(crate) max_http_requests: Option<u32>,
+    pub(crate) max_http_response_size: Option<ByteSize>,
+    pub(crate) max_concurrent: Option<u32>,
+}
+
+impl RawLimits {
+    /// `base` with the values set here replacing its own.
+    pub(crate) fn apply(&self, base: &Limits) -> Limits {
+        Limits {
+            memory: self.memory.map_or(base.memory, |m| m.0),
+            deadline: self.deadline.map_or(base.deadline, |d| d.0),
+            fuel: self.fuel.or(base.fuel),
+            max_outputs: self.max_outputs.unwrap_or(base.max_outputs),
+            max_output_size: self.max_output_size.map_or(base.max_output_size, |s| s.0),
+            max_state_size: self.max_state_size.map_or(base.max_state_size, |s| s.0),
+            max_log_size: self.max_log_size.map_or(base.max_log_size, |s| s.0),
+            max_http_requests: self.max_http_requests.unwrap_or(base.max_http_requests),
+            max_http_response_size: self
+                .max_http_response_size
+                .map_or(base.max_http_response_size, |s| s.0),
+            max_concurrent: self.max_concurrent.unwrap_or(base.max_concurrent),
+        }
     }
 }
 

@@ -29,6 +29,7 @@ mod imports;
 mod limits;
 mod outbound;
 pub mod precheck;
+mod settings;
 mod state;
 mod stdio;
 
@@ -48,14 +49,15 @@ use wasmtime::{
     Engine, InstanceAllocationStrategy, PoolingAllocationConfig, Store, Trap, UpdateDeadline,
 };
 
+pub(crate) use self::limits::RawLimits;
 pub use self::limits::{ContractViolation, LimitExceeded, Limits};
 pub use self::outbound::AllowedHosts;
+pub use self::settings::RuntimeConfig;
 
 use self::bindings::{Flow, FlowPre};
 use self::epoch::EpochTicker;
 use self::outbound::HttpBudget;
 use self::state::HostState;
-use crate::config::RuntimeConfig;
 
 /// How often the epoch advances: how often a running flow yields its thread
 /// and has its deadline checked. Short, so that a flow that spins delays

@@ -25,6 +25,7 @@ mod profile_merge;
 mod sqlite;
 
 use std::fmt;
+use std::time::Duration;
 
 pub use self::credentials::{ApiKeyInfo, CredentialStore, NewApiKey};
 pub use self::messages::{
@@ -130,6 +131,23 @@ impl StoreError {
             StoreError::Open(_) => false,
         }
     }
+}
+
+/// How the store keeps data.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreConfig {
+    /// Whether each commit is fsynced before it counts. Off, flowhost is
+    /// faster and still survives its own crash (the data is in the OS), but
+    /// not a machine crash or power cut: a 202 may then be lost.
+    pub fsync: bool,
+    /// How long finished messages and delivered outputs are kept (for the
+    /// admin API) before they are deleted. Dead letters are kept until
+    /// redelivered.
+    pub retention: Duration,
+    /// How long a session's context, and a user's profile, are kept after
+    /// they were last used; then they are deleted, and the next message of
+    /// the session or user starts afresh.
+    pub session_retention: Duration,
 }
 
 /// Where flowhost keeps what must survive a restart: each part for the
