@@ -2,7 +2,7 @@
 //! unless `delivery.allow_private_webhooks` is set (local demos and tests).
 //!
 //! A URL whose host is a literal address (or `localhost`) is refused when
-//! the configuration is read. A name is resolved by [`PublicOnly`] each time
+//! the configuration is read. A name is resolved by `PublicOnly` each time
 //! a connection is made, and only its public addresses are used, so a name
 //! that later resolves to an internal address (DNS rebinding) is refused
 //! then. Redirects are never followed, so a receiver cannot bounce a

@@ -1,0 +1,380 @@
+//! One turn: a fresh store and instance for one message, its `handle`
+//! called within the flow's limits, and the outcome classified.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde_json::{Map, Value};
+use tokio::time::Instant;
+use wasmtime::{Store, Trap, UpdateDeadline};
+
+use super::AllowedHosts;
+use super::bindings::{self, Flow, FlowPre};
+use super::executor::OnThreads;
+use super::outbound::HttpBudget;
+use super::state::HostState;
+use super::{ContractViolation, LimitExceeded, Limits, ReadyFlow, Runtime};
+
+/// One message for a flow, and the state it runs with.
+#[derive(Debug, Clone)]
+pub struct Invocation {
+    /// The endpoint that received the message.
+    pub endpoint: String,
+    /// `userId`
+    pub user_id: String,
+    /// `sessionId`
+    pub session_id: String,
+    /// `text`
+    pub text: Option<String>,
+    /// `data`, as JSON object text.
+    pub data: Option<String>,
+    /// The message's trace id.
+    pub trace_id: String,
+    /// The session's context, as JSON object text.
+    pub context: String,
+    /// The user's profile, as JSON object text.
+    pub profile: String,
+    /// The endpoint's `disable_sensitive_logging`: what the flow logs or
+    /// prints is counted, not written to the host's log.
+    pub sensitive: bool,
+}
+
+/// What a message produced: outputs, and the state to keep.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Turn {
+    /// The outputs, in the order they were said.
+    pub outputs: Vec<Output>,
+    /// The new context, if the flow set one.
+    pub context: Option<String>,
+    /// The new profile, if the flow set one.
+    pub profile: Option<String>,
+}
+
+/// One output of a flow.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Output {
+    /// The output's text.
+    pub text: Option<String>,
+    /// The output's data, a JSON object.
+    pub data: Option<Map<String, Value>>,
+}
+
+/// Why a message ended without a turn.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error("{reason}")]
+pub struct FlowFailure {
+    /// What kind of failure it was.
+    pub kind: FailureKind,
+    /// One line saying why.
+    pub reason: String,
+    /// What the flow wrote to stderr: for a Rust flow that panicked, the
+    /// panic message.
+    pub stderr: String,
+}
+
+/// The kinds of [`FlowFailure`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureKind {
+    /// `handle` returned an error.
+    Returned,
+    /// The flow went over a limit.
+    Limit,
+    /// The flow passed a host call something that breaks the contract.
+    Contract,
+    /// The flow trapped (a panic, an out-of-bounds access, …).
+    Trap,
+    /// The flow could not be instantiated.
+    Instantiate,
+}
+
+impl FlowFailure {
+    /// The panic message in the flow's stderr, if it has one: the lines from
+    /// Rust's "panicked at" on.
+    pub fn panic_message(&self) -> Option<String> {
+        let at = self.stderr.find("panicked at")?;
+        let text = self.stderr[at..]
+            .lines()
+            .filter(|line| !line.starts_with("note: run with `RUST_BACKTRACE"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        Some(text.trim().to_owned())
+    }
+}
+
+/// A store for one message, with its limits, fuel and deadline in force.
+fn new_store(
+    pre: &FlowPre<HostState>,
+    invocation: &Invocation,
+    limits: &Limits,
+    hosts: &Hosts,
+    fuel: Option<u64>,
+    deadline: Instant,
+) -> Store<HostState> {
+    let http = HttpBudget {
+        allowed: Arc::clone(&hosts.allowed),
+        private: Arc::clone(&hosts.private),
+        max_requests: limits.max_http_requests,
+        max_response_size: limits.max_http_response_size,
+        deadline,
+    };
+    let state = HostState::new(
+        limits,
+        http,
+        invocation.context.clone(),
+        invocation.profile.clone(),
+        invocation.sensitive,
+    );
+    let mut store = Store::new(pre.engine(), state);
+    store.limiter(|state| &mut state.limiter);
+    if let Some(fuel) = fuel {
+        store
+            .set_fuel(fuel)
+            .expect("fuel is metered when the engine consumes it");
+    }
+    store.set_epoch_deadline(1);
+    let allowed = limits.deadline;
+    store.epoch_deadline_callback(move |_| {
+        if Instant::now() >= deadline {
+            Err(LimitExceeded::Deadline(allowed).into())
+        } else {
+            Ok(UpdateDeadline::YieldCustom(
+                1,
+                Box::pin(tokio::task::yield_now()),
+            ))
+        }
+    });
+    store
+}
+
+/// A fresh instance of the flow in a fresh store. When the instance pool
+/// has no room (which the per-flow maxima and the slot permits should make
+/// impossible), it waits and tries again: a full pool is a reason to wait,
+/// never a failed turn.
+async fn instantiate(
+    pre: &FlowPre<HostState>,
+    invocation: &Invocation,
+    limits: &Limits,
+    hosts: &Hosts,
+    fuel: Option<u64>,
+) -> (Store<HostState>, Instant, wasmtime::Result<Flow>) {
+    let mut pause = Duration::from_millis(1);
+    loop {
+        // Deadlines are bounded by `max_limits.deadline`; an absurd one set
+        // by the operator is as good as none, not a panic.
+        let now = Instant::now();
+        let deadline = now
+            .checked_add(limits.deadline)
+            .unwrap_or_else(|| now + Duration::from_secs(100 * 365 * 86400));
+        let mut store = new_store(pre, invocation, limits, hosts, fuel, deadline);
+        let instance = tokio::time::timeout_at(deadline, pre.instantiate_async(&mut store))
+            .await
+            .unwrap_or_else(|_elapsed| Err(LimitExceeded::Deadline(limits.deadline).into()));
+        match instance {
+            Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
+                tracing::warn!(%error, "the instance pool is full; waiting for room");
+                drop(store);
+                tokio::time::sleep(pause).await;
+                pause = (pause * 2).min(Duration::from_millis(100));
+            }
+            instance => return (store, deadline, instance),
+        }
+    }
+}
+
+/// Whom a message may call: the flow's manifest's hosts, and the
+/// operator's hosts that may be on private addresses.
+struct Hosts {
+    allowed: Arc<AllowedHosts>,
+    private: Arc<AllowedHosts>,
+}
+
+async fn execute(
+    pre: FlowPre<HostState>,
+    invocation: Invocation,
+    limits: Limits,
+    hosts: Hosts,
+    fuel: Option<u64>,
+) -> Result<Turn, FlowFailure> {
+    let (mut store, deadline, instance) =
+        instantiate(&pre, &invocation, &limits, &hosts, fuel).await;
+
+    let message = bindings::types::Message {
+        user_id: invocation.user_id,
+        session_id: invocation.session_id,
+        text: invocation.text,
+        data: invocation.data,
+        trace_id: invocation.trace_id,
+        endpoint: invocation.endpoint,
+    };
+    // The epoch callback stops wasm code at the deadline; this timeout stops
+    // a flow that waits in a host call (a sleep, a slow HTTP response).
+    let result = tokio::time::timeout_at(deadline, async {
+        let flow = instance.map_err(|e| (FailureKind::Instantiate, e))?;
+        flow.call_handle(&mut store, &message)
+            .await
+            .map_err(|e| (FailureKind::Trap, e))
+    })
+    .await;
+
+    let state = store.into_data();
+    let stdout = state.stdout.contents();
+    let stderr = state.stderr.contents();
+    let sensitive = invocation.sensitive;
+    log_lines("stdout", &stdout, sensitive);
+    log_lines("stderr", &stderr, sensitive);
+
+    let failure = |kind, reason: String| FlowFailure {
+        kind,
+        reason,
+        stderr: stderr.clone(),
+    };
+    match result {
+        Ok(Ok(Ok(()))) => Ok(state.into_turn()),
+        Ok(Ok(Err(error))) => Err(failure(
+            FailureKind::Returned,
+            format!("the flow returned an error: {error}"),
+        )),
+        Ok(Err((kind, error))) => {
+            let (kind, reason) = classify(kind, &error, &limits);
+            Err(failure(kind, reason))
+        }
+        Err(_elapsed) => Err(failure(
+            FailureKind::Limit,
+            LimitExceeded::Deadline(limits.deadline).to_string(),
+        )),
+    }
+}
+
+impl Runtime {
+    /// Runs one message on the calling task rather than on the flow
+    /// threads: for callers that are on a thread of their own already
+    /// (`flowhost run`, benchmarks). [`run`](Self::run) is this, moved onto
+    /// the flow threads.
+    pub fn run_here(
+        &self,
+        flow: &ReadyFlow,
+        invocation: Invocation,
+    ) -> impl Future<Output = Result<Turn, FlowFailure>> + Send + 'static {
+        let (running, slots) = (Arc::clone(&flow.running), Arc::clone(&self.slots));
+        let threads = Arc::clone(&flow.threads);
+        let pre = flow.compiled.pre.clone();
+        let limits = flow.limits.clone();
+        let hosts = Hosts {
+            allowed: Arc::clone(&flow.allowed_hosts),
+            private: Arc::clone(&self.private_hosts),
+        };
+        let fuel = self.fuel_metering.then(|| limits.fuel.unwrap_or(u64::MAX));
+        async move {
+            // The flow's own bound first, so that a flow at its bound waits
+            // without holding a pool slot that another flow could use.
+            let _running = running.acquire_owned().await.expect("never closed");
+            let _slot = slots.acquire_owned().await.expect("never closed");
+            OnThreads::new(execute(pre, invocation, limits, hosts, fuel), threads).await
+        }
+    }
+
+    /// One instance of `flow`, kept to be called again and again: only for
+    /// measuring the cost of a call apart from instantiation. flowhost itself
+    /// never reuses an instance.
+    #[doc(hidden)]
+    pub async fn warm_instance(&self, flow: &ReadyFlow) -> anyhow::Result<WarmInstance> {
+        let http = HttpBudget {
+            allowed: Arc::clone(&flow.allowed_hosts),
+            private: Arc::clone(&self.private_hosts),
+            max_requests: 0,
+            max_response_size: 0,
+            deadline: Instant::now() + Duration::from_secs(3600),
+        };
+        let state = HostState::new(&flow.limits, http, "{}".into(), "{}".into(), false);
+        let mut store = Store::new(&self.engine, state);
+        store.set_epoch_deadline(u64::MAX / 2);
+        let instance = flow
+            .compiled
+            .pre
+            .instantiate_async(&mut store)
+            .await
+            .map_err(anyhow::Error::from)?;
+        Ok(WarmInstance { store, instance })
+    }
+}
+
+/// An instance kept for repeated calls; see [`Runtime::warm_instance`].
+#[doc(hidden)]
+pub struct WarmInstance {
+    store: Store<HostState>,
+    instance: Flow,
+}
+
+impl WarmInstance {
+    /// Calls `handle` with a message, dropping what it said.
+    pub async fn call(&mut self, text: &str) -> anyhow::Result<()> {
+        self.store.data_mut().clear_outputs();
+        let message = bindings::types::Message {
+            user_id: "u".into(),
+            session_id: "s".into(),
+            text: Some(text.into()),
+            data: None,
+            trace_id: "t".into(),
+            endpoint: "e".into(),
+        };
+        self.instance
+            .call_handle(&mut self.store, &message)
+            .await
+            .map_err(anyhow::Error::from)?
+            .map_err(anyhow::Error::msg)
+    }
+}
+
+/// Turns wasmtime's error into a kind and a one-line reason.
+fn classify(kind: FailureKind, error: &wasmtime::Error, limits: &Limits) -> (FailureKind, String) {
+    if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
+        return (FailureKind::Limit, limit.to_string());
+    }
+    if let Some(violation) = error.downcast_ref::<ContractViolation>() {
+        return (FailureKind::Contract, violation.to_string());
+    }
+    if let Some(exit) = error.downcast_ref::<wasmtime_wasi::I32Exit>() {
+        return (
+            FailureKind::Trap,
+            format!("the flow exited with status {}", exit.0),
+        );
+    }
+    match error.downcast_ref::<Trap>() {
+        Some(Trap::OutOfFuel) => (
+            FailureKind::Limit,
+            LimitExceeded::Fuel(limits.fuel.unwrap_or_default()).to_string(),
+        ),
+        Some(Trap::StackOverflow) => (
+            FailureKind::Limit,
+            "wasm stack exhausted (recursion too deep)".to_owned(),
+        ),
+        // Rust puts its stack at the bottom of linear memory, so recursing
+        // past it reads below address 0: an out-of-bounds access.
+        Some(Trap::MemoryOutOfBounds) => (
+            FailureKind::Trap,
+            format!(
+                "{} (often a stack overflow in the flow's own stack)",
+                Trap::MemoryOutOfBounds
+            ),
+        ),
+        Some(trap) => (FailureKind::Trap, trap.to_string()),
+        // The cause, without the wasm backtrace wasmtime wraps it in.
+        None => (kind, error.root_cause().to_string()),
+    }
+}
+
+/// Writes what a flow printed to the host's log, a line at a time, with
+/// control characters escaped; or, for an endpoint with
+/// `disable_sensitive_logging`, only how much it printed.
+fn log_lines(stream: &'static str, text: &str, sensitive: bool) {
+    if sensitive {
+        if !text.is_empty() {
+            tracing::info!(target: "flow", stream, bytes = text.len(), "output withheld (disable_sensitive_logging)");
+        }
+        return;
+    }
+    for line in text.lines().filter(|line| !line.trim().is_empty()) {
+        let line = crate::telemetry::printable(line);
+        tracing::info!(target: "flow", stream, "{line}");
+    }
+}
