@@ -7,7 +7,103 @@
 //! made on the address actually connected to, after DNS, so a name that
 //! resolves differently the second time (DNS rebinding) gains nothing.
 
-use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::time::Duration;
+
+/// Where a connection may go.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reach {
+    /// Public addresses only.
+    Public,
+    /// Loopback and private networks too, where the operator allows them;
+    /// never link-local addresses (cloud metadata) nor non-destinations.
+    Private,
+}
+
+/// Why `ip` may not be connected to under `reach`, or `None` if it may.
+pub fn refused(ip: IpAddr, reach: Reach) -> Option<&'static str> {
+    never_reachable(ip).or_else(|| match reach {
+        Reach::Public => restricted(ip),
+        Reach::Private => None,
+    })
+}
+
+/// Why a host gave no address to connect to.
+#[derive(Debug, thiserror::Error)]
+pub enum Unreachable {
+    /// The lookup took longer than it was given.
+    #[error("{host} did not resolve in time")]
+    Timeout {
+        /// The host looked up.
+        host: String,
+    },
+    /// The lookup failed.
+    #[error("{host} did not resolve: {source}")]
+    Lookup {
+        /// The host looked up.
+        host: String,
+        /// What the resolver said.
+        source: std::io::Error,
+    },
+    /// The name has no address.
+    #[error("{host} did not resolve")]
+    NotFound {
+        /// The host looked up.
+        host: String,
+    },
+    /// Every address it has is refused.
+    #[error("{host} resolves to {address}, a {reason} address: refused")]
+    Refused {
+        /// The host looked up.
+        host: String,
+        /// One of its addresses.
+        address: IpAddr,
+        /// Why that address is refused.
+        reason: &'static str,
+    },
+}
+
+/// The addresses of `host:port` that `reach` allows, in the resolver's
+/// order; a literal address is checked the same way. This is the one check
+/// that flows' outbound HTTP and webhook delivery both make, on the very
+/// addresses they then connect to.
+pub async fn resolve_checked(
+    host: &str,
+    port: u16,
+    reach: Reach,
+    timeout: Duration,
+) -> Result<Vec<SocketAddr>, Unreachable> {
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let found = match tokio::time::timeout(timeout, tokio::net::lookup_host((host, port))).await {
+        Err(_) => return Err(Unreachable::Timeout { host: host.into() }),
+        Ok(Err(source)) => {
+            return Err(Unreachable::Lookup {
+                host: host.into(),
+                source,
+            });
+        }
+        Ok(Ok(found)) => found,
+    };
+    let mut refusal = None;
+    let allowed: Vec<SocketAddr> = found
+        .filter(|address| match refused(address.ip(), reach) {
+            Some(reason) => {
+                refusal = Some((address.ip(), reason));
+                false
+            }
+            None => true,
+        })
+        .collect();
+    match (allowed.is_empty(), refusal) {
+        (false, _) => Ok(allowed),
+        (true, Some((address, reason))) => Err(Unreachable::Refused {
+            host: host.into(),
+            address,
+            reason,
+        }),
+        (true, None) => Err(Unreachable::NotFound { host: host.into() }),
+    }
+}
 
 /// Why `ip` is not a public address, or `None` if it is one.
 pub fn restricted(ip: IpAddr) -> Option<&'static str> {
@@ -111,6 +207,38 @@ fn restricted_v6(ip: Ipv6Addr) -> Option<&'static str> {
 
 #[cfg(test)]
 mod tests {
+    const WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
+    #[tokio::test]
+    async fn a_name_is_checked_on_the_addresses_it_resolves_to() {
+        let refused = resolve_checked("localhost", 80, Reach::Public, WAIT).await;
+        assert!(
+            matches!(
+                refused,
+                Err(Unreachable::Refused {
+                    reason: "loopback",
+                    ..
+                })
+            ),
+            "{refused:?}"
+        );
+        let allowed = resolve_checked("127.0.0.1", 80, Reach::Private, WAIT)
+            .await
+            .unwrap();
+        assert_eq!(allowed, ["127.0.0.1:80".parse().unwrap()]);
+        for metadata in [
+            "169.254.169.254",
+            "[fd00:ec2::254]",
+            "[::ffff:169.254.169.254]",
+        ] {
+            let refused = resolve_checked(metadata, 80, Reach::Private, WAIT).await;
+            assert!(
+                matches!(refused, Err(Unreachable::Refused { .. })),
+                "{metadata}: {refused:?}"
+            );
+        }
+    }
+
     use super::*;
 
     #[test]

@@ -8,6 +8,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
+
 use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 
 use super::retry::parse_retry_after;
@@ -54,8 +56,10 @@ impl Sender {
     /// A sender whose POSTs take at most `timeout`; unless
     /// `allow_private`, names are resolved to public addresses only.
     pub(crate) fn new(timeout: Duration, allow_private: bool) -> anyhow::Result<Sender> {
-        crate::tls::install_crypto_provider();
+        let tls = crate::tls::client_config(&[b"h2", b"http/1.1"])
+            .context("reading the system's trust store for HTTPS webhooks")?;
         let mut builder = reqwest::Client::builder()
+            .tls_backend_preconfigured(tls)
             .redirect(reqwest::redirect::Policy::none())
             // A proxy from the environment would be connected to instead of
             // the checked address.

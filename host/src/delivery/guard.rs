@@ -8,12 +8,12 @@
 //! then. Redirects are never followed, so a receiver cannot bounce a
 //! delivery inward either.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 
 use reqwest::Url;
 use reqwest::dns::{Addrs, Name, Resolve, Resolving};
 
-use crate::net::restricted;
+use crate::net::{Reach, Unreachable, resolve_checked, restricted};
 
 /// Why the host of `url` is known to be non-public without resolving it: a
 /// literal address that is not public, or `localhost`.
@@ -36,33 +36,20 @@ pub(crate) struct PublicOnly;
 impl Resolve for PublicOnly {
     fn resolve(&self, name: Name) -> Resolving {
         Box::pin(async move {
-            let host = name.as_str().to_owned();
-            let found: Vec<SocketAddr> =
-                tokio::net::lookup_host((host.as_str(), 0)).await?.collect();
-            let mut refused = None;
-            let public: Vec<SocketAddr> = found
-                .into_iter()
-                .filter(|address| match restricted(address.ip()) {
-                    Some(reason) => {
-                        refused = Some((address.ip(), reason));
-                        false
-                    }
-                    None => true,
-                })
-                .collect();
-            if public.is_empty() {
-                let detail = match refused {
-                    Some((ip, reason)) => format!(
-                        "{host} resolves to {ip}, a {reason} address: refused (delivery.allow_private_webhooks is off)"
-                    ),
-                    None => format!("{host} did not resolve"),
-                };
-                return Err(detail.into());
+            // reqwest's own connect timeout bounds the whole connection.
+            match resolve_checked(name.as_str(), 0, Reach::Public, LOOKUP_TIMEOUT).await {
+                Ok(public) => Ok(Box::new(public.into_iter()) as Addrs),
+                Err(refused @ Unreachable::Refused { .. }) => {
+                    Err(format!("{refused} (delivery.allow_private_webhooks is off)").into())
+                }
+                Err(other) => Err(other.into()),
             }
-            Ok(Box::new(public.into_iter()) as Addrs)
         })
     }
 }
+
+/// How long a webhook's name may take to resolve.
+const LOOKUP_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 #[cfg(test)]
 mod tests {

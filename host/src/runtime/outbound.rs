@@ -18,7 +18,7 @@
 //! Each message may make a bounded number of requests, each response body is
 //! read up to a bounded size, and no request outlives the message's deadline.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
@@ -34,7 +34,7 @@ use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
 use super::AllowedHosts;
 use super::allowed_hosts::default_port;
-use crate::net::{never_reachable, restricted};
+use crate::net::{Reach, Unreachable, resolve_checked};
 
 /// What one message may do over HTTP.
 #[derive(Debug, Clone)]
@@ -145,17 +145,31 @@ async fn send(
     )
     .max(Duration::from_millis(1));
 
-    let addresses = resolve(&to.host, to.port, connect_timeout).await?;
-    let mut prohibited = None;
+    let reach = if to.may_be_private {
+        Reach::Private
+    } else {
+        Reach::Public
+    };
+    let addresses = match resolve_checked(&to.host, to.port, reach, connect_timeout).await {
+        Ok(addresses) => addresses,
+        Err(Unreachable::Timeout { .. }) => return Err(Error::DnsTimeout),
+        Err(Unreachable::Lookup { source, .. }) => {
+            return Err(Error::DnsError {
+                rcode: Some(source.to_string()),
+                info_code: None,
+            });
+        }
+        Err(Unreachable::NotFound { .. }) => return Err(Error::DestinationNotFound),
+        Err(Unreachable::Refused {
+            address, reason, ..
+        }) => {
+            tracing::warn!(target: "flow", host = %to.host, %address, reason, "outbound request denied: not a public address");
+            return Err(Error::DestinationIpProhibited);
+        }
+    };
     let mut failed = None;
     let mut stream = None;
     for address in addresses {
-        let refused = never_reachable(address.ip())
-            .or_else(|| restricted(address.ip()).filter(|_| !to.may_be_private));
-        if let Some(reason) = refused {
-            prohibited = Some((address, reason));
-            continue;
-        }
         match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
             Ok(Ok(connected)) => {
                 stream = Some(connected);
@@ -169,25 +183,17 @@ async fn send(
         }
     }
     let Some(stream) = stream else {
-        if let Some(error) = failed {
-            return Err(error);
-        }
-        if let Some((address, reason)) = prohibited {
-            tracing::warn!(target: "flow", host = %to.host, %address, reason, "outbound request denied: not a public address");
-            return Err(Error::DestinationIpProhibited);
-        }
-        return Err(Error::DestinationNotFound);
+        return Err(failed.unwrap_or(Error::DestinationNotFound));
     };
     let _ = stream.set_nodelay(true);
 
     let io: Box<dyn Io> = if to.tls {
-        crate::tls::install_crypto_provider();
         let server_name = match to.host.parse::<IpAddr>() {
             Ok(ip) => rustls::pki_types::ServerName::from(ip),
             Err(_) => rustls::pki_types::ServerName::try_from(to.host.clone())
                 .map_err(|_| Error::HttpRequestUriInvalid)?,
         };
-        let connector = tokio_rustls::TlsConnector::from(tls_config());
+        let connector = tokio_rustls::TlsConnector::from(tls_config()?);
         let tls = tokio::time::timeout(connect_timeout, connector.connect(server_name, stream))
             .await
             .map_err(|_| Error::ConnectionTimeout)?
@@ -252,36 +258,22 @@ async fn send(
 trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Send + Sync + Unpin + 'static> Io for T {}
 
-async fn resolve(host: &str, port: u16, timeout: Duration) -> Result<Vec<SocketAddr>, Error> {
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        return Ok(vec![SocketAddr::new(ip, port)]);
-    }
-    let found = tokio::time::timeout(timeout, tokio::net::lookup_host((host, port)))
-        .await
-        .map_err(|_| Error::DnsTimeout)?
-        .map_err(|e| Error::DnsError {
-            rcode: Some(e.to_string()),
-            info_code: None,
-        })?;
-    let found: Vec<_> = found.collect();
-    if found.is_empty() {
-        return Err(Error::DestinationNotFound);
-    }
-    Ok(found)
-}
-
-fn tls_config() -> Arc<rustls::ClientConfig> {
-    static CONFIG: std::sync::OnceLock<Arc<rustls::ClientConfig>> = std::sync::OnceLock::new();
-    Arc::clone(CONFIG.get_or_init(|| {
-        let roots = rustls::RootCertStore {
-            roots: webpki_roots::TLS_SERVER_ROOTS.into(),
-        };
-        Arc::new(
-            rustls::ClientConfig::builder()
-                .with_root_certificates(roots)
-                .with_no_client_auth(),
-        )
-    }))
+/// The TLS configuration of flows' requests: the host's trust store (see
+/// `crate::tls`), HTTP/1.1 only.
+fn tls_config() -> Result<Arc<rustls::ClientConfig>, Error> {
+    static CONFIG: std::sync::OnceLock<Result<Arc<rustls::ClientConfig>, String>> =
+        std::sync::OnceLock::new();
+    CONFIG
+        .get_or_init(|| {
+            crate::tls::client_config(&[b"http/1.1"])
+                .map(Arc::new)
+                .map_err(|e| e.to_string())
+        })
+        .clone()
+        .map_err(|e| {
+            tracing::error!(error = %e, "the system's trust store cannot be read: no HTTPS for flows");
+            Error::TlsCertificateError
+        })
 }
 
 /// A response body read up to a size limit, failing if it pauses longer

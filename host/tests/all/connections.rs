@@ -307,6 +307,7 @@ async fn running_out_of_file_descriptors_is_logged_and_survived() {
     let host = site
         .start_under(&["prlimit", "--nofile=128:128", "--"])
         .await;
+    host.wait_for_log(&["flows folder loaded"]).await;
 
     // More connections than it has descriptors for: the kernel completes
     // them all (the listen backlog), and accepting them fails part way.
@@ -326,13 +327,15 @@ async fn running_out_of_file_descriptors_is_logged_and_survived() {
             .await
             .starts_with("HTTP/1.1 200")
     );
-    let errors = host.log().matches("cannot accept connections").count();
-    assert_eq!(
-        errors,
-        1,
-        "logged once per run of failures:\n{}",
-        host.log()
+    // Each run of failures is logged once, when it starts, and its end once.
+    // (A descriptor freed by other work, such as reading the flows folder,
+    // can end a run early and start another: one line each, still.)
+    let log = host.log();
+    let (runs, ends) = (
+        log.matches("cannot accept connections").count(),
+        log.matches("accepting connections again").count(),
     );
+    assert!(runs >= 1 && runs == ends, "one line per run of failures:\n{log}");
 }
 
 /// Not a regression test: serving connections ourselves must keep what
