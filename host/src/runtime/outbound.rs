@@ -17,6 +17,12 @@
 //!
 //! Each message may make a bounded number of requests, each response body is
 //! read up to a bounded size, and no request outlives the message's deadline.
+//!
+//! `send` is adapted from wasmtime-wasi-http 48.0.8's
+//! `default_send_request`: the same hyper HTTP/1.1 client connection and
+//! origin-form request, with the address check (`net::resolve_checked`),
+//! the host's trust store (`tls::client_config`), the message's deadline on
+//! every step, and a bounded response body added.
 
 use std::net::IpAddr;
 use std::pin::Pin;
