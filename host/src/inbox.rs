@@ -31,9 +31,16 @@ use crate::flows::Registry;
 use crate::lanes::Lanes;
 use crate::runtime::{Invocation, Runtime};
 use crate::store::{
-    CommittedTurn, InboxMessage, MessageStore, NewOutput, ProfileChange, Queued, SessionKey,
-    StoreError, TurnOutcome, TurnRecord, retrying,
+    CommittedTurn, InboxMessage, MessageStore, ProfileChange, Queued, SessionKey, StoreError,
+    TurnOutcome, TurnRecord, retrying,
 };
+
+/// A new message's trace id, in the seed's form:
+/// `endpoint-httpIncomingMessage-<uuid>`. It names the message in the 202,
+/// in every output's body and in the log.
+pub fn new_trace_id() -> String {
+    format!("endpoint-httpIncomingMessage-{}", uuid::Uuid::new_v4())
+}
 
 /// Why a message was not accepted.
 #[derive(Debug, thiserror::Error)]
@@ -373,20 +380,16 @@ impl TurnRunner {
         };
         let outcome = match self.runtime.run(&flow.ready, invocation).await {
             Ok(turn) => {
-                let sensitive = endpoint.config.disable_sensitive_logging;
+                let recipient = payload::Recipient {
+                    user_id: &message.user_id,
+                    session_id: &message.session.session_id,
+                    trace_id: &message.trace_id,
+                    disable_sensitive_logging: endpoint.config.disable_sensitive_logging,
+                };
                 let outputs = turn
                     .outputs
                     .iter()
-                    .map(|output| NewOutput {
-                        webhook_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
-                        body: payload::render(
-                            &message.user_id,
-                            &message.session.session_id,
-                            &message.trace_id,
-                            sensitive,
-                            output,
-                        ),
-                    })
+                    .map(|output| payload::prepare(recipient, output))
                     .collect();
                 TurnOutcome::Completed {
                     context: turn.context,

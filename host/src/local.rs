@@ -78,7 +78,7 @@ pub async fn run_flow(
         .await
         .with_context(|| format!("loading {}", path.display()))?;
 
-    let trace_id = format!("endpoint-httpIncomingMessage-{}", uuid::Uuid::new_v4());
+    let trace_id = crate::inbox::new_trace_id();
     let invocation = Invocation {
         endpoint: "local".into(),
         user_id: message.user_id.clone(),
@@ -108,13 +108,13 @@ pub async fn run_flow(
         turn.outputs
             .iter()
             .map(|output| {
-                payload::render(
-                    &message.user_id,
-                    &message.session_id,
-                    &trace_id,
-                    false,
-                    output,
-                )
+                let to = payload::Recipient {
+                    user_id: &message.user_id,
+                    session_id: &message.session_id,
+                    trace_id: &trace_id,
+                    disable_sensitive_logging: false,
+                };
+                payload::render(to, output)
             })
             .collect(),
     ))

@@ -38,7 +38,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use self::client::{Answer, Sender};
-use self::retry::RetryPolicy;
+use self::retry::{RetryPolicy, Verdict};
 use crate::endpoints::DeliveryOrder;
 use crate::endpoints::SharedEndpoints;
 use crate::lanes::Lanes;
@@ -388,19 +388,12 @@ impl Courier {
         };
         attempts += 1;
 
-        let gone = matches!(
-            answer,
-            Answer::Failed {
-                status: Some(410),
-                ..
-            }
-        );
         // The receiver's body goes into the attempt's record, for the
         // admin API, and never into the log: receivers often echo the
         // request, and the log is not the place for message content.
         let (mut recorded_error, mut body_bytes) = (None, 0);
-        let (status, error, outcome, wait) = match answer {
-            Answer::Delivered { status } => (Some(status), None, AttemptOutcome::Delivered, None),
+        let (status, error, verdict) = match answer {
+            Answer::Delivered { status } => (Some(status), None, Verdict::Delivered),
             Answer::Failed {
                 status,
                 error,
@@ -414,15 +407,16 @@ impl Courier {
                 } else {
                     format!("{error}: {body}")
                 });
-                if gone {
-                    (status, Some(error), AttemptOutcome::Retrying, None)
-                } else {
-                    match self.policy.next_wait(attempts, retry_after) {
-                        Some(wait) => (status, Some(error), AttemptOutcome::Retrying, Some(wait)),
-                        None => (status, Some(error), AttemptOutcome::Dead, None),
-                    }
-                }
+                let verdict = self.policy.after_failure(status, attempts, retry_after);
+                (status, Some(error), verdict)
             }
+        };
+        let (outcome, wait) = match verdict {
+            Verdict::Delivered => (AttemptOutcome::Delivered, None),
+            Verdict::RetryAfter(wait) => (AttemptOutcome::Retrying, Some(wait)),
+            Verdict::Dead => (AttemptOutcome::Dead, None),
+            // It stays pending, due whenever delivery resumes.
+            Verdict::Gone => (AttemptOutcome::Retrying, None),
         };
         let attempt = Attempt {
             output_id: output.id,
@@ -439,16 +433,16 @@ impl Courier {
         .await;
         recorded?;
 
-        if gone {
-            self.stop(&output.session.endpoint).await;
-            return None;
-        }
-        match (outcome, wait) {
-            (AttemptOutcome::Delivered, _) => {
+        match verdict {
+            Verdict::Gone => {
+                self.stop(&output.session.endpoint).await;
+                None
+            }
+            Verdict::Delivered => {
                 tracing::debug!(attempts, took_ms = took.as_millis() as u64, "delivered");
                 None
             }
-            (AttemptOutcome::Retrying, Some(wait)) => {
+            Verdict::RetryAfter(wait) => {
                 tracing::warn!(
                     attempts,
                     error = error.as_deref().unwrap_or_default(),
@@ -458,7 +452,7 @@ impl Courier {
                 );
                 attempt.next_attempt_at
             }
-            _ => {
+            Verdict::Dead => {
                 tracing::error!(
                     attempts,
                     error = error.as_deref().unwrap_or_default(),

@@ -7,13 +7,16 @@
 //!              "disableSensitiveLogging":false,"source":"bot"}}
 //! ```
 //!
-//! The body is rendered once, when the turn commits, and stored: every
-//! retry sends the same bytes, which is what a signature covers.
+//! Delivery owns the body and the output's `webhook-id`: both are made once,
+//! when the turn commits ([`prepare`]), and stored, so that every retry
+//! sends the same bytes and id, which is what a signature covers and what a
+//! receiver drops duplicates by.
 
 use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::runtime::Output;
+use crate::store::NewOutput;
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -35,24 +38,41 @@ struct AiOutput<'a> {
     source: &'static str,
 }
 
+/// Whom a message's outputs go to, as the webhook body names them.
+#[derive(Debug, Clone, Copy)]
+pub struct Recipient<'a> {
+    /// The message's `userId`.
+    pub user_id: &'a str,
+    /// Its `sessionId`.
+    pub session_id: &'a str,
+    /// Its trace id.
+    pub trace_id: &'a str,
+    /// The endpoint's `disable_sensitive_logging`.
+    pub disable_sensitive_logging: bool,
+}
+
+/// An output ready for the outbox: its body, and its Standard Webhooks id
+/// (`msg_<uuid>`), made once so that every retry sends the same id, which a
+/// receiver uses to drop duplicates.
+pub fn prepare(to: Recipient<'_>, output: &Output) -> NewOutput {
+    NewOutput {
+        webhook_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
+        body: render(to, output),
+    }
+}
+
 /// Renders one output's webhook body. A missing text is `""` and missing
 /// data is `{}`, as in the seed.
-pub fn render(
-    user_id: &str,
-    session_id: &str,
-    trace_id: &str,
-    disable_sensitive_logging: bool,
-    output: &Output,
-) -> String {
+pub fn render(to: Recipient<'_>, output: &Output) -> String {
     let empty = Map::new();
     let body = Body {
-        user_id,
-        session_id,
+        user_id: to.user_id,
+        session_id: to.session_id,
         ai_output: AiOutput {
             text: output.text.as_deref().unwrap_or(""),
             data: output.data.as_ref().unwrap_or(&empty),
-            trace_id,
-            disable_sensitive_logging,
+            trace_id: to.trace_id,
+            disable_sensitive_logging: to.disable_sensitive_logging,
             source: "bot",
         },
     };
@@ -66,11 +86,14 @@ mod tests {
 
     #[test]
     fn is_the_seed_shape_with_defaults_for_missing_fields() {
+        let seed = Recipient {
+            user_id: "user123",
+            session_id: "session123",
+            trace_id: "endpoint-httpIncomingMessage-1",
+            disable_sensitive_logging: false,
+        };
         let body = render(
-            "user123",
-            "session123",
-            "endpoint-httpIncomingMessage-1",
-            false,
+            seed,
             &Output {
                 text: Some("I’d be happy to help.".into()),
                 data: None,
@@ -81,11 +104,32 @@ mod tests {
             r#"{"userId":"user123","sessionId":"session123","AIOutput":{"text":"I’d be happy to help.","data":{},"traceId":"endpoint-httpIncomingMessage-1","disableSensitiveLogging":false,"source":"bot"}}"#
         );
         let data = json!({"orderNumber": "A-1"}).as_object().cloned();
+        let quiet = Recipient {
+            disable_sensitive_logging: true,
+            ..seed
+        };
         let body: Value =
-            serde_json::from_str(&render("u", "s", "t", true, &Output { text: None, data }))
-                .unwrap();
+            serde_json::from_str(&render(quiet, &Output { text: None, data })).unwrap();
         assert_eq!(body["AIOutput"]["text"], "");
         assert_eq!(body["AIOutput"]["data"], json!({"orderNumber": "A-1"}));
         assert_eq!(body["AIOutput"]["disableSensitiveLogging"], true);
+    }
+
+    #[test]
+    fn an_output_gets_its_own_webhook_id() {
+        let to = Recipient {
+            user_id: "u",
+            session_id: "s",
+            trace_id: "t",
+            disable_sensitive_logging: false,
+        };
+        let output = Output {
+            text: Some("hi".into()),
+            data: None,
+        };
+        let (one, two) = (prepare(to, &output), prepare(to, &output));
+        assert!(one.webhook_id.starts_with("msg_"), "{}", one.webhook_id);
+        assert_ne!(one.webhook_id, two.webhook_id);
+        assert_eq!(one.body, render(to, &output));
     }
 }

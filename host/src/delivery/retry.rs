@@ -13,6 +13,20 @@ use rand::Rng;
 /// The longest `Retry-After` honoured.
 pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 
+/// What follows an attempt.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// The receiver took it.
+    Delivered,
+    /// Try again after this wait.
+    RetryAfter(Duration),
+    /// The schedule is used up: the output is a dead letter.
+    Dead,
+    /// The receiver answered 410 Gone: delivery to the endpoint stops, and
+    /// the output stays pending until an operator resumes it.
+    Gone,
+}
+
 /// A retry schedule.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RetryPolicy {
@@ -23,6 +37,24 @@ impl RetryPolicy {
     /// A policy that waits `schedule[n]` before retry `n + 1`.
     pub fn new(schedule: Vec<Duration>) -> Self {
         RetryPolicy { schedule }
+    }
+
+    /// What follows a failed attempt that got `status` (`None`: no answer),
+    /// the `attempts`-th in all, whose receiver asked to be retried after
+    /// `retry_after`.
+    pub fn after_failure(
+        &self,
+        status: Option<u16>,
+        attempts: u32,
+        retry_after: Option<Duration>,
+    ) -> Verdict {
+        if status == Some(410) {
+            return Verdict::Gone;
+        }
+        match self.next_wait(attempts, retry_after) {
+            Some(wait) => Verdict::RetryAfter(wait),
+            None => Verdict::Dead,
+        }
     }
 
     /// The wait before the next attempt, after `attempts` attempts have
@@ -53,6 +85,24 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_failure_is_retried_until_the_schedule_ends_and_gone_stops_at_once() {
+        let policy = RetryPolicy::new(vec![Duration::from_secs(5)]);
+        let Verdict::RetryAfter(wait) = policy.after_failure(Some(500), 1, None) else {
+            panic!("the first failure is retried");
+        };
+        assert!((4..=6).contains(&wait.as_secs()), "{wait:?}");
+        assert_eq!(policy.after_failure(None, 2, None), Verdict::Dead);
+        assert_eq!(policy.after_failure(Some(410), 1, None), Verdict::Gone);
+        assert_eq!(policy.after_failure(Some(410), 9, None), Verdict::Gone);
+        let Verdict::RetryAfter(asked) =
+            policy.after_failure(Some(503), 1, Some(Duration::from_secs(60)))
+        else {
+            panic!("a 503 is retried");
+        };
+        assert_eq!(asked, Duration::from_secs(60), "Retry-After is believed");
+    }
 
     #[test]
     fn follows_the_schedule_with_jitter_then_gives_up() {

@@ -21,7 +21,7 @@ use subtle::ConstantTimeEq;
 
 use super::AdminToken;
 use super::{AppState, Problem};
-use crate::store::{OutputQuery, OutputStatus, StoreError};
+use crate::store::{OutputQuery, OutputStatus};
 
 /// The admin routes, guarded by `token`.
 pub(super) fn routes(state: AppState, token: AdminToken) -> Router<AppState> {
@@ -97,11 +97,6 @@ async fn authorize(
     Ok(next.run(request).await)
 }
 
-fn internal(error: StoreError) -> Problem {
-    tracing::error!(%error, "admin request failed");
-    Problem::internal()
-}
-
 fn known_endpoint(app: &AppState, endpoint: &str) -> Result<(), Problem> {
     app.endpoints
         .load()
@@ -149,7 +144,7 @@ async fn rotate_url_token(
             "The URL token is configured",
             error.to_string(),
         )),
-        Err(RotateError::Store(error)) => Err(internal(error)),
+        Err(RotateError::Store(error)) => Err(error.into()),
     }
 }
 
@@ -249,13 +244,12 @@ async fn list(app: &AppState, endpoint: &str, listing: Listing) -> Result<Json<V
                 bodies: listing.body,
             },
         )
-        .await
-        .map_err(internal)?;
+        .await?;
     let mut more = outputs.len() == limit;
     let mut listed = Vec::with_capacity(outputs.len());
     let mut bytes = 0;
     for output in outputs {
-        let attempts = app.delivery.attempts(output.id).await.map_err(internal)?;
+        let attempts = app.delivery.attempts(output.id).await?;
         let mut record = serde_json::to_value(&output).expect("records serialize");
         record["attempts"] = serde_json::to_value(attempts).expect("records serialize");
         record["attemptCount"] = json!(output.attempts);
@@ -270,7 +264,7 @@ async fn list(app: &AppState, endpoint: &str, listing: Listing) -> Result<Json<V
         .last()
         .filter(|_| more)
         .and_then(|last| last["id"].as_i64());
-    let stopped = app.delivery.stopped(endpoint).await.map_err(internal)?;
+    let stopped = app.delivery.stopped(endpoint).await?;
     Ok(Json(json!({
         "endpoint": endpoint,
         "stopped": stopped,
@@ -284,12 +278,7 @@ async fn redeliver_one(
     Path((endpoint, id)): Path<(String, i64)>,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     known_endpoint(&app, &endpoint)?;
-    if !app
-        .delivery
-        .redeliver(&endpoint, id)
-        .await
-        .map_err(internal)?
-    {
+    if !app.delivery.redeliver(&endpoint, id).await? {
         return Err(Problem::not_found(format!(
             "endpoint {endpoint} has no output {id}"
         )));
@@ -302,11 +291,7 @@ async fn redeliver_dead(
     Path(endpoint): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     known_endpoint(&app, &endpoint)?;
-    let queued = app
-        .delivery
-        .redeliver_dead(&endpoint)
-        .await
-        .map_err(internal)?;
+    let queued = app.delivery.redeliver_dead(&endpoint).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))))
 }
 
@@ -315,7 +300,7 @@ async fn resume(
     Path(endpoint): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     known_endpoint(&app, &endpoint)?;
-    let was_stopped = app.delivery.resume(&endpoint).await.map_err(internal)?;
+    let was_stopped = app.delivery.resume(&endpoint).await?;
     Ok(Json(
         json!({ "endpoint": endpoint, "wasStopped": was_stopped }),
     ))

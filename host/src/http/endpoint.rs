@@ -133,7 +133,7 @@ pub(super) async fn receive(
         ));
     }
 
-    let trace_id = format!("endpoint-httpIncomingMessage-{}", uuid::Uuid::new_v4());
+    let trace_id = crate::inbox::new_trace_id();
     let message = InboxMessage {
         id: 0,
         session: SessionKey {
@@ -164,17 +164,9 @@ fn not_accepted(error: AcceptError, endpoint: &str) -> Problem {
             "Overloaded",
             format!("too many messages {crowded} are waiting to run; retry shortly"),
         ),
-        AcceptError::Store(error) if error.is_transient() => {
-            tracing::error!(%error, endpoint, "cannot store a message for now: 503");
-            Problem::unavailable(
-                "storage-unavailable",
-                "Storage unavailable",
-                "the message could not be stored, and nothing of it was kept; retry shortly",
-            )
-        }
         AcceptError::Store(error) => {
-            tracing::error!(%error, endpoint, "cannot store a message");
-            Problem::internal()
+            let _endpoint = tracing::info_span!("accept", endpoint).entered();
+            error.into()
         }
     }
 }

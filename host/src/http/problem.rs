@@ -9,6 +9,8 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderName, HeaderValue, StatusCode, header};
 use serde::Serialize;
 
+use crate::store::StoreError;
+
 /// One field's problem.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct FieldError {
@@ -99,6 +101,25 @@ impl Problem {
     pub fn unavailable(slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, detail)
             .with_header(header::RETRY_AFTER, "1")
+    }
+}
+
+/// A store failure, logged here, once: one that passes by itself (a full
+/// disk, a busy database) is a 503 with `Retry-After`, which clients retry;
+/// any other a 500. Nothing was half-written either way.
+impl From<StoreError> for Problem {
+    fn from(error: StoreError) -> Problem {
+        if error.is_transient() {
+            tracing::error!(%error, "the store failed, for now: 503");
+            Problem::unavailable(
+                "storage-unavailable",
+                "Storage unavailable",
+                "the request could not be stored, and nothing of it was kept; retry shortly",
+            )
+        } else {
+            tracing::error!(%error, "the store failed");
+            Problem::internal()
+        }
     }
 }
 

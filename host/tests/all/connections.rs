@@ -335,7 +335,10 @@ async fn running_out_of_file_descriptors_is_logged_and_survived() {
         log.matches("cannot accept connections").count(),
         log.matches("accepting connections again").count(),
     );
-    assert!(runs >= 1 && runs == ends, "one line per run of failures:\n{log}");
+    assert!(
+        runs >= 1 && runs == ends,
+        "one line per run of failures:\n{log}"
+    );
 }
 
 /// Not a regression test: serving connections ourselves must keep what
