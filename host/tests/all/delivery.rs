@@ -527,34 +527,13 @@ async fn signed_deliveries_verify_with_the_standard_webhooks_library() {
         attempts[1].headers["webhook-id"]
     );
 
+    // The Standard Webhooks reference library verifies what was received.
+    let webhook = standardwebhooks::Webhook::new(secret).unwrap();
     let verify = |request: &crate::support::Received, body: &str| {
-        let header = |name: &str| request.headers[name].to_str().unwrap().to_owned();
-        crate::support::python(
-            &["standardwebhooks"],
-            r#"
-import json, sys
-from standardwebhooks.webhooks import Webhook
-secret, body, headers = sys.argv[1], sys.argv[2], json.loads(sys.argv[3])
-try:
-    Webhook(secret).verify(body, headers)
-    print("verified")
-except Exception as error:
-    print(f"rejected: {error}")
-"#,
-            &[
-                secret,
-                body,
-                &serde_json::json!({
-                    "webhook-id": header("webhook-id"),
-                    "webhook-timestamp": header("webhook-timestamp"),
-                    "webhook-signature": header("webhook-signature"),
-                })
-                .to_string(),
-            ],
-        )
+        webhook.verify(body.as_bytes(), &request.headers)
     };
     for attempt in &attempts {
-        assert_eq!(verify(attempt, &attempt.raw), "verified");
+        verify(attempt, &attempt.raw).expect("a delivery verifies");
         assert!(
             attempt.headers["webhook-signature"]
                 .to_str()
@@ -563,7 +542,7 @@ except Exception as error:
         );
     }
     let tampered = attempts[1].raw.replace("sign me", "sign you");
-    assert!(verify(&attempts[1], &tampered).starts_with("rejected"));
+    assert!(verify(&attempts[1], &tampered).is_err(), "a changed body does not");
 }
 
 #[tokio::test]

@@ -599,51 +599,6 @@ pub fn client() -> reqwest::Client {
         .clone()
 }
 
-/// Runs a Python script with these PyPI packages installed (once per test
-/// run, into `target/python`); returns its trimmed stdout.
-pub fn python(packages: &[&str], script: &str, args: &[&str]) -> String {
-    static INSTALLED: Mutex<Vec<String>> = Mutex::new(Vec::new());
-    let target = repo().join("target/python");
-    {
-        let mut installed = INSTALLED.lock().unwrap();
-        let missing: Vec<&str> = packages
-            .iter()
-            .copied()
-            .filter(|p| !installed.iter().any(|i| i == p))
-            .collect();
-        if !missing.is_empty() {
-            let status = std::process::Command::new("python3")
-                .args([
-                    "-m",
-                    "pip",
-                    "install",
-                    "--quiet",
-                    "--disable-pip-version-check",
-                    "--target",
-                ])
-                .arg(&target)
-                .args(&missing)
-                .status()
-                .expect("python3 with pip");
-            assert!(status.success(), "pip install {missing:?} failed");
-            installed.extend(missing.iter().map(|p| p.to_string()));
-        }
-    }
-    let out = std::process::Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .args(args)
-        .env("PYTHONPATH", &target)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap().trim().to_owned()
-}
-
 /// Calls the admin API: `method` `path` with the bearer `token`; returns
 /// the status and the JSON body.
 pub async fn admin(host: &Host, method: &str, path: &str, token: &str) -> (u16, Value) {
