@@ -48,6 +48,9 @@ struct Options {
     duration: Duration,
     /// `--only <scenario>`: run just this one of the neighbour scenarios.
     only: Option<String>,
+    /// `--flowhost <path>`: measure this build of flowhost (another
+    /// version, kept aside) instead of the one built from this checkout.
+    flowhost: Option<std::path::PathBuf>,
 }
 
 /// Runs the whole bench. Must run in a release build of xtask (the caller
@@ -63,6 +66,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             .iter()
             .position(|a| a == "--only")
             .and_then(|at| args.get(at + 1).cloned()),
+        flowhost: args
+            .iter()
+            .position(|a| a == "--flowhost")
+            .and_then(|at| args.get(at + 1).map(std::path::PathBuf::from)),
     };
     println!("Building flowhost (release) and the flows…");
     let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
@@ -72,7 +79,13 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     if !status.success() {
         bail!("building flowhost failed");
     }
-    let flowhost = root.join("target/release/flowhost");
+    let flowhost = match &options.flowhost {
+        Some(other) => {
+            println!("Measuring {} instead of this checkout's build", other.display());
+            std::fs::canonicalize(other)?
+        }
+        None => root.join("target/release/flowhost"),
+    };
     let flows = root.join("target/bench/flows");
     for workspace in ["example-flows", "host/tests/flows"] {
         flowhost::flows::build::build_crate(
