@@ -15,8 +15,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-const USAGE: &str =
-    "usage: cargo xtask demo | cargo xtask bench [--quick] [--only SCENARIO] [--flowhost PATH] | cargo xtask code-shape <file.wasm>…";
+const USAGE: &str = "usage: cargo xtask demo | cargo xtask bench [--quick] [--only SCENARIO] [--flowhost PATH] | cargo xtask code-shape <file.wasm>…";
 
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();

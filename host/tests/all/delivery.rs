@@ -542,7 +542,10 @@ async fn signed_deliveries_verify_with_the_standard_webhooks_library() {
         );
     }
     let tampered = attempts[1].raw.replace("sign me", "sign you");
-    assert!(verify(&attempts[1], &tampered).is_err(), "a changed body does not");
+    assert!(
+        verify(&attempts[1], &tampered).is_err(),
+        "a changed body does not"
+    );
 }
 
 #[tokio::test]

@@ -81,7 +81,10 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
     }
     let flowhost = match &options.flowhost {
         Some(other) => {
-            println!("Measuring {} instead of this checkout's build", other.display());
+            println!(
+                "Measuring {} instead of this checkout's build",
+                other.display()
+            );
             std::fs::canonicalize(other)?
         }
         None => root.join("target/release/flowhost"),

@@ -1,0 +1,375 @@
+//! Checking the raw configuration into a [`Config`]: every value parsed
+//! into its unit, every problem collected, so that one run reports them all.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use reqwest::Url;
+
+use super::raw::{RawConfig, RawHttp};
+use super::{
+    BasicAuth, Config, ConfigError, DeliveryConfig, EndpointConfig, HttpConfig, RuntimeConfig,
+    StoreConfig, without_credentials,
+};
+use crate::runtime::Limits;
+use crate::units::ByteSize;
+
+impl RawHttp {
+    fn check(self, max_body_size: u64, problems: &mut Vec<String>) -> HttpConfig {
+        let http = HttpConfig {
+            header_read_timeout: given(self.header_read_timeout).0,
+            idle_timeout: given(self.idle_timeout).0,
+            max_connections: given(self.max_connections),
+            max_header_size: given(self.max_header_size).0,
+            max_buffered_body_bytes: given(self.max_buffered_body_bytes).0,
+        };
+        if http.header_read_timeout.is_zero() {
+            problems.push("http.header_read_timeout: must be more than 0s".into());
+        }
+        if http.idle_timeout.is_zero() {
+            problems.push("http.idle_timeout: must be more than 0s".into());
+        }
+        if http.max_connections == 0 {
+            problems.push("http.max_connections: must be at least 1".into());
+        }
+        // hyper's smallest read buffer.
+        if !(8 << 10..=16 << 20).contains(&http.max_header_size) {
+            problems.push("http.max_header_size: must be between 8 KiB and 16 MiB".into());
+        }
+        if http.max_buffered_body_bytes < max_body_size {
+            problems.push(format!(
+                "http.max_buffered_body_bytes: {} is less than max_body_size ({}): no body of the largest size could ever be read",
+                ByteSize(http.max_buffered_body_bytes),
+                ByteSize(max_body_size)
+            ));
+        }
+        http
+    }
+}
+
+impl RawConfig {
+    /// Checks every value and collects every problem, so that one run of
+    /// `flowhost serve` reports them all.
+    pub(super) fn check(self) -> Result<Config, ConfigError> {
+        let mut problems = Vec::new();
+
+        let listen = self.listen.parse().unwrap_or_else(|e| {
+            problems.push(format!(
+                "listen: {:?} is not an address like 127.0.0.1:8080 ({e})",
+                self.listen
+            ));
+            SocketAddr::from(([127, 0, 0, 1], 8080))
+        });
+
+        let public_url = self.public_url.as_deref().and_then(|url| {
+            check_http_url("public_url", url)
+                .map_err(|p| problems.push(p))
+                .ok()
+        });
+
+        let max_body_size = given(self.max_body_size).0;
+        let http = self.http.check(max_body_size, &mut problems);
+
+        if self
+            .admin_token
+            .as_deref()
+            .is_some_and(|t| !is_strong_token(t))
+        {
+            problems.push(
+                "admin_token: use at least 16 characters, at least 10 of them different \
+                 (a random one, such as the output of `openssl rand -hex 32`)"
+                    .into(),
+            );
+        }
+
+        let max_queued_messages = given(self.runtime.max_queued_messages);
+        // A quarter of the queue per endpoint, a quarter of that per session:
+        // a flooded endpoint or session leaves room for the others.
+        let max_queued_per_endpoint = self
+            .runtime
+            .max_queued_per_endpoint
+            .unwrap_or((max_queued_messages / 4).max(1));
+        let max_queued_per_session = self
+            .runtime
+            .max_queued_per_session
+            .unwrap_or((max_queued_per_endpoint / 4).max(1));
+        let runtime = RuntimeConfig {
+            max_concurrent_flows: given(self.runtime.max_concurrent_flows),
+            // Half the cores, and at least two: the other half serves HTTP,
+            // the store and deliveries. Two at least, because a flow can
+            // hold a thread in host code that does not yield (copying a
+            // 50 MB string out of its memory, giving back a gigabyte of
+            // it): with one thread every other flow waits behind it (echo's
+            // p99 beside hostile flows was 23x its idle p99 with one thread
+            // in `cargo xtask bench`, 8x with two), though one thread
+            // delivered a quarter more messages on 2 cores.
+            flow_threads: self.runtime.flow_threads.unwrap_or_else(|| {
+                (std::thread::available_parallelism().map_or(2, |n| n.get()) / 2).max(2)
+            }),
+            max_flow_memory: given(self.runtime.max_flow_memory).0,
+            max_wasm_stack: given(self.runtime.max_wasm_stack).0,
+            max_component_size: given(self.runtime.max_component_size).0,
+            compile_timeout: given(self.runtime.compile_timeout).0,
+            max_compile_memory: given(self.runtime.max_compile_memory).0,
+            private_outbound_hosts: self.runtime.private_outbound_hosts.clone(),
+            fuel_metering: given(self.runtime.fuel_metering),
+            max_queued_messages,
+            max_queued_per_endpoint,
+            max_queued_per_session,
+            shutdown_grace: given(self.runtime.shutdown_grace).0,
+        };
+        // By default one flow may take half the instance pool, so that a
+        // flow under attack (or stuck) leaves room for the others.
+        let limits = self.limits.apply(&Limits {
+            max_concurrent: (runtime.max_concurrent_flows / 2).max(1),
+            ..Limits::default()
+        });
+        problems.extend(limits.check().into_iter().map(|p| format!("limits.{p}")));
+        if runtime.max_concurrent_flows == 0 {
+            problems.push("runtime.max_concurrent_flows: must be at least 1".into());
+        }
+        for (key, value) in [
+            ("max_queued_messages", runtime.max_queued_messages),
+            ("max_queued_per_endpoint", runtime.max_queued_per_endpoint),
+            ("max_queued_per_session", runtime.max_queued_per_session),
+        ] {
+            if value == 0 {
+                problems.push(format!("runtime.{key}: must be at least 1"));
+            }
+        }
+        if runtime.flow_threads == 0 {
+            problems.push("runtime.flow_threads: must be at least 1".into());
+        }
+        if limits.fuel.is_some() && !runtime.fuel_metering {
+            problems.push("limits.fuel: set runtime.fuel_metering = true to meter fuel".into());
+        }
+        if limits.memory > runtime.max_flow_memory {
+            problems.push(format!(
+                "limits.memory: {} is more than runtime.max_flow_memory ({})",
+                ByteSize(limits.memory),
+                ByteSize(runtime.max_flow_memory)
+            ));
+        }
+        // Each ceiling is the operator's, or else the larger of the built-in
+        // one and the operator's default for every flow.
+        let built_in = Limits {
+            memory: runtime.max_flow_memory,
+            max_concurrent: (runtime.max_concurrent_flows / 2).max(1),
+            ..Limits::default_ceilings()
+        };
+        let max_limits = self.max_limits.apply(&Limits {
+            memory: built_in.memory.max(limits.memory),
+            deadline: built_in.deadline.max(limits.deadline),
+            // Unbounded unless `[max_limits]` sets it: the deadline bounds a
+            // flow's time either way.
+            fuel: None,
+            max_outputs: built_in.max_outputs.max(limits.max_outputs),
+            max_output_size: built_in.max_output_size.max(limits.max_output_size),
+            max_state_size: built_in.max_state_size.max(limits.max_state_size),
+            max_log_size: built_in.max_log_size.max(limits.max_log_size),
+            max_http_requests: built_in.max_http_requests.max(limits.max_http_requests),
+            max_http_response_size: built_in
+                .max_http_response_size
+                .max(limits.max_http_response_size),
+            max_concurrent: built_in.max_concurrent.max(limits.max_concurrent),
+        });
+        problems.extend(
+            limits
+                .over(&max_limits)
+                .into_iter()
+                .map(|p| format!("limits.{p}")),
+        );
+        if max_limits.memory > runtime.max_flow_memory {
+            problems.push(format!(
+                "max_limits.memory: {} is more than runtime.max_flow_memory ({}), the size of a slot of the instance pool",
+                ByteSize(max_limits.memory),
+                ByteSize(runtime.max_flow_memory)
+            ));
+        }
+        if max_limits.max_concurrent > runtime.max_concurrent_flows {
+            problems.push(format!(
+                "max_limits.max_concurrent: {} is more than runtime.max_concurrent_flows ({})",
+                max_limits.max_concurrent, runtime.max_concurrent_flows
+            ));
+        }
+        if runtime.compile_timeout.is_zero() {
+            problems.push("runtime.compile_timeout: must be more than 0s".into());
+        }
+        if runtime.max_compile_memory < 64 << 20 {
+            problems.push("runtime.max_compile_memory: at least 64 MiB".into());
+        }
+        if let Err(e) = crate::runtime::AllowedHosts::parse(&runtime.private_outbound_hosts) {
+            problems.push(format!("runtime.private_outbound_hosts: {e}"));
+        }
+
+        let max_concurrent = given(self.delivery.max_concurrent);
+        let delivery = DeliveryConfig {
+            timeout: given(self.delivery.timeout).0,
+            retry_schedule: given(self.delivery.retry_schedule)
+                .into_iter()
+                .map(|d| d.0)
+                .collect(),
+            max_concurrent,
+            // A quarter of the POSTs per endpoint: a receiver that answers
+            // slowly (or not at all, until the timeout) holds at most that.
+            max_concurrent_per_endpoint: self
+                .delivery
+                .max_concurrent_per_endpoint
+                .unwrap_or((max_concurrent / 4).max(1)),
+            allow_private_webhooks: given(self.delivery.allow_private_webhooks),
+        };
+        let store = StoreConfig {
+            fsync: given(self.store.fsync),
+            retention: given(self.store.retention).0,
+            session_retention: given(self.store.session_retention).0,
+        };
+        if store.session_retention < Duration::from_secs(3600) {
+            problems.push("store.session_retention: must be at least 1h".into());
+        }
+        if delivery.max_concurrent == 0 {
+            problems.push("delivery.max_concurrent: must be at least 1".into());
+        }
+        if delivery.max_concurrent_per_endpoint == 0 {
+            problems.push("delivery.max_concurrent_per_endpoint: must be at least 1".into());
+        }
+        if delivery.timeout.is_zero() {
+            problems.push("delivery.timeout: must be more than 0s".into());
+        }
+
+        let mut endpoints = BTreeMap::new();
+        let mut tokens = HashSet::new();
+        for (name, raw) in self.endpoints {
+            let at = format!("endpoints.{name}");
+            if !crate::flows::is_name(&name) {
+                problems.push(format!(
+                    "{at}: an endpoint name uses a-z, 0-9, '-' and '_' (at most 64)"
+                ));
+            }
+            if !crate::flows::is_name(&raw.flow) {
+                problems.push(format!(
+                    "{at}.flow: {:?} is not a flow name (a-z, 0-9, '-', '_')",
+                    raw.flow
+                ));
+            }
+            if let Some(token) = &raw.url_token {
+                if !is_url_token(token) {
+                    problems.push(format!(
+                        "{at}.url_token: use 16 to 128 characters of A-Z, a-z, 0-9, '-' and '_'"
+                    ));
+                } else if !tokens.insert(token.clone()) {
+                    problems.push(format!(
+                        "{at}.url_token: another endpoint has the same token"
+                    ));
+                }
+            }
+            let webhook_url = check_http_url(&format!("{at}.webhook_url"), &raw.webhook_url)
+                .and_then(|url| {
+                    if delivery.allow_private_webhooks {
+                        return Ok(url);
+                    }
+                    match crate::delivery::guard::private_host(&url) {
+                        Some(reason) => Err(format!(
+                            "{at}.webhook_url: {url} is {reason}; set delivery.allow_private_webhooks = true to allow it"
+                        )),
+                        None => Ok(url),
+                    }
+                })
+                .map_err(|p| problems.push(p))
+                .ok();
+            let webhook_secret = raw.webhook_secret.as_deref().and_then(|secret| {
+                crate::signature::Secret::parse(secret)
+                    .map_err(|e| problems.push(format!("{at}.webhook_secret: {e}")))
+                    .ok()
+            });
+            let webhook_auth = match (raw.webhook_user, raw.webhook_password) {
+                (Some(user), password) => Some(BasicAuth {
+                    user,
+                    password: password.unwrap_or_default(),
+                }),
+                (None, Some(_)) => {
+                    problems.push(format!("{at}.webhook_password: set webhook_user too"));
+                    None
+                }
+                (None, None) => None,
+            };
+            if let Some(webhook_url) = webhook_url {
+                endpoints.insert(
+                    name.clone(),
+                    EndpointConfig {
+                        name,
+                        flow: raw.flow,
+                        url_token: raw.url_token,
+                        auth: raw.auth,
+                        webhook_url,
+                        webhook_auth,
+                        disable_sensitive_logging: raw.disable_sensitive_logging,
+                        webhook_secret,
+                        delivery_order: raw.delivery_order,
+                    },
+                );
+            }
+        }
+
+        if !problems.is_empty() {
+            return Err(ConfigError::Invalid(problems));
+        }
+        Ok(Config {
+            listen,
+            public_url,
+            flows_dir: self.flows_dir,
+            data_dir: self.data_dir,
+            admin_token: self.admin_token,
+            max_body_size,
+            http,
+            limits,
+            max_limits,
+            runtime,
+            delivery,
+            store,
+            endpoints,
+            watch: given(self.watch),
+            watch_debounce: given(self.watch_debounce).0,
+            watch_build: self.watch_build,
+            origin: None,
+            compiler_program: None,
+        })
+    }
+}
+
+/// A value that `defaults.toml` gives, and so is set whatever the file
+/// and the environment say (neither can unset a key).
+fn given<T>(value: Option<T>) -> T {
+    value.expect("defaults.toml gives every key without a worked-out default a value")
+}
+
+fn check_http_url(at: &str, text: &str) -> Result<Url, String> {
+    let url = Url::parse(text)
+        .map_err(|e| format!("{at}: {:?} is not a URL ({e})", without_credentials(text)))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host().is_none() {
+        return Err(format!(
+            "{at}: {:?} is not an http(s) URL",
+            without_credentials(text)
+        ));
+    }
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(format!(
+            "{at}: put credentials in webhook_user and webhook_password, not in the URL"
+        ));
+    }
+    Ok(url)
+}
+
+/// Whether `token` is long and varied enough not to be guessed: a length
+/// alone would let `aaaaaaaaaaaaaaaa` or `1212121212121212` through.
+fn is_strong_token(token: &str) -> bool {
+    let distinct: HashSet<char> = token.chars().collect();
+    token.chars().count() >= 16 && distinct.len() >= 10
+}
+
+fn is_url_token(token: &str) -> bool {
+    (16..=128).contains(&token.len())
+        && token
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}

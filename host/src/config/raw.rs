@@ -1,0 +1,125 @@
+//! The raw shape of the file, as serde reads it: every key optional in the
+//! file, with `defaults.toml` read first, so an empty file (or none) is a
+//! valid configuration with no endpoints.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use serde::Deserialize;
+
+use super::{Auth, DeliveryOrder};
+use crate::runtime::RawLimits;
+use crate::units::{ByteSize, HumanDuration};
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    pub(super) listen: String,
+    #[serde(default)]
+    pub(super) public_url: Option<String>,
+    pub(super) flows_dir: PathBuf,
+    pub(super) data_dir: PathBuf,
+    #[serde(default)]
+    pub(super) admin_token: Option<String>,
+    #[serde(default)]
+    pub(super) max_body_size: Option<ByteSize>,
+    #[serde(default)]
+    pub(super) http: RawHttp,
+    #[serde(default)]
+    pub(super) limits: RawLimits,
+    #[serde(default)]
+    pub(super) max_limits: RawLimits,
+    #[serde(default)]
+    pub(super) runtime: RawRuntime,
+    #[serde(default)]
+    pub(super) delivery: RawDelivery,
+    #[serde(default)]
+    pub(super) store: RawStore,
+    #[serde(default)]
+    pub(super) endpoints: BTreeMap<String, RawEndpoint>,
+    #[serde(default)]
+    pub(super) watch: Option<bool>,
+    #[serde(default)]
+    pub(super) watch_debounce: Option<HumanDuration>,
+    #[serde(default)]
+    pub(super) watch_build: Vec<PathBuf>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawHttp {
+    pub(super) header_read_timeout: Option<HumanDuration>,
+    pub(super) idle_timeout: Option<HumanDuration>,
+    pub(super) max_connections: Option<usize>,
+    pub(super) max_header_size: Option<ByteSize>,
+    pub(super) max_buffered_body_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawStore {
+    pub(super) fsync: Option<bool>,
+    pub(super) retention: Option<HumanDuration>,
+    pub(super) session_retention: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawRuntime {
+    pub(super) max_concurrent_flows: Option<u32>,
+    pub(super) flow_threads: Option<usize>,
+    pub(super) max_flow_memory: Option<ByteSize>,
+    pub(super) max_wasm_stack: Option<ByteSize>,
+    pub(super) max_component_size: Option<ByteSize>,
+    pub(super) compile_timeout: Option<HumanDuration>,
+    pub(super) max_compile_memory: Option<ByteSize>,
+    #[serde(default)]
+    pub(super) private_outbound_hosts: Vec<String>,
+    pub(super) fuel_metering: Option<bool>,
+    pub(super) max_queued_messages: Option<usize>,
+    pub(super) max_queued_per_endpoint: Option<usize>,
+    pub(super) max_queued_per_session: Option<usize>,
+    pub(super) shutdown_grace: Option<HumanDuration>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawDelivery {
+    pub(super) timeout: Option<HumanDuration>,
+    pub(super) retry_schedule: Option<Vec<HumanDuration>>,
+    pub(super) max_concurrent: Option<usize>,
+    pub(super) max_concurrent_per_endpoint: Option<usize>,
+    pub(super) allow_private_webhooks: Option<bool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawEndpoint {
+    pub(super) flow: String,
+    #[serde(default)]
+    pub(super) url_token: Option<String>,
+    #[serde(default = "defaults::auth")]
+    pub(super) auth: Auth,
+    pub(super) webhook_url: String,
+    #[serde(default)]
+    pub(super) webhook_user: Option<String>,
+    #[serde(default)]
+    pub(super) webhook_password: Option<String>,
+    #[serde(default)]
+    pub(super) disable_sensitive_logging: bool,
+    #[serde(default)]
+    pub(super) webhook_secret: Option<String>,
+    #[serde(default = "defaults::delivery_order")]
+    pub(super) delivery_order: DeliveryOrder,
+}
+
+mod defaults {
+    use super::Auth;
+
+    pub(super) fn auth() -> Auth {
+        Auth::None
+    }
+    pub(super) fn delivery_order() -> super::DeliveryOrder {
+        super::DeliveryOrder::Session
+    }
+}
