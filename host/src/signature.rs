@@ -7,24 +7,31 @@ use base64::engine::general_purpose::STANDARD;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
+/// Why a signing secret was refused. It never quotes the secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SecretError {
+    /// It lacks the `whsec_` prefix.
+    #[error("a signing secret starts with whsec_")]
+    NoPrefix,
+    /// What follows the prefix is not base64.
+    #[error("the part after whsec_ is not base64: {0}")]
+    NotBase64(#[source] base64::DecodeError),
+    /// Too few or too many bytes.
+    #[error("use 24 to 64 random bytes (this one has {0})")]
+    WrongLength(usize),
+}
+
 /// An endpoint's signing secret: the bytes behind `whsec_<base64>`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(Vec<u8>);
 
 impl Secret {
     /// Parses `whsec_<base64>`; the spec asks for 24 to 64 random bytes.
-    pub fn parse(text: &str) -> Result<Secret, String> {
-        let encoded = text
-            .strip_prefix("whsec_")
-            .ok_or("a signing secret starts with whsec_")?;
-        let bytes = STANDARD
-            .decode(encoded)
-            .map_err(|e| format!("the part after whsec_ is not base64: {e}"))?;
+    pub fn parse(text: &str) -> Result<Secret, SecretError> {
+        let encoded = text.strip_prefix("whsec_").ok_or(SecretError::NoPrefix)?;
+        let bytes = STANDARD.decode(encoded).map_err(SecretError::NotBase64)?;
         if !(24..=64).contains(&bytes.len()) {
-            return Err(format!(
-                "use 24 to 64 random bytes (this one has {})",
-                bytes.len()
-            ));
+            return Err(SecretError::WrongLength(bytes.len()));
         }
         Ok(Secret(bytes))
     }

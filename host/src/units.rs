@@ -16,14 +16,46 @@ pub struct ByteSize(pub u64);
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub struct HumanDuration(pub Duration);
 
-impl FromStr for ByteSize {
-    type Err = String;
+/// A size or duration that does not parse; it quotes the text, which
+/// configuration errors keep out of secret keys.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UnitError {
+    /// No number where one was expected.
+    #[error("{text:?} is not a {kind} like {example}")]
+    NotANumber {
+        /// The text.
+        text: String,
+        /// "size" or "duration".
+        kind: &'static str,
+        /// How one is written.
+        example: &'static str,
+    },
+    /// A unit that is not known.
+    #[error("{text:?}: {hint}")]
+    UnknownUnit {
+        /// The text.
+        text: String,
+        /// The units there are.
+        hint: &'static str,
+    },
+    /// More than fits.
+    #[error("{text:?} is too large")]
+    TooLarge {
+        /// The text.
+        text: String,
+    },
+}
 
-    fn from_str(text: &str) -> Result<Self, String> {
+impl FromStr for ByteSize {
+    type Err = UnitError;
+
+    fn from_str(text: &str) -> Result<Self, UnitError> {
         let (number, unit) = split_number(text);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a size like \"64 MiB\""))?;
+        let number: u64 = number.parse().map_err(|_| UnitError::NotANumber {
+            text: text.into(),
+            kind: "size",
+            example: "\"64 MiB\"",
+        })?;
         let scale: u64 = match unit.to_ascii_lowercase().as_str() {
             "" | "b" => 1,
             "kb" => 1_000,
@@ -33,15 +65,16 @@ impl FromStr for ByteSize {
             "gb" => 1_000_000_000,
             "gib" | "g" => 1 << 30,
             _ => {
-                return Err(format!(
-                    "{text:?}: unknown size unit {unit:?} (use B, KiB, MiB or GiB)"
-                ));
+                return Err(UnitError::UnknownUnit {
+                    text: text.into(),
+                    hint: "unknown size unit (use B, KiB, MiB or GiB)",
+                });
             }
         };
         number
             .checked_mul(scale)
             .map(ByteSize)
-            .ok_or_else(|| format!("{text:?} is too large"))
+            .ok_or_else(|| UnitError::TooLarge { text: text.into() })
     }
 }
 
@@ -58,18 +91,20 @@ impl fmt::Display for ByteSize {
 }
 
 impl FromStr for HumanDuration {
-    type Err = String;
+    type Err = UnitError;
 
-    fn from_str(text: &str) -> Result<Self, String> {
+    fn from_str(text: &str) -> Result<Self, UnitError> {
         let (number, unit) = split_number(text);
-        let number: u64 = number
-            .parse()
-            .map_err(|_| format!("{text:?} is not a duration like \"5s\" or \"250ms\""))?;
+        let number: u64 = number.parse().map_err(|_| UnitError::NotANumber {
+            text: text.into(),
+            kind: "duration",
+            example: "\"5s\" or \"250ms\"",
+        })?;
         let seconds = |scale: u64| {
             number
                 .checked_mul(scale)
                 .map(Duration::from_secs)
-                .ok_or_else(|| format!("{text:?} is too long"))
+                .ok_or_else(|| UnitError::TooLarge { text: text.into() })
         };
         let duration = match unit {
             "ms" => Duration::from_millis(number),
@@ -77,7 +112,12 @@ impl FromStr for HumanDuration {
             "m" | "min" => seconds(60)?,
             "h" => seconds(3600)?,
             "d" => seconds(86400)?,
-            _ => return Err(format!("{text:?}: give a unit: ms, s, m, h or d")),
+            _ => {
+                return Err(UnitError::UnknownUnit {
+                    text: text.into(),
+                    hint: "give a unit: ms, s, m, h or d",
+                });
+            }
         };
         Ok(HumanDuration(duration))
     }
@@ -168,12 +208,10 @@ mod tests {
     #[test]
     fn refuses_durations_that_overflow() {
         // 300000000000000 days is more seconds than a u64 holds.
-        assert!(
-            "300000000000000d"
-                .parse::<HumanDuration>()
-                .unwrap_err()
-                .contains("too long")
-        );
+        assert!(matches!(
+            "300000000000000d".parse::<HumanDuration>(),
+            Err(UnitError::TooLarge { .. })
+        ));
         assert!("99999999999999999h".parse::<HumanDuration>().is_err());
     }
 

@@ -11,8 +11,9 @@ use tokio::sync::Semaphore;
 use super::background;
 use super::cache::CompileCache;
 use super::compiler::{Compiler, compile_in_child};
+use super::manifest::ManifestError;
 use super::{LoadedFlow, Manifest, flow_name};
-use crate::runtime::{CompiledFlow, Limits, LoadError, ReadyFlow, Runtime};
+use crate::runtime::{CompiledFlow, LimitProblem, Limits, LoadError, ReadyFlow, Runtime};
 use crate::store::now_ms;
 
 /// The largest manifest read: a manifest is a few lines of TOML.
@@ -41,6 +42,15 @@ pub enum FlowLoadError {
         file: String,
         /// What is wrong.
         problem: String,
+    },
+    /// The manifest was read but cannot be used.
+    #[error("invalid manifest {file}: {error}")]
+    InvalidManifest {
+        /// The manifest's file name.
+        file: String,
+        /// What is wrong.
+        #[source]
+        error: ManifestError,
     },
     /// The component cannot be used.
     #[error("{0}")]
@@ -324,10 +334,10 @@ impl Loader {
         })
     }
 
-    fn invalid(&self, name: &str, problem: String) -> FlowLoadError {
-        FlowLoadError::Manifest {
+    fn invalid(&self, name: &str, error: ManifestError) -> FlowLoadError {
+        FlowLoadError::InvalidManifest {
             file: format!("{name}.toml"),
-            problem,
+            error,
         }
     }
 
@@ -343,7 +353,10 @@ impl Loader {
         if limits.fuel.is_some() && !self.runtime.fuel_metering() {
             return Err(self.invalid(
                 name,
-                "limits.fuel: the host does not meter fuel (runtime.fuel_metering)".into(),
+                ManifestError::Limits(vec![LimitProblem {
+                    key: "fuel",
+                    problem: "the host does not meter fuel (runtime.fuel_metering)".into(),
+                }]),
             ));
         }
         let allowed = manifest

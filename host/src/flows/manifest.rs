@@ -13,7 +13,27 @@
 
 use serde::Deserialize;
 
-use crate::runtime::{AllowedHosts, Limits, RawLimits};
+use crate::runtime::{AllowedHosts, BadHostEntry, LimitProblem, Limits, RawLimits};
+
+/// Why a manifest was refused. It never quotes the file: a manifest may be
+/// a link to something secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ManifestError {
+    /// It is not TOML of the manifest's shape.
+    #[error("{message}{}", at.map(|(line, column)| format!(" (line {line}, column {column})")).unwrap_or_default())]
+    Syntax {
+        /// What the parser said, at most 200 characters.
+        message: String,
+        /// Where: line and column, from 1.
+        at: Option<(usize, usize)>,
+    },
+    /// An entry of `allowed_outbound_hosts` does not parse.
+    #[error("allowed_outbound_hosts: {0}")]
+    Hosts(#[from] BadHostEntry),
+    /// Limits that cannot be used, or are over the host's ceilings.
+    #[error("limits.{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join(", limits."))]
+    Limits(Vec<LimitProblem>),
+}
 
 /// A flow's manifest.
 #[derive(Debug, Default, Clone, Deserialize)]
@@ -28,35 +48,34 @@ pub struct Manifest {
 impl Manifest {
     /// Parses a manifest. An error says what is wrong and where, without
     /// quoting the text: the file may be a link to something secret.
-    pub fn parse(text: &str) -> Result<Manifest, String> {
+    pub fn parse(text: &str) -> Result<Manifest, ManifestError> {
         toml::from_str(text).map_err(|e| {
             let at = e.span().map(|span| {
                 let before = &text[..span.start.min(text.len())];
                 let line = before.matches('\n').count() + 1;
                 let column = before.len() - before.rfind('\n').map_or(0, |n| n + 1) + 1;
-                format!(" (line {line}, column {column})")
+                (line, column)
             });
-            let message: String = e.message().trim().chars().take(200).collect();
-            format!("{message}{}", at.unwrap_or_default())
+            let message = e.message().trim().chars().take(200).collect();
+            ManifestError::Syntax { message, at }
         })
     }
 
     /// The hosts the flow may send HTTP requests to.
-    pub fn allowed_hosts(&self) -> Result<AllowedHosts, String> {
-        AllowedHosts::parse(&self.allowed_outbound_hosts)
-            .map_err(|e| format!("allowed_outbound_hosts: {e}"))
+    pub fn allowed_hosts(&self) -> Result<AllowedHosts, ManifestError> {
+        Ok(AllowedHosts::parse(&self.allowed_outbound_hosts)?)
     }
 
     /// The flow's limits: the host's defaults with the manifest's own, none
     /// over the host's `ceilings`.
-    pub fn limits(&self, defaults: &Limits, ceilings: &Limits) -> Result<Limits, String> {
+    pub fn limits(&self, defaults: &Limits, ceilings: &Limits) -> Result<Limits, ManifestError> {
         let limits = self.limits.apply(defaults);
         let mut problems = limits.check();
         problems.extend(limits.over(ceilings));
         if problems.is_empty() {
             Ok(limits)
         } else {
-            Err(format!("limits.{}", problems.join(", limits.")))
+            Err(ManifestError::Limits(problems))
         }
     }
 }
@@ -82,7 +101,12 @@ mod tests {
             Manifest::parse("allowed_outbound_hosts = [\"https://api.example.com\"]\n").unwrap();
         assert!(manifest.allowed_hosts().is_ok());
         let bad = Manifest::parse("allowed_outbound_hosts = [\"api.example.com\"]\n").unwrap();
-        assert!(bad.allowed_hosts().unwrap_err().contains("api.example.com"));
+        assert!(
+            bad.allowed_hosts()
+                .unwrap_err()
+                .to_string()
+                .contains("api.example.com")
+        );
         assert_eq!(
             Manifest::default().allowed_hosts(),
             Ok(AllowedHosts::default())
@@ -94,12 +118,14 @@ mod tests {
         assert!(
             Manifest::parse("[limits]\nmemroy = 1\n")
                 .unwrap_err()
+                .to_string()
                 .contains("memroy")
         );
         let zero = Manifest::parse("[limits]\ndeadline = \"0s\"\n").unwrap();
         assert!(
             zero.limits(&Limits::default(), &Limits::default_ceilings())
                 .unwrap_err()
+                .to_string()
                 .contains("deadline")
         );
     }
@@ -114,7 +140,8 @@ mod tests {
         .unwrap();
         let problem = greedy
             .limits(&Limits::default(), &Limits::default_ceilings())
-            .unwrap_err();
+            .unwrap_err()
+            .to_string();
         for key in [
             "memory",
             "deadline",
@@ -140,7 +167,7 @@ mod tests {
     fn errors_never_quote_the_file() {
         // A manifest that is a link to a secret: the error says where, not what.
         let secret = "FLOWHOST_ADMIN_TOKEN=s3cret-admin-token-value\nPATH=/usr/bin\n";
-        let problem = Manifest::parse(secret).unwrap_err();
+        let problem = Manifest::parse(secret).unwrap_err().to_string();
         assert!(!problem.contains("s3cret"), "{problem}");
         assert!(problem.contains("line 1"), "{problem}");
     }

@@ -43,15 +43,15 @@ pub enum LoadError {
     /// much memory.
     #[error("refused before compiling: {0}")]
     TooComplex(#[from] precheck::CodeRefused),
-    /// wasmtime could not compile it.
-    #[error("does not compile: {0}")]
-    Compile(String),
+    /// wasmtime could not compile it (or load its compiled code).
+    #[error("does not compile: {0:#}")]
+    Compile(#[source] anyhow::Error),
     /// It imports something the host does not provide.
-    #[error("imports what flowhost does not provide: {0}")]
-    Link(String),
+    #[error("imports what flowhost does not provide: {0:#}")]
+    Link(#[source] anyhow::Error),
     /// It does not export the `flow` world's `handle`.
-    #[error("does not implement the flowhost:flow/flow world: {0}")]
-    NotAFlow(String),
+    #[error("does not implement the flowhost:flow/flow world: {0:#}")]
+    NotAFlow(#[source] anyhow::Error),
     /// The compiler's child process refused it; this is what it said.
     #[error("{0}")]
     Refused(String),
@@ -98,14 +98,13 @@ impl Runtime {
     /// runtime with the same settings loads the result (and links it).
     pub fn compile_only(settings: &EngineSettings, bytes: &[u8]) -> Result<Vec<u8>, LoadError> {
         // The compiler needs no instance pool: it never instantiates.
-        let config = engine_config(settings).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
-        let engine = Engine::new(&config).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let config = engine_config(settings).map_err(LoadError::Compile)?;
+        let engine = Engine::new(&config).map_err(|e| LoadError::Compile(e.into()))?;
         check_component(bytes)?;
-        let component =
-            Component::new(&engine, bytes).map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component = Component::new(&engine, bytes).map_err(|e| LoadError::Compile(e.into()))?;
         component
             .serialize()
-            .map_err(|e| LoadError::Compile(format!("cannot serialize: {e:#}")))
+            .map_err(|e| LoadError::Compile(anyhow::Error::from(e).context("cannot serialize")))
     }
 
     /// Compiles and links a component. This is CPU work (tens of
@@ -113,8 +112,8 @@ impl Runtime {
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledFlow, LoadError> {
         self.check_size(bytes.len() as u64)?;
         check_component(bytes)?;
-        let component = Component::new(&self.engine, bytes)
-            .map_err(|e| LoadError::Compile(format!("{e:#}")))?;
+        let component =
+            Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(e.into()))?;
         self.link(&component)
     }
 
@@ -122,8 +121,8 @@ impl Runtime {
         let pre = self
             .linker
             .instantiate_pre(component)
-            .map_err(|e| LoadError::Link(format!("{e:#}")))?;
-        let pre = FlowPre::new(pre).map_err(|e| LoadError::NotAFlow(format!("{e:#}")))?;
+            .map_err(|e| LoadError::Link(e.into()))?;
+        let pre = FlowPre::new(pre).map_err(|e| LoadError::NotAFlow(e.into()))?;
         Ok(CompiledFlow {
             pre,
             component: component.clone(),
@@ -158,7 +157,7 @@ impl Runtime {
     pub fn serialize(&self, flow: &CompiledFlow) -> Result<Vec<u8>, LoadError> {
         flow.component
             .serialize()
-            .map_err(|e| LoadError::Compile(format!("cannot serialize: {e:#}")))
+            .map_err(|e| LoadError::Compile(anyhow::Error::from(e).context("cannot serialize")))
     }
 
     /// Loads compiled code that [`serialize`](Self::serialize) produced.
@@ -173,8 +172,9 @@ impl Runtime {
     pub unsafe fn deserialize(&self, bytes: &[u8]) -> Result<CompiledFlow, LoadError> {
         // SAFETY: the caller guarantees the bytes came from `serialize` on a
         // compatible engine; wasmtime checks its own header and version too.
-        let component = unsafe { Component::deserialize(&self.engine, bytes) }
-            .map_err(|e| LoadError::Compile(format!("cannot load the compiled code: {e:#}")))?;
+        let component = unsafe { Component::deserialize(&self.engine, bytes) }.map_err(|e| {
+            LoadError::Compile(anyhow::Error::from(e).context("cannot load the compiled code"))
+        })?;
         self.link(&component)
     }
 }
@@ -231,7 +231,7 @@ fn check_component(bytes: &[u8]) -> Result<(), LoadError> {
         Ok(_) => Ok(()),
         // Not the shape: the bytes themselves. The compiler says it as well.
         Err(malformed @ precheck::CodeRefused::Malformed(_)) => {
-            Err(LoadError::Compile(malformed.to_string()))
+            Err(LoadError::Compile(malformed.into()))
         }
         Err(refused) => Err(refused.into()),
     }

@@ -51,24 +51,40 @@ impl Default for Limits {
     }
 }
 
+/// A limit that cannot be used: its key, and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{key}: {problem}")]
+pub struct LimitProblem {
+    /// The limit's key, such as `memory`.
+    pub key: &'static str,
+    /// What is wrong.
+    pub problem: String,
+}
+
 impl Limits {
     /// The problems with these limits, each naming its key.
-    pub(crate) fn check(&self) -> Vec<String> {
+    pub(crate) fn check(&self) -> Vec<LimitProblem> {
         let mut problems = Vec::new();
+        let mut refuse = |key, problem: &str| {
+            problems.push(LimitProblem {
+                key,
+                problem: problem.to_owned(),
+            })
+        };
         if self.memory < 64 << 10 {
-            problems.push("memory: at least 64 KiB (one wasm page)".to_owned());
+            refuse("memory", "at least 64 KiB (one wasm page)");
         }
         if self.deadline.is_zero() {
-            problems.push("deadline: must be more than 0s".to_owned());
+            refuse("deadline", "must be more than 0s");
         }
         if self.fuel == Some(0) {
-            problems.push("fuel: must be more than 0".to_owned());
+            refuse("fuel", "must be more than 0");
         }
         if self.max_state_size < 2 {
-            problems.push("max_state_size: must hold at least `{}`".to_owned());
+            refuse("max_state_size", "must hold at least `{}`");
         }
         if self.max_concurrent == 0 {
-            problems.push("max_concurrent: must be at least 1".to_owned());
+            refuse("max_concurrent", "must be at least 1");
         }
         problems
     }
@@ -94,15 +110,18 @@ impl Limits {
     }
 
     /// Each of these limits that is over its ceiling, named with both.
-    pub(crate) fn over(&self, ceiling: &Limits) -> Vec<String> {
+    pub(crate) fn over(&self, ceiling: &Limits) -> Vec<LimitProblem> {
         let mut over = Vec::new();
-        let mut check = |key: &str, value: u64, max: u64, show: &dyn Fn(u64) -> String| {
+        let mut check = |key: &'static str, value: u64, max: u64, show: &dyn Fn(u64) -> String| {
             if value > max {
-                over.push(format!(
-                    "{key}: {} is over the host's ceiling max_limits.{key} ({})",
-                    show(value),
-                    show(max)
-                ));
+                over.push(LimitProblem {
+                    key,
+                    problem: format!(
+                        "{} is over the host's ceiling max_limits.{key} ({})",
+                        show(value),
+                        show(max)
+                    ),
+                });
             }
         };
         let bytes = |n: u64| ByteSize(n).to_string();
@@ -161,9 +180,12 @@ impl Limits {
             &count,
         );
         if let (None, Some(max)) = (self.fuel, ceiling.fuel) {
-            over.push(format!(
-                "fuel: none (unbounded) is over the host's ceiling max_limits.fuel ({max}): set one"
-            ));
+            over.push(LimitProblem {
+                key: "fuel",
+                problem: format!(
+                    "none (unbounded) is over the host's ceiling max_limits.fuel ({max}): set one"
+                ),
+            });
         }
         over
     }
@@ -338,8 +360,15 @@ mod tests {
         };
         let over = greedy.over(&ceilings);
         assert_eq!(over.len(), 5, "{over:?}");
-        assert!(over[0].starts_with("memory: 8 GiB is over"), "{over:?}");
-        assert!(over[1].contains("max_limits.deadline (60 s)"), "{over:?}");
+        assert!(
+            over[0].to_string().starts_with("memory: 8 GiB is over"),
+            "{over:?}"
+        );
+        assert_eq!(over[1].key, "deadline");
+        assert!(
+            over[1].problem.contains("max_limits.deadline (60 s)"),
+            "{over:?}"
+        );
         let metered = Limits {
             fuel: Some(10),
             ..Limits::default_ceilings()
@@ -348,7 +377,7 @@ mod tests {
             Limits::default()
                 .over(&metered)
                 .iter()
-                .any(|p| p.starts_with("fuel"))
+                .any(|p| p.key == "fuel")
         );
     }
 

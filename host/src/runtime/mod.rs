@@ -56,7 +56,7 @@ pub use self::engine::{
     MAX_TABLES_PER_FLOW, pool_footprint,
 };
 pub(crate) use self::limits::RawLimits;
-pub use self::limits::{ContractViolation, LimitExceeded, Limits};
+pub use self::limits::{ContractViolation, LimitExceeded, LimitProblem, Limits};
 pub use self::settings::RuntimeConfig;
 pub use self::turn::{FailureKind, FlowFailure, Invocation, Output, Turn, WarmInstance};
 
