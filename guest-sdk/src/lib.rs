@@ -2,7 +2,7 @@
 //!
 //! A flow is one function that handles one message, exported with
 //! [`export!`]. It answers with [`say`], remembers the conversation in the
-//! session's [`context`] and the user in their [`profile`], and logs with
+//! session's [`context()`] and the user in their [`profile()`], and logs with
 //! [`info!`] and friends. Errors travel with `?`: any error type converts into
 //! [`Error`], and an error returned from the flow ends that message without
 //! sending its outputs or keeping its state changes.
@@ -24,9 +24,10 @@
 //!
 //! The host runs every message in a fresh instance of the flow, so statics do
 //! not survive from one message to the next: keep what must last in
-//! [`context`] or [`profile`].
+//! [`context()`] or [`profile()`].
 //!
-//! [`http`] calls other services, if the flow's manifest allows them.
+//! `http` (the `http` feature, on by default) calls other services, if the
+//! flow's manifest allows them.
 
 #![deny(missing_docs)]
 
@@ -41,6 +42,7 @@ use serde::de::DeserializeOwned;
 
 pub use serde_json::{Map, Value, json};
 
+#[cfg(feature = "http")]
 pub mod http;
 
 #[doc(hidden)]
@@ -129,8 +131,8 @@ pub struct Message {
     pub session_id: String,
     /// The user's text, when the message has one.
     pub text: Option<String>,
-    /// The message's data, when it has some: always a JSON object.
-    pub data: Option<Value>,
+    /// The message's data, when it has some: a JSON object.
+    pub data: Option<Map<String, Value>>,
     /// The id shared by this message and all of its outputs.
     pub trace_id: String,
     /// The name of the endpoint that received the message.
@@ -140,9 +142,7 @@ pub struct Message {
 impl Message {
     fn from_wit(raw: wit::types::Message) -> Result<Self> {
         let data = match raw.data {
-            Some(json) => Some(serde_json::from_str(&json).map_err(|e| {
-                Error::msg(format!("the host sent message data that is not JSON: {e}"))
-            })?),
+            Some(json) => Some(parse_object("message data", &json)?),
             None => None,
         };
         Ok(Message {
@@ -184,15 +184,17 @@ impl Message {
 /// One output to the user: text, data, or both.
 ///
 /// Plain text converts into an output, so `say("hi")` works; build anything
-/// richer with [`Output::text`], [`Output::data`] and [`Output::with_data`].
+/// richer with [`Output::text`] and [`Output::with_data`]. Data is a JSON
+/// object: write one with [`object!`], which cannot fail, or give your own
+/// type to [`Output::with_data_as`].
 ///
 /// ```no_run
-/// use flowhost_sdk::{Output, json, say};
+/// use flowhost_sdk::{Output, object, say};
 ///
 /// # fn handle(_: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
 /// say("Plain text");
-/// say(Output::data(json!({ "buttons": ["Yes", "No"] }))?);
-/// say(Output::text("Your order").with_data(json!({ "orderId": "A-17" }))?);
+/// say(Output::default().with_data(object!({ "buttons": ["Yes", "No"] })));
+/// say(Output::text("Your order").with_data(object!({ "orderId": "A-17" })));
 /// # Ok(())
 /// # }
 /// # flowhost_sdk::export!(handle);
@@ -212,24 +214,50 @@ impl Output {
         }
     }
 
-    /// An output with data only. The data must serialize to a JSON object.
-    pub fn data(data: impl Serialize) -> Result<Self> {
-        Output::default().with_data(data)
+    /// Sets the output's data.
+    pub fn with_data(mut self, data: Map<String, Value>) -> Self {
+        self.data = Some(data);
+        self
     }
 
-    /// Adds data to the output. The data must serialize to a JSON object.
-    pub fn with_data(mut self, data: impl Serialize) -> Result<Self> {
-        match serde_json::to_value(data)? {
-            Value::Object(map) => {
-                self.data = Some(map);
-                Ok(self)
-            }
-            other => Err(Error::msg(format!(
-                "output data must be a JSON object, not {}",
-                kind_of(&other)
-            ))),
-        }
+    /// Sets the output's data from your own type, which must serialize to
+    /// a JSON object.
+    ///
+    /// ```no_run
+    /// #[derive(serde::Serialize)]
+    /// struct Order {
+    ///     #[serde(rename = "orderId")]
+    ///     order_id: String,
+    /// }
+    ///
+    /// # fn handle(_: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
+    /// let order = Order { order_id: "A-17".into() };
+    /// flowhost_sdk::say(flowhost_sdk::Output::text("Found it").with_data_as(&order)?);
+    /// # Ok(())
+    /// # }
+    /// # flowhost_sdk::export!(handle);
+    /// ```
+    pub fn with_data_as<T: Serialize>(self, data: &T) -> Result<Self> {
+        Ok(self.with_data(to_object("output data", data)?))
     }
+}
+
+/// A JSON object, written as [`json!`] writes one, as a
+/// `Map<String, Value>`: what [`Output::with_data`] and [`State::set`]
+/// take. Only an object literal is accepted, so it cannot fail.
+///
+/// ```
+/// let data = flowhost_sdk::object!({ "orderNumber": "A-17", "etaDays": 3 });
+/// assert_eq!(data["etaDays"], 3);
+/// ```
+#[macro_export]
+macro_rules! object {
+    ({ $($fields:tt)* }) => {
+        match $crate::json!({ $($fields)* }) {
+            $crate::Value::Object(map) => map,
+            _ => unreachable!("a JSON object literal is an object"),
+        }
+    };
 }
 
 impl From<&str> for Output {
@@ -263,12 +291,13 @@ pub fn say(output: impl Into<Output>) {
     wit::output::say(output.text.as_deref(), data.as_deref());
 }
 
-/// The session's context: a JSON object that lives as long as the
-/// conversation (the endpoint and `sessionId`).
+/// A JSON object the host keeps for the flow: the session's [`context()`]
+/// or the user's [`profile()`]. Changes are kept only if the message ends
+/// `Ok`, together with its outputs.
 ///
-/// Read it into your own type with [`context::get_as`], change it, and write
-/// it back with [`context::set_as`]; a new session starts with `{}`, so give
-/// your fields defaults.
+/// Read it into your own type with [`State::get_as`], change it, and write
+/// it back with [`State::set_as`]; a new session or user starts with `{}`,
+/// so give your fields defaults.
 ///
 /// ```no_run
 /// use flowhost_sdk::{context, say};
@@ -280,36 +309,29 @@ pub fn say(output: impl Into<Output>) {
 /// }
 ///
 /// fn handle(_: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
-///     let mut conversation: Conversation = context::get_as()?;
+///     let mut conversation: Conversation = context().get_as()?;
 ///     conversation.turns += 1;
 ///     say(format!("This is turn {}", conversation.turns));
-///     context::set_as(&conversation)
+///     context().set_as(&conversation)
 /// }
 /// # flowhost_sdk::export!(handle);
 /// ```
-pub mod context {
-    use super::*;
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct State {
+    kind: StateKind,
+}
 
-    /// The context as a JSON object.
-    pub fn get() -> Result<Value> {
-        parse_object("context", &wit::context::get())
-    }
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum StateKind {
+    Context,
+    Profile,
+}
 
-    /// Replaces the context. `value` must be a JSON object.
-    pub fn set(value: Value) -> Result<()> {
-        wit::context::set(&object_text("context", value)?);
-        Ok(())
-    }
-
-    /// The context, deserialized into your own type.
-    pub fn get_as<T: DeserializeOwned>() -> Result<T> {
-        Ok(serde_json::from_str(&wit::context::get())?)
-    }
-
-    /// Replaces the context with your own type, which must serialize to a
-    /// JSON object.
-    pub fn set_as<T: Serialize>(value: &T) -> Result<()> {
-        set(serde_json::to_value(value)?)
+/// The session's context: a JSON object that lives as long as the
+/// conversation (the endpoint and `sessionId`).
+pub fn context() -> State {
+    State {
+        kind: StateKind::Context,
     }
 }
 
@@ -317,67 +339,86 @@ pub mod context {
 /// and `userId`), across all of their sessions.
 ///
 /// ```no_run
-/// use flowhost_sdk::{json, profile, say};
+/// use flowhost_sdk::{Value, profile, say};
 ///
 /// fn handle(message: flowhost_sdk::Message) -> flowhost_sdk::Result<()> {
-///     let mut me = profile::get()?;
-///     match me.get("name").and_then(|n| n.as_str()) {
+///     let mut me = profile().get()?;
+///     match me.get("name").and_then(Value::as_str) {
 ///         Some(name) => say(format!("Welcome back, {name}!")),
 ///         None => {
-///             me["name"] = json!(message.text.unwrap_or_default());
-///             profile::set(me)?;
+///             me.insert("name".into(), message.text.unwrap_or_default().into());
+///             profile().set(me);
 ///         }
 ///     }
 ///     Ok(())
 /// }
 /// # flowhost_sdk::export!(handle);
 /// ```
-pub mod profile {
-    use super::*;
+pub fn profile() -> State {
+    State {
+        kind: StateKind::Profile,
+    }
+}
 
-    /// The profile as a JSON object.
-    pub fn get() -> Result<Value> {
-        parse_object("profile", &wit::profile::get())
+impl State {
+    fn name(self) -> &'static str {
+        match self.kind {
+            StateKind::Context => "context",
+            StateKind::Profile => "profile",
+        }
     }
 
-    /// Replaces the profile. `value` must be a JSON object.
-    pub fn set(value: Value) -> Result<()> {
-        wit::profile::set(&object_text("profile", value)?);
+    fn text(self) -> String {
+        match self.kind {
+            StateKind::Context => wit::context::get(),
+            StateKind::Profile => wit::profile::get(),
+        }
+    }
+
+    /// The object.
+    pub fn get(self) -> Result<Map<String, Value>> {
+        parse_object(self.name(), &self.text())
+    }
+
+    /// Replaces the object.
+    pub fn set(self, value: Map<String, Value>) {
+        let text = Value::Object(value).to_string();
+        match self.kind {
+            StateKind::Context => wit::context::set(&text),
+            StateKind::Profile => wit::profile::set(&text),
+        }
+    }
+
+    /// The object, deserialized into your own type.
+    pub fn get_as<T: DeserializeOwned>(self) -> Result<T> {
+        Ok(serde_json::from_str(&self.text())?)
+    }
+
+    /// Replaces the object with your own type, which must serialize to a
+    /// JSON object.
+    pub fn set_as<T: Serialize>(self, value: &T) -> Result<()> {
+        self.set(to_object(self.name(), value)?);
         Ok(())
     }
+}
 
-    /// The profile, deserialized into your own type.
-    pub fn get_as<T: DeserializeOwned>() -> Result<T> {
-        Ok(serde_json::from_str(&wit::profile::get())?)
-    }
-
-    /// Replaces the profile with your own type, which must serialize to a
-    /// JSON object.
-    pub fn set_as<T: Serialize>(value: &T) -> Result<()> {
-        set(serde_json::to_value(value)?)
+fn parse_object(what: &str, text: &str) -> Result<Map<String, Value>> {
+    match serde_json::from_str(text)? {
+        Value::Object(map) => Ok(map),
+        other => Err(Error::msg(format!(
+            "the host sent {what} that is {}, not an object",
+            kind_of(&other)
+        ))),
     }
 }
 
-fn parse_object(what: &str, text: &str) -> Result<Value> {
-    let value: Value = serde_json::from_str(text)?;
-    if value.is_object() {
-        Ok(value)
-    } else {
-        Err(Error::msg(format!(
-            "the host sent a {what} that is {}, not an object",
-            kind_of(&value)
-        )))
-    }
-}
-
-fn object_text(what: &str, value: Value) -> Result<String> {
-    if value.is_object() {
-        Ok(value.to_string())
-    } else {
-        Err(Error::msg(format!(
+fn to_object<T: Serialize>(what: &str, value: &T) -> Result<Map<String, Value>> {
+    match serde_json::to_value(value)? {
+        Value::Object(map) => Ok(map),
+        other => Err(Error::msg(format!(
             "the {what} must be a JSON object, not {}",
-            kind_of(&value)
-        )))
+            kind_of(&other)
+        ))),
     }
 }
 

@@ -8,7 +8,7 @@ fn handle(message: Message) -> Result<()> {
         output = Output::text(text);
     }
     if let Some(data) = message.data {
-        output = output.with_data(data)?;
+        output = output.with_data(data);
     }
     say(output);
     Ok(())

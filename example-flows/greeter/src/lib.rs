@@ -24,13 +24,12 @@ struct Conversation {
 }
 
 fn handle(message: Message) -> Result<()> {
-    let mut user: User = profile::get_as()?;
-    let mut conversation: Conversation = context::get_as()?;
+    let mut user: User = profile().get_as()?;
+    let mut conversation: Conversation = context().get_as()?;
     let text = message.text.as_deref().unwrap_or_default().trim();
 
-    let told = name_in(text).or_else(|| {
-        (conversation.asked_name && !text.is_empty()).then(|| text.to_owned())
-    });
+    let told = name_in(text)
+        .or_else(|| (conversation.asked_name && !text.is_empty()).then(|| text.to_owned()));
 
     if let Some(name) = told {
         say(match user.name {
@@ -39,7 +38,7 @@ fn handle(message: Message) -> Result<()> {
         });
         user.name = Some(name);
         conversation.asked_name = false;
-        profile::set_as(&user)?;
+        profile().set_as(&user)?;
     } else {
         match &user.name {
             Some(name) if !conversation.greeted => say(format!("Welcome back, {name}!")),
@@ -51,7 +50,7 @@ fn handle(message: Message) -> Result<()> {
         }
     }
     conversation.greeted = true;
-    context::set_as(&conversation)
+    context().set_as(&conversation)
 }
 
 /// The name in "my name is Ada", "I'm Ada" or "I am Ada".
@@ -60,7 +59,11 @@ fn name_in(text: &str) -> Option<String> {
     ["my name is ", "i'm ", "i am ", "call me "]
         .iter()
         .find_map(|prefix| lowered.find(prefix).map(|at| at + prefix.len()))
-        .map(|start| text[start..].trim_matches(|c: char| !c.is_alphanumeric()).to_owned())
+        .map(|start| {
+            text[start..]
+                .trim_matches(|c: char| !c.is_alphanumeric())
+                .to_owned()
+        })
         .filter(|name| !name.is_empty())
 }
 

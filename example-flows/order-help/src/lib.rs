@@ -10,7 +10,7 @@
 //!
 //! "new order" forgets the number and starts over.
 
-use flowhost_sdk::{Message, Output, Result, context, json, say};
+use flowhost_sdk::{Message, Output, Result, context, object, say};
 use serde::{Deserialize, Serialize};
 
 /// What this flow keeps in the session's context.
@@ -22,7 +22,7 @@ struct Conversation {
 }
 
 fn handle(message: Message) -> Result<()> {
-    let mut conversation: Conversation = context::get_as()?;
+    let mut conversation: Conversation = context().get_as()?;
     let text = message.text.as_deref().unwrap_or_default();
     let lowered = text.to_lowercase();
 
@@ -41,12 +41,10 @@ fn handle(message: Message) -> Result<()> {
     match (given, &conversation.order_number) {
         (Some(number), _) => {
             let status = status_of(&number);
-            say(
-                Output::text(format!(
-                    "Thanks! Order {number} is {status}. What would you like to know about it?"
-                ))
-                .with_data(json!({ "orderNumber": number, "status": status }))?,
-            );
+            say(Output::text(format!(
+                "Thanks! Order {number} is {status}. What would you like to know about it?"
+            ))
+            .with_data(object!({ "orderNumber": number, "status": status })));
             conversation.order_number = Some(number);
         }
         (None, None) => {
@@ -54,20 +52,25 @@ fn handle(message: Message) -> Result<()> {
         }
         (None, Some(number)) => {
             let status = status_of(number);
-            if ["when", "arrive", "deliver"].iter().any(|w| lowered.contains(w)) {
+            if ["when", "arrive", "deliver"]
+                .iter()
+                .any(|w| lowered.contains(w))
+            {
                 let days = 1 + number.len() % 4;
-                say(Output::text(format!("Order {number} should arrive in {days} days."))
-                    .with_data(json!({ "orderNumber": number, "etaDays": days }))?);
+                say(
+                    Output::text(format!("Order {number} should arrive in {days} days."))
+                        .with_data(object!({ "orderNumber": number, "etaDays": days })),
+                );
             } else {
                 say(Output::text(format!(
                     "Order {number} is {status}. You can ask when it will arrive, or say \"new order\"."
                 ))
-                .with_data(json!({ "orderNumber": number, "status": status }))?);
+                .with_data(object!({ "orderNumber": number, "status": status })));
             }
         }
     }
 
-    context::set_as(&conversation)
+    context().set_as(&conversation)
 }
 
 /// The first word with at least three digits, without surrounding punctuation.

@@ -5,7 +5,7 @@
 //! - "log": logs through the host and prints to stdout and stderr;
 //! - anything else: counts it and says the count and the text.
 
-use flowhost_sdk::{Error, Message, Output, Result, context, json, say};
+use flowhost_sdk::{Error, Message, Output, Result, context, object, say};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default, Serialize, Deserialize)]
@@ -15,18 +15,18 @@ struct Counter {
 }
 
 fn handle(message: Message) -> Result<()> {
-    let mut counter: Counter = context::get_as()?;
+    let mut counter: Counter = context().get_as()?;
     counter.count += 1;
     let text = message.text.unwrap_or_default();
     match text.as_str() {
         "panic" => {
             say("this output must never be delivered");
-            context::set_as(&counter)?;
+            context().set_as(&counter)?;
             panic!("the faulty flow panics on request");
         }
         "error" => {
             say("this output must never be delivered");
-            context::set_as(&counter)?;
+            context().set_as(&counter)?;
             Err(Error::msg("the faulty flow fails on request"))
         }
         "log" => {
@@ -35,12 +35,12 @@ fn handle(message: Message) -> Result<()> {
             println!("printed by the flow on stdout");
             eprintln!("printed by the flow on stderr");
             say("logged");
-            context::set_as(&counter)
+            context().set_as(&counter)
         }
         _ => {
             say(Output::text(format!("{}: {text}", counter.count))
-                .with_data(json!({ "count": counter.count }))?);
-            context::set_as(&counter)
+                .with_data(object!({ "count": counter.count })));
+            context().set_as(&counter)
         }
     }
 }

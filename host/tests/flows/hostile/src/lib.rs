@@ -16,13 +16,13 @@
 
 use std::hint::black_box;
 
-use flowhost_sdk::{Result, context, json, say};
+use flowhost_sdk::{Result, context, object, say};
 
 fn handle(message: flowhost_sdk::Message) -> Result<()> {
-    let mut state = context::get()?;
-    let count = state["count"].as_u64().unwrap_or(0) + 1;
-    state["count"] = json!(count);
-    context::set(state)?;
+    let mut state = context().get()?;
+    let count = state.get("count").and_then(|c| c.as_u64()).unwrap_or(0) + 1;
+    state.insert("count".into(), count.into());
+    context().set(state);
 
     let text = message.text.unwrap_or_default();
     let (attack, argument) = text.split_once(' ').unwrap_or((&text, ""));
@@ -45,10 +45,10 @@ fn handle(message: flowhost_sdk::Message) -> Result<()> {
             }
         }
         "big-say" => say("x".repeat(1 << 20)),
-        "big-context" => context::set(json!({ "blob": "x".repeat(10 << 20) }))?,
-        "big-profile" => flowhost_sdk::profile::set(json!({ "blob": "x".repeat(1 << 20) }))?,
+        "big-context" => context().set(object!({ "blob": "x".repeat(10 << 20) })),
+        "big-profile" => flowhost_sdk::profile().set(object!({ "blob": "x".repeat(1 << 20) })),
         "huge-say" => say("x".repeat(50 << 20)),
-        "huge-context" => context::set(json!({ "blob": "x".repeat(50 << 20) }))?,
+        "huge-context" => context().set(object!({ "blob": "x".repeat(50 << 20) })),
         "huge-log" => flowhost_sdk::info!("{}", "x".repeat(50 << 20)),
         "log-flood" => {
             for line in 0..100_000 {
@@ -97,7 +97,11 @@ fn handle(message: flowhost_sdk::Message) -> Result<()> {
             std::env::current_dir().ok()
         )),
         "http" => say(match flowhost_sdk::http::get(argument) {
-            Ok(response) => format!("status {}: {}", response.status, String::from_utf8_lossy(&response.body)),
+            Ok(response) => format!(
+                "status {}: {}",
+                response.status,
+                String::from_utf8_lossy(&response.body)
+            ),
             Err(e) => format!("error: {e}"),
         }),
         other => say(format!("unknown attack {other:?}")),
