@@ -234,12 +234,11 @@ impl Server {
             .collect()
     }
 
-    /// Serves until `shutdown` resolves, then stops gracefully.
-    pub async fn serve(
-        self,
-        shutdown: impl Future<Output = ()> + Send + 'static,
-    ) -> anyhow::Result<()> {
-        let app = router(AppState {
+    /// The router that [`serve`](Self::serve) serves, for calling in
+    /// process (with `tower::ServiceExt::oneshot`, say): no socket, no
+    /// child process.
+    pub fn router(&self) -> axum::Router {
+        router(AppState {
             endpoints: Arc::clone(&self.endpoints),
             inbox: self.inbox.clone(),
             keys: self.store.clone(),
@@ -250,7 +249,15 @@ impl Server {
             admin_token: Arc::clone(&self.admin_token),
             url_tokens: self.reloader.clone(),
             base_url: self.config.base_url(self.local_addr()),
-        });
+        })
+    }
+
+    /// Serves until `shutdown` resolves, then stops gracefully.
+    pub async fn serve(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let app = self.router();
         let grace = self.config.runtime.shutdown_grace;
         let http_stop = CancellationToken::new();
         let mut http = tokio::spawn(crate::http::serve::serve(

@@ -267,16 +267,15 @@ async fn among_thousands_of_keys_only_a_right_one_gets_in() {
 }
 
 #[tokio::test]
-async fn every_invalid_request_gets_its_problem() {
+async fn invalid_requests_get_their_problems_over_the_wire_and_run_nothing() {
     let receiver = Receiver::start().await;
     let site = echo_site(&receiver);
     let host = site.start().await;
     let url = host.url("open");
     let client = crate::support::client();
     let long_id = "x".repeat(257);
-    let long_text = "y".repeat(10_001);
 
-    // (content type, body, status, problem type, the field the detail names)
+    // The whole table is in `in_process`; over the wire, one of each kind.
     let cases: Vec<(&str, String, u16, &str, &str)> = vec![
         (
             "text/plain",
@@ -294,94 +293,10 @@ async fn every_invalid_request_gets_its_problem() {
         ),
         (
             "application/json",
-            r#"[1,2,3]"#.into(),
-            422,
-            "invalid-message",
-            "object",
-        ),
-        (
-            "application/json",
-            r#"{"sessionId":"s","text":"hi"}"#.into(),
-            422,
-            "invalid-message",
-            "userId",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","text":"hi"}"#.into(),
-            422,
-            "invalid-message",
-            "sessionId",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"","sessionId":"s","text":"hi"}"#.into(),
-            422,
-            "invalid-message",
-            "userId",
-        ),
-        (
-            "application/json",
-            r#"{"userId":42,"sessionId":"s","text":"hi"}"#.into(),
-            422,
-            "invalid-message",
-            "userId",
-        ),
-        (
-            "application/json",
             format!(r#"{{"userId":"{long_id}","sessionId":"s","text":"hi"}}"#),
             422,
             "invalid-message",
             "userId",
-        ),
-        (
-            "application/json",
-            format!(r#"{{"userId":"u","sessionId":"{long_id}","text":"hi"}}"#),
-            422,
-            "invalid-message",
-            "sessionId",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","sessionId":"s","text":["hi"]}"#.into(),
-            422,
-            "invalid-message",
-            "text",
-        ),
-        (
-            "application/json",
-            format!(r#"{{"userId":"u","sessionId":"s","text":"{long_text}"}}"#),
-            422,
-            "invalid-message",
-            "text",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","sessionId":"s","data":"str"}"#.into(),
-            422,
-            "invalid-message",
-            "data",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","sessionId":"s"}"#.into(),
-            422,
-            "invalid-message",
-            "text and data",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","sessionId":"s","text":"a","userId":"v"}"#.into(),
-            422,
-            "invalid-message",
-            "userId appears more than once",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","sessionId":"s\n2026 ERROR forged","text":"a"}"#.into(),
-            422,
-            "invalid-message",
-            "sessionId must not contain control characters",
         ),
     ];
     for (content_type, body, status, kind, names) in cases {

@@ -14,6 +14,7 @@ mod durability;
 mod endpoint;
 mod failures;
 mod hardening;
+mod in_process;
 mod local;
 mod ordering;
 mod reload;
