@@ -23,6 +23,7 @@
 //! a dead letter, kept with its attempts for redelivery.
 
 mod client;
+mod courier;
 pub mod guard;
 pub mod payload;
 pub mod retry;
@@ -30,21 +31,21 @@ pub mod retry;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use tokio::runtime::Handle;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
-use tracing::Instrument;
 
-use self::client::{Answer, Sender};
-use self::retry::{RetryPolicy, Verdict};
+use self::client::Sender;
+use self::courier::Courier;
+use self::retry::RetryPolicy;
 use crate::endpoints::DeliveryOrder;
 use crate::endpoints::SharedEndpoints;
 use crate::lanes::Lanes;
 use crate::store::{
-    Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery,
-    OutputRecord, PendingOutput, Queued, SessionKey, StoreError, now_ms,
+    AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery, OutputRecord, Queued, SessionKey,
+    StoreError, now_ms,
 };
 
 /// How outputs are delivered to webhooks.
@@ -91,26 +92,6 @@ impl fmt::Display for Lane {
             Lane::Output(id) => write!(f, "output {id}"),
         }
     }
-}
-
-struct Courier {
-    store: Arc<dyn OutboxStore>,
-    endpoints: SharedEndpoints,
-    sender: Sender,
-    policy: RetryPolicy,
-    /// Bounds the POSTs in flight, whatever the number of sessions.
-    in_flight: Semaphore,
-    /// Bounds the POSTs in flight to each endpoint (taken before a place in
-    /// `in_flight`), so that a receiver that answers slowly, or only at the
-    /// timeout, holds a share of `in_flight` and never all of it.
-    per_endpoint: Mutex<HashMap<String, Arc<Semaphore>>>,
-    /// The size of each endpoint's share.
-    max_per_endpoint: usize,
-    /// Endpoints whose receiver answered 410 Gone.
-    stopped: Mutex<HashSet<String>>,
-    /// Outputs in a lane, so that none is queued twice.
-    queued: Mutex<HashSet<i64>>,
-    shutdown: CancellationToken,
 }
 
 impl Delivery {
@@ -299,186 +280,6 @@ impl Delivery {
     /// that is soon).
     pub async fn idle(&self) {
         self.lanes.idle().await;
-    }
-}
-
-impl Courier {
-    /// Delivers one output, attempt after attempt. Its body is read when an
-    /// attempt is due, and dropped while the next one waits: a backlog of
-    /// retries waiting (after a receiver's outage, say) costs ids, not
-    /// bodies.
-    async fn deliver(&self, queued: Queued) {
-        let id = queued.id;
-        let mut due = queued.next_attempt_at;
-        loop {
-            if let Some(due) = due {
-                let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
-                tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = self.shutdown.cancelled() => break,
-                }
-            }
-            let read = crate::store::retrying("read an output to deliver", &self.shutdown, || {
-                self.store.pending_output(id)
-            })
-            .await;
-            // Not pending any more (delivered or dead meanwhile): done.
-            let Some(Some(output)) = read else { break };
-            let span = tracing::info_span!(
-                "delivery",
-                endpoint = %output.session.endpoint,
-                session = %output.session.session_id,
-                output = output.id,
-                webhook_id = %output.webhook_id,
-            );
-            match self.attempt(output).instrument(span).await {
-                Some(next) => due = Some(next),
-                None => break,
-            }
-        }
-        self.queued.lock().unwrap().remove(&id);
-    }
-
-    /// The places for POSTs to `endpoint`.
-    fn endpoint_slots(&self, endpoint: &str) -> Arc<Semaphore> {
-        let mut slots = self.per_endpoint.lock().unwrap();
-        match slots.get(endpoint) {
-            Some(slots) => Arc::clone(slots),
-            None => {
-                let new = Arc::new(Semaphore::new(self.max_per_endpoint));
-                slots.insert(endpoint.to_owned(), Arc::clone(&new));
-                new
-            }
-        }
-    }
-
-    fn is_stopped(&self, endpoint: &str) -> bool {
-        self.stopped.lock().unwrap().contains(endpoint)
-    }
-
-    /// Makes one attempt to deliver `output`, and records it. Returns when
-    /// the next attempt is due (milliseconds since the epoch), if there is
-    /// to be one.
-    async fn attempt(&self, output: PendingOutput) -> Option<i64> {
-        let mut attempts = output.attempts;
-        if self.shutdown.is_cancelled() || self.is_stopped(&output.session.endpoint) {
-            return None; // It stays pending in the outbox.
-        }
-        let endpoint = self
-            .endpoints
-            .load()
-            .by_name(&output.session.endpoint)
-            .cloned();
-        let Some(endpoint) = endpoint else {
-            tracing::warn!("the endpoint is no longer configured; the output stays in the outbox");
-            return None;
-        };
-
-        let (answer, started_at, took) = {
-            let _endpoint_permit = self
-                .endpoint_slots(&output.session.endpoint)
-                .acquire_owned()
-                .await
-                .expect("never closed");
-            let _permit = self.in_flight.acquire().await.expect("never closed");
-            let started = Instant::now();
-            let started_at = now_ms();
-            let answer = self.sender.send(&endpoint.config, &output).await;
-            (answer, started_at, started.elapsed())
-        };
-        attempts += 1;
-
-        // The receiver's body goes into the attempt's record, for the
-        // admin API, and never into the log: receivers often echo the
-        // request, and the log is not the place for message content.
-        let (mut recorded_error, mut body_bytes) = (None, 0);
-        let (status, error, verdict) = match answer {
-            Answer::Delivered { status } => (Some(status), None, Verdict::Delivered),
-            Answer::Failed {
-                status,
-                error,
-                body,
-                body_bytes: read,
-                retry_after,
-            } => {
-                body_bytes = read;
-                recorded_error = Some(if body.is_empty() {
-                    error.clone()
-                } else {
-                    format!("{error}: {body}")
-                });
-                let verdict = self.policy.after_failure(status, attempts, retry_after);
-                (status, Some(error), verdict)
-            }
-        };
-        let (outcome, wait) = match verdict {
-            Verdict::Delivered => (AttemptOutcome::Delivered, None),
-            Verdict::RetryAfter(wait) => (AttemptOutcome::Retrying, Some(wait)),
-            Verdict::Dead => (AttemptOutcome::Dead, None),
-            // It stays pending, due whenever delivery resumes.
-            Verdict::Gone => (AttemptOutcome::Retrying, None),
-        };
-        let attempt = Attempt {
-            output_id: output.id,
-            started_at,
-            duration_ms: took.as_millis() as i64,
-            status,
-            error: recorded_error,
-            outcome,
-            next_attempt_at: wait.map(|wait| now_ms() + wait.as_millis() as i64),
-        };
-        let recorded = crate::store::retrying("record a delivery attempt", &self.shutdown, || {
-            self.store.record_attempt(attempt.clone())
-        })
-        .await;
-        recorded?;
-
-        match verdict {
-            Verdict::Gone => {
-                self.stop(&output.session.endpoint).await;
-                None
-            }
-            Verdict::Delivered => {
-                tracing::debug!(attempts, took_ms = took.as_millis() as u64, "delivered");
-                None
-            }
-            Verdict::RetryAfter(wait) => {
-                tracing::warn!(
-                    attempts,
-                    error = error.as_deref().unwrap_or_default(),
-                    body_bytes,
-                    retry_in_ms = wait.as_millis() as u64,
-                    "delivery failed; will retry"
-                );
-                attempt.next_attempt_at
-            }
-            Verdict::Dead => {
-                tracing::error!(
-                    attempts,
-                    error = error.as_deref().unwrap_or_default(),
-                    body_bytes,
-                    "delivery failed for the last time; the output is a dead letter"
-                );
-                None
-            }
-        }
-    }
-
-    /// Stops delivery to `endpoint` after a 410 Gone, loudly.
-    async fn stop(&self, endpoint: &str) {
-        self.stopped.lock().unwrap().insert(endpoint.to_owned());
-        let reason = "the receiver answered 410 Gone";
-        let stored = crate::store::retrying("stop delivery to an endpoint", &self.shutdown, || {
-            self.store.disable_endpoint(endpoint, reason)
-        })
-        .await;
-        if stored.is_some() {
-            tracing::error!(
-                endpoint,
-                "the receiver answered 410 Gone: delivery to this endpoint is STOPPED; its outputs \
-                 are kept; resume with POST /admin/endpoints/{endpoint}/resume"
-            );
-        }
     }
 }
 

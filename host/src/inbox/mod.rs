@@ -1,0 +1,174 @@
+//! The inbox: accepted messages, run one at a time per session, in order.
+//!
+//! A message is accepted when the store has it durably; the store then
+//! queues its id in its session's lane, in the order it numbered the
+//! messages, and the caller answers 202. Lanes hold ids only, so that a
+//! backlog costs memory per message, not per byte of text and data. Each
+//! lane runs its messages one by one:
+//!
+//! 1. read the message, and find the endpoint's flow, waiting if it is not loaded (a flow being
+//!    replaced or re-added), so that an accepted message is never dropped;
+//! 2. read the session's context and the user's profile;
+//! 3. run the flow in a fresh instance;
+//! 4. commit the outcome (new state, outputs, the message done; or the
+//!    failure, with nothing else) in one transaction;
+//! 5. hand the outputs to delivery.
+//!
+//! A crash anywhere before step 4 leaves the message unfinished in the
+//! store, and [`Inbox::recover`] runs it again at the next start.
+
+mod admission;
+mod turn;
+
+pub use self::admission::{Crowded, QueueLimits};
+
+use std::sync::Arc;
+
+use tokio::runtime::Handle;
+use tokio_util::sync::CancellationToken;
+
+use self::admission::{Admission, Admitted};
+use crate::delivery::Delivery;
+use crate::endpoints::SharedEndpoints;
+use crate::flows::Registry;
+use crate::lanes::Lanes;
+use crate::runtime::Runtime;
+use crate::store::{InboxMessage, MessageStore, SessionKey, StoreError};
+
+/// A new message's trace id, in the seed's form:
+/// `endpoint-httpIncomingMessage-<uuid>`. It names the message in the 202,
+/// in every output's body and in the log.
+pub fn new_trace_id() -> String {
+    format!("endpoint-httpIncomingMessage-{}", uuid::Uuid::new_v4())
+}
+
+/// Why a message was not accepted.
+#[derive(Debug, thiserror::Error)]
+pub enum AcceptError {
+    /// Too many messages are waiting; the caller should retry later.
+    #[error("too many messages {0} are waiting to run")]
+    Overloaded(Crowded),
+    /// The store could not keep it.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// How many unfinished messages are read at a time at start.
+const RECOVERY_PAGE: usize = 1000;
+
+/// The inbox: accepts messages and runs them.
+#[derive(Clone)]
+pub struct Inbox {
+    /// Each session's lane holds message ids: a message is read when its
+    /// turn comes, so that a backlog costs a few bytes per message, not its
+    /// text and data.
+    lanes: Lanes<SessionKey, (i64, Admitted)>,
+    store: Arc<dyn MessageStore>,
+    /// Messages accepted and not yet finished.
+    admission: Arc<Admission>,
+}
+
+/// What running a message needs.
+pub struct TurnRunner {
+    /// Where state and outputs are kept.
+    pub store: Arc<dyn MessageStore>,
+    /// Runs flows.
+    pub runtime: Arc<Runtime>,
+    /// The flows in service.
+    pub flows: Registry,
+    /// The endpoints in force.
+    pub endpoints: SharedEndpoints,
+    /// Takes the outputs.
+    pub delivery: Delivery,
+    /// Cancelled at shutdown: no new message starts after it.
+    pub shutdown: CancellationToken,
+}
+
+impl Inbox {
+    /// An inbox whose lanes run on `runtime`, refusing new messages while
+    /// `limits` are reached by the messages waiting or running.
+    pub fn new(runtime: Handle, runner: TurnRunner, limits: QueueLimits) -> Inbox {
+        let store = Arc::clone(&runner.store);
+        let admission = Arc::new(Admission::new(limits));
+        let runner = Arc::new(runner);
+        let lanes = Lanes::new(
+            runtime,
+            move |_session: SessionKey, (id, admitted): (i64, Admitted)| {
+                let runner = Arc::clone(&runner);
+                async move {
+                    let _counted_until_done = admitted;
+                    runner.run(id).await;
+                }
+            },
+        );
+        Inbox {
+            lanes,
+            store,
+            admission,
+        }
+    }
+
+    /// Accepts a message: returns once it is durable and queued.
+    pub async fn accept(&self, message: InboxMessage) -> Result<(), AcceptError> {
+        let session = message.session.clone();
+        self.admission
+            .admit(&session)
+            .map_err(AcceptError::Overloaded)?;
+        let admitted = Admitted {
+            admission: Arc::clone(&self.admission),
+            session,
+        };
+        let lanes = self.lanes.clone();
+        // If the message is not stored, the callback is dropped uncalled,
+        // and the count with it.
+        self.store
+            .accept(
+                message,
+                Box::new(move |message| lanes.push(message.session, (message.id, admitted))),
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Queues the messages that were accepted but had not finished when the
+    /// host last stopped, read a page at a time (ids and sessions only: each
+    /// message is read when its turn comes). Call before accepting new ones.
+    pub async fn recover(&self) -> Result<usize, StoreError> {
+        let mut count = 0;
+        let mut after_id = 0;
+        loop {
+            let page = self
+                .store
+                .unfinished_messages(after_id, RECOVERY_PAGE)
+                .await?;
+            let Some(last) = page.last() else {
+                return Ok(count);
+            };
+            after_id = last.id;
+            count += page.len();
+            let full = page.len() == RECOVERY_PAGE;
+            for queued in page {
+                self.admission.count(&queued.session);
+                let admitted = Admitted {
+                    admission: Arc::clone(&self.admission),
+                    session: queued.session.clone(),
+                };
+                self.lanes.push(queued.session, (queued.id, admitted));
+            }
+            if !full {
+                return Ok(count);
+            }
+        }
+    }
+
+    /// Messages accepted and not yet finished.
+    pub fn unfinished(&self) -> usize {
+        self.admission.total()
+    }
+
+    /// Resolves once no message is running. After shutdown, lanes stop
+    /// before their next message, so this waits for the running ones only.
+    pub async fn idle(&self) {
+        self.lanes.idle().await;
+    }
+}

@@ -1,0 +1,178 @@
+//! One message's turn: read it, find its flow, run it with the session's
+//! context and the user's profile, commit the outcome, hand the outputs to
+//! delivery.
+
+use std::time::Instant;
+
+use tracing::Instrument;
+
+use super::TurnRunner;
+use crate::delivery::payload;
+use crate::runtime::Invocation;
+use crate::store::{
+    CommittedTurn, InboxMessage, ProfileChange, Queued, TurnOutcome, TurnRecord, retrying,
+};
+
+impl TurnRunner {
+    pub(super) async fn run(&self, id: i64) {
+        if self.shutdown.is_cancelled() {
+            return; // It stays unfinished in the store, for the next start.
+        }
+        let Some(read) = retrying("read a message to run", &self.shutdown, || {
+            self.store.unfinished_message(id)
+        })
+        .await
+        else {
+            return;
+        };
+        let Some(message) = read else {
+            return; // Already finished.
+        };
+        let span = tracing::info_span!(
+            "message",
+            trace_id = %message.trace_id,
+            endpoint = %message.session.endpoint,
+            session = %message.session.session_id,
+            flow = tracing::field::Empty,
+            version = tracing::field::Empty,
+        );
+        self.run_in_span(message).instrument(span).await;
+    }
+
+    async fn run_in_span(&self, message: InboxMessage) {
+        let started = Instant::now();
+        // An endpoint removed from the configuration, or a flow unloaded,
+        // makes its messages wait, not fail: the next configuration or flow
+        // file may bring it back, and an accepted message is never dropped.
+        let name = &message.session.endpoint;
+        if self.endpoints.load().by_name(name).is_none() {
+            tracing::warn!("the endpoint is no longer configured; the message waits for it");
+        }
+        let Some(endpoint) = self.endpoints.wait_for(name, &self.shutdown).await else {
+            return;
+        };
+        if self.flows.get(&endpoint.config.flow).is_none() {
+            tracing::warn!(flow = %endpoint.config.flow, "the flow is not loaded; the message waits for it");
+        }
+        let Some(flow) = self
+            .flows
+            .wait_for(&endpoint.config.flow, &self.shutdown)
+            .await
+        else {
+            return;
+        };
+        let span = tracing::Span::current();
+        span.record("flow", tracing::field::display(&flow.name));
+        span.record("version", tracing::field::display(&flow.version));
+
+        let Some(state) = retrying("read the session state", &self.shutdown, || {
+            self.store.session_state(&message.session, &message.user_id)
+        })
+        .await
+        else {
+            return;
+        };
+
+        let invocation = Invocation {
+            endpoint: message.session.endpoint.clone(),
+            user_id: message.user_id.clone(),
+            session_id: message.session.session_id.clone(),
+            text: message.text.clone(),
+            data: message.data.clone(),
+            trace_id: message.trace_id.clone(),
+            context: state.context,
+            profile: state.profile.clone(),
+            sensitive: endpoint.config.disable_sensitive_logging,
+        };
+        let outcome = match self.runtime.run(&flow.ready, invocation).await {
+            Ok(turn) => {
+                let recipient = payload::Recipient {
+                    user_id: &message.user_id,
+                    session_id: &message.session.session_id,
+                    trace_id: &message.trace_id,
+                    disable_sensitive_logging: endpoint.config.disable_sensitive_logging,
+                };
+                let outputs = turn
+                    .outputs
+                    .iter()
+                    .map(|output| payload::prepare(recipient, output))
+                    .collect();
+                TurnOutcome::Completed {
+                    context: turn.context,
+                    profile: turn.profile.map(|after| ProfileChange {
+                        before: state.profile,
+                        after,
+                        max_size: flow.ready.limits().max_state_size,
+                    }),
+                    outputs,
+                }
+            }
+            Err(failure) => {
+                let panic = failure.panic_message();
+                if endpoint.config.disable_sensitive_logging {
+                    // A panic message or stderr may quote what the user
+                    // said; the admin API still shows the stored reason.
+                    tracing::error!(
+                        reason = %crate::telemetry::printable(&failure.reason),
+                        "message failed; the session's state is unchanged (its panic text and stderr are withheld: disable_sensitive_logging)"
+                    );
+                } else {
+                    tracing::error!(
+                        reason = %crate::telemetry::printable(&failure.reason),
+                        panic = %crate::telemetry::printable(panic.as_deref().unwrap_or_default()),
+                        stderr = %crate::telemetry::printable(failure.stderr.trim()),
+                        "message failed; the session's state is unchanged"
+                    );
+                }
+                let reason = match panic {
+                    Some(panic) => format!("{} ({panic})", failure.reason),
+                    None => failure.reason,
+                };
+                TurnOutcome::Failed { reason }
+            }
+        };
+        let ran = matches!(outcome, TurnOutcome::Completed { .. });
+        let Some(committed) = self
+            .commit(&message, &flow.name, &flow.version, outcome)
+            .await
+        else {
+            return;
+        };
+        match committed {
+            CommittedTurn::Done(outputs) => {
+                tracing::info!(
+                    outputs = outputs.len(),
+                    took_ms = started.elapsed().as_millis() as u64,
+                    "message handled"
+                );
+                self.delivery.enqueue(outputs.iter().map(Queued::from));
+            }
+            // The flow ran, but what it changed could not be kept.
+            CommittedTurn::Failed(reason) if ran => {
+                tracing::error!(%reason, "message failed; the session's state is unchanged");
+            }
+            CommittedTurn::Failed(_) => {}
+        }
+    }
+
+    async fn commit(
+        &self,
+        message: &InboxMessage,
+        flow: &str,
+        version: &str,
+        outcome: TurnOutcome,
+    ) -> Option<CommittedTurn> {
+        let record = TurnRecord {
+            message_id: message.id,
+            session: message.session.clone(),
+            user_id: message.user_id.clone(),
+            flow: flow.to_owned(),
+            flow_version: version.to_owned(),
+            outcome,
+        };
+        retrying("record the message's outcome", &self.shutdown, || {
+            self.store.complete_turn(record.clone())
+        })
+        .await
+    }
+}
