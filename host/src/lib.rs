@@ -26,6 +26,7 @@
 //! changes while running), [`server`] (starting and stopping it all),
 //! [`shutdown`] and [`telemetry`].
 
+pub mod banner;
 pub mod config;
 pub mod delivery;
 pub mod endpoints;
@@ -48,6 +49,7 @@ pub mod tls;
 pub mod units;
 pub mod watch;
 
+pub use self::banner::StartLine;
 pub use self::config::Config;
 pub use self::server::Server;
 
@@ -64,25 +66,13 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let server = Server::start(listener, config).await?;
-    println!(
-        "flowhost {} listening on http://{}",
-        env!("CARGO_PKG_VERSION"),
-        server.local_addr()
-    );
+    println!("{}", StartLine::listening(server.local_addr()));
     let urls = server.endpoint_urls();
     for url in &urls {
-        let (name, flow) = (&url.name, &url.flow);
-        if url.new_token {
-            println!(
-                "  endpoint {name} (flow {flow}; a new URL, printed whole only now): {}",
-                url.url
-            );
-        } else {
-            println!("  endpoint {name} (flow {flow}): {}", url.redacted());
-        }
+        println!("{}", StartLine::endpoint(url));
     }
     if urls.iter().any(|url| !url.new_token) {
-        println!("  (`flowhost endpoints` shows the URLs whole)");
+        println!("{}", StartLine::WHOLE_URLS);
     }
     server.serve(shutdown).await
 }

@@ -107,7 +107,7 @@ fn demo(root: &Path) -> anyhow::Result<()> {
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
         let server = flowhost::Server::start(listener, config).await?;
-        println!("flowhost listening on http://{}", server.local_addr());
+        println!("{}", flowhost::StartLine::listening(server.local_addr()));
         // The demo's URL tokens are fixed in its configuration, and
         // printed whole for the tour.
         for url in server.endpoint_urls() {

@@ -818,15 +818,12 @@ impl Process {
             let line = lines
                 .next()
                 .context("the process stopped before it was ready")??;
-            if let Some((_, rest)) = line.split_once("listening on http://") {
-                addr = Some(rest.trim().to_owned());
-            } else if let Some(rest) = line.trim().strip_prefix("endpoint ") {
-                let name = rest
-                    .split_whitespace()
-                    .next()
-                    .unwrap_or_default()
-                    .to_owned();
-                urls.insert(name, rest.rsplit(' ').next().unwrap_or_default().to_owned());
+            match flowhost::StartLine::parse(&line) {
+                Some(flowhost::StartLine::Listening(at)) => addr = Some(at),
+                Some(flowhost::StartLine::Endpoint { name, url }) => {
+                    urls.insert(name, url);
+                }
+                None => {}
             }
         }
         std::thread::spawn(move || lines.for_each(drop));

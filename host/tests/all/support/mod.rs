@@ -288,12 +288,12 @@ impl Host {
                 let Some(line) = stdout.next_line().await.unwrap() else {
                     return false;
                 };
-                if let Some(rest) = line.split_once("listening on http://") {
-                    addr = Some(rest.1.trim().to_owned());
-                } else if let Some(rest) = line.trim().strip_prefix("endpoint ") {
-                    let name = rest.split_whitespace().next().unwrap().to_owned();
-                    let url = rest.rsplit(' ').next().unwrap().to_owned();
-                    urls.insert(name, url);
+                match flowhost::StartLine::parse(&line) {
+                    Some(flowhost::StartLine::Listening(at)) => addr = Some(at),
+                    Some(flowhost::StartLine::Endpoint { name, url }) => {
+                        urls.insert(name, url);
+                    }
+                    None => {}
                 }
                 printed.push(line);
             }
@@ -483,24 +483,35 @@ impl Receiver {
         self.inner.received.lock().unwrap().clone()
     }
 
-    /// Waits until a delivery of `session` has text for which `matches` is
-    /// true; returns that text.
-    pub async fn wait_for_text(&self, session: &str, matches: impl Fn(&str) -> bool) -> String {
-        let waited = tokio::time::timeout(PATIENCE, async {
+    /// Checks `found` whenever a request arrives, until it gives a value;
+    /// `None` after [`PATIENCE`].
+    async fn when_arrived<T>(&self, found: impl Fn(&Self) -> Option<T>) -> Option<T> {
+        tokio::time::timeout(PATIENCE, async {
             loop {
                 let arrived = self.inner.arrived.notified();
-                if let Some(found) = self
-                    .received()
-                    .iter()
-                    .find(|r| r.session() == session && matches(r.text()))
-                {
-                    return found.text().to_owned();
+                if let Some(value) = found(self) {
+                    return value;
                 }
                 arrived.await;
             }
         })
-        .await;
-        waited.unwrap_or_else(|_| {
+        .await
+        .ok()
+    }
+
+    /// Waits until a delivery of `session` has text for which `matches` is
+    /// true; returns that text.
+    pub async fn wait_for_text(&self, session: &str, matches: impl Fn(&str) -> bool) -> String {
+        let found = self
+            .when_arrived(|receiver| {
+                receiver
+                    .received()
+                    .iter()
+                    .find(|r| r.session() == session && matches(r.text()))
+                    .map(|r| r.text().to_owned())
+            })
+            .await;
+        found.unwrap_or_else(|| {
             let texts: Vec<_> = self
                 .received()
                 .iter()
@@ -514,18 +525,11 @@ impl Receiver {
     /// Waits until at least `count` requests (answered 2xx or not) have
     /// arrived; returns them all.
     pub async fn wait_for_attempts(&self, count: usize) -> Vec<Received> {
-        let waited = tokio::time::timeout(PATIENCE, async {
-            loop {
-                let arrived = self.inner.arrived.notified();
-                if self.attempts().len() >= count {
-                    return;
-                }
-                arrived.await;
-            }
-        })
-        .await;
+        let waited = self
+            .when_arrived(|receiver| (receiver.attempts().len() >= count).then_some(()))
+            .await;
         assert!(
-            waited.is_ok(),
+            waited.is_some(),
             "expected {count} attempts, got {}",
             self.attempts().len()
         );
@@ -534,18 +538,11 @@ impl Receiver {
 
     /// Waits until at least `count` requests have arrived; returns them all.
     pub async fn wait_for(&self, count: usize) -> Vec<Received> {
-        let waited = tokio::time::timeout(PATIENCE, async {
-            loop {
-                let arrived = self.inner.arrived.notified();
-                if self.received().len() >= count {
-                    return;
-                }
-                arrived.await;
-            }
-        })
-        .await;
+        let waited = self
+            .when_arrived(|receiver| (receiver.received().len() >= count).then_some(()))
+            .await;
         let received = self.received();
-        if waited.is_err() {
+        if waited.is_none() {
             panic!(
                 "expected {count} deliveries, got {}:\n{:#?}",
                 received.len(),
