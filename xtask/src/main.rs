@@ -3,19 +3,22 @@
 //! - `demo`: builds the example flows and serves them with
 //!   `demo/flowhost.toml`, beside a webhook receiver that prints every
 //!   delivery.
-//! - `bench [--quick] [--only noisy_neighbours|hostile_neighbours]`: the
-//!   load bench (see `bench/mod.rs`), in release.
+//! - `bench [--quick] [--only noisy_neighbours|hostile_neighbours]
+//!   [--flowhost PATH]`: the load bench (see `bench/mod.rs`), in release.
 //! - `code-shape <file.wasm>…`: what each component takes of the instance
 //!   pool and how complex its code is, against flowhost's bounds.
+//! - `module-graph [CHECKOUT]`: which host modules use which, and any
+//!   cycle (in this checkout, or another one, such as an older version).
 
 mod bench;
+mod modules;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo xtask demo | cargo xtask bench [--quick] [--only SCENARIO] [--flowhost PATH] | cargo xtask code-shape <file.wasm>…";
+const USAGE: &str = "usage: cargo xtask demo | cargo xtask bench [--quick] [--only SCENARIO] [--flowhost PATH] | cargo xtask code-shape <file.wasm>… | cargo xtask module-graph [CHECKOUT]";
 
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -44,6 +47,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(bench::serve_ceiling(&listen))
         }
         "code-shape" if !rest.is_empty() => code_shape(&rest),
+        "module-graph" => modules::run(&rest.first().map_or(root.clone(), PathBuf::from)),
         _ => bail!("{USAGE}"),
     }
 }
