@@ -22,9 +22,15 @@
 //! Around them: [`config`] (reads and checks the file into each stage's
 //! settings; no stage imports it), [`endpoints`] (the endpoints in force),
 //! [`keys`] (API keys), [`signature`] (Standard Webhooks signing),
-//! [`private`] (files only flowhost may read), [`reload`] (configuration
+//! `private` (files only flowhost may read), [`reload`] (configuration
 //! changes while running), [`server`] (starting and stopping it all),
-//! [`shutdown`] and [`telemetry`].
+//! [`banner`] (the start-up lines and their parser), [`shutdown`],
+//! [`telemetry`] and [`tls`] (the one trust store for outgoing HTTPS).
+//! Beneath those: `lanes` (per-key queues run one at a time, for the inbox
+//! and delivery), `net` (which addresses are public, and the one resolver
+//! check for flows and webhooks), `units` (sizes and durations as written
+//! in the file), `watch` (the folder watcher behind hot reload). [`local`]
+//! runs one flow once, for `flowhost run`.
 
 pub mod banner;
 pub mod config;
@@ -36,8 +42,8 @@ pub mod inbox;
 pub mod keys;
 mod lanes;
 pub mod local;
-pub mod net;
-pub mod private;
+mod net;
+mod private;
 pub mod reload;
 pub mod runtime;
 pub mod server;
@@ -46,8 +52,8 @@ pub mod signature;
 pub mod store;
 pub mod telemetry;
 pub mod tls;
-pub mod units;
-pub mod watch;
+mod units;
+mod watch;
 
 pub use self::banner::StartLine;
 pub use self::config::Config;

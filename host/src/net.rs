@@ -12,7 +12,7 @@ use std::time::Duration;
 
 /// Where a connection may go.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Reach {
+pub(crate) enum Reach {
     /// Public addresses only.
     Public,
     /// Loopback and private networks too, where the operator allows them;
@@ -21,7 +21,7 @@ pub enum Reach {
 }
 
 /// Why `ip` may not be connected to under `reach`, or `None` if it may.
-pub fn refused(ip: IpAddr, reach: Reach) -> Option<&'static str> {
+pub(crate) fn refused(ip: IpAddr, reach: Reach) -> Option<&'static str> {
     never_reachable(ip).or_else(|| match reach {
         Reach::Public => restricted(ip),
         Reach::Private => None,
@@ -30,7 +30,7 @@ pub fn refused(ip: IpAddr, reach: Reach) -> Option<&'static str> {
 
 /// Why a host gave no address to connect to.
 #[derive(Debug, thiserror::Error)]
-pub enum Unreachable {
+pub(crate) enum Unreachable {
     /// The lookup took longer than it was given.
     #[error("{host} did not resolve in time")]
     Timeout {
@@ -67,7 +67,7 @@ pub enum Unreachable {
 /// order; a literal address is checked the same way. This is the one check
 /// that flows' outbound HTTP and webhook delivery both make, on the very
 /// addresses they then connect to.
-pub async fn resolve_checked(
+pub(crate) async fn resolve_checked(
     host: &str,
     port: u16,
     reach: Reach,
@@ -106,7 +106,7 @@ pub async fn resolve_checked(
 }
 
 /// Why `ip` is not a public address, or `None` if it is one.
-pub fn restricted(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn restricted(ip: IpAddr) -> Option<&'static str> {
     match ip {
         IpAddr::V4(v4) => restricted_v4(v4),
         IpAddr::V6(v6) => match embedded_v4(v6) {
@@ -120,7 +120,7 @@ pub fn restricted(ip: IpAddr) -> Option<&'static str> {
 /// allows: link-local addresses (cloud metadata services answer on
 /// 169.254.169.254 and fd00:ec2::254), in any form that embeds one, and
 /// addresses that are no destination at all.
-pub fn never_reachable(ip: IpAddr) -> Option<&'static str> {
+pub(crate) fn never_reachable(ip: IpAddr) -> Option<&'static str> {
     let v4 = |v4: Ipv4Addr| {
         if v4.is_link_local() {
             Some("link-local (and cloud metadata)")

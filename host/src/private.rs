@@ -13,7 +13,7 @@ use std::path::Path;
 
 /// Creates `dir` (and its missing parents) with mode 0700. If it already
 /// exists and its group or others may use it, logs a warning.
-pub fn create_dir(dir: &Path) -> io::Result<()> {
+pub(crate) fn create_dir(dir: &Path) -> io::Result<()> {
     if dir.is_dir() {
         warn_if_shared(dir);
         return Ok(());
@@ -26,7 +26,7 @@ pub fn create_dir(dir: &Path) -> io::Result<()> {
 }
 
 /// Makes `file` readable and writable by its owner only, if it exists.
-pub fn restrict_file(file: &Path) -> io::Result<()> {
+pub(crate) fn restrict_file(file: &Path) -> io::Result<()> {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -44,7 +44,7 @@ pub fn restrict_file(file: &Path) -> io::Result<()> {
 
 /// The options to create a file with mode 0600 (the umask can only take
 /// permissions away).
-pub fn file_options() -> std::fs::OpenOptions {
+pub(crate) fn file_options() -> std::fs::OpenOptions {
     #[allow(unused_mut)]
     let mut options = std::fs::OpenOptions::new();
     #[cfg(unix)]

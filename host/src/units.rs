@@ -10,16 +10,16 @@ use serde::{Deserialize, Serialize, Serializer};
 
 /// A number of bytes: an integer, or a string such as `"64 MiB"` or `"512KiB"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct ByteSize(pub u64);
+pub(crate) struct ByteSize(pub u64);
 
 /// A duration written as a string such as `"5s"`, `"250ms"`, `"2m"` or `"1h"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-pub struct HumanDuration(pub Duration);
+pub(crate) struct HumanDuration(pub Duration);
 
 /// A size or duration that does not parse; it quotes the text, which
 /// configuration errors keep out of secret keys.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum UnitError {
+pub(crate) enum UnitError {
     /// No number where one was expected.
     #[error("{text:?} is not a {kind} like {example}")]
     NotANumber {

@@ -25,7 +25,7 @@ use tokio::time::Instant;
 
 /// How long a writer may pause without closing before its file is taken to
 /// be complete.
-pub const WRITE_GRACE: Duration = Duration::from_secs(2);
+pub(crate) const WRITE_GRACE: Duration = Duration::from_secs(2);
 
 /// What an event says about a path.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -108,7 +108,7 @@ impl Settling {
 
 /// A watched folder: [`FolderWatch::next`] gives the paths that settle.
 /// Dropping it stops watching.
-pub struct FolderWatch {
+pub(crate) struct FolderWatch {
     watcher: notify::RecommendedWatcher,
     settled: mpsc::UnboundedReceiver<PathBuf>,
 }
@@ -117,7 +117,7 @@ impl FolderWatch {
     /// Watches `folder` (and, if `recursive`, its subfolders) for paths that
     /// `accept` takes; each is reported once it has settled (see the module
     /// documentation), after `quiet`.
-    pub fn start(
+    pub(crate) fn start(
         folder: &Path,
         recursive: bool,
         quiet: Duration,
@@ -165,7 +165,7 @@ impl FolderWatch {
     }
 
     /// The next path that settled; `None` once watching has stopped.
-    pub async fn next(&mut self) -> Option<PathBuf> {
+    pub(crate) async fn next(&mut self) -> Option<PathBuf> {
         // The watcher must live as long as paths are awaited: it is the
         // watch. (Naming it here also keeps a task that moves this struct
         // from moving the receiver alone and dropping the watcher.)
@@ -174,7 +174,7 @@ impl FolderWatch {
     }
 
     /// A path that has settled already, without waiting.
-    pub fn try_next(&mut self) -> Option<PathBuf> {
+    pub(crate) fn try_next(&mut self) -> Option<PathBuf> {
         self.settled.try_recv().ok()
     }
 }
