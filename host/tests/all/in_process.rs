@@ -8,6 +8,8 @@ use http::{Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
+use crate::support::{InvalidCase, assert_problem};
+
 const TOKEN: &str = "open-endpoint-token-0000";
 
 /// flowhost started in this process on port 0, with one endpoint running
@@ -59,7 +61,7 @@ async fn every_invalid_request_gets_its_problem() {
     let long_text = "y".repeat(10_001);
 
     // (content type, body, status, problem type, the field the detail names)
-    let cases: Vec<(&str, String, u16, &str, &str)> = vec![
+    let cases: Vec<InvalidCase> = vec![
         (
             "text/plain",
             r#"{"userId":"u","sessionId":"s","text":"hi"}"#.into(),
@@ -166,22 +168,9 @@ async fn every_invalid_request_gets_its_problem() {
             "sessionId must not contain control characters",
         ),
     ];
-    for (content_type, body, status, kind, names) in cases {
-        let summary = format!("{content_type} {}", &body[..body.len().min(80)]);
-        let (answer, media, problem) = post(&app, content_type, body.clone()).await;
-        assert_eq!(answer.as_u16(), status, "{summary}");
-        assert_eq!(media, "application/problem+json", "{summary}");
-        assert_eq!(
-            problem["type"],
-            format!("urn:flowhost:problem:{kind}"),
-            "{summary}"
-        );
-        assert_eq!(problem["status"], status, "{summary}");
-        assert!(problem["title"].is_string(), "{summary}");
-        assert!(
-            problem["detail"].as_str().unwrap().contains(names),
-            "{summary}: {problem}"
-        );
+    for case in cases {
+        let (status, media_type, problem) = post(&app, case.0, case.1.clone()).await;
+        assert_problem(&case, status.as_u16(), &media_type, &problem);
     }
 
     // Over max_body_size (1 MiB by default): 413, whatever the body says.

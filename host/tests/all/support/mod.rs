@@ -624,3 +624,28 @@ pub async fn post(url: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest:
     }
     request.send().await.unwrap()
 }
+
+/// One row of the endpoint's validation table: the content type and body
+/// sent, the status expected, the problem type, and a phrase its detail says.
+pub type InvalidCase<'a> = (&'a str, String, u16, &'a str, &'a str);
+
+/// Checks an answer to an invalid request against its row: the status, an
+/// RFC 9457 `application/problem+json` body of the right type, with a
+/// title, and a detail that says what is wrong.
+pub fn assert_problem(case: &InvalidCase<'_>, status: u16, media_type: &str, problem: &Value) {
+    let (content_type, body, expected, kind, names) = case;
+    let summary = format!("{content_type} {}", &body[..body.len().min(80)]);
+    assert_eq!(status, *expected, "{summary}");
+    assert_eq!(media_type, "application/problem+json", "{summary}");
+    assert_eq!(
+        problem["type"],
+        format!("urn:flowhost:problem:{kind}"),
+        "{summary}"
+    );
+    assert_eq!(problem["status"], *expected, "{summary}");
+    assert!(problem["title"].is_string(), "{summary}");
+    assert!(
+        problem["detail"].as_str().unwrap().contains(names),
+        "{summary}: {problem}"
+    );
+}
