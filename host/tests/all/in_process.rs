@@ -8,7 +8,7 @@ use http::{Request, StatusCode};
 use serde_json::Value;
 use tower::ServiceExt;
 
-use crate::support::{InvalidCase, assert_problem};
+use crate::support::{assert_problem, invalid_cases};
 
 const TOKEN: &str = "open-endpoint-token-0000";
 
@@ -57,117 +57,7 @@ async fn post(app: &axum::Router, content_type: &str, body: String) -> (StatusCo
 async fn every_invalid_request_gets_its_problem() {
     let (_dir, server) = server().await;
     let app = server.router();
-    let long_id = "x".repeat(257);
-    let long_text = "y".repeat(10_001);
-
-    // (content type, body, status, problem type, the field the detail names)
-    let cases: Vec<InvalidCase> = vec![
-        (
-            "text/plain",
-            r#"{"userId":"u","sessionId":"s","text":"hi"}"#.into(),
-            415,
-            "unsupported-media-type",
-            "Content-Type",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","#.into(),
-            400,
-            "malformed-json",
-            "JSON",
-        ),
-        (
-            "application/json",
-            r#"[1,2,3]"#.into(),
-            422,
-            "invalid-message",
-            "object",
-        ),
-        (
-            "application/json",
-            r#"{"sessionId":"s","text":"hi"}"#.into(),
-            422,
-            "invalid-message",
-            "userId",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","text":"hi"}"#.into(),
-            422,
-            "invalid-message",
-            "sessionId",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"","sessionId":"s","text":"hi"}"#.into(),
-            422,
-            "invalid-message",
-            "userId",
-        ),
-        (
-            "application/json",
-            r#"{"userId":42,"sessionId":"s","text":"hi"}"#.into(),
-            422,
-            "invalid-message",
-            "userId",
-        ),
-        (
-            "application/json",
-            format!(r#"{{"userId":"{long_id}","sessionId":"s","text":"hi"}}"#),
-            422,
-            "invalid-message",
-            "userId",
-        ),
-        (
-            "application/json",
-            format!(r#"{{"userId":"u","sessionId":"{long_id}","text":"hi"}}"#),
-            422,
-            "invalid-message",
-            "sessionId",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","sessionId":"s","text":["hi"]}"#.into(),
-            422,
-            "invalid-message",
-            "text",
-        ),
-        (
-            "application/json",
-            format!(r#"{{"userId":"u","sessionId":"s","text":"{long_text}"}}"#),
-            422,
-            "invalid-message",
-            "text",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","sessionId":"s","data":"str"}"#.into(),
-            422,
-            "invalid-message",
-            "data",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","sessionId":"s"}"#.into(),
-            422,
-            "invalid-message",
-            "text and data",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","sessionId":"s","text":"a","userId":"v"}"#.into(),
-            422,
-            "invalid-message",
-            "userId appears more than once",
-        ),
-        (
-            "application/json",
-            r#"{"userId":"u","sessionId":"s\n2026 ERROR forged","text":"a"}"#.into(),
-            422,
-            "invalid-message",
-            "sessionId must not contain control characters",
-        ),
-    ];
+    let cases = invalid_cases();
     for case in cases {
         let (status, media_type, problem) = post(&app, case.0, case.1.clone()).await;
         assert_problem(&case, status.as_u16(), &media_type, &problem);

@@ -629,6 +629,121 @@ pub async fn post(url: &str, body: &Value, headers: &[(&str, &str)]) -> reqwest:
 /// sent, the status expected, the problem type, and a phrase its detail says.
 pub type InvalidCase<'a> = (&'a str, String, u16, &'a str, &'a str);
 
+/// The endpoint's validation table: one row per way a request can be
+/// invalid.
+pub fn invalid_cases() -> Vec<InvalidCase<'static>> {
+    let long_id = "x".repeat(257);
+    let long_text = "y".repeat(10_001);
+
+    vec![
+        (
+            "text/plain",
+            r#"{"userId":"u","sessionId":"s","text":"hi"}"#.into(),
+            415,
+            "unsupported-media-type",
+            "Content-Type",
+        ),
+        (
+            "application/json",
+            r#"{"userId":"u","#.into(),
+            400,
+            "malformed-json",
+            "JSON",
+        ),
+        (
+            "application/json",
+            r#"[1,2,3]"#.into(),
+            422,
+            "invalid-message",
+            "object",
+        ),
+        (
+            "application/json",
+            r#"{"sessionId":"s","text":"hi"}"#.into(),
+            422,
+            "invalid-message",
+            "userId",
+        ),
+        (
+            "application/json",
+            r#"{"userId":"u","text":"hi"}"#.into(),
+            422,
+            "invalid-message",
+            "sessionId",
+        ),
+        (
+            "application/json",
+            r#"{"userId":"","sessionId":"s","text":"hi"}"#.into(),
+            422,
+            "invalid-message",
+            "userId",
+        ),
+        (
+            "application/json",
+            r#"{"userId":42,"sessionId":"s","text":"hi"}"#.into(),
+            422,
+            "invalid-message",
+            "userId",
+        ),
+        (
+            "application/json",
+            format!(r#"{{"userId":"{long_id}","sessionId":"s","text":"hi"}}"#),
+            422,
+            "invalid-message",
+            "userId",
+        ),
+        (
+            "application/json",
+            format!(r#"{{"userId":"u","sessionId":"{long_id}","text":"hi"}}"#),
+            422,
+            "invalid-message",
+            "sessionId",
+        ),
+        (
+            "application/json",
+            r#"{"userId":"u","sessionId":"s","text":["hi"]}"#.into(),
+            422,
+            "invalid-message",
+            "text",
+        ),
+        (
+            "application/json",
+            format!(r#"{{"userId":"u","sessionId":"s","text":"{long_text}"}}"#),
+            422,
+            "invalid-message",
+            "text",
+        ),
+        (
+            "application/json",
+            r#"{"userId":"u","sessionId":"s","data":"str"}"#.into(),
+            422,
+            "invalid-message",
+            "data",
+        ),
+        (
+            "application/json",
+            r#"{"userId":"u","sessionId":"s"}"#.into(),
+            422,
+            "invalid-message",
+            "text and data",
+        ),
+        (
+            "application/json",
+            r#"{"userId":"u","sessionId":"s","text":"a","userId":"v"}"#.into(),
+            422,
+            "invalid-message",
+            "userId appears more than once",
+        ),
+        (
+            "application/json",
+            r#"{"userId":"u","sessionId":"s\n2026 ERROR forged","text":"a"}"#.into(),
+            422,
+            "invalid-message",
+            "sessionId must not contain control characters",
+        ),
+    ]
+}
+
 /// Checks an answer to an invalid request against its row: the status, an
 /// RFC 9457 `application/problem+json` body of the right type, with a
 /// title, and a detail that says what is wrong.
