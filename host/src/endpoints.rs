@@ -231,7 +231,7 @@ impl EndpointTable {
 }
 
 /// The endpoints in force, shared by every part of the host.
-pub type SharedEndpoints = Arc<EndpointTable>;
+pub(crate) type SharedEndpoints = Arc<EndpointTable>;
 
 #[cfg(test)]
 mod tests {

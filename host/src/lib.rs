@@ -12,19 +12,19 @@
 //!
 //! - [`http`]: `POST /endpoint/{token}`: authentication, validation, 202;
 //!   connections served within timeouts and caps.
-//! - [`inbox`]: accepted messages, run one at a time per session, in order.
+//! - `inbox`: accepted messages, run one at a time per session, in order.
 //! - [`flows`]: flow files, compiled and kept in a registry by name.
 //! - [`runtime`]: wasmtime: one fresh instance per message, within limits.
 //! - [`store`]: what must survive a restart, split by who calls it: messages
 //!   (the inbox), the outbox (delivery), credentials (HTTP); SQLite by default.
-//! - [`delivery`]: outputs POSTed to webhooks, in order, with retries.
+//! - `delivery`: outputs POSTed to webhooks, in order, with retries.
 //!
 //! Around them: [`config`] (reads and checks the file into each stage's
-//! settings; no stage imports it), [`endpoints`] (the endpoints in force),
-//! [`keys`] (API keys), [`signature`] (Standard Webhooks signing),
+//! settings; no stage imports it), `endpoints` (the endpoints in force),
+//! [`keys`] (API keys), `signature` (Standard Webhooks signing),
 //! `private` (files only flowhost may read), [`reload`] (configuration
-//! changes while running), [`server`] (starting and stopping it all),
-//! [`banner`] (the start-up lines and their parser), [`shutdown`],
+//! changes while running), `server` (starting and stopping it all),
+//! `banner` (the start-up lines and their parser), [`shutdown`],
 //! [`telemetry`] and [`tls`] (the one trust store for outgoing HTTPS).
 //! Beneath those: `lanes` (per-key queues run one at a time, for the inbox
 //! and delivery), `net` (which addresses are public, and the one resolver
@@ -32,13 +32,13 @@
 //! in the file), `watch` (the folder watcher behind hot reload). [`local`]
 //! runs one flow once, for `flowhost run`.
 
-pub mod banner;
+mod banner;
 pub mod config;
-pub mod delivery;
-pub mod endpoints;
+mod delivery;
+mod endpoints;
 pub mod flows;
 pub mod http;
-pub mod inbox;
+mod inbox;
 pub mod keys;
 mod lanes;
 pub mod local;
@@ -46,9 +46,9 @@ mod net;
 mod private;
 pub mod reload;
 pub mod runtime;
-pub mod server;
+mod server;
 pub mod shutdown;
-pub mod signature;
+mod signature;
 pub mod store;
 pub mod telemetry;
 pub mod tls;

@@ -17,7 +17,7 @@ use crate::net::{Reach, Unreachable, resolve_checked, restricted};
 
 /// Why the host of `url` is known to be non-public without resolving it: a
 /// literal address that is not public, or `localhost`.
-pub fn private_host(url: &Url) -> Option<String> {
+pub(crate) fn private_host(url: &Url) -> Option<String> {
     match url.host()? {
         url::Host::Ipv4(ip) => restricted(IpAddr::V4(ip)).map(|r| format!("a {r} address")),
         url::Host::Ipv6(ip) => restricted(IpAddr::V6(ip)).map(|r| format!("a {r} address")),

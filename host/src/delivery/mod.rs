@@ -24,9 +24,9 @@
 
 mod client;
 mod courier;
-pub mod guard;
-pub mod payload;
-pub mod retry;
+pub(crate) mod guard;
+pub(crate) mod payload;
+pub(crate) mod retry;
 
 use std::collections::{HashMap, HashSet};
 use std::fmt;

@@ -40,7 +40,7 @@ struct AiOutput<'a> {
 
 /// Whom a message's outputs go to, as the webhook body names them.
 #[derive(Debug, Clone, Copy)]
-pub struct Recipient<'a> {
+pub(crate) struct Recipient<'a> {
     /// The message's `userId`.
     pub user_id: &'a str,
     /// Its `sessionId`.
@@ -54,7 +54,7 @@ pub struct Recipient<'a> {
 /// An output ready for the outbox: its body, and its Standard Webhooks id
 /// (`msg_<uuid>`), made once so that every retry sends the same id, which a
 /// receiver uses to drop duplicates.
-pub fn prepare(to: Recipient<'_>, output: &Output) -> NewOutput {
+pub(crate) fn prepare(to: Recipient<'_>, output: &Output) -> NewOutput {
     NewOutput {
         webhook_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
         body: render(to, output),
@@ -63,7 +63,7 @@ pub fn prepare(to: Recipient<'_>, output: &Output) -> NewOutput {
 
 /// Renders one output's webhook body. A missing text is `""` and missing
 /// data is `{}`, as in the seed.
-pub fn render(to: Recipient<'_>, output: &Output) -> String {
+pub(crate) fn render(to: Recipient<'_>, output: &Output) -> String {
     let empty = Map::new();
     let body = Body {
         user_id: to.user_id,

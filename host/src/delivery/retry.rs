@@ -11,11 +11,11 @@ use std::time::Duration;
 use rand::Rng;
 
 /// The longest `Retry-After` honoured.
-pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(6 * 3600);
 
 /// What follows an attempt.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Verdict {
+pub(crate) enum Verdict {
     /// The receiver took it.
     Delivered,
     /// Try again after this wait.
@@ -29,20 +29,20 @@ pub enum Verdict {
 
 /// A retry schedule.
 #[derive(Debug, Clone, PartialEq)]
-pub struct RetryPolicy {
+pub(crate) struct RetryPolicy {
     schedule: Vec<Duration>,
 }
 
 impl RetryPolicy {
     /// A policy that waits `schedule[n]` before retry `n + 1`.
-    pub fn new(schedule: Vec<Duration>) -> Self {
+    pub(crate) fn new(schedule: Vec<Duration>) -> Self {
         RetryPolicy { schedule }
     }
 
     /// What follows a failed attempt that got `status` (`None`: no answer),
     /// the `attempts`-th in all, whose receiver asked to be retried after
     /// `retry_after`.
-    pub fn after_failure(
+    pub(crate) fn after_failure(
         &self,
         status: Option<u16>,
         attempts: u32,
@@ -59,7 +59,11 @@ impl RetryPolicy {
 
     /// The wait before the next attempt, after `attempts` attempts have
     /// failed; `None` when the schedule is used up and the output is dead.
-    pub fn next_wait(&self, attempts: u32, retry_after: Option<Duration>) -> Option<Duration> {
+    pub(crate) fn next_wait(
+        &self,
+        attempts: u32,
+        retry_after: Option<Duration>,
+    ) -> Option<Duration> {
         let base = *self.schedule.get(attempts.checked_sub(1)? as usize)?;
         let jittered = base.mul_f64(rand::rng().random_range(0.8..=1.2));
         Some(match retry_after {
@@ -70,7 +74,7 @@ impl RetryPolicy {
 }
 
 /// Parses a `Retry-After` value: seconds, or an HTTP date.
-pub fn parse_retry_after(value: &str) -> Option<Duration> {
+pub(crate) fn parse_retry_after(value: &str) -> Option<Duration> {
     let value = value.trim();
     if let Ok(seconds) = value.parse::<u64>() {
         return Some(Duration::from_secs(seconds));

@@ -3,7 +3,7 @@
 //! connection, and all of them, may hold.
 //!
 //! Handlers only check and translate: every error is a [`Problem`], every
-//! accepted message goes to the [`Inbox`].
+//! accepted message goes to the inbox.
 
 mod admin;
 mod endpoint;

@@ -20,7 +20,7 @@
 mod admission;
 mod turn;
 
-pub use self::admission::{Crowded, QueueLimits};
+pub(crate) use self::admission::{Crowded, QueueLimits};
 
 use std::sync::Arc;
 
@@ -38,7 +38,7 @@ use crate::store::{InboxMessage, MessageStore, SessionKey, StoreError};
 /// A new message's trace id, in the seed's form:
 /// `endpoint-httpIncomingMessage-<uuid>`. It names the message in the 202,
 /// in every output's body and in the log.
-pub fn new_trace_id() -> String {
+pub(crate) fn new_trace_id() -> String {
     format!("endpoint-httpIncomingMessage-{}", uuid::Uuid::new_v4())
 }
 
