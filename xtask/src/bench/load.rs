@@ -140,6 +140,40 @@ pub(crate) async fn open(
     merge(workers, started).await
 }
 
+/// A burst: `count` messages sent as fast as `connections` connections
+/// allow, the body of message `n` sent at `sent_at` made by `body`.
+pub(crate) async fn burst(
+    url: &str,
+    count: u64,
+    connections: usize,
+    body: Arc<dyn Fn(u64, u64) -> Bytes + Send + Sync>,
+    epoch: Instant,
+) -> anyhow::Result<Acks> {
+    let (addr, path) = split(url)?;
+    let counter = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let mut workers = Vec::new();
+    for _ in 0..connections {
+        let (addr, path, counter, body) =
+            (addr.clone(), path.clone(), counter.clone(), body.clone());
+        workers.push(tokio::spawn(async move {
+            let mut acks = Acks::default();
+            let mut sender = connect(&addr).await?;
+            loop {
+                let n = counter.fetch_add(1, Ordering::Relaxed);
+                if n >= count {
+                    break;
+                }
+                let sent_at = micros_since(epoch);
+                let body = body(n, sent_at);
+                send_one(&mut sender, &addr, &path, body, sent_at, epoch, &mut acks).await?;
+            }
+            anyhow::Ok(acks)
+        }));
+    }
+    merge(workers, started).await
+}
+
 /// Sends one request and counts its answer in `acks`, with its latency
 /// from `sent_at`; reconnects if the connection broke.
 async fn send_one(

@@ -17,6 +17,10 @@
 //! - **hostile neighbours**: the same, beside flows that attack one after
 //!   another (endless loops, memory grown to 1 GiB, 50 MB strings for
 //!   output, context and log) while garbage files land in the flows folder;
+//! - **slow flow**: 10,000 turns sent at once, each calling an API that
+//!   answers after 2 s: until the last output, peak RSS, turns waiting at
+//!   once; and **first output**: how soon a turn that says, waits 2 s and
+//!   says again gets its first output to the receiver;
 //! - **reload**: from a rename into the flows folder to the first message
 //!   served by the new version, compiled (cold) and from the compile cache
 //!   (warm); start-up with 50 flows, cold and warm; memory per loaded flow.
@@ -31,6 +35,7 @@ mod process;
 mod receiver;
 mod reload;
 mod table;
+mod waiting;
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -139,7 +144,16 @@ async fn scenarios(
             results.insert("hostile_neighbours", figures.await?);
             return Ok(json!(results));
         }
-        Some(other) => bail!("--only takes noisy_neighbours or hostile_neighbours, not {other}"),
+        Some("waiting") => {
+            let (slow, first) =
+                waiting::scenarios(flowhost, flows, &hook, &deliveries, epoch).await?;
+            results.insert("slow_flow", slow);
+            results.insert("first_output", first);
+            return Ok(json!(results));
+        }
+        Some(other) => {
+            bail!("--only takes noisy_neighbours, hostile_neighbours or waiting, not {other}")
+        }
     }
 
     // The ceiling.
@@ -245,6 +259,9 @@ async fn scenarios(
     wait_delivered(&deliveries, Duration::from_secs(60)).await;
     drop(host);
 
+    let (slow, first) = waiting::scenarios(flowhost, flows, &hook, &deliveries, epoch).await?;
+    results.insert("slow_flow", slow);
+    results.insert("first_output", first);
     results.insert(
         "noisy_neighbours",
         noisy_neighbours(flowhost, flows, &hook, &deliveries, options, epoch).await?,

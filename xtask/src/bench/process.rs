@@ -32,11 +32,12 @@ impl Site {
         let mut config = format!(
             "listen = \"127.0.0.1:0\"\nflows_dir = \"flows\"\ndata_dir = \"data\"\n{extra}\n\
              [runtime]\nmax_queued_messages = 1000000\n\
+             private_outbound_hosts = [\"http://127.0.0.1:*\"]\n\
              max_queued_per_endpoint = 1000000\nmax_queued_per_session = 1000000\n\
              [delivery]\nallow_private_webhooks = true\nretry_schedule = [\"100ms\", \"1s\"]\n\
              max_concurrent_per_endpoint = 256\n"
         );
-        for endpoint in ["echo", "hostile", "swap"] {
+        for endpoint in ["echo", "hostile", "swap", "waiting"] {
             config.push_str(&format!(
                 "[endpoints.{endpoint}]\nflow = \"{endpoint}\"\nwebhook_url = \"{hook}\"\n"
             ));
@@ -71,7 +72,7 @@ impl Process {
             .spawn()
             .context("starting flowhost")?;
         let stderr = child.stderr.take().context("no stderr")?;
-        let process = Process::read_start(child, 3)?;
+        let process = Process::read_start(child, 4)?;
         let mut log = BufReader::new(stderr).lines();
         loop {
             let line = log

@@ -20,6 +20,9 @@ pub(crate) struct Deliveries {
     /// (session, text) of the deliveries to `probe-…` sessions, which the
     /// reload bench waits for.
     pub(crate) texts: Mutex<Vec<(String, String)>>,
+    /// (session, whether it is the turn's first output, arrival) of the
+    /// deliveries to `wait-…` sessions, which the waiting-flow bench counts.
+    pub(crate) waits: Mutex<Vec<(String, bool, u64)>>,
 }
 
 impl Deliveries {
@@ -79,6 +82,15 @@ async fn receive(State((deliveries, epoch)): State<(Arc<Deliveries>, Instant)>, 
             deliveries.texts.lock().unwrap().push((session, text));
         }
         return;
+    }
+    if contains(&body, br#""sessionId":"wait-"#)
+        && let Ok(value) = serde_json::from_slice::<serde_json::Value>(&body)
+    {
+        let session = value["sessionId"].as_str().unwrap_or_default().to_owned();
+        let first = value["AIOutput"]["text"]
+            .as_str()
+            .is_some_and(|text| text.starts_with("One moment"));
+        deliveries.waits.lock().unwrap().push((session, first, now));
     }
     let sent = find_sent_at(&body);
     if let Some(sent) = sent {

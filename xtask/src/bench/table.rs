@@ -69,6 +69,27 @@ pub(super) fn print_table(results: &Value) {
             ],
         ),
         (
+            "slow flow: 10,000 turns at once, each calling a 2 s API",
+            "slow_flow",
+            &[
+                "accepted",
+                "delivered",
+                "send_seconds",
+                "last_output_after_last_accepted_s",
+                "turns_waiting_at_peak",
+                "peak_rss_mib",
+            ],
+        ),
+        (
+            "say, wait 2 s, say (20 turns at once)",
+            "first_output",
+            &[
+                "first_output_p50_ms",
+                "first_output_max_ms",
+                "second_output_p50_ms",
+            ],
+        ),
+        (
             "echo beside 8 hostile flows (open loop 500/s)",
             "noisy_neighbours",
             &[
