@@ -94,8 +94,17 @@ impl RawConfig {
             .runtime
             .max_queued_per_session
             .unwrap_or((max_queued_per_endpoint / 4).max(1));
+        let max_concurrent_flows = given(self.runtime.max_concurrent_flows);
         let runtime = RuntimeConfig {
-            max_concurrent_flows: given(self.runtime.max_concurrent_flows),
+            max_concurrent_flows,
+            warm_instances: self
+                .runtime
+                .warm_instances
+                .unwrap_or(DEFAULT_WARM_INSTANCES.min(max_concurrent_flows)),
+            max_total_flow_memory: self
+                .runtime
+                .max_total_flow_memory
+                .map_or_else(half_the_memory, |size| size.0),
             // Half the cores, and at least two: the other half serves HTTP,
             // the store and deliveries. Two at least, because a flow can
             // hold a thread in host code that does not yield (copying a
@@ -119,15 +128,22 @@ impl RawConfig {
             max_queued_per_session,
             shutdown_grace: given(self.runtime.shutdown_grace).0,
         };
-        // By default one flow may take half the instance pool, so that a
-        // flow under attack (or stuck) leaves room for the others.
+        // By default one flow may have nine tenths of the turns in flight,
+        // so that a flow under attack (or waiting on a dead API) leaves a
+        // tenth for the others.
         let limits = self.limits.apply(&Limits {
-            max_concurrent: (runtime.max_concurrent_flows / 2).max(1),
+            max_concurrent: flow_share(runtime.max_concurrent_flows),
             ..Limits::default()
         });
         problems.extend(limits.check().into_iter().map(|p| format!("limits.{p}")));
         if runtime.max_concurrent_flows == 0 {
             problems.push("runtime.max_concurrent_flows: must be at least 1".into());
+        }
+        if runtime.warm_instances == 0 || runtime.warm_instances > runtime.max_concurrent_flows {
+            problems.push(format!(
+                "runtime.warm_instances: must be from 1 to runtime.max_concurrent_flows ({})",
+                runtime.max_concurrent_flows
+            ));
         }
         for (key, value) in [
             ("max_queued_messages", runtime.max_queued_messages),
@@ -155,7 +171,7 @@ impl RawConfig {
         // one and the operator's default for every flow.
         let built_in = Limits {
             memory: runtime.max_flow_memory,
-            max_concurrent: (runtime.max_concurrent_flows / 2).max(1),
+            max_concurrent: flow_share(runtime.max_concurrent_flows),
             ..Limits::default_ceilings()
         };
         let max_limits = self.max_limits.apply(&Limits {
@@ -335,6 +351,32 @@ impl RawConfig {
             compiler_program: None,
         })
     }
+}
+
+/// Instances kept warm when `runtime.warm_instances` is not set (fewer if
+/// `max_concurrent_flows` is smaller): enough for the turns that come and
+/// go in microseconds, few enough that the pool's address space (a few GiB
+/// per instance, reserved, not used) stays small.
+const DEFAULT_WARM_INSTANCES: u32 = 256;
+
+/// The turns in flight one flow may have by default: nine tenths of the
+/// host's, at least one.
+fn flow_share(max_concurrent_flows: u32) -> u32 {
+    (max_concurrent_flows - max_concurrent_flows / 10).max(1)
+}
+
+/// `runtime.max_total_flow_memory` when it is not set: half the machine's
+/// memory (4 GiB where it cannot be read: half of 8).
+fn half_the_memory() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|info| {
+            let line = info.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        })
+        .unwrap_or(8 << 30);
+    total / 2
 }
 
 /// A value that `defaults.toml` gives, and so is set whatever the file

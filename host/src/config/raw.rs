@@ -67,6 +67,8 @@ pub(super) struct RawStore {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRuntime {
     pub(super) max_concurrent_flows: Option<u32>,
+    pub(super) warm_instances: Option<u32>,
+    pub(super) max_total_flow_memory: Option<ByteSize>,
     pub(super) flow_threads: Option<usize>,
     pub(super) max_flow_memory: Option<ByteSize>,
     pub(super) max_wasm_stack: Option<ByteSize>,

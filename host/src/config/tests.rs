@@ -318,13 +318,16 @@ fn every_default_comes_from_defaults_toml() {
     assert_eq!(config.http, HttpConfig::default());
     assert_eq!(
         config.limits,
-        Limits {
-            max_concurrent: 50,
-            ..Limits::default()
-        },
+        Limits::default(),
         "defaults.toml's [limits] are the runtime's own defaults"
     );
-    assert_eq!(config.runtime.max_concurrent_flows, 100);
+    assert_eq!(config.runtime.max_concurrent_flows, 12_000);
+    assert_eq!(config.runtime.warm_instances, 256);
+    assert!(config.runtime.max_total_flow_memory >= 512 << 20);
+    // A smaller host keeps the pool within it.
+    let small = Config::from_toml("[runtime]\nmax_concurrent_flows = 10\n").unwrap();
+    assert_eq!(small.runtime.warm_instances, 10);
+    assert_eq!(small.limits.max_concurrent, 9);
     assert_eq!(config.runtime.max_queued_per_endpoint, 25_000);
     assert_eq!(config.delivery.retry_schedule.len(), 7);
     assert_eq!(config.delivery.max_concurrent_per_endpoint, 64);

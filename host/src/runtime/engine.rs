@@ -4,10 +4,11 @@
 
 use std::time::Duration;
 
-use wasmtime::component::Component;
+use wasmtime::component::{Component, Linker};
 use wasmtime::{Engine, InstanceAllocationStrategy, PoolingAllocationConfig};
 
 use super::bindings::FlowPre;
+use super::state::HostState;
 use super::{CompiledFlow, Runtime, RuntimeConfig, precheck};
 
 /// The most core instances one component may hold. Measured with `cargo
@@ -109,24 +110,28 @@ impl Runtime {
 
     /// Compiles and links a component. This is CPU work (tens of
     /// milliseconds or more): call it from a blocking thread.
+    #[allow(unsafe_code)]
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledFlow, LoadError> {
         self.check_size(bytes.len() as u64)?;
         check_component(bytes)?;
         let component =
             Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(e.into()))?;
-        self.link(&component)
+        let code = self.serialize_component(&component)?;
+        // SAFETY: `code` was just serialized by the pool's engine, whose
+        // settings are the other engine's (`Runtime::new` makes both from
+        // one configuration).
+        let own = unsafe { self.load(&self.own_engine, &code) }?;
+        self.link(&component, &own)
     }
 
-    fn link(&self, component: &Component) -> Result<CompiledFlow, LoadError> {
-        let pre = self
-            .linker
-            .instantiate_pre(component)
-            .map_err(|e| LoadError::Link(e.into()))?;
-        let pre = FlowPre::new(pre).map_err(|e| LoadError::NotAFlow(e.into()))?;
+    /// Links a component for both kinds of instance: `component` (of the
+    /// pool's engine) and `own`, the same code loaded into the other engine.
+    fn link(&self, component: &Component, own: &Component) -> Result<CompiledFlow, LoadError> {
         Ok(CompiledFlow {
-            pre,
+            pre: link(&self.linker, component)?,
+            own_pre: link(&self.own_linker, own)?,
             component: component.clone(),
-            flow_threads: self.flow_threads,
+            shares: self.shares,
         })
     }
 
@@ -155,7 +160,11 @@ impl Runtime {
 
     /// The compiled code of a flow, to keep in the compile cache.
     pub fn serialize(&self, flow: &CompiledFlow) -> Result<Vec<u8>, LoadError> {
-        flow.component
+        self.serialize_component(&flow.component)
+    }
+
+    fn serialize_component(&self, component: &Component) -> Result<Vec<u8>, LoadError> {
+        component
             .serialize()
             .map_err(|e| LoadError::Compile(anyhow::Error::from(e).context("cannot serialize")))
     }
@@ -171,12 +180,39 @@ impl Runtime {
     #[allow(unsafe_code)]
     pub unsafe fn deserialize(&self, bytes: &[u8]) -> Result<CompiledFlow, LoadError> {
         // SAFETY: the caller guarantees the bytes came from `serialize` on a
-        // compatible engine; wasmtime checks its own header and version too.
-        let component = unsafe { Component::deserialize(&self.engine, bytes) }.map_err(|e| {
-            LoadError::Compile(anyhow::Error::from(e).context("cannot load the compiled code"))
-        })?;
-        self.link(&component)
+        // compatible engine, and both engines here have the same settings.
+        let (component, own) = unsafe {
+            (
+                self.load(&self.engine, bytes)?,
+                self.load(&self.own_engine, bytes)?,
+            )
+        };
+        self.link(&component, &own)
     }
+
+    /// Loads serialized code into `engine`.
+    ///
+    /// # Safety
+    ///
+    /// As for [`deserialize`](Self::deserialize).
+    #[allow(unsafe_code)]
+    unsafe fn load(&self, engine: &Engine, bytes: &[u8]) -> Result<Component, LoadError> {
+        // SAFETY: passed on to the caller; wasmtime checks its own header
+        // and version too.
+        unsafe { Component::deserialize(engine, bytes) }.map_err(|e| {
+            LoadError::Compile(anyhow::Error::from(e).context("cannot load the compiled code"))
+        })
+    }
+}
+
+fn link(
+    linker: &Linker<HostState>,
+    component: &Component,
+) -> Result<FlowPre<HostState>, LoadError> {
+    let pre = linker
+        .instantiate_pre(component)
+        .map_err(|e| LoadError::Link(e.into()))?;
+    FlowPre::new(pre).map_err(|e| LoadError::NotAFlow(e.into()))
 }
 
 /// The engine settings that compiled code depends on: a compiler (in a

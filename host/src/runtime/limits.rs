@@ -5,6 +5,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
+use super::memory::Held;
 use crate::units::{ByteSize, HumanDuration};
 
 /// What one message of a flow may use. Defaults come from `[limits]` in
@@ -29,8 +30,9 @@ pub struct Limits {
     pub max_http_requests: u32,
     /// Bytes of one HTTP response body a flow may read.
     pub max_http_response_size: u64,
-    /// Messages of this flow that may run at once, across sessions, so that
-    /// one flow cannot take every slot of the instance pool.
+    /// Turns of this flow in flight at once (running, or waiting on an
+    /// API), across sessions, so that one flow cannot take every turn the
+    /// host allows.
     pub max_concurrent: u32,
 }
 
@@ -46,7 +48,7 @@ impl Default for Limits {
             max_log_size: 64 << 10,
             max_http_requests: 10,
             max_http_response_size: 1 << 20,
-            max_concurrent: 50,
+            max_concurrent: 10_800,
         }
     }
 }
@@ -105,7 +107,7 @@ impl Limits {
             max_log_size: 1 << 20,
             max_http_requests: 100,
             max_http_response_size: 16 << 20,
-            max_concurrent: 50,
+            max_concurrent: 10_800,
         }
     }
 
@@ -198,6 +200,20 @@ pub enum LimitExceeded {
     /// `memory`
     #[error("memory limit {} exceeded", ByteSize(*.0))]
     Memory(u64),
+    /// The flow's running turns together hold its share of
+    /// `runtime.max_total_flow_memory`.
+    #[error(
+        "the flow's running turns together hold {} of linear memory, its share of the host's",
+        ByteSize(*.0)
+    )]
+    FlowMemory(u64),
+    /// The host's running turns together hold
+    /// `runtime.max_total_flow_memory`.
+    #[error(
+        "the host's running turns together hold {} of linear memory (runtime.max_total_flow_memory)",
+        ByteSize(*.0)
+    )]
+    HostMemory(u64),
     /// A table grew past what the host allows.
     #[error("table limit of {0} elements exceeded")]
     TableElements(usize),
@@ -246,8 +262,11 @@ pub struct ContractViolation {
 pub(crate) struct StoreLimiter {
     /// The most linear memory, in bytes, of all memories together.
     memory: u64,
-    /// Bytes of linear memory granted so far.
-    memory_used: u64,
+    /// Bytes of linear memory granted so far: what `held` holds of the
+    /// flow's share and the host's budget.
+    held: Held,
+    /// The last growth granted, given back if wasmtime then fails it.
+    last_granted: u64,
     /// The most table elements, of all tables together.
     table_elements: usize,
     /// Table elements granted so far.
@@ -255,10 +274,11 @@ pub(crate) struct StoreLimiter {
 }
 
 impl StoreLimiter {
-    pub(crate) fn new(memory: u64, table_elements: usize) -> StoreLimiter {
+    pub(crate) fn new(memory: u64, held: Held, table_elements: usize) -> StoreLimiter {
         StoreLimiter {
             memory,
-            memory_used: 0,
+            held,
+            last_granted: 0,
             table_elements,
             elements_used: 0,
         }
@@ -272,8 +292,8 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
         desired: usize,
         maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        let total = (self.memory_used - current as u64).saturating_add(desired as u64);
-        if total > self.memory {
+        let more = (desired as u64).saturating_sub(current as u64);
+        if self.held.bytes().saturating_add(more) > self.memory {
             // Failing with an error (rather than refusing the growth) traps at
             // once with this reason, instead of leaving the guest's allocator
             // to report a vaguer "allocation failed".
@@ -282,8 +302,17 @@ impl wasmtime::ResourceLimiter for StoreLimiter {
         if maximum.is_some_and(|max| desired > max) {
             return Ok(false);
         }
-        self.memory_used = total;
+        self.held.grow(more)?;
+        self.last_granted = more;
         Ok(true)
+    }
+
+    fn memory_grow_failed(&mut self, error: wasmtime::Error) -> wasmtime::Result<()> {
+        // Granted above, then refused by wasmtime (past the pool's slot):
+        // the memory did not grow, so nothing of it is held.
+        self.held.shrink(std::mem::take(&mut self.last_granted));
+        tracing::debug!(%error, "a flow's memory could not grow");
+        Ok(())
     }
 
     fn table_growing(
@@ -344,7 +373,12 @@ impl RawLimits {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::runtime::memory::MemoryBudget;
     use wasmtime::ResourceLimiter;
+
+    fn unshared() -> Held {
+        Held::new(MemoryBudget::new(u64::MAX), MemoryBudget::new(u64::MAX))
+    }
 
     #[test]
     fn names_each_limit_over_its_ceiling() {
@@ -383,7 +417,7 @@ mod tests {
 
     #[test]
     fn memory_is_counted_over_all_memories() {
-        let mut limiter = StoreLimiter::new(10 << 20, 100);
+        let mut limiter = StoreLimiter::new(10 << 20, unshared(), 100);
         // Two memories of 4 MiB fit; a third does not, though each alone is
         // under the limit.
         assert!(limiter.memory_growing(0, 4 << 20, None).unwrap());
@@ -399,8 +433,33 @@ mod tests {
     }
 
     #[test]
+    fn memory_comes_out_of_the_flows_share_and_goes_back_when_the_turn_ends() {
+        let (host, flow) = (MemoryBudget::new(64 << 20), MemoryBudget::new(8 << 20));
+        let limiter = || StoreLimiter::new(10 << 20, Held::new(host.clone(), flow.clone()), 100);
+        let (mut one, mut two) = (limiter(), limiter());
+        assert!(one.memory_growing(0, 4 << 20, None).unwrap());
+        // Within the turn's own limit, but over what its flow has left.
+        let error = two.memory_growing(0, 5 << 20, None).unwrap_err();
+        assert_eq!(
+            error.downcast_ref::<LimitExceeded>(),
+            Some(&LimitExceeded::FlowMemory(8 << 20))
+        );
+        assert!(two.memory_growing(0, 2 << 20, None).unwrap());
+        // A growth that wasmtime fails after it was allowed holds nothing.
+        assert!(two.memory_growing(2 << 20, 4 << 20, None).unwrap());
+        two.memory_grow_failed(wasmtime::format_err!("past the slot"))
+            .unwrap();
+        assert_eq!((flow.used(), host.used()), (6 << 20, 6 << 20));
+        assert!(one.memory_growing(4 << 20, 6 << 20, None).unwrap());
+        // An ended turn gives back all it held.
+        drop(one);
+        drop(two);
+        assert_eq!((flow.used(), host.used()), (0, 0));
+    }
+
+    #[test]
     fn table_elements_are_counted_over_all_tables() {
-        let mut limiter = StoreLimiter::new(1 << 20, 100);
+        let mut limiter = StoreLimiter::new(1 << 20, unshared(), 100);
         assert!(limiter.table_growing(0, 60, None).unwrap());
         assert!(limiter.table_growing(0, 41, None).is_err());
         assert!(limiter.table_growing(0, 40, None).unwrap());
@@ -408,7 +467,7 @@ mod tests {
 
     #[test]
     fn a_declared_maximum_refuses_growth_without_counting_it() {
-        let mut limiter = StoreLimiter::new(10 << 20, 100);
+        let mut limiter = StoreLimiter::new(10 << 20, unshared(), 100);
         assert!(!limiter.memory_growing(0, 2 << 20, Some(1 << 20)).unwrap());
         assert!(limiter.memory_growing(0, 10 << 20, None).unwrap());
     }

@@ -7,6 +7,17 @@
 //! message means a message can never see another's memory, and a trap
 //! leaves nothing behind to clean up.
 //!
+//! **Turns that wait.** Most of a conversational flow's time is spent
+//! waiting on an API. A waiting turn holds its instance (its memory and
+//! stack) and nothing else: no thread, and no scarce slot. Instances come
+//! from two places: a pool of `runtime.warm_instances` kept warm, for the
+//! turns that come and go in microseconds, and, when the pool (or the
+//! flow's half of it) is taken, an instance of the turn's own, a few tens
+//! of microseconds slower to start, whose memory goes back to the system
+//! when it ends. What bounds the turns in flight is
+//! `runtime.max_concurrent_flows` (a flow may have nine tenths of them, by
+//! default) and the linear memory they hold together (see `memory`).
+//!
 //! Flows run on their own threads (a tokio runtime of their own), never on
 //! the threads that serve HTTP and deliver outputs: even a flow that spins
 //! takes CPU only from other flows. Within those threads a flow yields at
@@ -22,7 +33,8 @@
 //!
 //! The parts: `engine` compiles and links, `turn` runs one message,
 //! `executor` holds the flow threads; `imports` and `state` are what a flow
-//! may call, `limits` what bounds it, `outbound` its HTTP.
+//! may call, `limits` what bounds it (`memory`: all its turns together),
+//! `outbound` its HTTP.
 //!
 //! This module knows nothing of files, endpoints or storage: it takes bytes
 //! and JSON text in, and gives outputs and JSON text back.
@@ -34,6 +46,7 @@ mod epoch;
 mod executor;
 mod imports;
 mod limits;
+mod memory;
 mod outbound;
 pub mod precheck;
 mod settings;
@@ -64,6 +77,7 @@ use self::bindings::FlowPre;
 use self::engine::engine_config;
 use self::epoch::EpochTicker;
 use self::executor::Executor;
+use self::memory::MemoryBudget;
 use self::state::HostState;
 
 /// How often the epoch advances: how often a running flow yields its thread
@@ -72,21 +86,43 @@ use self::state::HostState;
 /// check itself costs a compare at loop heads whatever the tick.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 
-/// The engine, the linker with every host import, and the threads that run
-/// flows.
+/// A linker for `engine` with every host import.
+fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
+    let mut linker = Linker::new(engine);
+    wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
+    wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        .map_err(anyhow::Error::from)?;
+    imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
+    Ok(linker)
+}
+
+/// The engines, the linkers with every host import, and the threads that
+/// run flows.
 pub struct Runtime {
+    /// The engine whose instances come from the pool of warm ones.
     engine: Engine,
     linker: Linker<HostState>,
-    /// One permit per slot of the instance pool, so that a burst of messages
-    /// waits for a slot instead of failing to instantiate.
-    slots: Arc<Semaphore>,
+    /// The engine whose instances are made for their turn alone, for turns
+    /// beyond the pool; same settings, so the same compiled code loads in
+    /// both.
+    own_engine: Engine,
+    own_linker: Linker<HostState>,
+    /// Turns in flight, host-wide (`runtime.max_concurrent_flows`).
+    in_flight: Arc<Semaphore>,
+    /// One permit per warm instance in the pool; taken only when free.
+    warm: Arc<Semaphore>,
+    /// `runtime.max_concurrent_flows`
+    max_in_flight: usize,
+    /// What each flow gets of the threads, warm instances and memory.
+    shares: Shares,
+    /// The linear memory all turns in flight hold together.
+    memory: Arc<MemoryBudget>,
     fuel_metering: bool,
     settings: EngineSettings,
     /// `runtime.private_outbound_hosts`: hosts flows may reach on private
     /// addresses.
     private_hosts: Arc<AllowedHosts>,
     max_component_size: u64,
-    flow_threads: usize,
     executor: Executor,
     _ticker: EpochTicker,
 }
@@ -95,10 +131,24 @@ pub struct Runtime {
 /// to clone.
 #[derive(Clone)]
 pub struct CompiledFlow {
+    /// Linked for warm instances, from the pool.
     pre: FlowPre<HostState>,
+    /// Linked for instances of a turn's own.
+    own_pre: FlowPre<HostState>,
     component: Component,
-    /// `runtime.flow_threads` of the runtime that linked it.
-    flow_threads: usize,
+    /// What each flow gets of the runtime that linked it.
+    shares: Shares,
+}
+
+/// What each flow gets of a runtime's threads, warm instances and memory.
+#[derive(Debug, Clone, Copy)]
+struct Shares {
+    /// All the flow threads but one, at least one.
+    threads: usize,
+    /// Half the warm instances, at least one.
+    warm: usize,
+    /// Half of `runtime.max_total_flow_memory`.
+    memory: u64,
 }
 
 /// A compiled flow with what it may use: ready to run.
@@ -107,19 +157,24 @@ pub struct ReadyFlow {
     compiled: CompiledFlow,
     limits: Limits,
     allowed_hosts: Arc<AllowedHosts>,
-    /// Bounds the flow's messages running at once (`limits.max_concurrent`).
+    /// Bounds the flow's turns in flight (`limits.max_concurrent`).
     running: Arc<Semaphore>,
-    /// Bounds the flow threads the flow's messages are on at any instant.
+    /// Bounds the flow threads the flow's turns are on at any instant.
     threads: Arc<Semaphore>,
+    /// The flow's share of the warm instances; taken only when free.
+    warm: Arc<Semaphore>,
+    /// The flow's share of the linear memory of all turns in flight.
+    memory: Arc<MemoryBudget>,
 }
 
 impl ReadyFlow {
     /// `compiled`, to run within `limits`, calling only `allowed_hosts`.
     pub fn new(compiled: CompiledFlow, limits: Limits, allowed_hosts: AllowedHosts) -> Self {
+        let shares = compiled.shares;
         ReadyFlow {
-            threads: Arc::new(Semaphore::new(
-                compiled.flow_threads.saturating_sub(1).max(1),
-            )),
+            threads: Arc::new(Semaphore::new(shares.threads)),
+            warm: Arc::new(Semaphore::new(shares.warm)),
+            memory: MemoryBudget::new(shares.memory),
             compiled,
             running: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             limits,
@@ -134,9 +189,10 @@ impl ReadyFlow {
 }
 
 impl Runtime {
-    /// Creates the engine, its instance pool, the linker and the flow threads.
+    /// Creates the engines, the pool of warm instances, the linkers and the
+    /// flow threads.
     pub fn new(config: &RuntimeConfig) -> anyhow::Result<Runtime> {
-        let slots = config.max_concurrent_flows;
+        let slots = config.warm_instances;
         let mut pool = PoolingAllocationConfig::new();
         // A component over the per-flow maxima is refused when it is
         // compiled; one within them always finds room in a free slot, since
@@ -162,19 +218,26 @@ impl Runtime {
         let mut wasm = engine_config(&EngineSettings::of(config))?;
         wasm.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = Engine::new(&wasm).map_err(anyhow::Error::from)?;
-
-        let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_async(&mut linker).map_err(anyhow::Error::from)?;
-        wasmtime_wasi_http::p2::add_only_http_to_linker_async(&mut linker)
+        // Instances of their own are made on demand and given back whole.
+        let own_engine = Engine::new(&engine_config(&EngineSettings::of(config))?)
             .map_err(anyhow::Error::from)?;
-        imports::add_to_linker(&mut linker).map_err(anyhow::Error::from)?;
 
         let executor = Executor::new(config.flow_threads)?;
         Ok(Runtime {
-            _ticker: EpochTicker::start(engine.clone(), EPOCH_TICK),
+            _ticker: EpochTicker::start(vec![engine.clone(), own_engine.clone()], EPOCH_TICK),
+            linker: linker(&engine)?,
+            own_linker: linker(&own_engine)?,
             engine,
-            linker,
-            slots: Arc::new(Semaphore::new(slots as usize)),
+            own_engine,
+            in_flight: Arc::new(Semaphore::new(config.max_concurrent_flows as usize)),
+            warm: Arc::new(Semaphore::new(slots as usize)),
+            max_in_flight: config.max_concurrent_flows as usize,
+            shares: Shares {
+                threads: config.flow_threads.saturating_sub(1).max(1),
+                warm: (slots as usize / 2).max(1),
+                memory: config.max_total_flow_memory / 2,
+            },
+            memory: MemoryBudget::new(config.max_total_flow_memory),
             fuel_metering: config.fuel_metering,
             settings: EngineSettings::of(config),
             private_hosts: Arc::new(
@@ -182,9 +245,18 @@ impl Runtime {
                     .map_err(|e| anyhow::anyhow!("runtime.private_outbound_hosts: {e}"))?,
             ),
             max_component_size: config.max_component_size,
-            flow_threads: config.flow_threads,
             executor,
         })
+    }
+
+    /// Turns in flight now.
+    pub fn turns_in_flight(&self) -> usize {
+        self.max_in_flight - self.in_flight.available_permits()
+    }
+
+    /// The linear memory all turns in flight hold now, in bytes.
+    pub fn flow_memory_in_use(&self) -> u64 {
+        self.memory.used()
     }
 
     /// Whether flows are metered with fuel (`runtime.fuel_metering`).

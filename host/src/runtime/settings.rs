@@ -7,8 +7,18 @@ use std::time::Duration;
 /// How flows are executed.
 #[derive(Debug, Clone, PartialEq)]
 pub struct RuntimeConfig {
-    /// Flows that may run at the same moment: the size of the instance pool.
+    /// Turns that may be in flight at once, host-wide: running, or waiting
+    /// on a host call (an API, a sleep). A waiting turn costs memory only
+    /// (its instance), not a thread.
     pub max_concurrent_flows: u32,
+    /// Instances kept warm in a pool, for the turns that come and go in
+    /// microseconds; turns beyond them get an instance of their own (a few
+    /// tens of microseconds more to start, and memory given back to the
+    /// system when they end).
+    pub warm_instances: u32,
+    /// The most linear memory all turns in flight may hold together; each
+    /// flow's turns may hold at most half of it.
+    pub max_total_flow_memory: u64,
     /// Threads that run flows, apart from the threads that serve HTTP
     /// (default: half the cores, at least one).
     pub flow_threads: usize,

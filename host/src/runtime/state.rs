@@ -8,6 +8,7 @@ use wasmtime_wasi_http::{WasiHttpCtx, WasiHttpCtxView, WasiHttpView};
 
 use super::bindings::log;
 use super::limits::{ContractViolation, LimitExceeded, Limits, StoreLimiter};
+use super::memory::Held;
 use super::outbound::{HttpBudget, Outbound};
 use super::stdio::{Capture, LogBudget};
 use super::{Output, Turn};
@@ -54,6 +55,7 @@ pub(crate) struct HostState {
 impl HostState {
     pub(crate) fn new(
         limits: &Limits,
+        memory: Held,
         http: HttpBudget,
         context: String,
         profile: String,
@@ -80,7 +82,7 @@ impl HostState {
             http: http_ctx,
             outbound: Outbound::new(http),
             table,
-            limiter: StoreLimiter::new(limits.memory, TABLE_ELEMENTS),
+            limiter: StoreLimiter::new(limits.memory, memory, TABLE_ELEMENTS),
             limits: limits.clone(),
             log_budget,
             stdout,

@@ -11,6 +11,7 @@ use wasmtime::{Store, Trap, UpdateDeadline};
 use super::AllowedHosts;
 use super::bindings::{self, Flow, FlowPre};
 use super::executor::OnThreads;
+use super::memory::{Held, MemoryBudget};
 use super::outbound::HttpBudget;
 use super::state::HostState;
 use super::{ContractViolation, LimitExceeded, Limits, ReadyFlow, Runtime};
@@ -110,6 +111,7 @@ fn new_store(
     fuel: Option<u64>,
     deadline: Instant,
 ) -> Store<HostState> {
+    let memory = Held::new(Arc::clone(&hosts.memory.0), Arc::clone(&hosts.memory.1));
     let http = HttpBudget {
         allowed: Arc::clone(&hosts.allowed),
         private: Arc::clone(&hosts.private),
@@ -119,6 +121,7 @@ fn new_store(
     };
     let state = HostState::new(
         limits,
+        memory,
         http,
         invocation.context.clone(),
         invocation.profile.clone(),
@@ -182,10 +185,12 @@ async fn instantiate(
 }
 
 /// Whom a message may call: the flow's manifest's hosts, and the
-/// operator's hosts that may be on private addresses.
+/// operator's hosts that may be on private addresses; and the budgets its
+/// memory comes out of: the host's and the flow's.
 struct Hosts {
     allowed: Arc<AllowedHosts>,
     private: Arc<AllowedHosts>,
+    memory: (Arc<MemoryBudget>, Arc<MemoryBudget>),
 }
 
 async fn execute(
@@ -255,20 +260,29 @@ impl Runtime {
         flow: &ReadyFlow,
         invocation: Invocation,
     ) -> impl Future<Output = Result<Turn, FlowFailure>> + Send + 'static {
-        let (running, slots) = (Arc::clone(&flow.running), Arc::clone(&self.slots));
+        let (running, in_flight) = (Arc::clone(&flow.running), Arc::clone(&self.in_flight));
+        let (flow_warm, warm) = (Arc::clone(&flow.warm), Arc::clone(&self.warm));
         let threads = Arc::clone(&flow.threads);
-        let pre = flow.compiled.pre.clone();
+        let (pre, own_pre) = (flow.compiled.pre.clone(), flow.compiled.own_pre.clone());
         let limits = flow.limits.clone();
         let hosts = Hosts {
             allowed: Arc::clone(&flow.allowed_hosts),
             private: Arc::clone(&self.private_hosts),
+            memory: (Arc::clone(&self.memory), Arc::clone(&flow.memory)),
         };
         let fuel = self.fuel_metering.then(|| limits.fuel.unwrap_or(u64::MAX));
         async move {
             // The flow's own bound first, so that a flow at its bound waits
-            // without holding a pool slot that another flow could use.
+            // without holding a place that another flow could use.
             let _running = running.acquire_owned().await.expect("never closed");
-            let _slot = slots.acquire_owned().await.expect("never closed");
+            let _in_flight = in_flight.acquire_owned().await.expect("never closed");
+            // A warm instance if the flow's half of the pool has one free,
+            // else one of the turn's own: never a wait.
+            let warm = flow_warm
+                .try_acquire_owned()
+                .ok()
+                .and_then(|share| Some((share, warm.try_acquire_owned().ok()?)));
+            let pre = if warm.is_some() { pre } else { own_pre };
             OnThreads::new(execute(pre, invocation, limits, hosts, fuel), threads).await
         }
     }
@@ -285,7 +299,8 @@ impl Runtime {
             max_response_size: 0,
             deadline: Instant::now() + Duration::from_secs(3600),
         };
-        let state = HostState::new(&flow.limits, http, "{}".into(), "{}".into(), false);
+        let memory = Held::new(Arc::clone(&self.memory), Arc::clone(&flow.memory));
+        let state = HostState::new(&flow.limits, memory, http, "{}".into(), "{}".into(), false);
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(u64::MAX / 2);
         let instance = flow

@@ -19,3 +19,4 @@ mod local;
 mod ordering;
 mod reload;
 mod sandbox;
+mod waiting;
