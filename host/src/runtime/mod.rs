@@ -86,6 +86,38 @@ use self::state::HostState;
 /// check itself costs a compare at loop heads whatever the tick.
 const EPOCH_TICK: Duration = Duration::from_millis(2);
 
+/// Memory mappings one turn in flight takes: its linear memory (reserved,
+/// and the part in use) and its stack (and the stack's guard page), plus
+/// one to spare. Measured: 49,527 mappings with 10,000 turns waiting, in
+/// `cargo xtask bench`'s slow-flow scenario.
+const MAPPINGS_PER_TURN: u64 = 5;
+
+/// Says so at start if `vm.max_map_count` would stop `max_concurrent_flows`
+/// turns from being in flight at once: past it, instances wait for room
+/// (no turn fails), so the host runs, at fewer turns in flight than asked.
+fn warn_if_mappings_run_short(max_concurrent_flows: u32) {
+    let Some(allowed) = std::fs::read_to_string("/proc/sys/vm/max_map_count")
+        .ok()
+        .and_then(|text| text.trim().parse::<u64>().ok())
+    else {
+        return;
+    };
+    // The pool, the code of loaded flows, threads and libraries: a few
+    // thousand.
+    let needed = u64::from(max_concurrent_flows) * MAPPINGS_PER_TURN + 4096;
+    if needed > allowed {
+        tracing::warn!(
+            max_concurrent_flows,
+            vm_max_map_count = allowed,
+            needed,
+            "vm.max_map_count is too low for runtime.max_concurrent_flows turns in flight; \
+             past about {} turns, new ones wait for room: raise it (sysctl vm.max_map_count) \
+             or lower runtime.max_concurrent_flows",
+            allowed.saturating_sub(4096) / MAPPINGS_PER_TURN
+        );
+    }
+}
+
 /// A linker for `engine` with every host import.
 fn linker(engine: &Engine) -> anyhow::Result<Linker<HostState>> {
     let mut linker = Linker::new(engine);
@@ -223,6 +255,7 @@ impl Runtime {
             .map_err(anyhow::Error::from)?;
 
         let executor = Executor::new(config.flow_threads)?;
+        warn_if_mappings_run_short(config.max_concurrent_flows);
         Ok(Runtime {
             _ticker: EpochTicker::start(vec![engine.clone(), own_engine.clone()], EPOCH_TICK),
             linker: linker(&engine)?,

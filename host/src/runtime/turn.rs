@@ -149,10 +149,9 @@ fn new_store(
     store
 }
 
-/// A fresh instance of the flow in a fresh store. When the instance pool
-/// has no room (which the per-flow maxima and the slot permits should make
-/// impossible), it waits and tries again: a full pool is a reason to wait,
-/// never a failed turn.
+/// A fresh instance of the flow in a fresh store. When there is no room
+/// for it (see [`no_room`]), it waits and tries again: a full host is a
+/// reason to wait, never a failed turn.
 async fn instantiate(
     pre: &FlowPre<HostState>,
     invocation: &Invocation,
@@ -160,7 +159,7 @@ async fn instantiate(
     hosts: &Hosts,
     fuel: Option<u64>,
 ) -> (Store<HostState>, Instant, wasmtime::Result<Flow>) {
-    let mut pause = Duration::from_millis(1);
+    let mut pause = FIRST_PAUSE;
     loop {
         // Deadlines are bounded by `max_limits.deadline`; an absurd one set
         // by the operator is as good as none, not a panic.
@@ -173,8 +172,10 @@ async fn instantiate(
             .await
             .unwrap_or_else(|_elapsed| Err(LimitExceeded::Deadline(limits.deadline).into()));
         match instance {
-            Err(error) if error.is::<wasmtime::PoolConcurrencyLimitError>() => {
-                tracing::warn!(%error, "the instance pool is full; waiting for room");
+            Err(error) if no_room(&error) => {
+                if pause == FIRST_PAUSE {
+                    tracing::warn!(%error, "no room for another instance; waiting for a turn to end");
+                }
                 drop(store);
                 tokio::time::sleep(pause).await;
                 pause = (pause * 2).min(Duration::from_millis(100));
@@ -182,6 +183,21 @@ async fn instantiate(
             instance => return (store, deadline, instance),
         }
     }
+}
+
+const FIRST_PAUSE: Duration = Duration::from_millis(1);
+
+/// Whether instantiating failed for want of room, which the end of another
+/// turn makes: a full pool (which the permits should prevent), or memory
+/// the system would not map (every instance of a turn's own takes a few of
+/// the process's mappings, which `vm.max_map_count` bounds).
+fn no_room(error: &wasmtime::Error) -> bool {
+    error.is::<wasmtime::PoolConcurrencyLimitError>()
+        || error.chain().any(|cause| {
+            cause
+                .downcast_ref::<std::io::Error>()
+                .is_some_and(|io| io.kind() == std::io::ErrorKind::OutOfMemory)
+        })
 }
 
 /// Whom a message may call: the flow's manifest's hosts, and the
@@ -391,5 +407,20 @@ fn log_lines(stream: &'static str, text: &str, sensitive: bool) {
     for line in text.lines().filter(|line| !line.trim().is_empty()) {
         let line = crate::telemetry::printable(line);
         tracing::info!(target: "flow", stream, "{line}");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_host_is_a_reason_to_wait_and_nothing_else_is() {
+        let unmapped = wasmtime::Error::new(std::io::Error::from_raw_os_error(12))
+            .context("failed to reserve a linear memory");
+        assert!(no_room(&unmapped));
+        let missing = wasmtime::Error::new(std::io::Error::from(std::io::ErrorKind::NotFound));
+        assert!(!no_room(&missing));
+        assert!(!no_room(&wasmtime::format_err!("wasm trap: unreachable")));
     }
 }

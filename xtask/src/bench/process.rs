@@ -2,7 +2,7 @@
 //! killed when dropped, and the folder with flows and config it runs in.
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
@@ -82,7 +82,22 @@ impl Process {
                 break;
             }
         }
-        std::thread::spawn(move || log.for_each(drop));
+        // The rest of the log (warnings and errors) goes to the file named
+        // by `BENCH_FLOWHOST_LOG`, if set, for a look at what went wrong.
+        let mut keep = std::env::var_os("BENCH_FLOWHOST_LOG").and_then(|path| {
+            std::fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(path)
+                .ok()
+        });
+        std::thread::spawn(move || {
+            for line in log.map_while(Result::ok) {
+                if let Some(file) = keep.as_mut() {
+                    let _ = writeln!(file, "{line}");
+                }
+            }
+        });
         Ok(process)
     }
 
@@ -178,6 +193,17 @@ impl Process {
 
     pub(super) fn rss_mib(&self) -> anyhow::Result<f64> {
         Ok(self.field_kib("VmRSS:")? / 1024.0)
+    }
+
+    /// The memory mappings the process has now (`vm.max_map_count` bounds
+    /// them).
+    pub(super) fn mappings(&self) -> anyhow::Result<usize> {
+        Ok(std::fs::read_to_string(self.maps_path())?.lines().count())
+    }
+
+    /// Where the process's memory mappings are listed.
+    pub(super) fn maps_path(&self) -> String {
+        format!("/proc/{}/maps", self.child.id())
     }
 
     /// User plus system CPU time so far.

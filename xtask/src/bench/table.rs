@@ -78,6 +78,7 @@ pub(super) fn print_table(results: &Value) {
                 "last_output_after_last_accepted_s",
                 "turns_waiting_at_peak",
                 "peak_rss_mib",
+                "memory_mappings_at_peak",
             ],
         ),
         (

@@ -86,6 +86,19 @@ pub(super) async fn scenarios(
     });
     let before = deliveries.waits.lock().unwrap().len();
     let started = micros_since(epoch);
+    // The most memory mappings flowhost had, sampled while the turns wait.
+    let most_mappings = Arc::new(AtomicUsize::new(host.mappings()?));
+    let sampler = {
+        let (most, pid_maps) = (Arc::clone(&most_mappings), host.maps_path());
+        tokio::spawn(async move {
+            loop {
+                if let Ok(maps) = tokio::fs::read_to_string(&pid_maps).await {
+                    most.fetch_max(maps.lines().count(), Ordering::SeqCst);
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+    };
     let acks = load::burst(&url, TURNS, 64, slow, epoch).await?;
     let last_accepted = micros_since(epoch);
     let arrived = finals(
@@ -101,6 +114,7 @@ pub(super) async fn scenarios(
         .map(|(_, _, at)| *at)
         .max()
         .unwrap_or(last_accepted);
+    sampler.abort();
     let seconds = |micros: u64| round(micros as f64 / 1e6, 2);
     let slow_flow = json!({
         "messages": TURNS,
@@ -114,6 +128,7 @@ pub(super) async fn scenarios(
         "total_seconds": seconds(last_delivered - started),
         "turns_waiting_at_peak": api.most.load(Ordering::SeqCst),
         "peak_rss_mib": round(host.peak_rss_mib()?, 1),
+        "memory_mappings_at_peak": most_mappings.load(Ordering::SeqCst),
     });
     while api.waiting.load(Ordering::SeqCst) > 0 {
         tokio::time::sleep(Duration::from_millis(50)).await;
