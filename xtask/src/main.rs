@@ -3,7 +3,7 @@
 //! - `demo`: builds the example flows and serves them with
 //!   `demo/flowhost.toml`, beside a webhook receiver that prints every
 //!   delivery.
-//! - `bench [--quick] [--only noisy_neighbours|hostile_neighbours]
+//! - `bench [--quick] [--only fast_path|waiting|noisy_neighbours|hostile_neighbours]
 //!   [--flowhost PATH]`: the load bench (see `bench/mod.rs`), in release.
 //! - `code-shape <file.wasm>…`: what each component takes of the instance
 //!   pool and how complex its code is, against flowhost's bounds.

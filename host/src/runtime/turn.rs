@@ -292,14 +292,20 @@ impl Runtime {
             // without holding a place that another flow could use.
             let _running = running.acquire_owned().await.expect("never closed");
             let _in_flight = in_flight.acquire_owned().await.expect("never closed");
-            // A warm instance if the flow's half of the pool has one free,
-            // else one of the turn's own: never a wait.
-            let warm = flow_warm
-                .try_acquire_owned()
-                .ok()
-                .and_then(|share| Some((share, warm.try_acquire_owned().ok()?)));
-            let pre = if warm.is_some() { pre } else { own_pre };
-            OnThreads::new(execute(pre, invocation, limits, hosts, fuel), threads).await
+            let turn = async move {
+                // Chosen once the turn is on a flow thread, so that turns
+                // queued for a thread hold no warm instance: those are held
+                // only by turns running, or waiting on a host call. A warm
+                // instance if the flow's half of the pool has one free, else
+                // one of the turn's own: never a wait.
+                let warm = flow_warm
+                    .try_acquire_owned()
+                    .ok()
+                    .and_then(|share| Some((share, warm.try_acquire_owned().ok()?)));
+                let pre = if warm.is_some() { pre } else { own_pre };
+                execute(pre, invocation, limits, hosts, fuel).await
+            };
+            OnThreads::new(turn, threads).await
         }
     }
 
