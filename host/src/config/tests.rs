@@ -322,7 +322,7 @@ fn every_default_comes_from_defaults_toml() {
         "defaults.toml's [limits] are the runtime's own defaults"
     );
     assert_eq!(config.runtime.max_concurrent_flows, 12_000);
-    assert_eq!(config.runtime.warm_instances, 256);
+    assert_eq!(config.runtime.warm_instances, 32);
     assert!(config.runtime.max_total_flow_memory >= 512 << 20);
     // A smaller host keeps the pool within it.
     let small = Config::from_toml("[runtime]\nmax_concurrent_flows = 10\n").unwrap();
