@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use futures::future::join_all;
 
-use crate::support::{Receiver, Site, endpoint, send};
+use crate::support::{HeldApi, Receiver, Site, endpoint, send};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_flows_are_stopped_with_their_reason_and_leave_no_trace() {
@@ -312,4 +312,60 @@ async fn flows_under_attack_do_not_stall_other_flows() {
     // Generous: the point is that echo keeps going, not how fast.
     let bound = (idle * 50).max(Duration::from_millis(500));
     assert!(loaded < bound, "idle {idle:?}, under attack {loaded:?}");
+}
+
+#[tokio::test]
+async fn a_flows_turns_together_hold_at_most_its_share_of_memory() {
+    let receiver = Receiver::start().await;
+    let api = HeldApi::start().await;
+    let port = api.port();
+    // 96 MiB for all turns, so 48 MiB for one flow's; 32 MiB for one turn.
+    let site = Site::new(
+        &["echo"],
+        &format!(
+            "[runtime]\nmax_total_flow_memory = \"96 MiB\"\n\
+             private_outbound_hosts = [\"http://127.0.0.1:{port}\"]\n{}{}",
+            endpoint("echo", "echo", &receiver),
+            endpoint("hoard", "hostile", &receiver)
+        ),
+    );
+    site.add_flow(
+        "hostile",
+        "hostile",
+        Some(&format!(
+            "allowed_outbound_hosts = [\"http://127.0.0.1:{port}\"]\n\
+             [limits]\nmemory = \"32 MiB\"\ndeadline = \"30s\"\n"
+        )),
+    );
+    let host = site.start().await;
+    let hoard = host.url("hoard");
+
+    // One turn holds 24 MiB while it waits on the API.
+    send(&hoard, "first", &format!("hoard 24 {}", api.url)).await;
+    api.wait_holding(1).await;
+    // A second would take the flow past 48 MiB: it fails, on its own limit
+    // of 32 MiB it would have passed.
+    send(&hoard, "second", &format!("hoard 24 {}", api.url)).await;
+    let failed = host
+        .wait_for_log(&["message failed", "session=second"])
+        .await;
+    assert!(
+        failed.contains("the flow's running turns together hold 48 MiB of linear memory"),
+        "{failed}"
+    );
+    // Another flow has memory of its own.
+    send(&host.url("echo"), "other", "still served").await;
+    receiver
+        .wait_for_text("other", |text| text == "still served")
+        .await;
+
+    // Once the first turn ends, its memory is the flow's again.
+    api.release.send(true).unwrap();
+    receiver
+        .wait_for_text("first", |text| text.starts_with("hoarded 24 MiB"))
+        .await;
+    send(&hoard, "third", &format!("hoard 24 {}", api.url)).await;
+    receiver
+        .wait_for_text("third", |text| text.starts_with("hoarded 24 MiB"))
+        .await;
 }

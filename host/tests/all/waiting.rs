@@ -2,48 +2,11 @@
 //! nothing else, so hundreds of them wait at once (far more than the warm
 //! instances), and other flows are served meanwhile.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::atomic::Ordering;
 
 use serde_json::json;
 
-use crate::support::{PATIENCE, Receiver, Site, post, send};
-
-/// An API that holds every request until released; counts those it holds.
-struct HeldApi {
-    url: String,
-    holding: Arc<AtomicUsize>,
-    release: tokio::sync::watch::Sender<bool>,
-}
-
-impl HeldApi {
-    async fn start() -> HeldApi {
-        let holding = Arc::new(AtomicUsize::new(0));
-        let (release, released) = tokio::sync::watch::channel(false);
-        let counted = Arc::clone(&holding);
-        let app = axum::Router::new().route(
-            "/api",
-            axum::routing::get(move || {
-                let (counted, mut released) = (Arc::clone(&counted), released.clone());
-                async move {
-                    counted.fetch_add(1, Ordering::SeqCst);
-                    released.wait_for(|go| *go).await.unwrap();
-                    counted.fetch_sub(1, Ordering::SeqCst);
-                    "answered"
-                }
-            }),
-        );
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/api", listener.local_addr().unwrap());
-        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
-        HeldApi {
-            url,
-            holding,
-            release,
-        }
-    }
-}
+use crate::support::{HeldApi, Receiver, Site, post, send};
 
 #[tokio::test]
 async fn turns_waiting_on_an_api_hold_no_scarce_slot_and_hold_back_no_other_flow() {
@@ -100,18 +63,7 @@ async fn turns_waiting_on_an_api_hold_no_scarce_slot_and_hold_back_no_other_flow
     }
     // Every turn waits on the API at once: 300, with 4 warm instances (the
     // pool was once the bound, and a flow had half of it).
-    tokio::time::timeout(PATIENCE, async {
-        while api.holding.load(Ordering::SeqCst) < TURNS {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
-    })
-    .await
-    .unwrap_or_else(|_| {
-        panic!(
-            "only {} of {TURNS} turns waited at once",
-            api.holding.load(Ordering::SeqCst)
-        )
-    });
+    api.wait_holding(TURNS).await;
 
     // Another flow is served while they wait.
     send(&host.url("quick"), "other", "not held back").await;

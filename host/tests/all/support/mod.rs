@@ -764,3 +764,63 @@ pub fn assert_problem(case: &InvalidCase<'_>, status: u16, media_type: &str, pro
         "{summary}: {problem}"
     );
 }
+
+/// An API that holds every request until released; counts those it holds.
+pub struct HeldApi {
+    pub url: String,
+    pub holding: Arc<std::sync::atomic::AtomicUsize>,
+    pub release: tokio::sync::watch::Sender<bool>,
+}
+
+impl HeldApi {
+    pub async fn start() -> HeldApi {
+        let holding = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (release, released) = tokio::sync::watch::channel(false);
+        let counted = Arc::clone(&holding);
+        let app = axum::Router::new().route(
+            "/api",
+            axum::routing::get(move || {
+                let (counted, mut released) = (Arc::clone(&counted), released.clone());
+                async move {
+                    counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                    released.wait_for(|go| *go).await.unwrap();
+                    counted.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+                    "answered"
+                }
+            }),
+        );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let url = format!("http://{}/api", listener.local_addr().unwrap());
+        tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+        HeldApi {
+            url,
+            holding,
+            release,
+        }
+    }
+
+    /// Its port, for a flow's `allowed_outbound_hosts`.
+    pub fn port(&self) -> u16 {
+        self.url
+            .split(':')
+            .nth(2)
+            .unwrap()
+            .split('/')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    }
+
+    /// Waits until it holds `count` requests.
+    pub async fn wait_holding(&self, count: usize) {
+        let holding = || self.holding.load(std::sync::atomic::Ordering::SeqCst);
+        tokio::time::timeout(PATIENCE, async {
+            while holding() < count {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await
+        .unwrap_or_else(|_| panic!("the API holds {} requests, not {count}", holding()));
+    }
+}

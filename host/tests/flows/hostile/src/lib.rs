@@ -12,7 +12,8 @@
 //! Attacks that must fail inside the flow, which then says what it got:
 //! `read-file <path>`, `tcp <address>`, `env`, `http <url>`.
 //! `count` says the count and does nothing else; `nap <ms>` sleeps, then
-//! says so.
+//! says so; `hoard <MiB> <url>` holds that much memory while it calls the
+//! URL.
 
 use std::hint::black_box;
 
@@ -76,6 +77,13 @@ fn handle(message: flowhost_sdk::Message) -> Result<()> {
             println!("stdout: {argument}");
             eprintln!("stderr: {argument}");
             panic!("panicking with {argument}");
+        }
+        "hoard" => {
+            // Holds `<MiB>` of memory while it waits on `<url>`.
+            let (mib, url) = argument.split_once(' ').unwrap_or((argument, ""));
+            let hoard = black_box(vec![1u8; mib.parse::<usize>().unwrap_or(1) << 20]);
+            let answer = flowhost_sdk::http::get(url).map(|r| r.status);
+            say(format!("hoarded {} MiB, then {answer:?}", hoard.len() >> 20));
         }
         "nap" => {
             let millis: u64 = argument.parse().unwrap_or(100);
