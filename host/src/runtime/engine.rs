@@ -250,7 +250,7 @@ pub(super) fn engine_config(settings: &EngineSettings) -> anyhow::Result<wasmtim
         // Initial memory is copied in, not mapped from an image: mapping it
         // takes each instance of a turn's own a few more of the process's
         // memory mappings, which `vm.max_map_count` bounds (10,000 waiting
-        // turns hit its default of 65,530 with images, and take 49,527
+        // turns hit its default of 65,530 with images, and take 49,911
         // without, in `cargo xtask bench`). Both engines must agree: the
         // setting is part of the compiled code's compatibility.
         .memory_init_cow(false);

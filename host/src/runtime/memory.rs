@@ -48,6 +48,7 @@ impl MemoryBudget {
     }
 
     /// The bytes given out now.
+    #[cfg(test)]
     pub(crate) fn used(&self) -> u64 {
         self.used.load(Ordering::Acquire)
     }

@@ -88,7 +88,7 @@ const EPOCH_TICK: Duration = Duration::from_millis(2);
 
 /// Memory mappings one turn in flight takes: its linear memory (reserved,
 /// and the part in use) and its stack (and the stack's guard page), plus
-/// one to spare. Measured: 49,527 mappings with 10,000 turns waiting, in
+/// one to spare. Measured: 49,911 mappings with 10,000 turns in flight, in
 /// `cargo xtask bench`'s slow-flow scenario.
 const MAPPINGS_PER_TURN: u64 = 5;
 
@@ -143,8 +143,6 @@ pub struct Runtime {
     in_flight: Arc<Semaphore>,
     /// One permit per warm instance in the pool; taken only when free.
     warm: Arc<Semaphore>,
-    /// `runtime.max_concurrent_flows`
-    max_in_flight: usize,
     /// What each flow gets of the threads, warm instances and memory.
     shares: Shares,
     /// The linear memory all turns in flight hold together.
@@ -264,7 +262,6 @@ impl Runtime {
             own_engine,
             in_flight: Arc::new(Semaphore::new(config.max_concurrent_flows as usize)),
             warm: Arc::new(Semaphore::new(slots as usize)),
-            max_in_flight: config.max_concurrent_flows as usize,
             shares: Shares {
                 threads: config.flow_threads.saturating_sub(1).max(1),
                 warm: (slots as usize / 2).max(1),
@@ -280,16 +277,6 @@ impl Runtime {
             max_component_size: config.max_component_size,
             executor,
         })
-    }
-
-    /// Turns in flight now.
-    pub fn turns_in_flight(&self) -> usize {
-        self.max_in_flight - self.in_flight.available_permits()
-    }
-
-    /// The linear memory all turns in flight hold now, in bytes.
-    pub fn flow_memory_in_use(&self) -> u64 {
-        self.memory.used()
     }
 
     /// Whether flows are metered with fuel (`runtime.fuel_metering`).
