@@ -14,7 +14,7 @@ use tokio::time::Instant;
 
 use super::*;
 use crate::endpoints::{Endpoint, EndpointTable, Endpoints};
-use crate::store::{Attempt, AttemptOutcome, OutputStatus, PendingOutput};
+use crate::store::{Attempt, OutputStatus, PendingOutput};
 
 fn output(id: i64, attempts: u32, next_attempt_at: Option<i64>) -> Queued {
     Queued {
@@ -128,11 +128,7 @@ impl OutboxStore for MemoryOutbox {
         let (output, status) = state.outputs.get_mut(&attempt.output_id).unwrap();
         output.attempts += 1;
         output.next_attempt_at = attempt.next_attempt_at;
-        *status = match attempt.outcome {
-            AttemptOutcome::Delivered => OutputStatus::Delivered,
-            AttemptOutcome::Retrying => OutputStatus::Pending,
-            AttemptOutcome::Dead => OutputStatus::Dead,
-        };
+        *status = attempt.outcome.status();
         state.attempts.push(attempt);
         Ok(())
     }

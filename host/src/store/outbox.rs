@@ -53,6 +53,17 @@ pub enum AttemptOutcome {
     Dead,
 }
 
+impl AttemptOutcome {
+    /// The output's status after such an attempt.
+    pub fn status(self) -> OutputStatus {
+        match self {
+            AttemptOutcome::Delivered => OutputStatus::Delivered,
+            AttemptOutcome::Retrying => OutputStatus::Pending,
+            AttemptOutcome::Dead => OutputStatus::Dead,
+        }
+    }
+}
+
 /// Where an output is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]

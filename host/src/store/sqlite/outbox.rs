@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, session_key};
 use crate::store::{
-    Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery,
-    OutputRecord, OutputStatus, PendingOutput, Queued, StoreError, now_ms,
+    Attempt, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery, OutputRecord, OutputStatus,
+    PendingOutput, Queued, StoreError, now_ms,
 };
 
 /// An output's status as the `outputs` table keeps it (its `CHECK` lists
@@ -97,11 +97,8 @@ impl OutboxStore for SqliteStore {
                 attempt.status,
                 attempt.error
             ])?;
-            let (status, finished_at) = match attempt.outcome {
-                AttemptOutcome::Delivered => (OutputStatus::Delivered, Some(now_ms())),
-                AttemptOutcome::Retrying => (OutputStatus::Pending, None),
-                AttemptOutcome::Dead => (OutputStatus::Dead, Some(now_ms())),
-            };
+            let status = attempt.outcome.status();
+            let finished_at = (status != OutputStatus::Pending).then(now_ms);
             conn.prepare_cached(
                 "UPDATE outputs
                  SET status = ?, attempts = attempts + 1, last_error = ?, finished_at = ?,
