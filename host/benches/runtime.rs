@@ -43,6 +43,7 @@ fn invocation() -> Invocation {
         context: "{}".into(),
         profile: "{}".into(),
         sensitive: false,
+        said: None,
     }
 }
 

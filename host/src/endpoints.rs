@@ -39,6 +39,24 @@ pub struct EndpointConfig {
     pub webhook_secret: Option<crate::signature::Secret>,
     /// Whether a session's outputs are delivered strictly in order.
     pub delivery_order: DeliveryOrder,
+    /// Whether outputs go out while the turn runs or when it ends.
+    pub output_timing: OutputTiming,
+}
+
+/// When a turn's outputs are committed and handed to delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OutputTiming {
+    /// Each output goes out while the turn still runs: a flow that says
+    /// "One moment…" and then waits on an API is heard at once. An output
+    /// is committed by itself before it is sent, so a turn that fails later
+    /// keeps what it sent; its context and profile still commit only at its
+    /// end.
+    Immediate,
+    /// A turn's outputs are committed with its end, in one transaction with
+    /// its context and profile, and sent then: a turn that fails sends
+    /// nothing.
+    AtEnd,
 }
 
 /// How a session's outputs are ordered on delivery.

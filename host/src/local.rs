@@ -89,6 +89,7 @@ pub async fn run_flow(
         context: Value::Object(state.context.clone()).to_string(),
         profile: Value::Object(state.profile.clone()).to_string(),
         sensitive: false,
+        said: None,
     };
     let turn = match runtime.run(&flow.ready, invocation).await {
         Ok(turn) => turn,

@@ -322,6 +322,7 @@ impl RawConfig {
                         disable_sensitive_logging: raw.disable_sensitive_logging,
                         webhook_secret,
                         delivery_order: raw.delivery_order,
+                        output_timing: raw.output_timing,
                     },
                 );
             }

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{Auth, DeliveryOrder};
+use super::{Auth, DeliveryOrder, OutputTiming};
 use crate::runtime::RawLimits;
 use crate::units::{ByteSize, HumanDuration};
 
@@ -113,6 +113,8 @@ pub(super) struct RawEndpoint {
     pub(super) webhook_secret: Option<String>,
     #[serde(default = "defaults::delivery_order")]
     pub(super) delivery_order: DeliveryOrder,
+    #[serde(default = "defaults::output_timing")]
+    pub(super) output_timing: OutputTiming,
 }
 
 mod defaults {
@@ -123,5 +125,8 @@ mod defaults {
     }
     pub(super) fn delivery_order() -> super::DeliveryOrder {
         super::DeliveryOrder::Session
+    }
+    pub(super) fn output_timing() -> super::OutputTiming {
+        super::OutputTiming::Immediate
     }
 }

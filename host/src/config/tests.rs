@@ -31,6 +31,11 @@ const FULL: &str = r#"
     webhook_user = "bot"
     webhook_password = "s3cret"
     disable_sensitive_logging = true
+    output_timing = "at-end"
+
+    [endpoints.chat]
+    flow = "order-help"
+    webhook_url = "http://127.0.0.1:9000/chat"
 "#;
 
 #[test]
@@ -63,6 +68,19 @@ fn reads_every_documented_key() {
         })
     );
     assert!(support.disable_sensitive_logging);
+    assert_eq!(support.output_timing, OutputTiming::AtEnd);
+    let chat = &config.endpoints["chat"];
+    assert_eq!(chat.output_timing, OutputTiming::Immediate, "the default");
+
+    let Err(error) = Config::from_toml(
+        "[endpoints.e]\nflow = \"f\"\nwebhook_url = \"http://x/\"\noutput_timing = \"soon\"\n",
+    ) else {
+        panic!("an unknown output_timing is refused");
+    };
+    assert!(
+        error.to_string().contains("`immediate` or `at-end`"),
+        "{error}"
+    );
 }
 
 #[test]

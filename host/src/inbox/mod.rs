@@ -9,13 +9,18 @@
 //! 1. read the message, and find the endpoint's flow, waiting if it is not loaded (a flow being
 //!    replaced or re-added), so that an accepted message is never dropped;
 //! 2. read the session's context and the user's profile;
-//! 3. run the flow in a fresh instance;
-//! 4. commit the outcome (new state, outputs, the message done; or the
-//!    failure, with nothing else) in one transaction;
+//! 3. run the flow in a fresh instance; with `output_timing = "immediate"`,
+//!    what it says while it still runs is committed and handed to delivery
+//!    at once (after a hold of a few milliseconds, so that a quick turn's
+//!    outputs wait for its end instead);
+//! 4. commit the outcome (new state, the other outputs, the message done;
+//!    or the failure, with nothing else) in one transaction;
 //! 5. hand the outputs to delivery.
 //!
 //! A crash anywhere before step 4 leaves the message unfinished in the
-//! store, and [`Inbox::recover`] runs it again at the next start.
+//! store, and [`Inbox::recover`] runs it again at the next start. Outputs
+//! are kept one per place in their message (first, second, …), so what a
+//! first run committed in step 3 is not stored or sent again by the next.
 
 mod admission;
 mod turn;

@@ -2,13 +2,16 @@
 //! context and the user's profile, commit the outcome, hand the outputs to
 //! delivery.
 
-use std::time::Instant;
+use std::pin::pin;
+use std::time::{Duration, Instant};
 
+use tokio::sync::mpsc;
 use tracing::Instrument;
 
 use super::TurnRunner;
 use crate::delivery::payload;
-use crate::runtime::Invocation;
+use crate::endpoints::OutputTiming;
+use crate::runtime::{Invocation, Output};
 use crate::store::{
     CommittedTurn, InboxMessage, ProfileChange, Queued, TurnOutcome, TurnRecord, retrying,
 };
@@ -73,6 +76,19 @@ impl TurnRunner {
             return;
         };
 
+        let recipient = payload::Recipient {
+            user_id: &message.user_id,
+            session_id: &message.session.session_id,
+            trace_id: &message.trace_id,
+            disable_sensitive_logging: endpoint.config.disable_sensitive_logging,
+        };
+        let (said, heard) = match endpoint.config.output_timing {
+            OutputTiming::Immediate => {
+                let (said, heard) = mpsc::unbounded_channel();
+                (Some(said), Some(heard))
+            }
+            OutputTiming::AtEnd => (None, None),
+        };
         let invocation = Invocation {
             endpoint: message.session.endpoint.clone(),
             user_id: message.user_id.clone(),
@@ -83,19 +99,24 @@ impl TurnRunner {
             context: state.context,
             profile: state.profile.clone(),
             sensitive: endpoint.config.disable_sensitive_logging,
+            said,
         };
-        let outcome = match self.runtime.run(&flow.ready, invocation).await {
+        let run = self.runtime.run(&flow.ready, invocation);
+        let (result, early) = match heard {
+            Some(heard) => match self.run_as_said(&message, recipient, run, heard).await {
+                Some(ran) => ran,
+                None => return,
+            },
+            None => (run.await, Early::default()),
+        };
+        let outcome = match result {
             Ok(turn) => {
-                let recipient = payload::Recipient {
-                    user_id: &message.user_id,
-                    session_id: &message.session.session_id,
-                    trace_id: &message.trace_id,
-                    disable_sensitive_logging: endpoint.config.disable_sensitive_logging,
-                };
-                let outputs = turn
-                    .outputs
+                let outputs = early
+                    .unsent
                     .iter()
-                    .map(|output| payload::prepare(recipient, output))
+                    .chain(&turn.outputs)
+                    .enumerate()
+                    .map(|(n, output)| payload::prepare(recipient, early.sent + n, output))
                     .collect();
                 TurnOutcome::Completed {
                     context: turn.context,
@@ -128,6 +149,7 @@ impl TurnRunner {
                     Some(panic) => format!("{} ({panic})", failure.reason),
                     None => failure.reason,
                 };
+                warn_if_sent(early.sent);
                 TurnOutcome::Failed { reason }
             }
         };
@@ -150,6 +172,7 @@ impl TurnRunner {
             // The flow ran, but what it changed could not be kept.
             CommittedTurn::Failed(reason) if ran => {
                 tracing::error!(%reason, "message failed; the session's state is unchanged");
+                warn_if_sent(early.sent);
             }
             CommittedTurn::Failed(_) => {}
         }
@@ -174,5 +197,84 @@ impl TurnRunner {
             self.store.complete_turn(record.clone())
         })
         .await
+    }
+
+    /// Runs `turn` while committing and handing to delivery what it says,
+    /// for `output_timing = "immediate"`. An output heard is held for
+    /// [`HOLD`]: if the turn ends sooner, the output is committed with the
+    /// turn's end (one transaction, as for `at-end`); otherwise it, and
+    /// whatever the flow says meanwhile, is committed by itself and sent.
+    /// `None` if the host shut down before an early commit could be made.
+    async fn run_as_said<T>(
+        &self,
+        message: &InboxMessage,
+        recipient: payload::Recipient<'_>,
+        turn: impl Future<Output = T>,
+        mut heard: mpsc::UnboundedReceiver<Output>,
+    ) -> Option<(T, Early)> {
+        let mut turn = pin!(turn);
+        let hold = pin!(tokio::time::sleep(HOLD));
+        let mut hold = hold;
+        let mut early = Early::default();
+        loop {
+            tokio::select! {
+                biased;
+                result = &mut turn => {
+                    // Said before the turn returned: all in the channel.
+                    while let Ok(output) = heard.try_recv() {
+                        early.unsent.push(output);
+                    }
+                    return Some((result, early));
+                }
+                Some(output) = heard.recv() => {
+                    if early.unsent.is_empty() {
+                        hold.as_mut().reset(tokio::time::Instant::now() + HOLD);
+                    }
+                    early.unsent.push(output);
+                }
+                () = &mut hold, if !early.unsent.is_empty() => {
+                    let outputs: Vec<_> = early
+                        .unsent
+                        .drain(..)
+                        .enumerate()
+                        .map(|(n, output)| payload::prepare(recipient, early.sent + n, &output))
+                        .collect();
+                    early.sent += outputs.len();
+                    let stored = retrying("commit what the flow said", &self.shutdown, || {
+                        self.store
+                            .commit_said(message.id, &message.session, outputs.clone())
+                    })
+                    .await?;
+                    tracing::debug!(outputs = stored.len(), "sent while the turn runs");
+                    self.delivery.enqueue(stored.iter().map(Queued::from));
+                }
+            }
+        }
+    }
+}
+
+/// How long an output said is held before it is committed by itself, when
+/// the turn has not ended. A quick turn ends well within it, and its
+/// outputs are committed with its end: they cost no write of their own.
+const HOLD: Duration = Duration::from_millis(5);
+
+/// What a turn said while it ran, for `output_timing = "immediate"`.
+#[derive(Default)]
+struct Early {
+    /// Outputs committed (and sent) before the turn ended: the places
+    /// `0..sent`.
+    sent: usize,
+    /// Outputs heard and not committed yet, from place `sent` on.
+    unsent: Vec<Output>,
+}
+
+/// A turn that fails keeps what it already sent: an output delivered
+/// cannot be taken back.
+fn warn_if_sent(sent: usize) {
+    if sent > 0 {
+        tracing::warn!(
+            sent,
+            "the turn failed after some of its outputs were sent; those stand"
+        );
     }
 }

@@ -71,7 +71,7 @@ pub use self::engine::{
 pub(crate) use self::limits::RawLimits;
 pub use self::limits::{ContractViolation, LimitExceeded, LimitProblem, Limits};
 pub use self::settings::RuntimeConfig;
-pub use self::turn::{FailureKind, FlowFailure, Invocation, Output, Turn, WarmInstance};
+pub use self::turn::{FailureKind, FlowFailure, Invocation, Output, Said, Turn, WarmInstance};
 
 use self::bindings::FlowPre;
 use self::engine::engine_config;

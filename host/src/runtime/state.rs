@@ -11,7 +11,7 @@ use super::limits::{ContractViolation, LimitExceeded, Limits, StoreLimiter};
 use super::memory::Held;
 use super::outbound::{HttpBudget, Outbound};
 use super::stdio::{Capture, LogBudget};
-use super::{Output, Turn};
+use super::{Output, Said, Turn};
 
 /// The most elements all of an instance's tables may have together; a guest
 /// that asks for more traps.
@@ -43,6 +43,10 @@ pub(crate) struct HostState {
     pub(crate) stdout: Capture,
     pub(crate) stderr: Capture,
     outputs: Vec<Output>,
+    /// Where outputs go as they are said, when the caller listens.
+    said: Option<Said>,
+    /// Outputs said so far, wherever they went.
+    said_count: usize,
     context: String,
     context_changed: bool,
     profile: String,
@@ -60,6 +64,7 @@ impl HostState {
         context: String,
         profile: String,
         sensitive: bool,
+        said: Option<Said>,
     ) -> Self {
         let log_budget = LogBudget::new(limits.max_log_size);
         let stdout = Capture::new(log_budget.clone());
@@ -88,6 +93,8 @@ impl HostState {
             stdout,
             stderr,
             outputs: Vec::new(),
+            said,
+            said_count: 0,
             context,
             context_changed: false,
             profile,
@@ -99,6 +106,7 @@ impl HostState {
     /// Forgets the outputs said so far (for a reused instance in benches).
     pub(crate) fn clear_outputs(&mut self) {
         self.outputs.clear();
+        self.said_count = 0;
     }
 
     /// What the message produced, once the flow returned `Ok`.
@@ -163,7 +171,7 @@ impl HostState {
         text: Option<String>,
         data: Option<String>,
     ) -> wasmtime::Result<()> {
-        if self.outputs.len() >= self.limits.max_outputs as usize {
+        if self.said_count >= self.limits.max_outputs as usize {
             return Err(LimitExceeded::Outputs(self.limits.max_outputs).into());
         }
         let size = text.as_ref().map_or(0, String::len) + data.as_ref().map_or(0, String::len);
@@ -171,7 +179,13 @@ impl HostState {
             return Err(LimitExceeded::OutputSize(self.limits.max_output_size).into());
         }
         let data = data.map(|json| parse_object("say", &json)).transpose()?;
-        self.outputs.push(Output { text, data });
+        let output = Output { text, data };
+        self.said_count += 1;
+        match &self.said {
+            // A caller that stopped listening has given up on the turn.
+            Some(said) => _ = said.send(output),
+            None => self.outputs.push(output),
+        }
         Ok(())
     }
 

@@ -38,12 +38,21 @@ pub struct Invocation {
     /// The endpoint's `disable_sensitive_logging`: what the flow logs or
     /// prints is counted, not written to the host's log.
     pub sensitive: bool,
+    /// When set, each output is sent here the moment it is said, instead of
+    /// into [`Turn::outputs`], so that the caller can pass it on before the
+    /// turn ends.
+    pub said: Option<Said>,
 }
+
+/// Where a turn's outputs go as they are said. Unbounded, but a turn says
+/// at most `limits.max_outputs` of at most `limits.max_output_size` each.
+pub type Said = tokio::sync::mpsc::UnboundedSender<Output>;
 
 /// What a message produced: outputs, and the state to keep.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Turn {
-    /// The outputs, in the order they were said.
+    /// The outputs, in the order they were said (none when they were sent
+    /// to [`Invocation::said`]).
     pub outputs: Vec<Output>,
     /// The new context, if the flow set one.
     pub context: Option<String>,
@@ -126,6 +135,7 @@ fn new_store(
         invocation.context.clone(),
         invocation.profile.clone(),
         invocation.sensitive,
+        invocation.said.clone(),
     );
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limiter);
@@ -322,7 +332,15 @@ impl Runtime {
             deadline: Instant::now() + Duration::from_secs(3600),
         };
         let memory = Held::new(Arc::clone(&self.memory), Arc::clone(&flow.memory));
-        let state = HostState::new(&flow.limits, memory, http, "{}".into(), "{}".into(), false);
+        let state = HostState::new(
+            &flow.limits,
+            memory,
+            http,
+            "{}".into(),
+            "{}".into(),
+            false,
+            None,
+        );
         let mut store = Store::new(&self.engine, state);
         store.set_epoch_deadline(u64::MAX / 2);
         let instance = flow

@@ -102,6 +102,10 @@ pub enum CommittedTurn {
 /// An output to deliver, as the turn produced it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NewOutput {
+    /// Its place among the message's outputs, from 0, in the order said.
+    /// The store keeps one output per place: a turn run again after a crash
+    /// does not store again what its first run committed.
+    pub position: u32,
     /// The id receivers use to spot a redelivery; the same on every attempt.
     pub webhook_id: String,
     /// The exact body to POST.
@@ -141,6 +145,20 @@ pub trait MessageStore: Send + Sync + 'static {
 
     /// Records how a message ended, with everything it changed, in one
     /// transaction. Returns the outputs to deliver, or why the message
-    /// failed.
+    /// failed. Outputs at a place already taken (committed by
+    /// [`commit_said`](Self::commit_said), or by an earlier run of the
+    /// message) are not stored again.
     async fn complete_turn(&self, turn: TurnRecord) -> Result<CommittedTurn, StoreError>;
+
+    /// Commits outputs that a message's turn said while it still runs, so
+    /// that they are sent before it ends. They stand whatever becomes of
+    /// the turn. Returns those to deliver: none if the message has ended,
+    /// and none at a place already taken, so that a call repeated after an
+    /// unclear commit, or a turn run again, sends nothing twice.
+    async fn commit_said(
+        &self,
+        message_id: i64,
+        session: &SessionKey,
+        outputs: Vec<NewOutput>,
+    ) -> Result<Vec<PendingOutput>, StoreError>;
 }

@@ -1,26 +1,59 @@
 //! Flows that wait: a turn waiting on an API holds its instance and
 //! nothing else, so hundreds of them wait at once (far more than the warm
-//! instances), and other flows are served meanwhile.
+//! instances), and other flows are served meanwhile; what a flow says
+//! before it waits is heard at once, and stands whatever the turn does next.
 
 use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 use serde_json::json;
 
 use crate::support::{HeldApi, Receiver, Site, post, send};
+
+const CHECKING: &str = "One moment, let me check…";
+
+/// A site whose endpoint `waits` runs the `waiting` flow, which may call
+/// `api`; `endpoint` and `manifest` add to the endpoint and the flow.
+fn waiting_site(receiver: &Receiver, api: &HeldApi, endpoint: &str, manifest: &str) -> Site {
+    let port = api.port();
+    let site = Site::new(
+        &[],
+        &format!(
+            r#"
+            [runtime]
+            private_outbound_hosts = ["http://127.0.0.1:{port}"]
+
+            [endpoints.waits]
+            flow = "waiting"
+            webhook_url = "{hook}"
+            {endpoint}
+            "#,
+            hook = receiver.url()
+        ),
+    );
+    site.add_flow(
+        "waiting",
+        "waiting",
+        Some(&format!(
+            "allowed_outbound_hosts = [\"http://127.0.0.1:{port}\"]\n{manifest}"
+        )),
+    );
+    site
+}
+
+/// Posts a message whose turn calls `api`.
+async fn call(host: &crate::support::Host, session: &str, text: &str, api: &HeldApi) {
+    let body =
+        json!({"userId": "u", "sessionId": session, "text": text, "data": {"call": api.url}});
+    assert_eq!(post(&host.url("waits"), &body, &[]).await.status(), 202);
+}
 
 #[tokio::test]
 async fn turns_waiting_on_an_api_hold_no_scarce_slot_and_hold_back_no_other_flow() {
     const TURNS: usize = 300;
     let receiver = Receiver::start().await;
     let api = HeldApi::start().await;
-    let port = api
-        .url
-        .split(':')
-        .nth(2)
-        .unwrap()
-        .split('/')
-        .next()
-        .unwrap();
+    let port = api.port();
     let site = Site::new(
         &["echo"],
         &format!(
@@ -81,4 +114,112 @@ async fn turns_waiting_on_an_api_hold_no_scarce_slot_and_hold_back_no_other_flow
         .filter(|r| r.body["AIOutput"]["data"]["status"] == 200)
         .count();
     assert_eq!(answered, TURNS);
+}
+
+#[tokio::test]
+async fn what_a_flow_says_before_it_waits_is_heard_while_it_waits() {
+    let receiver = Receiver::start().await;
+    let api = HeldApi::start().await;
+    let site = waiting_site(&receiver, &api, "", "");
+    let host = site.start().await;
+
+    call(&host, "s", "order 42", &api).await;
+    api.wait_holding(1).await;
+    receiver.wait_for_text("s", |text| text == CHECKING).await;
+    assert_eq!(
+        api.holding.load(Ordering::SeqCst),
+        1,
+        "the API still holds it"
+    );
+
+    api.release.send(true).unwrap();
+    let received = receiver.wait_for(2).await;
+    let texts: Vec<_> = received.iter().map(|r| r.text()).collect();
+    assert_eq!(texts, [CHECKING, "order 42"], "in the order said");
+    assert_eq!(received[1].body["AIOutput"]["data"]["status"], 200);
+}
+
+#[tokio::test]
+async fn an_at_end_endpoint_sends_a_turns_outputs_when_it_ends() {
+    let receiver = Receiver::start().await;
+    let api = HeldApi::start().await;
+    let site = waiting_site(&receiver, &api, r#"output_timing = "at-end""#, "");
+    let host = site.start().await;
+
+    call(&host, "s", "order 42", &api).await;
+    api.wait_holding(1).await;
+    // The flow said its first output before it called the API; as said,
+    // it would arrive in milliseconds.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        receiver.received().is_empty(),
+        "nothing before the turn ends"
+    );
+
+    api.release.send(true).unwrap();
+    let received = receiver.wait_for(2).await;
+    let texts: Vec<_> = received.iter().map(|r| r.text()).collect();
+    assert_eq!(texts, [CHECKING, "order 42"]);
+}
+
+#[tokio::test]
+async fn a_turn_that_fails_after_saying_keeps_what_it_said_and_logs_it() {
+    let receiver = Receiver::start().await;
+    let api = HeldApi::start().await;
+    let site = waiting_site(&receiver, &api, "", "[limits]\ndeadline = \"1s\"\n");
+    let host = site.start().await;
+
+    // The API answers after the flow's deadline: the turn fails after its
+    // first output went out.
+    call(&host, "s", "order 42", &api).await;
+    receiver.wait_for_text("s", |text| text == CHECKING).await;
+    host.wait_for_log(&["deadline 1 s exceeded"]).await;
+    host.wait_for_log(&["the turn failed after some of its outputs were sent; those stand"])
+        .await;
+    api.release.send(true).unwrap();
+
+    // The session goes on: the next turn runs, and nothing more of the
+    // failed one arrives.
+    call(&host, "s", "order 43", &api).await;
+    let received = receiver.wait_for(3).await;
+    let texts: Vec<_> = received.iter().map(|r| r.text()).collect();
+    assert_eq!(texts, [CHECKING, CHECKING, "order 43"]);
+}
+
+#[tokio::test]
+async fn a_turn_run_again_after_a_crash_does_not_repeat_what_it_said() {
+    let receiver = Receiver::start().await;
+    let api = HeldApi::start().await;
+    let site = waiting_site(&receiver, &api, "", "");
+    let host = site.start().await;
+
+    call(&host, "s", "order 42", &api).await;
+    receiver.wait_for_text("s", |text| text == CHECKING).await;
+    // Killed while the turn waits: the message is unfinished, its first
+    // output committed and delivered.
+    host.kill().await;
+    api.release.send(true).unwrap();
+
+    // The next start runs the message again from the top; the flow says its
+    // first output again, which is already kept and sent, so it is not
+    // stored or sent twice.
+    let host = site.start().await;
+    receiver.wait_for_text("s", |text| text == "order 42").await;
+    host.wait_for_log(&["message handled"]).await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    // The kill may have cut off the record of the first delivery: then it
+    // is delivered again, under the same id, which receivers drop.
+    let mut outputs: Vec<(String, String)> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            (
+                r.headers["webhook-id"].to_str().unwrap().to_owned(),
+                r.text().to_owned(),
+            )
+        })
+        .collect();
+    outputs.dedup();
+    let texts: Vec<_> = outputs.iter().map(|(_, text)| text.as_str()).collect();
+    assert_eq!(texts, [CHECKING, "order 42"], "{outputs:?}");
 }

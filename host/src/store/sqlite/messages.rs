@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, session_key};
 use crate::store::profile_merge;
 use crate::store::{
-    CommittedTurn, InboxMessage, MessageStore, OnAccepted, PendingOutput, Queued, SessionKey,
-    SessionState, StoreError, TurnOutcome, TurnRecord, now_ms,
+    CommittedTurn, InboxMessage, MessageStore, NewOutput, OnAccepted, PendingOutput, Queued,
+    SessionKey, SessionState, StoreError, TurnOutcome, TurnRecord, now_ms,
 };
 use crate::units::ByteSize;
 
@@ -128,7 +128,9 @@ impl MessageStore for SqliteStore {
             } = &outcome
             {
                 let current: Option<String> = conn
-                    .prepare_cached("SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?")?
+                    .prepare_cached(
+                        "SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?",
+                    )?
                     .query_row(params![session.endpoint, turn.user_id], |r| r.get(0))
                     .optional()?;
                 let merged = profile_merge::merge(
@@ -195,7 +197,12 @@ impl MessageStore for SqliteStore {
                         "UPDATE sessions SET updated_at = ?3
                          WHERE endpoint = ?1 AND session_id = ?2 AND updated_at < ?3 - ?4",
                     )?
-                    .execute(params![session.endpoint, session.session_id, now, USE_PRECISION_MS])?,
+                    .execute(params![
+                        session.endpoint,
+                        session.session_id,
+                        now,
+                        USE_PRECISION_MS
+                    ])?,
             };
             match merged_profile {
                 Some(merged) => conn
@@ -211,35 +218,76 @@ impl MessageStore for SqliteStore {
                         "UPDATE profiles SET updated_at = ?3
                          WHERE endpoint = ?1 AND user_id = ?2 AND updated_at < ?3 - ?4",
                     )?
-                    .execute(params![session.endpoint, turn.user_id, now, USE_PRECISION_MS])?,
-            };
-            let mut insert = conn.prepare_cached(
-                "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, created_at)
-                 VALUES (?, ?, ?, ?, ?, ?)",
-            )?;
-            outputs
-                .into_iter()
-                .map(|output| {
-                    let id = insert.insert(params![
-                        turn.message_id,
+                    .execute(params![
                         session.endpoint,
-                        session.session_id,
-                        output.webhook_id,
-                        output.body,
-                        now
-                    ])?;
-                    Ok(PendingOutput {
-                        id,
-                        session: session.clone(),
-                        webhook_id: output.webhook_id,
-                        body: output.body,
-                        attempts: 0,
-                        next_attempt_at: None,
-                    })
-                })
-                .collect::<rusqlite::Result<_>>()
-                .map(CommittedTurn::Done)
+                        turn.user_id,
+                        now,
+                        USE_PRECISION_MS
+                    ])?,
+            };
+            insert_outputs(conn, turn.message_id, session, outputs, now).map(CommittedTurn::Done)
         })
         .await
     }
+
+    async fn commit_said(
+        &self,
+        message_id: i64,
+        session: &SessionKey,
+        outputs: Vec<NewOutput>,
+    ) -> Result<Vec<PendingOutput>, StoreError> {
+        let session = session.clone();
+        self.write(move |conn| {
+            let running: bool = conn
+                .prepare_cached("SELECT status = 'pending' FROM messages WHERE id = ?")?
+                .query_row([message_id], |r| r.get(0))
+                .optional()?
+                .unwrap_or(false);
+            if !running {
+                return Ok(Vec::new());
+            }
+            insert_outputs(conn, message_id, &session, outputs, now_ms())
+        })
+        .await
+    }
+}
+
+/// Stores a message's outputs, each at its place unless that place is
+/// taken; returns those stored.
+fn insert_outputs(
+    conn: &rusqlite::Connection,
+    message_id: i64,
+    session: &SessionKey,
+    outputs: Vec<NewOutput>,
+    now: i64,
+) -> rusqlite::Result<Vec<PendingOutput>> {
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO outputs
+            (message_id, position, endpoint, session_id, webhook_id, body, created_at)
+         VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (message_id, position) DO NOTHING",
+    )?;
+    let mut stored = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        let inserted = insert.execute(params![
+            message_id,
+            output.position,
+            session.endpoint,
+            session.session_id,
+            output.webhook_id,
+            output.body,
+            now
+        ])?;
+        if inserted == 1 {
+            stored.push(PendingOutput {
+                id: conn.last_insert_rowid(),
+                session: session.clone(),
+                webhook_id: output.webhook_id,
+                body: output.body,
+                attempts: 0,
+                next_attempt_at: None,
+            });
+        }
+    }
+    Ok(stored)
 }

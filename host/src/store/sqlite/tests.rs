@@ -104,6 +104,7 @@ async fn a_turn_commits_state_and_outputs_together() {
                     max_size: 64 << 10,
                 }),
                 outputs: vec![NewOutput {
+                    position: 0,
                     webhook_id: "msg_1".into(),
                     body: "{}".into(),
                 }],
@@ -173,6 +174,7 @@ async fn dead_letters_are_kept_and_requeued_and_old_records_pruned() {
                 profile: None,
                 outputs: (0..2)
                     .map(|n| NewOutput {
+                        position: n,
                         webhook_id: format!("msg_{n}"),
                         body: "{}".into(),
                     })
@@ -265,6 +267,107 @@ async fn a_failed_turn_changes_nothing_but_the_message() {
     assert_eq!(state.context, "{}");
 }
 
+fn said(position: u32) -> NewOutput {
+    NewOutput {
+        position,
+        webhook_id: format!("msg_{position}"),
+        body: format!("{{\"n\":{position}}}"),
+    }
+}
+
+#[tokio::test]
+async fn what_a_turn_said_while_running_is_kept_once_however_often_it_is_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let m = accept(&store, message("s1", "hi")).await;
+
+    let early = store
+        .commit_said(m.id, &m.session, vec![said(0)])
+        .await
+        .unwrap();
+    assert_eq!(early.len(), 1);
+    assert_eq!(early[0].webhook_id, "msg_0");
+    // Repeated after an unclear commit, or said again by a second run of
+    // the message after a crash: nothing new.
+    assert!(
+        store
+            .commit_said(m.id, &m.session, vec![said(0)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(unfinished(&store).await.len(), 1, "the turn still runs");
+
+    // The turn's end brings its other outputs; place 0 is taken.
+    let mut again = said(0);
+    again.webhook_id = "msg_again".into();
+    let rest = done(
+        store
+            .complete_turn(TurnRecord {
+                message_id: m.id,
+                session: m.session.clone(),
+                user_id: "u1".into(),
+                flow: "waiting".into(),
+                flow_version: "abc".into(),
+                outcome: TurnOutcome::Completed {
+                    context: None,
+                    profile: None,
+                    outputs: vec![again, said(1)],
+                },
+            })
+            .await
+            .unwrap(),
+    );
+    assert_eq!(
+        rest.iter().map(|o| &o.webhook_id).collect::<Vec<_>>(),
+        ["msg_1"]
+    );
+    let all = pending(&store, None).await;
+    assert_eq!(
+        all.iter().map(|o| &o.webhook_id).collect::<Vec<_>>(),
+        ["msg_0", "msg_1"],
+        "in the order said"
+    );
+
+    // A message that has ended takes no more.
+    assert!(
+        store
+            .commit_said(m.id, &m.session, vec![said(2)])
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+#[tokio::test]
+async fn a_turn_that_fails_after_saying_keeps_what_it_said_and_nothing_else() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let m = accept(&store, message("s1", "hi")).await;
+    let early = store
+        .commit_said(m.id, &m.session, vec![said(0)])
+        .await
+        .unwrap();
+    let failed = store
+        .complete_turn(TurnRecord {
+            message_id: m.id,
+            session: m.session.clone(),
+            user_id: "u1".into(),
+            flow: "waiting".into(),
+            flow_version: "abc".into(),
+            outcome: TurnOutcome::Failed {
+                reason: "deadline".into(),
+            },
+        })
+        .await
+        .unwrap();
+    assert_eq!(failed, CommittedTurn::Failed("deadline".into()));
+    assert!(unfinished(&store).await.is_empty());
+    assert_eq!(pending(&store, None).await, early, "what was said stands");
+    let state = store.session_state(&m.session, "u1").await.unwrap();
+    assert_eq!(state.context, "{}");
+}
+
 #[tokio::test]
 async fn everything_survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
@@ -313,6 +416,7 @@ async fn a_merged_profile_past_the_limit_fails_the_turn_and_keeps_nothing() {
                 max_size: 1024,
             }),
             outputs: vec![NewOutput {
+                position: 0,
                 webhook_id: format!("msg_{key}"),
                 body: "{}".into(),
             }],
@@ -520,6 +624,7 @@ async fn one_output(store: &SqliteStore, session: &str) -> PendingOutput {
                 context: None,
                 profile: None,
                 outputs: vec![NewOutput {
+                    position: 0,
                     webhook_id: format!("msg_{session}"),
                     body: "{}".into(),
                 }],
