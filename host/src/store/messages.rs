@@ -154,7 +154,9 @@ pub trait MessageStore: Send + Sync + 'static {
     /// that they are sent before it ends. They stand whatever becomes of
     /// the turn. Returns those to deliver: none if the message has ended,
     /// and none at a place already taken, so that a call repeated after an
-    /// unclear commit, or a turn run again, sends nothing twice.
+    /// unclear commit, or a turn run again, sends nothing twice. `outputs`
+    /// are in order of place, with no gap, following the places committed
+    /// before.
     async fn commit_said(
         &self,
         message_id: i64,

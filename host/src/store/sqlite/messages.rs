@@ -155,31 +155,39 @@ impl MessageStore for SqliteStore {
                 TurnOutcome::Completed { .. } => ("done", None),
                 TurnOutcome::Failed { reason } => ("failed", Some(reason.as_str())),
             };
-            let finished = conn
+            // `outputs_kept` is how many of its outputs the message has
+            // already: committed while its turn ran, by this run or an
+            // earlier one cut off by a crash.
+            let finished: Option<u32> = conn
                 .prepare_cached(
                     "UPDATE messages
                      SET status = ?, flow = ?, flow_version = ?, error = ?, finished_at = ?
-                     WHERE id = ? AND status = 'pending'",
+                     WHERE id = ? AND status = 'pending'
+                     RETURNING outputs_kept",
                 )?
-                .execute(params![
-                    status,
-                    turn.flow,
-                    turn.flow_version,
-                    error,
-                    now,
-                    turn.message_id
-                ])?;
+                .query_row(
+                    params![
+                        status,
+                        turn.flow,
+                        turn.flow_version,
+                        error,
+                        now,
+                        turn.message_id
+                    ],
+                    |row| row.get(0),
+                )
+                .optional()?;
             let (context, outputs) = match outcome {
                 TurnOutcome::Completed {
                     context, outputs, ..
                 } => (context, outputs),
                 TurnOutcome::Failed { reason } => return Ok(CommittedTurn::Failed(reason)),
             };
-            if finished == 0 {
+            let Some(kept) = finished else {
                 // Already recorded (a retry after an unclear commit): keep the
                 // first record and send nothing twice.
                 return Ok(CommittedTurn::Done(Vec::new()));
-            }
+            };
             match context {
                 Some(context) => conn
                     .prepare_cached(
@@ -225,7 +233,8 @@ impl MessageStore for SqliteStore {
                         USE_PRECISION_MS
                     ])?,
             };
-            insert_outputs(conn, turn.message_id, session, outputs, now).map(CommittedTurn::Done)
+            insert_outputs(conn, turn.message_id, session, kept, outputs, now)
+                .map(CommittedTurn::Done)
         })
         .await
     }
@@ -238,56 +247,64 @@ impl MessageStore for SqliteStore {
     ) -> Result<Vec<PendingOutput>, StoreError> {
         let session = session.clone();
         self.write(move |conn| {
-            let running: bool = conn
-                .prepare_cached("SELECT status = 'pending' FROM messages WHERE id = ?")?
+            let kept: Option<u32> = conn
+                .prepare_cached(
+                    "SELECT outputs_kept FROM messages WHERE id = ? AND status = 'pending'",
+                )?
                 .query_row([message_id], |r| r.get(0))
-                .optional()?
-                .unwrap_or(false);
-            if !running {
-                return Ok(Vec::new());
+                .optional()?;
+            let Some(kept) = kept else {
+                return Ok(Vec::new()); // The message has ended.
+            };
+            let stored = insert_outputs(conn, message_id, &session, kept, outputs, now_ms())?;
+            let places = stored.len() as u32;
+            if places > 0 {
+                conn.prepare_cached(
+                    "UPDATE messages SET outputs_kept = outputs_kept + ? WHERE id = ?",
+                )?
+                .execute(params![places, message_id])?;
             }
-            insert_outputs(conn, message_id, &session, outputs, now_ms())
+            Ok(stored)
         })
         .await
     }
 }
 
-/// Stores a message's outputs, each at its place unless that place is
-/// taken; returns those stored.
+/// Stores a message's outputs, but those at a place below `kept` (the
+/// outputs it has already); returns those stored. Outputs come in order of
+/// place, with no gap.
 fn insert_outputs(
     conn: &rusqlite::Connection,
     message_id: i64,
     session: &SessionKey,
+    kept: u32,
     outputs: Vec<NewOutput>,
     now: i64,
 ) -> rusqlite::Result<Vec<PendingOutput>> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO outputs
-            (message_id, position, endpoint, session_id, webhook_id, body, created_at)
-         VALUES (?, ?, ?, ?, ?, ?, ?)
-         ON CONFLICT (message_id, position) DO NOTHING",
+        "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, created_at)
+         VALUES (?, ?, ?, ?, ?, ?)",
     )?;
-    let mut stored = Vec::with_capacity(outputs.len());
-    for output in outputs {
-        let inserted = insert.execute(params![
-            message_id,
-            output.position,
-            session.endpoint,
-            session.session_id,
-            output.webhook_id,
-            output.body,
-            now
-        ])?;
-        if inserted == 1 {
-            stored.push(PendingOutput {
-                id: conn.last_insert_rowid(),
+    outputs
+        .into_iter()
+        .filter(|output| output.position >= kept)
+        .map(|output| {
+            let id = insert.insert(params![
+                message_id,
+                session.endpoint,
+                session.session_id,
+                output.webhook_id,
+                output.body,
+                now
+            ])?;
+            Ok(PendingOutput {
+                id,
                 session: session.clone(),
                 webhook_id: output.webhook_id,
                 body: output.body,
                 attempts: 0,
                 next_attempt_at: None,
-            });
-        }
-    }
-    Ok(stored)
+            })
+        })
+        .collect()
 }

@@ -10,7 +10,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_next_attempt_at.sql"),
-    include_str!("migrations/0003_output_position.sql"),
+    include_str!("migrations/0003_outputs_kept.sql"),
 ];
 
 /// The first step alone: a database as the first flowhost made it.

@@ -39,16 +39,17 @@ pub(super) fn write_loop(mut conn: Connection, jobs: mpsc::Receiver<WriteJob>) {
         }
         let mut finishes = Vec::with_capacity(group.len());
         let committed = (|| -> rusqlite::Result<()> {
-            let mut tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            // Cached statements rather than rusqlite's `Savepoint`, which
+            // parses its SQL anew for every write.
+            let run = |sql: &str| tx.prepare_cached(sql)?.execute([]);
             for job in group.drain(..) {
-                let savepoint = tx.savepoint()?;
-                let (keep, finish) = job(&savepoint);
-                if keep {
-                    savepoint.commit()?;
-                } else {
-                    // Dropping an uncommitted savepoint rolls it back.
-                    drop(savepoint);
+                run("SAVEPOINT write")?;
+                let (keep, finish) = job(&tx);
+                if !keep {
+                    run("ROLLBACK TO write")?;
                 }
+                run("RELEASE write")?;
                 finishes.push(finish);
             }
             tx.commit()
