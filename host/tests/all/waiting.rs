@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use serde_json::json;
 
-use crate::support::{HeldApi, Receiver, Site, post, send};
+use crate::support::{HeldApi, Host, Receiver, Site, post, send};
 
 const CHECKING: &str = "One moment, let me check…";
 
@@ -41,8 +41,32 @@ fn waiting_site(receiver: &Receiver, api: &HeldApi, endpoint: &str, manifest: &s
     site
 }
 
+/// A receiver, a held API, and a host serving [`waiting_site`].
+async fn waiting_host(endpoint: &str, manifest: &str) -> (Receiver, HeldApi, Site, Host) {
+    let receiver = Receiver::start().await;
+    let api = HeldApi::start().await;
+    let site = waiting_site(&receiver, &api, endpoint, manifest);
+    let host = site.start().await;
+    (receiver, api, site, host)
+}
+
+/// The texts received so far, once each (a redelivery has its output's
+/// `webhook-id`).
+fn texts(receiver: &Receiver) -> Vec<String> {
+    let mut outputs: Vec<(String, String)> = receiver
+        .received()
+        .iter()
+        .map(|r| {
+            let id = r.headers["webhook-id"].to_str().unwrap().to_owned();
+            (id, r.text().to_owned())
+        })
+        .collect();
+    outputs.dedup();
+    outputs.into_iter().map(|(_, text)| text).collect()
+}
+
 /// Posts a message whose turn calls `api`.
-async fn call(host: &crate::support::Host, session: &str, text: &str, api: &HeldApi) {
+async fn call(host: &Host, session: &str, text: &str, api: &HeldApi) {
     let body =
         json!({"userId": "u", "sessionId": session, "text": text, "data": {"call": api.url}});
     assert_eq!(post(&host.url("waits"), &body, &[]).await.status(), 202);
@@ -118,10 +142,7 @@ async fn turns_waiting_on_an_api_hold_no_scarce_slot_and_hold_back_no_other_flow
 
 #[tokio::test]
 async fn what_a_flow_says_before_it_waits_is_heard_while_it_waits() {
-    let receiver = Receiver::start().await;
-    let api = HeldApi::start().await;
-    let site = waiting_site(&receiver, &api, "", "");
-    let host = site.start().await;
+    let (receiver, api, _site, host) = waiting_host("", "").await;
 
     call(&host, "s", "order 42", &api).await;
     api.wait_holding(1).await;
@@ -134,17 +155,17 @@ async fn what_a_flow_says_before_it_waits_is_heard_while_it_waits() {
 
     api.release.send(true).unwrap();
     let received = receiver.wait_for(2).await;
-    let texts: Vec<_> = received.iter().map(|r| r.text()).collect();
-    assert_eq!(texts, [CHECKING, "order 42"], "in the order said");
+    assert_eq!(
+        texts(&receiver),
+        [CHECKING, "order 42"],
+        "in the order said"
+    );
     assert_eq!(received[1].body["AIOutput"]["data"]["status"], 200);
 }
 
 #[tokio::test]
 async fn an_at_end_endpoint_sends_a_turns_outputs_when_it_ends() {
-    let receiver = Receiver::start().await;
-    let api = HeldApi::start().await;
-    let site = waiting_site(&receiver, &api, r#"output_timing = "at-end""#, "");
-    let host = site.start().await;
+    let (receiver, api, _site, host) = waiting_host(r#"output_timing = "at-end""#, "").await;
 
     call(&host, "s", "order 42", &api).await;
     api.wait_holding(1).await;
@@ -157,17 +178,13 @@ async fn an_at_end_endpoint_sends_a_turns_outputs_when_it_ends() {
     );
 
     api.release.send(true).unwrap();
-    let received = receiver.wait_for(2).await;
-    let texts: Vec<_> = received.iter().map(|r| r.text()).collect();
-    assert_eq!(texts, [CHECKING, "order 42"]);
+    receiver.wait_for(2).await;
+    assert_eq!(texts(&receiver), [CHECKING, "order 42"]);
 }
 
 #[tokio::test]
 async fn a_turn_that_fails_after_saying_keeps_what_it_said_and_logs_it() {
-    let receiver = Receiver::start().await;
-    let api = HeldApi::start().await;
-    let site = waiting_site(&receiver, &api, "", "[limits]\ndeadline = \"1s\"\n");
-    let host = site.start().await;
+    let (receiver, api, _site, host) = waiting_host("", "[limits]\ndeadline = \"1s\"\n").await;
 
     // The API answers after the flow's deadline: the turn fails after its
     // first output went out.
@@ -181,17 +198,13 @@ async fn a_turn_that_fails_after_saying_keeps_what_it_said_and_logs_it() {
     // The session goes on: the next turn runs, and nothing more of the
     // failed one arrives.
     call(&host, "s", "order 43", &api).await;
-    let received = receiver.wait_for(3).await;
-    let texts: Vec<_> = received.iter().map(|r| r.text()).collect();
-    assert_eq!(texts, [CHECKING, CHECKING, "order 43"]);
+    receiver.wait_for(3).await;
+    assert_eq!(texts(&receiver), [CHECKING, CHECKING, "order 43"]);
 }
 
 #[tokio::test]
 async fn a_turn_run_again_after_a_crash_does_not_repeat_what_it_said() {
-    let receiver = Receiver::start().await;
-    let api = HeldApi::start().await;
-    let site = waiting_site(&receiver, &api, "", "");
-    let host = site.start().await;
+    let (receiver, api, site, host) = waiting_host("", "").await;
 
     call(&host, "s", "order 42", &api).await;
     receiver.wait_for_text("s", |text| text == CHECKING).await;
@@ -209,17 +222,5 @@ async fn a_turn_run_again_after_a_crash_does_not_repeat_what_it_said() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     // The kill may have cut off the record of the first delivery: then it
     // is delivered again, under the same id, which receivers drop.
-    let mut outputs: Vec<(String, String)> = receiver
-        .received()
-        .iter()
-        .map(|r| {
-            (
-                r.headers["webhook-id"].to_str().unwrap().to_owned(),
-                r.text().to_owned(),
-            )
-        })
-        .collect();
-    outputs.dedup();
-    let texts: Vec<_> = outputs.iter().map(|(_, text)| text.as_str()).collect();
-    assert_eq!(texts, [CHECKING, "order 42"], "{outputs:?}");
+    assert_eq!(texts(&receiver), [CHECKING, "order 42"]);
 }

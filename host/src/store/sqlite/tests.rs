@@ -90,13 +90,9 @@ async fn a_turn_commits_state_and_outputs_together() {
     assert_eq!(unfinished(&store).await, [first.clone(), second]);
 
     let outputs = store
-        .complete_turn(TurnRecord {
-            message_id: first.id,
-            session: first.session.clone(),
-            user_id: "u1".into(),
-            flow: "echo".into(),
-            flow_version: "abc".into(),
-            outcome: TurnOutcome::Completed {
+        .complete_turn(record(
+            &first,
+            TurnOutcome::Completed {
                 context: Some(r#"{"n":1}"#.into()),
                 profile: Some(ProfileChange {
                     before: "{}".into(),
@@ -109,7 +105,7 @@ async fn a_turn_commits_state_and_outputs_together() {
                     body: "{}".into(),
                 }],
             },
-        })
+        ))
         .await
         .unwrap();
     let outputs = done(outputs);
@@ -163,13 +159,9 @@ async fn dead_letters_are_kept_and_requeued_and_old_records_pruned() {
     let store = SqliteStore::open(dir.path()).unwrap();
     let m = accept(&store, message("s1", "hi")).await;
     let outputs = store
-        .complete_turn(TurnRecord {
-            message_id: m.id,
-            session: m.session.clone(),
-            user_id: "u1".into(),
-            flow: "echo".into(),
-            flow_version: "abc".into(),
-            outcome: TurnOutcome::Completed {
+        .complete_turn(record(
+            &m,
+            TurnOutcome::Completed {
                 context: None,
                 profile: None,
                 outputs: (0..2)
@@ -180,7 +172,7 @@ async fn dead_letters_are_kept_and_requeued_and_old_records_pruned() {
                     })
                     .collect(),
             },
-        })
+        ))
         .await
         .unwrap();
     let outputs = done(outputs);
@@ -249,22 +241,30 @@ async fn a_failed_turn_changes_nothing_but_the_message() {
     let store = SqliteStore::open(dir.path()).unwrap();
     let m = accept(&store, message("s1", "boom")).await;
     let outputs = store
-        .complete_turn(TurnRecord {
-            message_id: m.id,
-            session: m.session.clone(),
-            user_id: "u1".into(),
-            flow: "echo".into(),
-            flow_version: "abc".into(),
-            outcome: TurnOutcome::Failed {
+        .complete_turn(record(
+            &m,
+            TurnOutcome::Failed {
                 reason: "wasm trap".into(),
             },
-        })
+        ))
         .await
         .unwrap();
     assert_eq!(outputs, CommittedTurn::Failed("wasm trap".into()));
     assert!(unfinished(&store).await.is_empty());
     let state = store.session_state(&m.session, "u1").await.unwrap();
     assert_eq!(state.context, "{}");
+}
+
+/// How `message` ended, run by `echo`.
+fn record(message: &InboxMessage, outcome: TurnOutcome) -> TurnRecord {
+    TurnRecord {
+        message_id: message.id,
+        session: message.session.clone(),
+        user_id: "u1".into(),
+        flow: "echo".into(),
+        flow_version: "abc".into(),
+        outcome,
+    }
 }
 
 fn said(position: u32) -> NewOutput {
@@ -303,18 +303,14 @@ async fn what_a_turn_said_while_running_is_kept_once_however_often_it_is_committ
     again.webhook_id = "msg_again".into();
     let rest = done(
         store
-            .complete_turn(TurnRecord {
-                message_id: m.id,
-                session: m.session.clone(),
-                user_id: "u1".into(),
-                flow: "waiting".into(),
-                flow_version: "abc".into(),
-                outcome: TurnOutcome::Completed {
+            .complete_turn(record(
+                &m,
+                TurnOutcome::Completed {
                     context: None,
                     profile: None,
                     outputs: vec![again, said(1)],
                 },
-            })
+            ))
             .await
             .unwrap(),
     );
@@ -349,16 +345,12 @@ async fn a_turn_that_fails_after_saying_keeps_what_it_said_and_nothing_else() {
         .await
         .unwrap();
     let failed = store
-        .complete_turn(TurnRecord {
-            message_id: m.id,
-            session: m.session.clone(),
-            user_id: "u1".into(),
-            flow: "waiting".into(),
-            flow_version: "abc".into(),
-            outcome: TurnOutcome::Failed {
+        .complete_turn(record(
+            &m,
+            TurnOutcome::Failed {
                 reason: "deadline".into(),
             },
-        })
+        ))
         .await
         .unwrap();
     assert_eq!(failed, CommittedTurn::Failed("deadline".into()));
@@ -402,25 +394,23 @@ async fn a_merged_profile_past_the_limit_fails_the_turn_and_keeps_nothing() {
     let store = SqliteStore::open(dir.path()).unwrap();
     // Two sessions of one user read the empty profile, each sets a key
     // of 600 bytes: each fits 1 KiB, both together do not.
-    let turn = |m: &InboxMessage, key: &str| TurnRecord {
-        message_id: m.id,
-        session: m.session.clone(),
-        user_id: "u1".into(),
-        flow: "greeter".into(),
-        flow_version: "abc".into(),
-        outcome: TurnOutcome::Completed {
-            context: Some(r#"{"seen":true}"#.into()),
-            profile: Some(ProfileChange {
-                before: "{}".into(),
-                after: serde_json::json!({ key: "x".repeat(600) }).to_string(),
-                max_size: 1024,
-            }),
-            outputs: vec![NewOutput {
-                position: 0,
-                webhook_id: format!("msg_{key}"),
-                body: "{}".into(),
-            }],
-        },
+    let turn = |m: &InboxMessage, key: &str| {
+        record(
+            m,
+            TurnOutcome::Completed {
+                context: Some(r#"{"seen":true}"#.into()),
+                profile: Some(ProfileChange {
+                    before: "{}".into(),
+                    after: serde_json::json!({ key: "x".repeat(600) }).to_string(),
+                    max_size: 1024,
+                }),
+                outputs: vec![NewOutput {
+                    position: 0,
+                    webhook_id: format!("msg_{key}"),
+                    body: "{}".into(),
+                }],
+            },
+        )
     };
     let first = accept(&store, message("s1", "hi")).await;
     let second = accept(&store, message("s2", "hi")).await;
@@ -614,13 +604,9 @@ impl TurnRecord {
 async fn one_output(store: &SqliteStore, session: &str) -> PendingOutput {
     let m = accept(store, message(session, "hi")).await;
     let outputs = store
-        .complete_turn(TurnRecord {
-            message_id: m.id,
-            session: m.session.clone(),
-            user_id: "u1".into(),
-            flow: "echo".into(),
-            flow_version: "abc".into(),
-            outcome: TurnOutcome::Completed {
+        .complete_turn(record(
+            &m,
+            TurnOutcome::Completed {
                 context: None,
                 profile: None,
                 outputs: vec![NewOutput {
@@ -629,7 +615,7 @@ async fn one_output(store: &SqliteStore, session: &str) -> PendingOutput {
                     body: "{}".into(),
                 }],
             },
-        })
+        ))
         .await
         .unwrap();
     done(outputs).pop().unwrap()
