@@ -213,8 +213,7 @@ impl TurnRunner {
         mut heard: mpsc::UnboundedReceiver<Output>,
     ) -> Option<(T, Early)> {
         let mut turn = pin!(turn);
-        let hold = pin!(tokio::time::sleep(HOLD));
-        let mut hold = hold;
+        let mut hold = pin!(tokio::time::sleep(HOLD));
         let mut early = Early::default();
         loop {
             tokio::select! {
