@@ -17,18 +17,12 @@ impl Client {
     pub(super) async fn post(&self, url: &str, session: &str, text: &str) -> Option<u16> {
         let body = format!(r#"{{"userId":"u","sessionId":"{session}","text":"{text}"}}"#);
         let (addr, path) = url.strip_prefix("http://")?.split_once('/')?;
-        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .ok()?;
-        tokio::spawn(connection);
         let request = hyper::Request::post(format!("/{path}"))
             .header("host", addr)
             .header("content-type", "application/json")
             .body(http_body_util::Full::new(bytes::Bytes::from(body)))
             .ok()?;
-        Some(sender.send_request(request).await.ok()?.status().as_u16())
+        Some(one_shot(addr, request).await?.status().as_u16())
     }
 
     /// POSTs a probe and waits (briefly) for its delivery; returns the
@@ -56,4 +50,18 @@ impl Client {
         }
         None
     }
+}
+
+/// Sends `request` to `addr` on a connection of its own.
+pub(super) async fn one_shot(
+    addr: &str,
+    request: hyper::Request<http_body_util::Full<bytes::Bytes>>,
+) -> Option<hyper::Response<hyper::body::Incoming>> {
+    let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
+    let (mut sender, connection) =
+        hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
+            .await
+            .ok()?;
+    tokio::spawn(connection);
+    sender.send_request(request).await.ok()
 }

@@ -58,34 +58,15 @@ pub(crate) async fn closed(
     sessions: Sessions,
     epoch: Instant,
 ) -> anyhow::Result<Acks> {
-    let (addr, path) = split(url)?;
     let stop = Arc::new(AtomicBool::new(false));
-    let counter = Arc::new(AtomicU64::new(0));
+    let counter = AtomicU64::new(0);
+    let next = {
+        let stop = Arc::clone(&stop);
+        move || (!stop.load(Ordering::Relaxed)).then(|| counter.fetch_add(1, Ordering::Relaxed))
+    };
+    let seed_body = move |n, sent_at| body(n, sessions, sent_at);
     let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..connections {
-        let (addr, path, stop, counter) =
-            (addr.clone(), path.clone(), stop.clone(), counter.clone());
-        workers.push(tokio::spawn(async move {
-            let mut acks = Acks::default();
-            let mut sender = connect(&addr).await?;
-            while !stop.load(Ordering::Relaxed) {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                let sent_at = micros_since(epoch);
-                send_one(
-                    &mut sender,
-                    &addr,
-                    &path,
-                    body(n, sessions, sent_at),
-                    sent_at,
-                    epoch,
-                    &mut acks,
-                )
-                .await?;
-            }
-            anyhow::Ok(acks)
-        }));
-    }
+    let workers = each_on_answer(url, connections, Arc::new(next), Arc::new(seed_body), epoch)?;
     tokio::time::sleep(duration).await;
     stop.store(true, Ordering::Relaxed);
     merge(workers, started).await
@@ -149,30 +130,43 @@ pub(crate) async fn burst(
     body: Arc<dyn Fn(u64, u64) -> Bytes + Send + Sync>,
     epoch: Instant,
 ) -> anyhow::Result<Acks> {
-    let (addr, path) = split(url)?;
-    let counter = Arc::new(AtomicU64::new(0));
+    let counter = AtomicU64::new(0);
+    let next = move || Some(counter.fetch_add(1, Ordering::Relaxed)).filter(|n| *n < count);
     let started = Instant::now();
-    let mut workers = Vec::new();
-    for _ in 0..connections {
-        let (addr, path, counter, body) =
-            (addr.clone(), path.clone(), counter.clone(), body.clone());
-        workers.push(tokio::spawn(async move {
-            let mut acks = Acks::default();
-            let mut sender = connect(&addr).await?;
-            loop {
-                let n = counter.fetch_add(1, Ordering::Relaxed);
-                if n >= count {
-                    break;
-                }
-                let sent_at = micros_since(epoch);
-                let body = body(n, sent_at);
-                send_one(&mut sender, &addr, &path, body, sent_at, epoch, &mut acks).await?;
-            }
-            anyhow::Ok(acks)
-        }));
-    }
+    let workers = each_on_answer(url, connections, Arc::new(next), body, epoch)?;
     merge(workers, started).await
 }
+
+/// Starts `connections` connections, each sending message number `next()`
+/// (with the body `body(n, sent_at)`) as soon as it has the answer to its
+/// last, until `next` gives none.
+fn each_on_answer(
+    url: &str,
+    connections: usize,
+    next: Arc<dyn Fn() -> Option<u64> + Send + Sync>,
+    body: Arc<dyn Fn(u64, u64) -> Bytes + Send + Sync>,
+    epoch: Instant,
+) -> anyhow::Result<Vec<Worker>> {
+    let (addr, path) = split(url)?;
+    Ok((0..connections)
+        .map(|_| {
+            let (addr, path, next, body) = (addr.clone(), path.clone(), next.clone(), body.clone());
+            tokio::spawn(async move {
+                let mut acks = Acks::default();
+                let mut sender = connect(&addr).await?;
+                while let Some(n) = next() {
+                    let sent_at = micros_since(epoch);
+                    let body = body(n, sent_at);
+                    send_one(&mut sender, &addr, &path, body, sent_at, epoch, &mut acks).await?;
+                }
+                anyhow::Ok(acks)
+            })
+        })
+        .collect())
+}
+
+/// A connection sending requests, and what it measured.
+type Worker = tokio::task::JoinHandle<anyhow::Result<Acks>>;
 
 /// Sends one request and counts its answer in `acks`, with its latency
 /// from `sent_at`; reconnects if the connection broke.
@@ -210,10 +204,7 @@ async fn send_one(
     Ok(())
 }
 
-async fn merge(
-    workers: Vec<tokio::task::JoinHandle<anyhow::Result<Acks>>>,
-    started: Instant,
-) -> anyhow::Result<Acks> {
+async fn merge(workers: Vec<Worker>, started: Instant) -> anyhow::Result<Acks> {
     let mut all = Acks::default();
     for worker in workers {
         let acks = worker.await??;

@@ -143,18 +143,12 @@ impl Process {
     /// `flow`, from its admin API.
     pub(super) async fn load_ms(&self, flow: &str) -> Option<f64> {
         let (addr, _) = self.addr.split_once('/').unwrap_or((&self.addr, ""));
-        let stream = tokio::net::TcpStream::connect(addr).await.ok()?;
-        let (mut sender, connection) =
-            hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream))
-                .await
-                .ok()?;
-        tokio::spawn(connection);
         let request = hyper::Request::get("/admin/flows")
             .header("host", addr)
             .header("authorization", "Bearer bench-admin-token-000")
-            .body(http_body_util::Empty::<bytes::Bytes>::new())
+            .body(http_body_util::Full::default())
             .ok()?;
-        let response = sender.send_request(request).await.ok()?;
+        let response = super::client::one_shot(addr, request).await?;
         let body = http_body_util::BodyExt::collect(response.into_body())
             .await
             .ok()?
