@@ -13,20 +13,22 @@ use crate::support::{HeldApi, Host, Receiver, Site, post, send};
 const CHECKING: &str = "One moment, let me check…";
 
 /// A site whose endpoint `waits` runs the `waiting` flow, which may call
-/// `api`; `endpoint` and `manifest` add to the endpoint and the flow.
-fn waiting_site(receiver: &Receiver, api: &HeldApi, endpoint: &str, manifest: &str) -> Site {
+/// `api`, and which has `echo` too. `top` adds top-level keys (dotted, such
+/// as `runtime.warm_instances = 4`), `rest` goes into the endpoint's table
+/// and may add more tables after it, and `manifest` adds to the flow's.
+fn waiting_site(receiver: &Receiver, api: &HeldApi, top: &str, rest: &str, manifest: &str) -> Site {
     let port = api.port();
     let site = Site::new(
-        &[],
+        &["echo"],
         &format!(
             r#"
-            [runtime]
-            private_outbound_hosts = ["http://127.0.0.1:{port}"]
+            runtime.private_outbound_hosts = ["http://127.0.0.1:{port}"]
+            {top}
 
             [endpoints.waits]
             flow = "waiting"
             webhook_url = "{hook}"
-            {endpoint}
+            {rest}
             "#,
             hook = receiver.url()
         ),
@@ -42,10 +44,10 @@ fn waiting_site(receiver: &Receiver, api: &HeldApi, endpoint: &str, manifest: &s
 }
 
 /// A receiver, a held API, and a host serving [`waiting_site`].
-async fn waiting_host(endpoint: &str, manifest: &str) -> (Receiver, HeldApi, Site, Host) {
+async fn waiting_host(rest: &str, manifest: &str) -> (Receiver, HeldApi, Site, Host) {
     let receiver = Receiver::start().await;
     let api = HeldApi::start().await;
-    let site = waiting_site(&receiver, &api, endpoint, manifest);
+    let site = waiting_site(&receiver, &api, "", rest, manifest);
     let host = site.start().await;
     (receiver, api, site, host)
 }
@@ -77,35 +79,15 @@ async fn turns_waiting_on_an_api_hold_no_scarce_slot_and_hold_back_no_other_flow
     const TURNS: usize = 300;
     let receiver = Receiver::start().await;
     let api = HeldApi::start().await;
-    let port = api.port();
-    let site = Site::new(
-        &["echo"],
+    let site = waiting_site(
+        &receiver,
+        &api,
+        "runtime.warm_instances = 4\nlimits.deadline = \"60s\"",
         &format!(
-            r#"
-            [runtime]
-            warm_instances = 4
-            private_outbound_hosts = ["http://127.0.0.1:{port}"]
-
-            [limits]
-            deadline = "60s"
-
-            [endpoints.waits]
-            flow = "waiting"
-            webhook_url = "{hook}"
-
-            [endpoints.quick]
-            flow = "echo"
-            webhook_url = "{hook}"
-            "#,
-            hook = receiver.url()
+            "[endpoints.quick]\nflow = \"echo\"\nwebhook_url = \"{}\"",
+            receiver.url()
         ),
-    );
-    site.add_flow(
-        "waiting",
-        "waiting",
-        Some(&format!(
-            "allowed_outbound_hosts = [\"http://127.0.0.1:{port}\"]\n"
-        )),
+        "",
     );
     let host = site.start().await;
 
