@@ -13,7 +13,8 @@ use crate::delivery::payload;
 use crate::endpoints::OutputTiming;
 use crate::runtime::{Invocation, Output};
 use crate::store::{
-    CommittedTurn, InboxMessage, ProfileChange, Queued, TurnOutcome, TurnRecord, retrying,
+    CommittedTurn, InboxMessage, NewOutput, ProfileChange, Queued, TurnOutcome, TurnRecord,
+    retrying,
 };
 
 impl TurnRunner {
@@ -111,13 +112,7 @@ impl TurnRunner {
         };
         let outcome = match result {
             Ok(turn) => {
-                let outputs = early
-                    .unsent
-                    .iter()
-                    .chain(&turn.outputs)
-                    .enumerate()
-                    .map(|(n, output)| payload::prepare(recipient, early.sent + n, output))
-                    .collect();
+                let outputs = early.prepare(recipient, early.unsent.iter().chain(&turn.outputs));
                 TurnOutcome::Completed {
                     context: turn.context,
                     profile: turn.profile.map(|after| ProfileChange {
@@ -232,12 +227,8 @@ impl TurnRunner {
                     early.unsent.push(output);
                 }
                 () = &mut hold, if !early.unsent.is_empty() => {
-                    let outputs: Vec<_> = early
-                        .unsent
-                        .drain(..)
-                        .enumerate()
-                        .map(|(n, output)| payload::prepare(recipient, early.sent + n, &output))
-                        .collect();
+                    let unsent = std::mem::take(&mut early.unsent);
+                    let outputs = early.prepare(recipient, &unsent);
                     early.sent += outputs.len();
                     let stored = retrying("commit what the flow said", &self.shutdown, || {
                         self.store
@@ -265,6 +256,21 @@ struct Early {
     sent: usize,
     /// Outputs heard and not committed yet, from place `sent` on.
     unsent: Vec<Output>,
+}
+
+impl Early {
+    /// `outputs`, ready for the outbox at the places after those sent.
+    fn prepare<'a>(
+        &self,
+        to: payload::Recipient<'_>,
+        outputs: impl IntoIterator<Item = &'a Output>,
+    ) -> Vec<NewOutput> {
+        outputs
+            .into_iter()
+            .enumerate()
+            .map(|(n, output)| payload::prepare(to, self.sent + n, output))
+            .collect()
+    }
 }
 
 /// A turn that fails keeps what it already sent: an output delivered
