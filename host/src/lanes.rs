@@ -6,6 +6,15 @@
 //! order without a lock per session or a task per idle session: a lane
 //! exists only while it has work, as one task that drains its queue and
 //! then removes itself.
+//!
+//! A lane holds ids, so that a backlog costs a few dozen bytes per entry;
+//! its job reads the rest when its turn comes. But a message just accepted,
+//! or an output just committed, is in memory already, and most turns come
+//! within milliseconds: reading it back would cost a read of what was just
+//! written, once per message and once per output. So a job may also carry
+//! its value, [`Carried`], while a [`CarryBudget`] of bytes allows; past it,
+//! jobs carry ids only and are read as before, so a backlog still costs
+//! ids.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -13,6 +22,7 @@ use std::future::Future;
 use std::hash::Hash;
 use std::panic::AssertUnwindSafe;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use futures::FutureExt;
@@ -117,6 +127,56 @@ where
     }
 }
 
+/// The bytes that jobs may carry in memory at once, shared by the lanes of
+/// one kind.
+pub(crate) struct CarryBudget {
+    left: AtomicUsize,
+}
+
+impl CarryBudget {
+    pub(crate) fn new(bytes: usize) -> Arc<CarryBudget> {
+        Arc::new(CarryBudget {
+            left: AtomicUsize::new(bytes),
+        })
+    }
+
+    /// `value`, taking `bytes` of the budget until it is taken back out or
+    /// dropped; `None` when the budget has not that many left.
+    pub(crate) fn carry<T>(self: &Arc<Self>, value: T, bytes: usize) -> Option<Carried<T>> {
+        self.left
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |left| {
+                left.checked_sub(bytes)
+            })
+            .ok()?;
+        Some(Carried {
+            value: Some(value),
+            bytes,
+            budget: Arc::clone(self),
+        })
+    }
+}
+
+/// A value a job carries, holding its bytes of a [`CarryBudget`].
+pub(crate) struct Carried<T> {
+    /// `Some` until taken.
+    value: Option<T>,
+    bytes: usize,
+    budget: Arc<CarryBudget>,
+}
+
+impl<T> Carried<T> {
+    /// The value; its bytes go back to the budget.
+    pub(crate) fn take(mut self) -> T {
+        self.value.take().expect("taken only once")
+    }
+}
+
+impl<T> Drop for Carried<T> {
+    fn drop(&mut self) {
+        self.budget.left.fetch_add(self.bytes, Ordering::AcqRel);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -165,6 +225,24 @@ mod tests {
         assert!(
             lanes.inner.queues.lock().unwrap().is_empty(),
             "idle lanes remove themselves"
+        );
+    }
+
+    #[test]
+    fn what_is_carried_is_bounded_and_given_back() {
+        let budget = CarryBudget::new(100);
+        let first = budget.carry("first", 60).expect("within the budget");
+        assert!(
+            budget.carry("second", 60).is_none(),
+            "60 more bytes are past the budget"
+        );
+        let small = budget.carry("small", 40).expect("the rest of the budget");
+        assert_eq!(first.take(), "first");
+        drop(small);
+        let again = budget.carry("again", 100);
+        assert!(
+            again.is_some(),
+            "taken and dropped values give their bytes back"
         );
     }
 

@@ -37,10 +37,10 @@ pub(super) struct Courier {
 
 impl Courier {
     /// Delivers one output, attempt after attempt. Its body is read when an
-    /// attempt is due, and dropped while the next one waits: a backlog of
-    /// retries waiting (after a receiver's outage, say) costs ids, not
-    /// bodies.
-    pub(super) async fn deliver(&self, queued: Queued) {
+    /// attempt is due (unless `carried` to its first), and dropped while the
+    /// next one waits: a backlog of retries waiting (after a receiver's
+    /// outage, say) costs ids, not bodies.
+    pub(super) async fn deliver(&self, queued: Queued, mut carried: Option<PendingOutput>) {
         let id = queued.id;
         let mut due = queued.next_attempt_at;
         loop {
@@ -51,12 +51,19 @@ impl Courier {
                     () = self.shutdown.cancelled() => break,
                 }
             }
-            let read = crate::store::retrying("read an output to deliver", &self.shutdown, || {
-                self.store.pending_output(id)
-            })
-            .await;
-            // Not pending any more (delivered or dead meanwhile): done.
-            let Some(Some(output)) = read else { break };
+            let output = match carried.take() {
+                Some(output) => output,
+                None => {
+                    let read =
+                        crate::store::retrying("read an output to deliver", &self.shutdown, || {
+                            self.store.pending_output(id)
+                        })
+                        .await;
+                    // Not pending any more (delivered or dead meanwhile): done.
+                    let Some(Some(output)) = read else { break };
+                    output
+                }
+            };
             let span = tracing::info_span!(
                 "delivery",
                 endpoint = %output.session.endpoint,

@@ -42,10 +42,10 @@ use self::courier::Courier;
 use self::retry::RetryPolicy;
 use crate::endpoints::DeliveryOrder;
 use crate::endpoints::SharedEndpoints;
-use crate::lanes::Lanes;
+use crate::lanes::{Carried, CarryBudget, Lanes};
 use crate::store::{
-    AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery, OutputRecord, Queued, SessionKey,
-    StoreError, now_ms,
+    AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery, OutputRecord, PendingOutput, Queued,
+    SessionKey, StoreError, now_ms,
 };
 
 /// How outputs are delivered to webhooks.
@@ -71,11 +71,23 @@ pub struct DeliveryConfig {
 /// How many outputs are read, or dead letters queued again, at a time.
 const PAGE: usize = 500;
 
+/// The bytes of outputs just committed that lanes carry to their first
+/// attempt at once, so that it need not read back what was just written.
+const CARRIED_BYTES: usize = 16 << 20;
+
+/// An output in its lane: what orders it, and the output itself when it was
+/// just committed and the budget let it be carried.
+struct Waiting {
+    queued: Queued,
+    carried: Option<Carried<PendingOutput>>,
+}
+
 /// The delivery service: a handle to queue outputs and manage deliveries.
 #[derive(Clone)]
 pub struct Delivery {
     courier: Arc<Courier>,
-    lanes: Lanes<Lane, Queued>,
+    lanes: Lanes<Lane, Waiting>,
+    carry: Arc<CarryBudget>,
 }
 
 /// What orders deliveries: a session, or (unordered) the output alone.
@@ -133,12 +145,19 @@ impl Delivery {
         });
         let lanes = {
             let courier = Arc::clone(&courier);
-            Lanes::new(runtime, move |_lane, output| {
+            Lanes::new(runtime, move |_lane, waiting: Waiting| {
                 let courier = Arc::clone(&courier);
-                async move { courier.deliver(output).await }
+                async move {
+                    let carried = waiting.carried.map(Carried::take);
+                    courier.deliver(waiting.queued, carried).await;
+                }
             })
         };
-        let delivery = Delivery { courier, lanes };
+        let delivery = Delivery {
+            courier,
+            lanes,
+            carry: CarryBudget::new(CARRIED_BYTES),
+        };
         // Read a page at a time, and only what orders each output: its body
         // is read when its turn comes.
         let mut pending = Vec::new();
@@ -187,8 +206,32 @@ impl Delivery {
     /// is not queued again. Lanes hold the output's id and session only; the
     /// body is read when the output's turn comes.
     pub fn enqueue(&self, outputs: impl IntoIterator<Item = Queued>) {
+        self.push(outputs.into_iter().map(|queued| Waiting {
+            queued,
+            carried: None,
+        }));
+    }
+
+    /// Queues outputs just committed, carrying their bodies to their first
+    /// attempt while the budget allows.
+    pub fn enqueue_committed(&self, outputs: Vec<PendingOutput>) {
+        self.push(outputs.into_iter().map(|output| {
+            let bytes = std::mem::size_of::<PendingOutput>()
+                + output.session.endpoint.len()
+                + output.session.session_id.len()
+                + output.webhook_id.len()
+                + output.body.len();
+            Waiting {
+                queued: Queued::from(&output),
+                carried: self.carry.carry(output, bytes),
+            }
+        }));
+    }
+
+    fn push(&self, outputs: impl Iterator<Item = Waiting>) {
         let endpoints = self.courier.endpoints.load();
-        for output in outputs {
+        for waiting in outputs {
+            let output = &waiting.queued;
             if !self.courier.queued.lock().unwrap().insert(output.id) {
                 continue;
             }
@@ -199,7 +242,7 @@ impl Delivery {
                 DeliveryOrder::Session => Lane::Session(output.session.clone()),
                 DeliveryOrder::None => Lane::Output(output.id),
             };
-            self.lanes.push(lane, output);
+            self.lanes.push(lane, waiting);
         }
     }
 

@@ -2,11 +2,13 @@
 //!
 //! A message is accepted when the store has it durably; the store then
 //! queues its id in its session's lane, in the order it numbered the
-//! messages, and the caller answers 202. Lanes hold ids only, so that a
-//! backlog costs memory per message, not per byte of text and data. Each
-//! lane runs its messages one by one:
+//! messages, and the caller answers 202. Lanes hold ids, so that a backlog
+//! costs memory per message, not per byte of text and data; while the lanes
+//! are short, a message also carries itself to its turn (within
+//! [`CARRIED_BYTES`]), so that its turn need not read back what was just
+//! written. Each lane runs its messages one by one:
 //!
-//! 1. read the message, and find the endpoint's flow, waiting if it is not loaded (a flow being
+//! 1. read the message (unless carried), and find the endpoint's flow, waiting if it is not loaded (a flow being
 //!    replaced or re-added), so that an accepted message is never dropped;
 //! 2. read the session's context and the user's profile;
 //! 3. run the flow in a fresh instance; with `output_timing = "immediate"`,
@@ -36,7 +38,7 @@ use self::admission::{Admission, Admitted};
 use crate::delivery::Delivery;
 use crate::endpoints::SharedEndpoints;
 use crate::flows::Registry;
-use crate::lanes::Lanes;
+use crate::lanes::{Carried, CarryBudget, Lanes};
 use crate::runtime::Runtime;
 use crate::store::{InboxMessage, MessageStore, SessionKey, StoreError};
 
@@ -61,13 +63,39 @@ pub enum AcceptError {
 /// How many unfinished messages are read at a time at start.
 const RECOVERY_PAGE: usize = 1000;
 
+/// The bytes of messages that lanes carry to their turns at once. A
+/// message is at most a request body (`max_body_size`, 1 MiB by default);
+/// a few hundred bytes is usual, so this carries tens of thousands.
+const CARRIED_BYTES: usize = 16 << 20;
+
+/// A message in its session's lane.
+struct Waiting {
+    id: i64,
+    /// Counts the message as unfinished until its turn ends.
+    admitted: Admitted,
+    /// The message, when the budget let it be carried.
+    carried: Option<Carried<InboxMessage>>,
+}
+
+/// What carrying `message` costs, in bytes.
+fn footprint(message: &InboxMessage) -> usize {
+    std::mem::size_of::<InboxMessage>()
+        + message.session.endpoint.len()
+        + message.session.session_id.len()
+        + message.user_id.len()
+        + message.text.as_ref().map_or(0, String::len)
+        + message.data.as_ref().map_or(0, String::len)
+        + message.trace_id.len()
+}
+
 /// The inbox: accepts messages and runs them.
 #[derive(Clone)]
 pub struct Inbox {
     /// Each session's lane holds message ids: a message is read when its
-    /// turn comes, so that a backlog costs a few bytes per message, not its
-    /// text and data.
-    lanes: Lanes<SessionKey, (i64, Admitted)>,
+    /// turn comes, unless it carries itself, so that a backlog costs a few
+    /// bytes per message, not its text and data.
+    lanes: Lanes<SessionKey, Waiting>,
+    carry: Arc<CarryBudget>,
     store: Arc<dyn MessageStore>,
     /// Messages accepted and not yet finished.
     admission: Arc<Admission>,
@@ -96,18 +124,17 @@ impl Inbox {
         let store = Arc::clone(&runner.store);
         let admission = Arc::new(Admission::new(limits));
         let runner = Arc::new(runner);
-        let lanes = Lanes::new(
-            runtime,
-            move |_session: SessionKey, (id, admitted): (i64, Admitted)| {
-                let runner = Arc::clone(&runner);
-                async move {
-                    let _counted_until_done = admitted;
-                    runner.run(id).await;
-                }
-            },
-        );
+        let lanes = Lanes::new(runtime, move |_session: SessionKey, waiting: Waiting| {
+            let runner = Arc::clone(&runner);
+            async move {
+                let _counted_until_done = waiting.admitted;
+                let carried = waiting.carried.map(Carried::take);
+                runner.run(waiting.id, carried).await;
+            }
+        });
         Inbox {
             lanes,
+            carry: CarryBudget::new(CARRIED_BYTES),
             store,
             admission,
         }
@@ -124,12 +151,22 @@ impl Inbox {
             session,
         };
         let lanes = self.lanes.clone();
+        let carry = Arc::clone(&self.carry);
         // If the message is not stored, the callback is dropped uncalled,
         // and the count with it.
         self.store
             .accept(
                 message,
-                Box::new(move |message| lanes.push(message.session, (message.id, admitted))),
+                Box::new(move |message| {
+                    let (id, session) = (message.id, message.session.clone());
+                    let bytes = footprint(&message);
+                    let waiting = Waiting {
+                        id,
+                        admitted,
+                        carried: carry.carry(message, bytes),
+                    };
+                    lanes.push(session, waiting);
+                }),
             )
             .await?;
         Ok(())
@@ -158,7 +195,12 @@ impl Inbox {
                     admission: Arc::clone(&self.admission),
                     session: queued.session.clone(),
                 };
-                self.lanes.push(queued.session, (queued.id, admitted));
+                let waiting = Waiting {
+                    id: queued.id,
+                    admitted,
+                    carried: None,
+                };
+                self.lanes.push(queued.session, waiting);
             }
             if !full {
                 return Ok(count);

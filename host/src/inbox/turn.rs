@@ -13,24 +13,31 @@ use crate::delivery::payload;
 use crate::endpoints::OutputTiming;
 use crate::runtime::{Invocation, Output};
 use crate::store::{
-    CommittedTurn, InboxMessage, NewOutput, ProfileChange, Queued, TurnOutcome, TurnRecord,
-    retrying,
+    CommittedTurn, InboxMessage, NewOutput, ProfileChange, TurnOutcome, TurnRecord, retrying,
 };
 
 impl TurnRunner {
-    pub(super) async fn run(&self, id: i64) {
+    /// Runs message `id`: the one `carried` to its lane, or else the one
+    /// read from the store.
+    pub(super) async fn run(&self, id: i64, carried: Option<InboxMessage>) {
         if self.shutdown.is_cancelled() {
             return; // It stays unfinished in the store, for the next start.
         }
-        let Some(read) = retrying("read a message to run", &self.shutdown, || {
-            self.store.unfinished_message(id)
-        })
-        .await
-        else {
-            return;
-        };
-        let Some(message) = read else {
-            return; // Already finished.
+        let message = match carried {
+            Some(message) => message,
+            None => {
+                let Some(read) = retrying("read a message to run", &self.shutdown, || {
+                    self.store.unfinished_message(id)
+                })
+                .await
+                else {
+                    return;
+                };
+                let Some(message) = read else {
+                    return; // Already finished.
+                };
+                message
+            }
         };
         let span = tracing::info_span!(
             "message",
@@ -162,7 +169,7 @@ impl TurnRunner {
                     took_ms = started.elapsed().as_millis() as u64,
                     "message handled"
                 );
-                self.delivery.enqueue(outputs.iter().map(Queued::from));
+                self.delivery.enqueue_committed(outputs);
             }
             // The flow ran, but what it changed could not be kept.
             CommittedTurn::Failed(reason) if ran => {
@@ -236,7 +243,7 @@ impl TurnRunner {
                     })
                     .await?;
                     tracing::debug!(outputs = stored.len(), "sent while the turn runs");
-                    self.delivery.enqueue(stored.iter().map(Queued::from));
+                    self.delivery.enqueue_committed(stored);
                 }
             }
         }
