@@ -85,14 +85,6 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             .position(|a| a == "--flowhost")
             .and_then(|at| args.get(at + 1).map(std::path::PathBuf::from)),
     };
-    println!("Building flowhost (release) and the flows…");
-    let status = Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
-        .args(["build", "--release", "--quiet", "-p", "flowhost"])
-        .current_dir(root)
-        .status()?;
-    if !status.success() {
-        bail!("building flowhost failed");
-    }
     let flowhost = match &options.flowhost {
         Some(other) => {
             println!(
@@ -101,8 +93,20 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
             );
             std::fs::canonicalize(other)?
         }
-        None => root.join("target/release/flowhost"),
+        None => {
+            println!("Building flowhost (release)…");
+            let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "--release", "--quiet", "-p", "flowhost"])
+                .current_dir(root)
+                .status()?;
+            if !status.success() {
+                bail!("building flowhost failed");
+            }
+            root.join("target/release/flowhost")
+        }
     };
+    println!("Building the flows…");
     let flows = root.join("target/bench/flows");
     for workspace in ["example-flows", "host/tests/flows"] {
         flowhost::flows::build::build_crate(
