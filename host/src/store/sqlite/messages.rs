@@ -157,26 +157,30 @@ impl MessageStore for SqliteStore {
             };
             // `outputs_kept` is how many of its outputs the message has
             // already: committed while its turn ran, by this run or an
-            // earlier one cut off by a crash.
+            // earlier one cut off by a crash. Read, then updated: an
+            // `UPDATE … RETURNING` would build a temporary table for its one
+            // row, which cost more than the update itself.
             let finished: Option<u32> = conn
                 .prepare_cached(
+                    "SELECT outputs_kept FROM messages WHERE id = ? AND status = 'pending'",
+                )?
+                .query_row([turn.message_id], |row| row.get(0))
+                .optional()?;
+            if finished.is_some() {
+                conn.prepare_cached(
                     "UPDATE messages
                      SET status = ?, flow = ?, flow_version = ?, error = ?, finished_at = ?
-                     WHERE id = ? AND status = 'pending'
-                     RETURNING outputs_kept",
+                     WHERE id = ?",
                 )?
-                .query_row(
-                    params![
-                        status,
-                        turn.flow,
-                        turn.flow_version,
-                        error,
-                        now,
-                        turn.message_id
-                    ],
-                    |row| row.get(0),
-                )
-                .optional()?;
+                .execute(params![
+                    status,
+                    turn.flow,
+                    turn.flow_version,
+                    error,
+                    now,
+                    turn.message_id
+                ])?;
+            }
             let (context, outputs) = match outcome {
                 TurnOutcome::Completed {
                     context, outputs, ..
