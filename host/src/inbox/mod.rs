@@ -8,8 +8,9 @@
 //! [`CARRIED_BYTES`]), so that its turn need not read back what was just
 //! written. Each lane runs its messages one by one:
 //!
-//! 1. read the message (unless carried), and find the endpoint's flow, waiting if it is not loaded (a flow being
-//!    replaced or re-added), so that an accepted message is never dropped;
+//! 1. read the message (unless it was carried), and find the endpoint's
+//!    flow, waiting if it is not loaded (a flow being replaced or re-added),
+//!    so that an accepted message is never dropped;
 //! 2. read the session's context and the user's profile;
 //! 3. run the flow in a fresh instance; with `output_timing = "immediate"`,
 //!    what it says while it still runs is committed and handed to delivery
