@@ -8,6 +8,8 @@
 //! under `/admin` answers `404`, as a path with nothing there does. The
 //! token is read on each request, so a configuration reload changes it.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::Router;
 use axum::extract::{Path, Query, Request, State};
@@ -24,7 +26,7 @@ use super::{AppState, Problem};
 use crate::store::{OutputQuery, OutputStatus};
 
 /// The admin routes, guarded by `token`.
-pub(super) fn routes(state: AppState, token: AdminToken) -> Router<AppState> {
+pub(super) fn routes(state: Arc<AppState>, token: AdminToken) -> Router<Arc<AppState>> {
     let admin = Router::new()
         .route("/flows", get(flows))
         .route("/endpoints", get(endpoints))
@@ -107,7 +109,7 @@ fn known_endpoint(app: &AppState, endpoint: &str) -> Result<(), Problem> {
 
 /// Every endpoint with its flow and full URL: the one place besides
 /// `flowhost endpoints` that shows URL tokens whole.
-async fn endpoints(State(app): State<AppState>) -> Json<Value> {
+async fn endpoints(State(app): State<Arc<AppState>>) -> Json<Value> {
     let endpoints: Vec<Value> = app
         .endpoints
         .load()
@@ -128,7 +130,7 @@ async fn endpoints(State(app): State<AppState>) -> Json<Value> {
 /// Gives an endpoint a new generated URL token; its old URL is refused
 /// from now on.
 async fn rotate_url_token(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(endpoint): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     use crate::endpoints::RotateError;
@@ -151,7 +153,7 @@ async fn rotate_url_token(
 /// The flows in service, each with its version, size, when it was loaded
 /// and the last load error of its name (a newer file that failed); and the
 /// names whose files failed with no version in service.
-async fn flows(State(app): State<AppState>) -> Json<Value> {
+async fn flows(State(app): State<Arc<AppState>>) -> Json<Value> {
     let failure = |name: &str| {
         app.flows
             .failure(name)
@@ -209,7 +211,7 @@ struct Listing {
 }
 
 async fn deliveries(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(endpoint): Path<String>,
     Query(listing): Query<Listing>,
 ) -> Result<Json<Value>, Problem> {
@@ -217,7 +219,7 @@ async fn deliveries(
 }
 
 async fn dead_letters(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(endpoint): Path<String>,
     Query(listing): Query<Listing>,
 ) -> Result<Json<Value>, Problem> {
@@ -274,7 +276,7 @@ async fn list(app: &AppState, endpoint: &str, listing: Listing) -> Result<Json<V
 }
 
 async fn redeliver_one(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path((endpoint, id)): Path<(String, i64)>,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     known_endpoint(&app, &endpoint)?;
@@ -287,7 +289,7 @@ async fn redeliver_one(
 }
 
 async fn redeliver_dead(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(endpoint): Path<String>,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     known_endpoint(&app, &endpoint)?;
@@ -296,7 +298,7 @@ async fn redeliver_dead(
 }
 
 async fn resume(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(endpoint): Path<String>,
 ) -> Result<Json<Value>, Problem> {
     known_endpoint(&app, &endpoint)?;

@@ -6,6 +6,8 @@
 //! (422), the flow being in service (503). Then the message is made durable
 //! and queued, and only then is it acknowledged.
 
+use std::sync::Arc;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
@@ -23,7 +25,7 @@ use crate::store::{InboxMessage, SessionKey, now_ms};
 pub(super) const API_KEY_HEADER: &str = "x-webhook-key";
 
 pub(super) async fn receive(
-    State(app): State<AppState>,
+    State(app): State<Arc<AppState>>,
     Path(token): Path<String>,
     headers: HeaderMap,
     body: Body,

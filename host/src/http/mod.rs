@@ -102,7 +102,9 @@ pub trait UrlTokenRotation: Send + Sync {
 
 /// The router, without a server, so that tests can call it directly.
 pub fn router(state: AppState) -> Router {
-    let admin = admin::routes(state.clone(), Arc::clone(&state.admin_token));
+    // Shared behind one `Arc`: axum clones the state for every request.
+    let state = Arc::new(state);
+    let admin = admin::routes(Arc::clone(&state), Arc::clone(&state.admin_token));
     Router::new()
         .merge(admin)
         .route("/endpoint/{url_token}", post(endpoint::receive))
