@@ -95,17 +95,18 @@ impl MessageStore for SqliteStore {
         session: &SessionKey,
         user_id: &str,
     ) -> Result<SessionState, StoreError> {
+        // One statement for both: each statement costs a lookup in the
+        // statement cache, a step and a reset, more than the row itself.
         self.point_read(|conn| {
-            let context = conn
+            let (context, profile): (Option<String>, Option<String>) = conn
                 .prepare_cached(
-                    "SELECT context FROM sessions WHERE endpoint = ? AND session_id = ?",
+                    "SELECT (SELECT context FROM sessions WHERE endpoint = ?1 AND session_id = ?2),
+                            (SELECT profile FROM profiles WHERE endpoint = ?1 AND user_id = ?3)",
                 )?
-                .query_row(params![session.endpoint, session.session_id], |r| r.get(0))
-                .optional()?;
-            let profile = conn
-                .prepare_cached("SELECT profile FROM profiles WHERE endpoint = ? AND user_id = ?")?
-                .query_row(params![session.endpoint, user_id], |r| r.get(0))
-                .optional()?;
+                .query_row(
+                    params![session.endpoint, session.session_id, user_id],
+                    |r| Ok((r.get(0)?, r.get(1)?)),
+                )?;
             Ok(SessionState {
                 context: context.unwrap_or_else(|| "{}".to_owned()),
                 profile: profile.unwrap_or_else(|| "{}".to_owned()),
