@@ -11,10 +11,15 @@ use crate::support::{HeldApi, Receiver, Site, endpoint, send};
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_flows_are_stopped_with_their_reason_and_leave_no_trace() {
     let receiver = Receiver::start().await;
+    // Outputs at the turn's end, so that a failed turn sends nothing at all.
+    // With "immediate" (the default), what a turn said more than a few
+    // milliseconds before it failed is sent and stands: on a busy machine a
+    // million says can take that long, and `waiting.rs` tests that rule.
+    let at_end = "output_timing = \"at-end\"\n";
     let site = Site::new(
         &[],
         &format!(
-            "{}{}",
+            "{}{at_end}{}{at_end}",
             endpoint("attack", "hostile", &receiver),
             endpoint("starve", "hungry", &receiver)
         ),
