@@ -216,11 +216,7 @@ impl Delivery {
     /// attempt while the budget allows.
     pub fn enqueue_committed(&self, outputs: Vec<PendingOutput>) {
         self.push(outputs.into_iter().map(|output| {
-            let bytes = std::mem::size_of::<PendingOutput>()
-                + output.session.endpoint.len()
-                + output.session.session_id.len()
-                + output.webhook_id.len()
-                + output.body.len();
+            let bytes = output.footprint();
             Waiting {
                 queued: Queued::from(&output),
                 carried: self.carry.carry(output, bytes),

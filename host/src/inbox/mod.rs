@@ -78,17 +78,6 @@ struct Waiting {
     carried: Option<Carried<InboxMessage>>,
 }
 
-/// What carrying `message` costs, in bytes.
-fn footprint(message: &InboxMessage) -> usize {
-    std::mem::size_of::<InboxMessage>()
-        + message.session.endpoint.len()
-        + message.session.session_id.len()
-        + message.user_id.len()
-        + message.text.as_ref().map_or(0, String::len)
-        + message.data.as_ref().map_or(0, String::len)
-        + message.trace_id.len()
-}
-
 /// The inbox: accepts messages and runs them.
 #[derive(Clone)]
 pub struct Inbox {
@@ -160,7 +149,7 @@ impl Inbox {
                 message,
                 Box::new(move |message| {
                     let (id, session) = (message.id, message.session.clone());
-                    let bytes = footprint(&message);
+                    let bytes = message.footprint();
                     let waiting = Waiting {
                         id,
                         admitted,

@@ -23,6 +23,19 @@ pub struct InboxMessage {
     pub received_at: i64,
 }
 
+impl InboxMessage {
+    /// The bytes it takes in memory, to count it against a budget.
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<InboxMessage>()
+            + self.session.endpoint.len()
+            + self.session.session_id.len()
+            + self.user_id.len()
+            + self.text.as_ref().map_or(0, String::len)
+            + self.data.as_ref().map_or(0, String::len)
+            + self.trace_id.len()
+    }
+}
+
 /// Called once a message is durable, on the store's writer, in the order
 /// messages are numbered. The inbox queues the message here, so that the
 /// messages of a session run in exactly the store's order.

@@ -22,6 +22,17 @@ pub struct PendingOutput {
     pub next_attempt_at: Option<i64>,
 }
 
+impl PendingOutput {
+    /// The bytes it takes in memory, to count it against a budget.
+    pub fn footprint(&self) -> usize {
+        std::mem::size_of::<PendingOutput>()
+            + self.session.endpoint.len()
+            + self.session.session_id.len()
+            + self.webhook_id.len()
+            + self.body.len()
+    }
+}
+
 /// One attempt to deliver an output.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
