@@ -21,6 +21,7 @@
 mod credentials;
 mod messages;
 mod outbox;
+mod postgres;
 mod profile_merge;
 mod sqlite;
 
@@ -36,6 +37,7 @@ pub use self::outbox::{
     Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery,
     OutputRecord, OutputStatus, PendingOutput,
 };
+pub use self::postgres::{PostgresOptions, PostgresStore};
 pub use self::sqlite::SqliteStore;
 
 /// The messages of one session run one at a time, in order: a session is an
@@ -99,6 +101,12 @@ pub enum StoreError {
     /// The database reported an error.
     #[error("database error: {0}")]
     Database(#[from] rusqlite::Error),
+    /// PostgreSQL reported an error, or could not be reached.
+    #[error("PostgreSQL: {0}")]
+    Postgres(#[from] tokio_postgres::Error),
+    /// No connection to PostgreSQL could be had from the pool in time.
+    #[error("no connection to PostgreSQL: {0}")]
+    Unreachable(String),
     /// The commit of the write's group failed: nothing of the write was
     /// kept.
     #[error("the commit failed: {message}")]
@@ -128,6 +136,8 @@ impl StoreError {
             StoreError::Database(error) => {
                 error.sqlite_error_code().is_some_and(sqlite::is_transient)
             }
+            StoreError::Postgres(error) => postgres::is_transient(error),
+            StoreError::Unreachable(_) => true,
             StoreError::Open(_) => false,
         }
     }

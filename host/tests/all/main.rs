@@ -17,6 +17,7 @@ mod hardening;
 mod in_process;
 mod local;
 mod ordering;
+mod postgres_store;
 mod reload;
 mod sandbox;
 mod waiting;

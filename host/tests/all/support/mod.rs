@@ -3,6 +3,8 @@
 
 #![allow(dead_code)] // each test module uses part of it
 
+pub mod postgres;
+
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;

@@ -1,0 +1,164 @@
+//! The store in PostgreSQL, shared by every host of a deployment: the
+//! connection pool here, the schema in [`schema`] and `migrations/`, each
+//! part of the store in a file of its own.
+//!
+//! **What it holds so far.** The credentials ([`CredentialStore`]): URL
+//! tokens and API-key hashes, which every host must see alike. The inbox and
+//! the outbox follow; until they do, `flowhost serve` keeps to SQLite.
+//!
+//! **Connections.** A pool ([deadpool-postgres]) of `pool_size`
+//! connections; an operation waits for one at most `acquire_timeout`, and
+//! then fails as [`StoreError::Unreachable`], a passing failure: the HTTP
+//! layer answers `503` with `Retry-After`, and the pool connects again by
+//! itself when the database is back. TLS is rustls with the system's trust
+//! store (as for webhook deliveries), negotiated as the URL's `sslmode`
+//! says: `disable`, `prefer` (the default) or `require`. A server
+//! certificate is always verified when TLS is used.
+//!
+//! **Time** is the database's, never a host's: hosts' clocks may differ.
+//!
+//! [deadpool-postgres]: https://docs.rs/deadpool-postgres
+//! [`CredentialStore`]: crate::store::CredentialStore
+
+mod credentials;
+mod schema;
+
+use std::fmt;
+use std::str::FromStr;
+use std::time::Duration;
+
+use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::error::SqlState;
+
+use super::StoreError;
+
+/// How to reach PostgreSQL, and how many connections to keep.
+#[derive(Clone, PartialEq, Eq)]
+pub struct PostgresOptions {
+    /// `postgres://user:password@host:port/database?sslmode=…`
+    pub url: String,
+    /// The most connections this host keeps open.
+    pub pool_size: usize,
+    /// How long an operation waits for a connection before it fails.
+    pub acquire_timeout: Duration,
+}
+
+impl PostgresOptions {
+    /// Options for `url`, with the default pool.
+    pub fn new(url: impl Into<String>) -> PostgresOptions {
+        PostgresOptions {
+            url: url.into(),
+            pool_size: 16,
+            acquire_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+/// The URL without its password, for logs and errors.
+impl fmt::Debug for PostgresOptions {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("PostgresOptions")
+            .field("url", &redacted(&self.url))
+            .field("pool_size", &self.pool_size)
+            .field("acquire_timeout", &self.acquire_timeout)
+            .finish()
+    }
+}
+
+/// `url` with its password, if it has one, replaced by `***`.
+pub(crate) fn redacted(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut parsed) if parsed.password().is_some() => {
+            let _ = parsed.set_password(Some("***"));
+            parsed.to_string()
+        }
+        Ok(_) => url.to_owned(),
+        Err(_) => "(not a URL)".to_owned(),
+    }
+}
+
+/// The store in a PostgreSQL database that several hosts may share.
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl PostgresStore {
+    /// Connects, and brings the database's schema up to date: one host at a
+    /// time, so hosts starting together do not race; a database whose schema
+    /// is newer than this flowhost is refused.
+    pub async fn connect(options: &PostgresOptions) -> Result<PostgresStore, StoreError> {
+        let config = tokio_postgres::Config::from_str(&options.url).map_err(|e| {
+            StoreError::Open(format!(
+                "{} is not a PostgreSQL URL: {e}",
+                redacted(&options.url)
+            ))
+        })?;
+        let tls = crate::tls::client_config(&[])
+            .map_err(|e| StoreError::Open(format!("TLS for PostgreSQL: {e}")))?;
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(options.pool_size)
+            .wait_timeout(Some(options.acquire_timeout))
+            .create_timeout(Some(options.acquire_timeout))
+            .runtime(Runtime::Tokio1)
+            .build()
+            .map_err(|e| StoreError::Open(format!("PostgreSQL pool: {e}")))?;
+        let store = PostgresStore { pool };
+        let mut conn = store.conn().await.map_err(|e| {
+            StoreError::Open(format!("cannot reach {}: {e}", redacted(&options.url)))
+        })?;
+        schema::migrate(&mut conn).await?;
+        Ok(store)
+    }
+
+    /// A connection from the pool.
+    async fn conn(&self) -> Result<Object, StoreError> {
+        self.pool.get().await.map_err(|error| match error {
+            deadpool_postgres::PoolError::Backend(error) => StoreError::Postgres(error),
+            other => StoreError::Unreachable(other.to_string()),
+        })
+    }
+}
+
+/// Whether a PostgreSQL failure is likely to pass by itself: the connection
+/// was lost or refused, the server is starting, stopping or out of
+/// resources, or a transaction lost a race it may win on a retry.
+pub(super) fn is_transient(error: &tokio_postgres::Error) -> bool {
+    use std::error::Error as _;
+    if error.is_closed() || error.source().is_some_and(|e| e.is::<std::io::Error>()) {
+        return true;
+    }
+    let Some(code) = error.code() else {
+        return false;
+    };
+    // 08: connection exception; 53: insufficient resources; 57: operator
+    // intervention (shutdown, restart); 40: transaction rollback
+    // (serialization failure, deadlock).
+    matches!(&code.code()[..2], "08" | "53" | "57" | "40") || *code == SqlState::LOCK_NOT_AVAILABLE
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_password_never_shows() {
+        let options = PostgresOptions::new("postgres://flowhost:s3cret@db:5432/flowhost");
+        let shown = format!("{options:?}");
+        assert!(!shown.contains("s3cret"), "{shown}");
+        assert!(
+            shown.contains("postgres://flowhost:***@db:5432/flowhost"),
+            "{shown}"
+        );
+        assert_eq!(
+            redacted("postgres://db/flowhost?sslmode=require"),
+            "postgres://db/flowhost?sslmode=require"
+        );
+    }
+}

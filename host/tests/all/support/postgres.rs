@@ -1,0 +1,174 @@
+//! A throwaway PostgreSQL cluster for a test: `initdb` into a temporary
+//! folder, started on a free loopback port with trust authentication, and
+//! stopped (immediately) when dropped. A real server, never a mock.
+//!
+//! The server's programs are found in `FLOWHOST_TEST_PG_BIN` if set, else in
+//! the newest `/usr/lib/postgresql/<version>/bin` (Debian keeps them off
+//! `PATH`). PostgreSQL refuses to run as root; as root, the cluster is run
+//! as the `postgres` user, which Debian's package creates.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A running cluster; stopped and deleted when dropped.
+pub struct TestPostgres {
+    bin: PathBuf,
+    dir: tempfile::TempDir,
+    port: u16,
+}
+
+impl TestPostgres {
+    /// Creates and starts a cluster. Panics, saying how to install
+    /// PostgreSQL, if its programs cannot be found.
+    pub fn start() -> TestPostgres {
+        let bin = server_bin();
+        let dir = tempfile::Builder::new()
+            .prefix("flowhost-pg-")
+            .tempdir()
+            .expect("a temporary folder");
+        let as_root = rustix::process::geteuid().is_root();
+        if as_root {
+            // The cluster's owner must be able to reach its folder.
+            run(Command::new("chown").arg("postgres:").arg(dir.path()));
+        }
+        let data = dir.path().join("data");
+        run(server_command(&bin, "initdb", as_root)
+            .args([
+                "--auth=trust",
+                "--username=flowhost",
+                "--encoding=UTF8",
+                "-D",
+            ])
+            .arg(&data));
+        let port = free_port();
+        // In the cluster's configuration, so that a restart keeps them;
+        // sockets in the cluster's own folder, not the system's.
+        let settings = format!(
+            "\nlisten_addresses = '127.0.0.1'\nport = {port}\n\
+             unix_socket_directories = '{}'\nfsync = off\nmax_connections = 200\n",
+            dir.path().display()
+        );
+        std::fs::OpenOptions::new()
+            .append(true)
+            .open(data.join("postgresql.conf"))
+            .and_then(|mut conf| std::io::Write::write_all(&mut conf, settings.as_bytes()))
+            .expect("the cluster's configuration is writable");
+        let cluster = TestPostgres { bin, dir, port };
+        cluster.start_again();
+        cluster
+    }
+
+    /// The URL of the cluster's `postgres` database.
+    pub fn url(&self) -> String {
+        format!("postgres://flowhost@127.0.0.1:{}/postgres", self.port)
+    }
+
+    /// A fresh database in the cluster, and its URL.
+    pub fn database(&self, name: &str) -> String {
+        run(server_command(&self.bin, "createdb", self.as_root())
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "flowhost",
+            ])
+            .arg(name));
+        format!("postgres://flowhost@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
+    pub fn stop(&self) {
+        run(server_command(&self.bin, "pg_ctl", self.as_root())
+            .args(["stop", "--mode=immediate", "--silent", "-D"])
+            .arg(self.data()));
+    }
+
+    /// Starts the server (again), on its port and data.
+    pub fn start_again(&self) {
+        run(server_command(&self.bin, "pg_ctl", self.as_root())
+            .args(["start", "--wait", "--silent", "-D"])
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("server.log")));
+    }
+
+    fn as_root(&self) -> bool {
+        rustix::process::geteuid().is_root()
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+}
+
+impl Drop for TestPostgres {
+    fn drop(&mut self) {
+        let _ = server_command(&self.bin, "pg_ctl", self.as_root())
+            .args(["stop", "--mode=immediate", "--silent", "-D"])
+            .arg(self.data())
+            .status();
+    }
+}
+
+/// The folder of `initdb` and `pg_ctl`.
+fn server_bin() -> PathBuf {
+    if let Some(bin) = std::env::var_os("FLOWHOST_TEST_PG_BIN") {
+        return PathBuf::from(bin);
+    }
+    let newest = std::fs::read_dir("/usr/lib/postgresql")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|entry| entry.path().join("bin"))
+        .filter(|bin| bin.join("initdb").is_file())
+        .max_by_key(|bin| version_of(bin));
+    newest.unwrap_or_else(|| {
+        panic!(
+            "these tests need PostgreSQL's server (initdb, pg_ctl), not found in \
+             /usr/lib/postgresql/<version>/bin: install it (Debian, Ubuntu: \
+             `sudo apt-get install postgresql`), or set FLOWHOST_TEST_PG_BIN to the \
+             folder that holds initdb and pg_ctl"
+        )
+    })
+}
+
+/// The major version in `/usr/lib/postgresql/<version>/bin`.
+fn version_of(bin: &Path) -> u32 {
+    bin.parent()
+        .and_then(Path::file_name)
+        .and_then(|name| name.to_str()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// `program` of the server, run as `postgres` when we are root.
+fn server_command(bin: &Path, program: &str, as_root: bool) -> Command {
+    let path = bin.join(program);
+    if as_root {
+        let mut command = Command::new("runuser");
+        command.args(["-u", "postgres", "--"]).arg(path);
+        command
+    } else {
+        Command::new(path)
+    }
+}
+
+fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e}"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed: {}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port()
+}
