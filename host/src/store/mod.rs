@@ -37,7 +37,7 @@ pub use self::outbox::{
     Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery,
     OutputRecord, OutputStatus, PendingOutput,
 };
-pub use self::postgres::{PostgresOptions, PostgresStore};
+pub use self::postgres::{Claim, ClaimedMessage, PostgresOptions, PostgresStore};
 pub use self::sqlite::SqliteStore;
 
 /// The messages of one session run one at a time, in order: a session is an
@@ -117,6 +117,10 @@ pub enum StoreError {
         /// database, an I/O error).
         transient: bool,
     },
+    /// Another host took the session this host was running (this host's
+    /// lease ran out, as when it paused): nothing of the write was kept.
+    #[error("the session {0} was taken over by another host")]
+    Fenced(SessionKey),
     /// The store was shut down.
     #[error("the store is closed")]
     Closed,
@@ -138,7 +142,7 @@ impl StoreError {
             }
             StoreError::Postgres(error) => postgres::is_transient(error),
             StoreError::Unreachable(_) => true,
-            StoreError::Open(_) => false,
+            StoreError::Open(_) | StoreError::Fenced(_) => false,
         }
     }
 }

@@ -1,11 +1,14 @@
-//! The PostgreSQL store, against a real PostgreSQL: its schema made once by
-//! hosts starting together, refused when newer than the host, credentials
-//! shared by every host, and a database that goes away and comes back.
+//! The PostgreSQL store, against a real PostgreSQL, with several store
+//! instances as the hosts of one deployment: its schema made once by hosts
+//! starting together, refused when newer than the host, credentials shared
+//! by every host, a database that goes away and comes back, and sessions:
+//! numbered across hosts, claimed by one host at a time, fenced.
 
 use std::time::{Duration, Instant};
 
 use flowhost::store::{
-    ApiKeyInfo, CredentialStore, NewApiKey, PostgresOptions, PostgresStore, StoreError,
+    ApiKeyInfo, Claim, CredentialStore, InboxMessage, NewApiKey, PostgresOptions, PostgresStore,
+    SessionKey, StoreError,
 };
 
 use crate::support::PATIENCE;
@@ -58,7 +61,7 @@ async fn hosts_starting_together_make_the_schema_once() {
     for start in futures::future::join_all(starts).await {
         start.unwrap().expect("every host starts");
     }
-    assert_eq!(schema_steps(&url).await, [1], "each step applied once");
+    assert_eq!(schema_steps(&url).await, [1, 2], "each step applied once");
 }
 
 #[tokio::test]
@@ -167,4 +170,214 @@ async fn a_database_that_goes_away_is_a_passing_failure_and_is_found_again() {
             }
         }
     }
+}
+
+/// The `n`th message of a session, as a caller would send it.
+fn message(session: &str, n: usize) -> InboxMessage {
+    InboxMessage {
+        id: 0,
+        session: SessionKey {
+            endpoint: "support".to_owned(),
+            session_id: session.to_owned(),
+        },
+        user_id: "u1".to_owned(),
+        text: Some(n.to_string()),
+        data: None,
+        trace_id: format!("trace-{session}-{n}"),
+        received_at: 0,
+    }
+}
+
+fn endpoints() -> Vec<String> {
+    vec!["support".to_owned()]
+}
+
+#[tokio::test]
+async fn messages_sent_to_several_hosts_are_numbered_in_one_order_per_session() {
+    let postgres = TestPostgres::start();
+    let url = postgres.database("numbered");
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        hosts.push(std::sync::Arc::new(
+            PostgresStore::connect(&options(url.clone())).await.unwrap(),
+        ));
+    }
+    // Three callers, one per host, each sending 20 messages of one session
+    // one after the other, all three at once.
+    let callers = hosts.iter().enumerate().map(|(caller, host)| {
+        let host = std::sync::Arc::clone(host);
+        tokio::spawn(async move {
+            let mut seqs = Vec::new();
+            for n in 0..20 {
+                let (_, seq) = host
+                    .accept_message(&message("s1", caller * 100 + n))
+                    .await
+                    .unwrap();
+                seqs.push(seq);
+            }
+            seqs
+        })
+    });
+    let mut all = Vec::new();
+    for seqs in futures::future::join_all(callers).await {
+        let seqs = seqs.unwrap();
+        assert!(
+            seqs.windows(2).all(|w| w[0] < w[1]),
+            "a caller's messages keep the order it sent them in: {seqs:?}"
+        );
+        all.extend(seqs);
+    }
+    all.sort_unstable();
+    assert_eq!(
+        all,
+        (1..=60).collect::<Vec<i64>>(),
+        "numbered 1 to 60, no gap, no repeat"
+    );
+}
+
+#[tokio::test]
+async fn hosts_claiming_together_take_different_sessions() {
+    let postgres = TestPostgres::start();
+    let url = postgres.database("claims");
+    let one = PostgresStore::connect(&options(url.clone())).await.unwrap();
+    let two = PostgresStore::connect(&options(url)).await.unwrap();
+    for session in 0..40 {
+        one.accept_message(&message(&format!("s{session}"), 0))
+            .await
+            .unwrap();
+    }
+    let lease = Duration::from_secs(30);
+    one.renew_host("one", lease).await.unwrap();
+    two.renew_host("two", lease).await.unwrap();
+
+    let endpoints = endpoints();
+    let (a, b) = tokio::join!(
+        one.claim_sessions("one", &endpoints, 40),
+        two.claim_sessions("two", &endpoints, 40)
+    );
+    let (a, b) = (a.unwrap(), b.unwrap());
+    let mut sessions: Vec<_> = a.iter().chain(&b).map(|c| c.session.clone()).collect();
+    sessions.sort();
+    sessions.dedup();
+    assert_eq!(
+        sessions.len(),
+        a.len() + b.len(),
+        "no session claimed twice"
+    );
+    assert_eq!(sessions.len(), 40, "every waiting session claimed");
+    assert!(
+        one.claim_sessions("one", &endpoints, 40)
+            .await
+            .unwrap()
+            .is_empty()
+            && two
+                .claim_sessions("two", &endpoints, 40)
+                .await
+                .unwrap()
+                .is_empty(),
+        "a session a live host runs is not claimed again"
+    );
+    assert!(
+        one.claim_sessions("one", &["echo".to_owned()], 40)
+            .await
+            .unwrap()
+            .is_empty(),
+        "a host claims sessions of the endpoints it serves only"
+    );
+}
+
+#[tokio::test]
+async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_over() {
+    let postgres = TestPostgres::start();
+    let url = postgres.database("fenced");
+    let paused = PostgresStore::connect(&options(url.clone())).await.unwrap();
+    let other = PostgresStore::connect(&options(url)).await.unwrap();
+    let endpoints = endpoints();
+    let lease = Duration::from_millis(500);
+    for n in 1..=2 {
+        paused.accept_message(&message("s1", n)).await.unwrap();
+    }
+    paused.renew_host("paused", lease).await.unwrap();
+    other
+        .renew_host("other", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let [claim] = <[Claim; 1]>::try_from(
+        paused
+            .claim_sessions("paused", &endpoints, 10)
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    let first = paused.next_message(&claim).await.unwrap().unwrap();
+    assert_eq!((first.seq, first.message.text.as_deref()), (1, Some("1")));
+    assert!(
+        other
+            .claim_sessions("other", &endpoints, 10)
+            .await
+            .unwrap()
+            .is_empty(),
+        "held while the lease lasts"
+    );
+
+    // The host pauses past its lease (no renewal); another takes over.
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    let [taken] =
+        <[Claim; 1]>::try_from(other.claim_sessions("other", &endpoints, 10).await.unwrap())
+            .unwrap();
+    assert_eq!(taken.session, claim.session);
+    assert!(taken.epoch > claim.epoch);
+
+    // The paused host wakes and tries to finish the turn it was running.
+    let stale = paused
+        .finish_turn(
+            "paused",
+            &claim,
+            first.seq,
+            Some(r#"{"turns":1,"by":"paused"}"#),
+        )
+        .await;
+    assert!(
+        matches!(stale, Err(StoreError::Fenced(ref key)) if *key == claim.session),
+        "{stale:?}"
+    );
+    // Renewing its lease does not give the session back.
+    paused.renew_host("paused", lease).await.unwrap();
+    let again = paused
+        .finish_turn("paused", &claim, first.seq, Some(r#"{"by":"paused"}"#))
+        .await;
+    assert!(matches!(again, Err(StoreError::Fenced(_))), "{again:?}");
+    assert!(!paused.release("paused", &claim).await.unwrap());
+
+    // The new owner runs the message again, and the next.
+    let rerun = other.next_message(&taken).await.unwrap().unwrap();
+    assert_eq!(rerun, first, "the unfinished message runs again, once");
+    other
+        .finish_turn("other", &taken, 1, Some(r#"{"turns":1}"#))
+        .await
+        .unwrap();
+    assert!(
+        matches!(
+            other.finish_turn("other", &taken, 1, None).await,
+            Err(StoreError::Fenced(_))
+        ),
+        "a message finishes once"
+    );
+    assert!(
+        !other.release("other", &taken).await.unwrap(),
+        "not released with a message left"
+    );
+    let second = other.next_message(&taken).await.unwrap().unwrap();
+    assert_eq!(second.seq, 2);
+    other
+        .finish_turn("other", &taken, 2, Some(r#"{"turns":2}"#))
+        .await
+        .unwrap();
+    assert!(other.next_message(&taken).await.unwrap().is_none());
+    assert!(other.release("other", &taken).await.unwrap());
+    assert_eq!(
+        other.context(&taken.session).await.unwrap().as_deref(),
+        Some(r#"{"turns":2}"#),
+        "nothing of the paused host's turn was kept"
+    );
 }

@@ -3,8 +3,10 @@
 //! part of the store in a file of its own.
 //!
 //! **What it holds so far.** The credentials ([`CredentialStore`]): URL
-//! tokens and API-key hashes, which every host must see alike. The inbox and
-//! the outbox follow; until they do, `flowhost serve` keeps to SQLite.
+//! tokens and API-key hashes, which every host must see alike; and the
+//! sessions' part of the inbox ([`sessions`]): messages numbered in session
+//! order across hosts, claims, leases and fencing. The rest of the inbox
+//! and the outbox follow; until they do, `flowhost serve` keeps to SQLite.
 //!
 //! **Connections.** A pool ([deadpool-postgres]) of `pool_size`
 //! connections; an operation waits for one at most `acquire_timeout`, and
@@ -22,6 +24,9 @@
 
 mod credentials;
 mod schema;
+mod sessions;
+
+pub use self::sessions::{Claim, ClaimedMessage};
 
 use std::fmt;
 use std::str::FromStr;

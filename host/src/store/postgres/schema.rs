@@ -12,7 +12,10 @@ use deadpool_postgres::Object;
 use crate::store::StoreError;
 
 /// The schema's steps, in order.
-const MIGRATIONS: &[&str] = &[include_str!("migrations/0001_credentials.sql")];
+const MIGRATIONS: &[&str] = &[
+    include_str!("migrations/0001_credentials.sql"),
+    include_str!("migrations/0002_sessions.sql"),
+];
 
 /// The advisory lock that migrations take: "flowhost" in ASCII.
 const MIGRATION_LOCK: i64 = 0x666c_6f77_686f_7374;

@@ -1,0 +1,48 @@
+-- The hosts of a deployment. A host's claims on sessions hold while its
+-- lease lasts; it renews the lease while it runs.
+CREATE TABLE hosts (
+    id          TEXT PRIMARY KEY,
+    lease_until TIMESTAMPTZ NOT NULL
+);
+
+-- A session: its context, how far its messages are numbered and finished,
+-- and which host runs it. Accepting a message updates this row, so the
+-- messages of one session are numbered in the order they commit, whichever
+-- host accepted them.
+CREATE TABLE sessions (
+    endpoint   TEXT NOT NULL,
+    session_id TEXT NOT NULL,
+    context    TEXT NOT NULL DEFAULT '{}',
+    updated_at BIGINT NOT NULL,
+    -- The number of the last message accepted, and of the last finished.
+    accepted   BIGINT NOT NULL DEFAULT 0,
+    finished   BIGINT NOT NULL DEFAULT 0,
+    -- The host running the session's messages, while its lease lasts.
+    owner      TEXT,
+    -- One more at every claim: a host that lost its claim (it paused past
+    -- its lease, and another took the session) holds an old epoch, and
+    -- every write it makes under the claim checks it.
+    epoch      BIGINT NOT NULL DEFAULT 0,
+    PRIMARY KEY (endpoint, session_id)
+);
+CREATE INDEX sessions_waiting ON sessions (endpoint) WHERE finished < accepted;
+
+-- The inbox: every accepted message, numbered within its session.
+CREATE TABLE messages (
+    id           BIGSERIAL PRIMARY KEY,
+    endpoint     TEXT NOT NULL,
+    session_id   TEXT NOT NULL,
+    seq          BIGINT NOT NULL,
+    trace_id     TEXT NOT NULL,
+    user_id      TEXT NOT NULL,
+    text         TEXT,
+    data         TEXT,
+    received_at  BIGINT NOT NULL,
+    status       TEXT NOT NULL DEFAULT 'pending'
+                 CHECK (status IN ('pending', 'done', 'failed')),
+    flow         TEXT,
+    flow_version TEXT,
+    error        TEXT,
+    finished_at  BIGINT,
+    UNIQUE (endpoint, session_id, seq)
+);

@@ -1,0 +1,267 @@
+//! The inbox's part, shared by hosts: messages numbered in their session's
+//! order whichever host accepted them, sessions claimed by one host at a
+//! time, and turns fenced by the claim's epoch.
+//!
+//! The steps, each one transaction:
+//!
+//! 1. [`accept_message`](PostgresStore::accept_message): any host stores a
+//!    message; the session's row, updated in the same transaction, gives it
+//!    the next number (`seq`). Its row lock makes two hosts accepting for
+//!    one session take turns, so numbers follow commit order.
+//! 2. [`claim_sessions`](PostgresStore::claim_sessions): a host whose lease
+//!    holds takes sessions with unfinished messages that no live host runs,
+//!    `FOR UPDATE SKIP LOCKED`, so hosts claiming together take different
+//!    ones; each claim adds one to the session's epoch.
+//! 3. [`next_message`](PostgresStore::next_message) and
+//!    [`finish_turn`](PostgresStore::finish_turn): the claimed session's
+//!    next message, then its turn's result, written only if the session is
+//!    still this host's at this epoch and that message is the next to
+//!    finish; otherwise [`StoreError::Fenced`], and nothing is kept.
+//! 4. [`release`](PostgresStore::release): a host gives a session up once it
+//!    has nothing left to run.
+//!
+//! A host's claims last while its lease does ([`renew_host`](PostgresStore::renew_host)):
+//! a host that dies is passed over once its lease runs out, and one that
+//! only paused finds, when it wakes, that every write it tries is fenced.
+//! Leases are compared with the database's clock, never a host's.
+//!
+//! Not yet wired into `flowhost serve`: the inbox still runs on SQLite.
+
+use std::time::Duration;
+
+use super::PostgresStore;
+use crate::store::{InboxMessage, SessionKey, StoreError};
+
+/// Now, in milliseconds since the Unix epoch, by the database's clock.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
+
+/// A session this host runs, as claimed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claim {
+    /// The session.
+    pub session: SessionKey,
+    /// The epoch of the claim, checked by every write made under it.
+    pub epoch: i64,
+}
+
+/// A message as its session's owner runs it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClaimedMessage {
+    /// Its number in its session, from 1.
+    pub seq: i64,
+    /// The message.
+    pub message: InboxMessage,
+}
+
+impl PostgresStore {
+    /// Registers `host`, or renews its lease: its claims hold for `lease`
+    /// from now (the database's now).
+    pub async fn renew_host(&self, host: &str, lease: Duration) -> Result<(), StoreError> {
+        let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+        self.conn()
+            .await?
+            .execute(
+                "INSERT INTO hosts (id, lease_until)
+                 VALUES ($1, clock_timestamp() + $2::FLOAT8 * INTERVAL '1 millisecond')
+                 ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
+                &[&host, &(lease_ms as f64)],
+            )
+            .await?;
+        Ok(())
+    }
+
+    /// Stores a message, numbered next in its session; returns its id and
+    /// number. Hosts that share the database may call it for one session at
+    /// once: they take turns on the session's row.
+    pub async fn accept_message(&self, message: &InboxMessage) -> Result<(i64, i64), StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let session = &message.session;
+        let seq: i64 = tx
+            .query_one(
+                &format!(
+                    "INSERT INTO sessions (endpoint, session_id, updated_at, accepted)
+                     VALUES ($1, $2, {NOW_MS}, 1)
+                     ON CONFLICT (endpoint, session_id)
+                     DO UPDATE SET accepted = sessions.accepted + 1
+                     RETURNING accepted"
+                ),
+                &[&session.endpoint, &session.session_id],
+            )
+            .await?
+            .get(0);
+        let id: i64 = tx
+            .query_one(
+                "INSERT INTO messages
+                     (endpoint, session_id, seq, trace_id, user_id, text, data, received_at)
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+                 RETURNING id",
+                &[
+                    &session.endpoint,
+                    &session.session_id,
+                    &seq,
+                    &message.trace_id,
+                    &message.user_id,
+                    &message.text,
+                    &message.data,
+                    &message.received_at,
+                ],
+            )
+            .await?
+            .get(0);
+        tx.commit().await?;
+        Ok((id, seq))
+    }
+
+    /// Claims up to `limit` sessions of `endpoints` that have unfinished
+    /// messages and no live owner, for `host`, whose lease must hold.
+    pub async fn claim_sessions(
+        &self,
+        host: &str,
+        endpoints: &[String],
+        limit: i64,
+    ) -> Result<Vec<Claim>, StoreError> {
+        let rows = self
+            .conn()
+            .await?
+            .query(
+                "UPDATE sessions s SET owner = $1, epoch = s.epoch + 1
+                 FROM (
+                     SELECT endpoint, session_id FROM sessions w
+                     WHERE w.finished < w.accepted AND w.endpoint = ANY($2)
+                       AND (w.owner IS NULL OR NOT EXISTS (
+                           SELECT 1 FROM hosts h
+                           WHERE h.id = w.owner AND h.lease_until > clock_timestamp()))
+                       AND EXISTS (
+                           SELECT 1 FROM hosts me
+                           WHERE me.id = $1 AND me.lease_until > clock_timestamp())
+                     LIMIT $3
+                     FOR UPDATE SKIP LOCKED
+                 ) free
+                 WHERE s.endpoint = free.endpoint AND s.session_id = free.session_id
+                 RETURNING s.endpoint, s.session_id, s.epoch",
+                &[&host, &endpoints, &limit],
+            )
+            .await?;
+        Ok(rows
+            .iter()
+            .map(|row| Claim {
+                session: SessionKey {
+                    endpoint: row.get(0),
+                    session_id: row.get(1),
+                },
+                epoch: row.get(2),
+            })
+            .collect())
+    }
+
+    /// The claimed session's next message to run, if it has one.
+    pub async fn next_message(&self, claim: &Claim) -> Result<Option<ClaimedMessage>, StoreError> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt(
+                "SELECT m.* FROM messages m
+                 JOIN sessions s ON s.endpoint = m.endpoint AND s.session_id = m.session_id
+                 WHERE s.endpoint = $1 AND s.session_id = $2 AND m.seq = s.finished + 1",
+                &[&claim.session.endpoint, &claim.session.session_id],
+            )
+            .await?;
+        Ok(row.map(|row| ClaimedMessage {
+            seq: row.get("seq"),
+            message: InboxMessage {
+                id: row.get("id"),
+                session: claim.session.clone(),
+                user_id: row.get("user_id"),
+                text: row.get("text"),
+                data: row.get("data"),
+                trace_id: row.get("trace_id"),
+                received_at: row.get("received_at"),
+            },
+        }))
+    }
+
+    /// Finishes message `seq` of the claimed session with the turn's
+    /// context (`None`: unchanged), if `host` still holds the claim and
+    /// `seq` is the next to finish; [`StoreError::Fenced`] otherwise, and
+    /// nothing is written.
+    pub async fn finish_turn(
+        &self,
+        host: &str,
+        claim: &Claim,
+        seq: i64,
+        context: Option<&str>,
+    ) -> Result<(), StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let key = &claim.session;
+        let fenced = tx
+            .execute(
+                &format!(
+                    "UPDATE sessions
+                     SET finished = $5::BIGINT, context = COALESCE($6, context), updated_at = {NOW_MS}
+                     WHERE endpoint = $1 AND session_id = $2 AND owner = $3 AND epoch = $4
+                       AND finished = $5::BIGINT - 1"
+                ),
+                &[
+                    &key.endpoint,
+                    &key.session_id,
+                    &host,
+                    &claim.epoch,
+                    &seq,
+                    &context,
+                ],
+            )
+            .await?
+            == 0;
+        if fenced {
+            tx.rollback().await?;
+            return Err(StoreError::Fenced(key.clone()));
+        }
+        tx.execute(
+            &format!(
+                "UPDATE messages SET status = 'done', finished_at = {NOW_MS}
+                 WHERE endpoint = $1 AND session_id = $2 AND seq = $3"
+            ),
+            &[&key.endpoint, &key.session_id, &seq],
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Gives up the claimed session if it has nothing left to run; returns
+    /// whether it did (`false`: a message came meanwhile, or the claim was
+    /// lost).
+    pub async fn release(&self, host: &str, claim: &Claim) -> Result<bool, StoreError> {
+        let released = self
+            .conn()
+            .await?
+            .execute(
+                "UPDATE sessions SET owner = NULL
+                 WHERE endpoint = $1 AND session_id = $2 AND owner = $3 AND epoch = $4
+                   AND finished = accepted",
+                &[
+                    &claim.session.endpoint,
+                    &claim.session.session_id,
+                    &host,
+                    &claim.epoch,
+                ],
+            )
+            .await?;
+        Ok(released > 0)
+    }
+
+    /// The session's context, as the last finished turn left it.
+    pub async fn context(&self, session: &SessionKey) -> Result<Option<String>, StoreError> {
+        let row = self
+            .conn()
+            .await?
+            .query_opt(
+                "SELECT context FROM sessions WHERE endpoint = $1 AND session_id = $2",
+                &[&session.endpoint, &session.session_id],
+            )
+            .await?;
+        Ok(row.map(|row| row.get(0)))
+    }
+}
