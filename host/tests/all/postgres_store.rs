@@ -21,18 +21,33 @@ fn options(url: String) -> PostgresOptions {
     }
 }
 
-async fn schema_steps(url: &str) -> Vec<i32> {
+/// A plain connection to the database, as an operator's `psql` would be.
+async fn client(url: &str) -> tokio_postgres::Client {
     let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
         .await
         .unwrap();
     tokio::spawn(connection);
     client
+}
+
+async fn schema_steps(url: &str) -> Vec<i32> {
+    client(url)
+        .await
         .query("SELECT version FROM flowhost_schema ORDER BY version", &[])
         .await
         .unwrap()
         .iter()
         .map(|row| row.get(0))
         .collect()
+}
+
+/// A cluster with a fresh database, and two hosts' stores on it.
+async fn two_hosts(database: &str) -> (TestPostgres, PostgresStore, PostgresStore) {
+    let postgres = TestPostgres::start();
+    let url = postgres.database(database);
+    let one = PostgresStore::connect(&options(url.clone())).await.unwrap();
+    let two = PostgresStore::connect(&options(url)).await.unwrap();
+    (postgres, one, two)
 }
 
 fn key(endpoint: &str, id: &str, secret: &[u8]) -> NewApiKey {
@@ -69,11 +84,8 @@ async fn a_host_older_than_the_schema_refuses_to_start() {
     let postgres = TestPostgres::start();
     let url = postgres.database("newer");
     PostgresStore::connect(&options(url.clone())).await.unwrap();
-    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+    client(&url)
         .await
-        .unwrap();
-    tokio::spawn(connection);
-    client
         .execute("INSERT INTO flowhost_schema (version) VALUES (99)", &[])
         .await
         .unwrap();
@@ -92,10 +104,7 @@ async fn a_host_older_than_the_schema_refuses_to_start() {
 
 #[tokio::test]
 async fn keys_and_tokens_are_the_same_on_every_host() {
-    let postgres = TestPostgres::start();
-    let url = postgres.database("shared");
-    let one = PostgresStore::connect(&options(url.clone())).await.unwrap();
-    let two = PostgresStore::connect(&options(url)).await.unwrap();
+    let (_postgres, one, two) = two_hosts("shared").await;
 
     // The first host to store a token for an endpoint sets it for all.
     let token = one.url_token("support", "token-one".into()).await.unwrap();
@@ -237,10 +246,7 @@ async fn messages_sent_to_several_hosts_are_numbered_in_one_order_per_session() 
 
 #[tokio::test]
 async fn hosts_claiming_together_take_different_sessions() {
-    let postgres = TestPostgres::start();
-    let url = postgres.database("claims");
-    let one = PostgresStore::connect(&options(url.clone())).await.unwrap();
-    let two = PostgresStore::connect(&options(url)).await.unwrap();
+    let (_postgres, one, two) = two_hosts("claims").await;
     for session in 0..40 {
         one.accept_message(&message(&format!("s{session}"), 0))
             .await
@@ -288,10 +294,7 @@ async fn hosts_claiming_together_take_different_sessions() {
 
 #[tokio::test]
 async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_over() {
-    let postgres = TestPostgres::start();
-    let url = postgres.database("fenced");
-    let paused = PostgresStore::connect(&options(url.clone())).await.unwrap();
-    let other = PostgresStore::connect(&options(url)).await.unwrap();
+    let (_postgres, paused, other) = two_hosts("fenced").await;
     let endpoints = endpoints();
     let lease = Duration::from_millis(500);
     for n in 1..=2 {
