@@ -7,8 +7,9 @@
 use std::time::{Duration, Instant};
 
 use flowhost::store::{
-    ApiKeyInfo, Claim, CredentialStore, InboxMessage, NewApiKey, PostgresOptions, PostgresStore,
-    SessionKey, StoreError,
+    ApiKeyInfo, Claim, ClaimedMessage, CommittedTurn, CredentialStore, InboxMessage, NewApiKey,
+    NewOutput, PendingOutput, PostgresOptions, PostgresStore, ProfileChange, SessionKey,
+    StoreError, TurnOutcome, TurnRecord,
 };
 
 use crate::support::PATIENCE;
@@ -42,12 +43,12 @@ async fn schema_steps(url: &str) -> Vec<i32> {
 }
 
 /// A cluster with a fresh database, and two hosts' stores on it.
-async fn two_hosts(database: &str) -> (TestPostgres, PostgresStore, PostgresStore) {
+async fn two_hosts(database: &str) -> (TestPostgres, String, PostgresStore, PostgresStore) {
     let postgres = TestPostgres::start();
     let url = postgres.database(database);
     let one = PostgresStore::connect(&options(url.clone())).await.unwrap();
-    let two = PostgresStore::connect(&options(url)).await.unwrap();
-    (postgres, one, two)
+    let two = PostgresStore::connect(&options(url.clone())).await.unwrap();
+    (postgres, url, one, two)
 }
 
 fn key(endpoint: &str, id: &str, secret: &[u8]) -> NewApiKey {
@@ -104,7 +105,7 @@ async fn a_host_older_than_the_schema_refuses_to_start() {
 
 #[tokio::test]
 async fn keys_and_tokens_are_the_same_on_every_host() {
-    let (_postgres, one, two) = two_hosts("shared").await;
+    let (_postgres, _, one, two) = two_hosts("shared").await;
 
     // The first host to store a token for an endpoint sets it for all.
     let token = one.url_token("support", "token-one".into()).await.unwrap();
@@ -246,7 +247,7 @@ async fn messages_sent_to_several_hosts_are_numbered_in_one_order_per_session() 
 
 #[tokio::test]
 async fn hosts_claiming_together_take_different_sessions() {
-    let (_postgres, one, two) = two_hosts("claims").await;
+    let (_postgres, _, one, two) = two_hosts("claims").await;
     for session in 0..40 {
         one.accept_message(&message(&format!("s{session}"), 0))
             .await
@@ -294,7 +295,7 @@ async fn hosts_claiming_together_take_different_sessions() {
 
 #[tokio::test]
 async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_over() {
-    let (_postgres, paused, other) = two_hosts("fenced").await;
+    let (_postgres, url, paused, other) = two_hosts("fenced").await;
     let endpoints = endpoints();
     let lease = Duration::from_millis(500);
     for n in 1..=2 {
@@ -331,23 +332,38 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
     assert_eq!(taken.session, claim.session);
     assert!(taken.epoch > claim.epoch);
 
-    // The paused host wakes and tries to finish the turn it was running.
-    let stale = paused
-        .finish_turn(
+    // The paused host wakes and tries to go on with the turn it was
+    // running: say something, then finish it.
+    let said = paused
+        .commit_said(
             "paused",
             &claim,
-            first.seq,
-            Some(r#"{"turns":1,"by":"paused"}"#),
+            first.message.id,
+            outputs(&first, &["stale"]),
         )
         .await;
     assert!(
-        matches!(stale, Err(StoreError::Fenced(ref key)) if *key == claim.session),
-        "{stale:?}"
+        matches!(said, Err(StoreError::Fenced(ref key)) if *key == claim.session),
+        "{said:?}"
     );
+    let stale = paused
+        .complete_turn(
+            "paused",
+            &claim,
+            first.seq,
+            completed(&first, r#"{"by":"paused"}"#, &["stale"]),
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::Fenced(_))), "{stale:?}");
     // Renewing its lease does not give the session back.
     paused.renew_host("paused", lease).await.unwrap();
     let again = paused
-        .finish_turn("paused", &claim, first.seq, Some(r#"{"by":"paused"}"#))
+        .complete_turn(
+            "paused",
+            &claim,
+            first.seq,
+            completed(&first, r#"{"by":"paused"}"#, &[]),
+        )
         .await;
     assert!(matches!(again, Err(StoreError::Fenced(_))), "{again:?}");
     assert!(!paused.release("paused", &claim).await.unwrap());
@@ -355,16 +371,31 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
     // The new owner runs the message again, and the next.
     let rerun = other.next_message(&taken).await.unwrap().unwrap();
     assert_eq!(rerun, first, "the unfinished message runs again, once");
-    other
-        .finish_turn("other", &taken, 1, Some(r#"{"turns":1}"#))
+    let CommittedTurn::Done(sent) = other
+        .complete_turn(
+            "other",
+            &taken,
+            1,
+            completed(&rerun, r#"{"turns":1}"#, &["one"]),
+        )
         .await
-        .unwrap();
-    assert!(
-        matches!(
-            other.finish_turn("other", &taken, 1, None).await,
-            Err(StoreError::Fenced(_))
-        ),
-        "a message finishes once"
+        .unwrap()
+    else {
+        panic!("the turn failed");
+    };
+    assert_eq!(bodies(&sent), ["one"]);
+    assert_eq!(
+        other
+            .complete_turn(
+                "other",
+                &taken,
+                1,
+                completed(&rerun, r#"{"turns":9}"#, &["again"])
+            )
+            .await
+            .unwrap(),
+        CommittedTurn::Done(Vec::new()),
+        "a message is recorded once: a retry keeps the first record and sends nothing"
     );
     assert!(
         !other.release("other", &taken).await.unwrap(),
@@ -373,14 +404,191 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
     let second = other.next_message(&taken).await.unwrap().unwrap();
     assert_eq!(second.seq, 2);
     other
-        .finish_turn("other", &taken, 2, Some(r#"{"turns":2}"#))
+        .complete_turn(
+            "other",
+            &taken,
+            2,
+            completed(&second, r#"{"turns":2}"#, &["two"]),
+        )
         .await
         .unwrap();
     assert!(other.next_message(&taken).await.unwrap().is_none());
     assert!(other.release("other", &taken).await.unwrap());
+    let state = other.session_state(&taken.session, "u1").await.unwrap();
+    assert_eq!(state.context, r#"{"turns":2}"#);
     assert_eq!(
-        other.context(&taken.session).await.unwrap().as_deref(),
-        Some(r#"{"turns":2}"#),
+        stored_outputs(&url).await,
+        ["one", "two"],
         "nothing of the paused host's turn was kept"
     );
+}
+
+#[tokio::test]
+async fn a_turn_keeps_what_it_said_once_and_a_failed_turn_changes_nothing_else() {
+    let (_postgres, url, host, _) = two_hosts("turns").await;
+    let endpoints = endpoints();
+    for n in 1..=2 {
+        host.accept_message(&message("s1", n)).await.unwrap();
+    }
+    host.renew_host("host", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let [claim] =
+        <[Claim; 1]>::try_from(host.claim_sessions("host", &endpoints, 10).await.unwrap()).unwrap();
+
+    // Said while the turn runs: committed at once; the turn's end stores
+    // only what came after.
+    let first = host.next_message(&claim).await.unwrap().unwrap();
+    let said = host
+        .commit_said("host", &claim, first.message.id, outputs(&first, &["wait"]))
+        .await
+        .unwrap();
+    assert_eq!(bodies(&said), ["wait"]);
+    let CommittedTurn::Done(rest) = host
+        .complete_turn(
+            "host",
+            &claim,
+            1,
+            completed(&first, r#"{"n":1}"#, &["wait", "done"]),
+        )
+        .await
+        .unwrap()
+    else {
+        panic!("the turn failed");
+    };
+    assert_eq!(bodies(&rest), ["done"]);
+
+    // A failed turn: the message is finished as failed, the context stays.
+    let second = host.next_message(&claim).await.unwrap().unwrap();
+    let failed = TurnRecord {
+        outcome: TurnOutcome::Failed {
+            reason: "trapped".to_owned(),
+        },
+        ..completed(&second, r#"{"n":2}"#, &["never"])
+    };
+    assert_eq!(
+        host.complete_turn("host", &claim, 2, failed).await.unwrap(),
+        CommittedTurn::Failed("trapped".to_owned())
+    );
+    assert!(host.next_message(&claim).await.unwrap().is_none());
+    let state = host.session_state(&claim.session, "u1").await.unwrap();
+    assert_eq!(state.context, r#"{"n":1}"#);
+    assert_eq!(stored_outputs(&url).await, ["wait", "done"]);
+}
+
+#[tokio::test]
+async fn one_users_sessions_on_two_hosts_keep_both_profile_changes() {
+    let (_postgres, _, one, two) = two_hosts("profiles").await;
+    let endpoints = endpoints();
+    one.renew_host("one", Duration::from_secs(30))
+        .await
+        .unwrap();
+    two.renew_host("two", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let with_profile = |message: &ClaimedMessage, before: &str, after: &str| TurnRecord {
+        outcome: TurnOutcome::Completed {
+            context: None,
+            profile: Some(ProfileChange {
+                before: before.to_owned(),
+                after: after.to_owned(),
+                max_size: 1024,
+            }),
+            outputs: Vec::new(),
+        },
+        ..completed(message, "{}", &[])
+    };
+    // The user has a profile already (so that no insert orders the two
+    // turns below: only the profile row's lock can).
+    one.accept_message(&message("s0", 1)).await.unwrap();
+    let first = one.claim_sessions("one", &endpoints, 1).await.unwrap();
+    let m0 = one.next_message(&first[0]).await.unwrap().unwrap();
+    one.complete_turn(
+        "one",
+        &first[0],
+        1,
+        with_profile(&m0, "{}", r#"{"seen":true}"#),
+    )
+    .await
+    .unwrap();
+
+    one.accept_message(&message("s1", 1)).await.unwrap();
+    one.accept_message(&message("s2", 1)).await.unwrap();
+    let a = one.claim_sessions("one", &endpoints, 1).await.unwrap();
+    let b = two.claim_sessions("two", &endpoints, 1).await.unwrap();
+    let (a, b) = (&a[0], &b[0]);
+    let (ma, mb) = (
+        one.next_message(a).await.unwrap().unwrap(),
+        two.next_message(b).await.unwrap().unwrap(),
+    );
+    // Both turns read the profile before either commits.
+    let before = one.session_state(&a.session, "u1").await.unwrap().profile;
+    assert_eq!(before, r#"{"seen":true}"#);
+    let (ra, rb) = tokio::join!(
+        one.complete_turn(
+            "one",
+            a,
+            ma.seq,
+            with_profile(&ma, &before, r#"{"seen":true,"plan":"gold"}"#)
+        ),
+        two.complete_turn(
+            "two",
+            b,
+            mb.seq,
+            with_profile(&mb, &before, r#"{"seen":true,"city":"Oslo"}"#)
+        ),
+    );
+    ra.unwrap();
+    rb.unwrap();
+    let profile: serde_json::Value =
+        serde_json::from_str(&one.session_state(&a.session, "u1").await.unwrap().profile).unwrap();
+    assert_eq!(
+        profile,
+        serde_json::json!({"seen": true, "plan": "gold", "city": "Oslo"})
+    );
+}
+
+/// Outputs of `message`, one per body, in order.
+fn outputs(message: &ClaimedMessage, bodies: &[&str]) -> Vec<NewOutput> {
+    bodies
+        .iter()
+        .enumerate()
+        .map(|(position, body)| NewOutput {
+            position: position as u32,
+            webhook_id: format!("msg_{}_{position}", message.message.id),
+            body: (*body).to_owned(),
+        })
+        .collect()
+}
+
+/// A turn of `message` that completed with `context` and said `bodies`.
+fn completed(message: &ClaimedMessage, context: &str, bodies: &[&str]) -> TurnRecord {
+    TurnRecord {
+        message_id: message.message.id,
+        session: message.message.session.clone(),
+        user_id: message.message.user_id.clone(),
+        flow: "counter".to_owned(),
+        flow_version: "v1".to_owned(),
+        outcome: TurnOutcome::Completed {
+            context: Some(context.to_owned()),
+            profile: None,
+            outputs: outputs(message, bodies),
+        },
+    }
+}
+
+fn bodies(outputs: &[PendingOutput]) -> Vec<&str> {
+    outputs.iter().map(|o| o.body.as_str()).collect()
+}
+
+/// Every output stored, in order.
+async fn stored_outputs(url: &str) -> Vec<String> {
+    client(url)
+        .await
+        .query("SELECT body FROM outputs ORDER BY id", &[])
+        .await
+        .unwrap()
+        .iter()
+        .map(|row| row.get(0))
+        .collect()
 }

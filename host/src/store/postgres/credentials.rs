@@ -2,11 +2,8 @@
 //! every host. Nothing is cached: a key revoked through one host is refused
 //! by every host at its next request.
 
-use super::PostgresStore;
+use super::{NOW_MS, PostgresStore};
 use crate::store::{ApiKeyInfo, CredentialStore, NewApiKey, StoreError};
-
-/// Now, in milliseconds since the Unix epoch, by the database's clock.
-const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
 
 fn api_key_info(row: &tokio_postgres::Row) -> ApiKeyInfo {
     ApiKeyInfo {

@@ -25,6 +25,7 @@
 mod credentials;
 mod schema;
 mod sessions;
+mod turns;
 
 pub use self::sessions::{Claim, ClaimedMessage};
 
@@ -71,6 +72,9 @@ impl fmt::Debug for PostgresOptions {
 }
 
 /// `url` with its password, if it has one, replaced by `***`.
+/// Now, in milliseconds since the Unix epoch, by the database's clock.
+const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
+
 pub(crate) fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {

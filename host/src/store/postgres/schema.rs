@@ -14,7 +14,7 @@ use crate::store::StoreError;
 /// The schema's steps, in order.
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_credentials.sql"),
-    include_str!("migrations/0002_sessions.sql"),
+    include_str!("migrations/0002_inbox.sql"),
 ];
 
 /// The advisory lock that migrations take: "flowhost" in ASCII.

@@ -12,11 +12,10 @@
 //!    holds takes sessions with unfinished messages that no live host runs,
 //!    `FOR UPDATE SKIP LOCKED`, so hosts claiming together take different
 //!    ones; each claim adds one to the session's epoch.
-//! 3. [`next_message`](PostgresStore::next_message) and
-//!    [`finish_turn`](PostgresStore::finish_turn): the claimed session's
-//!    next message, then its turn's result, written only if the session is
-//!    still this host's at this epoch and that message is the next to
-//!    finish; otherwise [`StoreError::Fenced`], and nothing is kept.
+//! 3. [`next_message`](PostgresStore::next_message), then the turn's
+//!    writes ([`turns`](super::turns)), each made only if the session is
+//!    still this host's at this epoch; otherwise [`StoreError::Fenced`], and
+//!    nothing of the write is kept.
 //! 4. [`release`](PostgresStore::release): a host gives a session up once it
 //!    has nothing left to run.
 //!
@@ -29,11 +28,8 @@
 
 use std::time::Duration;
 
-use super::PostgresStore;
+use super::{NOW_MS, PostgresStore};
 use crate::store::{InboxMessage, SessionKey, StoreError};
-
-/// Now, in milliseconds since the Unix epoch, by the database's clock.
-const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
 
 /// A session this host runs, as claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -181,55 +177,6 @@ impl PostgresStore {
         }))
     }
 
-    /// Finishes message `seq` of the claimed session with the turn's
-    /// context (`None`: unchanged), if `host` still holds the claim and
-    /// `seq` is the next to finish; [`StoreError::Fenced`] otherwise, and
-    /// nothing is written.
-    pub async fn finish_turn(
-        &self,
-        host: &str,
-        claim: &Claim,
-        seq: i64,
-        context: Option<&str>,
-    ) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await?;
-        let key = &claim.session;
-        let fenced = tx
-            .execute(
-                &format!(
-                    "UPDATE sessions
-                     SET finished = $5::BIGINT, context = COALESCE($6, context), updated_at = {NOW_MS}
-                     WHERE endpoint = $1 AND session_id = $2 AND owner = $3 AND epoch = $4
-                       AND finished = $5::BIGINT - 1"
-                ),
-                &[
-                    &key.endpoint,
-                    &key.session_id,
-                    &host,
-                    &claim.epoch,
-                    &seq,
-                    &context,
-                ],
-            )
-            .await?
-            == 0;
-        if fenced {
-            tx.rollback().await?;
-            return Err(StoreError::Fenced(key.clone()));
-        }
-        tx.execute(
-            &format!(
-                "UPDATE messages SET status = 'done', finished_at = {NOW_MS}
-                 WHERE endpoint = $1 AND session_id = $2 AND seq = $3"
-            ),
-            &[&key.endpoint, &key.session_id, &seq],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok(())
-    }
-
     /// Gives up the claimed session if it has nothing left to run; returns
     /// whether it did (`false`: a message came meanwhile, or the claim was
     /// lost).
@@ -250,18 +197,5 @@ impl PostgresStore {
             )
             .await?;
         Ok(released > 0)
-    }
-
-    /// The session's context, as the last finished turn left it.
-    pub async fn context(&self, session: &SessionKey) -> Result<Option<String>, StoreError> {
-        let row = self
-            .conn()
-            .await?
-            .query_opt(
-                "SELECT context FROM sessions WHERE endpoint = $1 AND session_id = $2",
-                &[&session.endpoint, &session.session_id],
-            )
-            .await?;
-        Ok(row.map(|row| row.get(0)))
     }
 }

@@ -44,5 +44,37 @@ CREATE TABLE messages (
     flow_version TEXT,
     error        TEXT,
     finished_at  BIGINT,
+    -- How many of the message's outputs are kept, in the order said: a
+    -- turn run again (by this host or another) stores none of them twice.
+    outputs_kept INTEGER NOT NULL DEFAULT 0,
     UNIQUE (endpoint, session_id, seq)
 );
+
+-- A user's profile at an endpoint, shared by the user's sessions.
+CREATE TABLE profiles (
+    endpoint   TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    profile    TEXT NOT NULL,
+    updated_at BIGINT NOT NULL,
+    PRIMARY KEY (endpoint, user_id)
+);
+
+-- The outbox: every output, until and after it was delivered.
+CREATE TABLE outputs (
+    id              BIGSERIAL PRIMARY KEY,
+    message_id      BIGINT NOT NULL REFERENCES messages (id),
+    endpoint        TEXT NOT NULL,
+    session_id      TEXT NOT NULL,
+    webhook_id      TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    status          TEXT NOT NULL DEFAULT 'pending'
+                    CHECK (status IN ('pending', 'delivered', 'dead')),
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    last_error      TEXT,
+    created_at      BIGINT NOT NULL,
+    finished_at     BIGINT,
+    next_attempt_at BIGINT
+);
+-- A session's outputs to deliver, in order: what its owner sends.
+CREATE INDEX outputs_pending ON outputs (endpoint, session_id, id) WHERE status = 'pending';
+CREATE INDEX outputs_endpoint ON outputs (endpoint, id);

@@ -1,0 +1,263 @@
+//! A claimed session's turns: the state a message runs with, the outputs
+//! said while it runs, and how it ended, each write one transaction fenced
+//! by the claim.
+//!
+//! Every write first locks the session's row, and only if this host still
+//! holds it at the claim's epoch: a claim by another host then waits for
+//! the write to commit, and a write by a host that lost the session finds
+//! no row and keeps nothing ([`StoreError::Fenced`]).
+//!
+//! Profiles are shared by a user's sessions, which other hosts may be
+//! running: a turn's profile change is merged into the profile as it is at
+//! commit, under the profile row's lock, as on one host.
+
+use deadpool_postgres::Transaction;
+
+use super::{Claim, NOW_MS, PostgresStore};
+use crate::store::profile_merge;
+use crate::store::{
+    CommittedTurn, NewOutput, PendingOutput, SessionKey, SessionState, StoreError, TurnOutcome,
+    TurnRecord,
+};
+use crate::units::ByteSize;
+
+impl PostgresStore {
+    /// The context of `session` and the profile of `user_id` at its
+    /// endpoint (`{}` when new).
+    pub async fn session_state(
+        &self,
+        session: &SessionKey,
+        user_id: &str,
+    ) -> Result<SessionState, StoreError> {
+        let row = self
+            .conn()
+            .await?
+            .query_one(
+                "SELECT (SELECT context FROM sessions WHERE endpoint = $1 AND session_id = $2),
+                        (SELECT profile FROM profiles WHERE endpoint = $1 AND user_id = $3)",
+                &[&session.endpoint, &session.session_id, &user_id],
+            )
+            .await?;
+        let (context, profile): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        Ok(SessionState {
+            context: context.unwrap_or_else(|| "{}".to_owned()),
+            profile: profile.unwrap_or_else(|| "{}".to_owned()),
+        })
+    }
+
+    /// Commits outputs that message `message_id` of the claimed session said
+    /// while its turn still runs; returns those stored (none of a place
+    /// already kept, none once the message has ended).
+    pub async fn commit_said(
+        &self,
+        host: &str,
+        claim: &Claim,
+        message_id: i64,
+        outputs: Vec<NewOutput>,
+    ) -> Result<Vec<PendingOutput>, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        hold(&tx, host, claim).await?;
+        let kept: Option<i32> = tx
+            .query_opt(
+                "SELECT outputs_kept FROM messages WHERE id = $1 AND status = 'pending'",
+                &[&message_id],
+            )
+            .await?
+            .map(|row| row.get(0));
+        let Some(kept) = kept else {
+            return Ok(Vec::new()); // The message has ended.
+        };
+        let stored = insert_outputs(&tx, message_id, &claim.session, kept, outputs).await?;
+        if !stored.is_empty() {
+            let count = i32::try_from(stored.len()).unwrap_or(i32::MAX);
+            tx.execute(
+                "UPDATE messages SET outputs_kept = outputs_kept + $1 WHERE id = $2",
+                &[&count, &message_id],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(stored)
+    }
+
+    /// Records how message `seq` of the claimed session ended, with its new
+    /// context and profile and its outputs, in one transaction, if this host
+    /// still holds the session; returns the outputs to deliver, or why the
+    /// message failed. A message already recorded (a retry after a commit
+    /// whose answer was lost) is left as it is, and nothing is sent twice.
+    pub async fn complete_turn(
+        &self,
+        host: &str,
+        claim: &Claim,
+        seq: i64,
+        turn: TurnRecord,
+    ) -> Result<CommittedTurn, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let finished = hold(&tx, host, claim).await?;
+        if finished >= seq {
+            return Ok(CommittedTurn::Done(Vec::new()));
+        }
+        let session = &claim.session;
+        let mut outcome = turn.outcome;
+        // The profile as it will be stored, merged under its row's lock:
+        // other sessions' keys merged in may take it past the flow's limit,
+        // and then the turn fails instead.
+        let mut merged_profile = None;
+        if let TurnOutcome::Completed {
+            profile: Some(change),
+            ..
+        } = &outcome
+        {
+            tx.execute(
+                &format!(
+                    "INSERT INTO profiles (endpoint, user_id, profile, updated_at)
+                     VALUES ($1, $2, '{{}}', {NOW_MS}) ON CONFLICT DO NOTHING"
+                ),
+                &[&session.endpoint, &turn.user_id],
+            )
+            .await?;
+            let current: String = tx
+                .query_one(
+                    "SELECT profile FROM profiles WHERE endpoint = $1 AND user_id = $2
+                     FOR UPDATE",
+                    &[&session.endpoint, &turn.user_id],
+                )
+                .await?
+                .get(0);
+            let merged = profile_merge::merge(&current, &change.before, &change.after);
+            if merged.len() as u64 > change.max_size {
+                outcome = TurnOutcome::Failed {
+                    reason: format!(
+                        "profile size limit {} exceeded after merging concurrent changes \
+                         ({} bytes): nothing of the message was kept",
+                        ByteSize(change.max_size),
+                        merged.len()
+                    ),
+                };
+            } else {
+                merged_profile = Some(merged);
+            }
+        }
+        let (status, error, context) = match &outcome {
+            TurnOutcome::Completed { context, .. } => ("done", None, context.as_deref()),
+            TurnOutcome::Failed { reason } => ("failed", Some(reason.as_str()), None),
+        };
+        let kept: i32 = tx
+            .query_one(
+                &format!(
+                    "UPDATE messages
+                     SET status = $1, flow = $2, flow_version = $3, error = $4,
+                         finished_at = {NOW_MS}
+                     WHERE id = $5
+                     RETURNING outputs_kept"
+                ),
+                &[
+                    &status,
+                    &turn.flow,
+                    &turn.flow_version,
+                    &error,
+                    &turn.message_id,
+                ],
+            )
+            .await?
+            .get(0);
+        tx.execute(
+            &format!(
+                "UPDATE sessions
+                 SET finished = $3, context = COALESCE($4, context), updated_at = {NOW_MS}
+                 WHERE endpoint = $1 AND session_id = $2"
+            ),
+            &[&session.endpoint, &session.session_id, &seq, &context],
+        )
+        .await?;
+        let outputs = match outcome {
+            TurnOutcome::Completed { outputs, .. } => outputs,
+            TurnOutcome::Failed { reason } => {
+                tx.commit().await?;
+                return Ok(CommittedTurn::Failed(reason));
+            }
+        };
+        if let Some(merged) = merged_profile {
+            tx.execute(
+                &format!(
+                    "UPDATE profiles SET profile = $3, updated_at = {NOW_MS}
+                     WHERE endpoint = $1 AND user_id = $2"
+                ),
+                &[&session.endpoint, &turn.user_id, &merged],
+            )
+            .await?;
+        }
+        let stored = insert_outputs(&tx, turn.message_id, session, kept, outputs).await?;
+        tx.commit().await?;
+        Ok(CommittedTurn::Done(stored))
+    }
+}
+
+/// Locks the claimed session's row if `host` still holds it at the claim's
+/// epoch, and returns the number of its last finished message;
+/// [`StoreError::Fenced`] if another host has taken it.
+async fn hold(tx: &Transaction<'_>, host: &str, claim: &Claim) -> Result<i64, StoreError> {
+    let row = tx
+        .query_opt(
+            "SELECT finished FROM sessions
+             WHERE endpoint = $1 AND session_id = $2 AND owner = $3 AND epoch = $4
+             FOR UPDATE",
+            &[
+                &claim.session.endpoint,
+                &claim.session.session_id,
+                &host,
+                &claim.epoch,
+            ],
+        )
+        .await?;
+    row.map(|row| row.get(0))
+        .ok_or_else(|| StoreError::Fenced(claim.session.clone()))
+}
+
+/// Stores a message's outputs but those at a place below `kept`; returns
+/// those stored. Outputs come in order of place, with no gap.
+async fn insert_outputs(
+    tx: &Transaction<'_>,
+    message_id: i64,
+    session: &SessionKey,
+    kept: i32,
+    outputs: Vec<NewOutput>,
+) -> Result<Vec<PendingOutput>, StoreError> {
+    let insert = tx
+        .prepare_cached(&format!(
+            "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, created_at)
+             VALUES ($1, $2, $3, $4, $5, {NOW_MS})
+             RETURNING id"
+        ))
+        .await?;
+    let mut stored = Vec::with_capacity(outputs.len());
+    for output in outputs {
+        if i64::from(output.position) < i64::from(kept) {
+            continue;
+        }
+        let id: i64 = tx
+            .query_one(
+                &insert,
+                &[
+                    &message_id,
+                    &session.endpoint,
+                    &session.session_id,
+                    &output.webhook_id,
+                    &output.body,
+                ],
+            )
+            .await?
+            .get(0);
+        stored.push(PendingOutput {
+            id,
+            session: session.clone(),
+            webhook_id: output.webhook_id,
+            body: output.body,
+            attempts: 0,
+            next_attempt_at: None,
+        });
+    }
+    Ok(stored)
+}
