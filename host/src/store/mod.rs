@@ -37,7 +37,7 @@ pub use self::outbox::{
     Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery,
     OutputRecord, OutputStatus, PendingOutput,
 };
-pub use self::postgres::{Claim, ClaimedMessage, PostgresOptions, PostgresStore};
+pub use self::postgres::{Claim, ClaimedMessage, PostgresOptions, PostgresStore, Wakeups};
 pub use self::sqlite::SqliteStore;
 
 /// The messages of one session run one at a time, in order: a session is an

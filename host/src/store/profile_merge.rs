@@ -9,6 +9,25 @@
 
 use serde_json::{Map, Value};
 
+use super::ProfileChange;
+use crate::units::ByteSize;
+
+/// The profile to store for `change` on top of `current` (see [`merge`]);
+/// or, when the keys of other sessions merged in take it past the flow's
+/// limit, why the turn fails instead.
+pub(crate) fn apply(current: &str, change: &ProfileChange) -> Result<String, String> {
+    let merged = merge(current, &change.before, &change.after);
+    if merged.len() as u64 > change.max_size {
+        return Err(format!(
+            "profile size limit {} exceeded after merging concurrent changes \
+             ({} bytes): nothing of the message was kept",
+            ByteSize(change.max_size),
+            merged.len()
+        ));
+    }
+    Ok(merged)
+}
+
 /// The profile to store: `current` with the top-level changes from `before`
 /// to `after` applied. Falls back to `after` if any of them is not a JSON
 /// object (the runtime has checked `after`, so this does not happen).

@@ -592,3 +592,35 @@ async fn stored_outputs(url: &str) -> Vec<String> {
         .map(|row| row.get(0))
         .collect()
 }
+
+#[tokio::test]
+async fn an_accept_on_one_host_wakes_the_others_also_after_the_database_restarted() {
+    let (postgres, _, one, two) = two_hosts("wakeups").await;
+    let wakeups = two.wakeups();
+    let woken = |what: &'static str| {
+        let wait = tokio::time::timeout(PATIENCE, wakeups.wait());
+        async move { wait.await.unwrap_or_else(|_| panic!("not woken {what}")) }
+    };
+    woken("when listening began, to look for what came before").await;
+    assert!(
+        tokio::time::timeout(Duration::from_millis(300), wakeups.wait())
+            .await
+            .is_err(),
+        "no wake without a cause"
+    );
+    one.accept_message(&message("s1", 1)).await.unwrap();
+    woken("by an accept at another host").await;
+
+    postgres.stop();
+    postgres.start_again();
+    woken("when listening began again, to look for what was missed").await;
+    let started = Instant::now();
+    while let Err(error) = one.accept_message(&message("s1", 2)).await {
+        assert!(
+            error.is_transient() && started.elapsed() < PATIENCE,
+            "{error}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    woken("by an accept after the restart").await;
+}

@@ -26,8 +26,10 @@ mod credentials;
 mod schema;
 mod sessions;
 mod turns;
+mod wakeups;
 
 pub use self::sessions::{Claim, ClaimedMessage};
+pub use self::wakeups::Wakeups;
 
 use std::fmt;
 use std::str::FromStr;
@@ -89,6 +91,9 @@ pub(crate) fn redacted(url: &str) -> String {
 /// The store in a PostgreSQL database that several hosts may share.
 pub struct PostgresStore {
     pool: Pool,
+    /// For connections outside the pool (the listener's).
+    config: tokio_postgres::Config,
+    tls: tokio_postgres_rustls::MakeRustlsConnect,
 }
 
 impl PostgresStore {
@@ -96,17 +101,21 @@ impl PostgresStore {
     /// time, so hosts starting together do not race; a database whose schema
     /// is newer than this flowhost is refused.
     pub async fn connect(options: &PostgresOptions) -> Result<PostgresStore, StoreError> {
-        let config = tokio_postgres::Config::from_str(&options.url).map_err(|e| {
+        let mut config = tokio_postgres::Config::from_str(&options.url).map_err(|e| {
             StoreError::Open(format!(
                 "{} is not a PostgreSQL URL: {e}",
                 redacted(&options.url)
             ))
         })?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(options.acquire_timeout);
+        }
         let tls = crate::tls::client_config(&[])
             .map_err(|e| StoreError::Open(format!("TLS for PostgreSQL: {e}")))?;
+        let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);
         let manager = Manager::from_config(
-            config,
-            tokio_postgres_rustls::MakeRustlsConnect::new(tls),
+            config.clone(),
+            tls.clone(),
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
             },
@@ -118,7 +127,7 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Open(format!("PostgreSQL pool: {e}")))?;
-        let store = PostgresStore { pool };
+        let store = PostgresStore { pool, config, tls };
         let mut conn = store.conn().await.map_err(|e| {
             StoreError::Open(format!("cannot reach {}: {e}", redacted(&options.url)))
         })?;

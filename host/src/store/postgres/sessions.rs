@@ -105,6 +105,12 @@ impl PostgresStore {
             )
             .await?
             .get(0);
+        // Wakes the other hosts once this commits (see `wakeups`).
+        tx.execute(
+            "SELECT pg_notify($1, $2)",
+            &[&super::wakeups::CHANNEL, &session.endpoint],
+        )
+        .await?;
         tx.commit().await?;
         Ok((id, seq))
     }

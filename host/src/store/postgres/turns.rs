@@ -19,7 +19,6 @@ use crate::store::{
     CommittedTurn, NewOutput, PendingOutput, SessionKey, SessionState, StoreError, TurnOutcome,
     TurnRecord,
 };
-use crate::units::ByteSize;
 
 impl PostgresStore {
     /// The context of `session` and the profile of `user_id` at its
@@ -126,18 +125,9 @@ impl PostgresStore {
                 )
                 .await?
                 .get(0);
-            let merged = profile_merge::merge(&current, &change.before, &change.after);
-            if merged.len() as u64 > change.max_size {
-                outcome = TurnOutcome::Failed {
-                    reason: format!(
-                        "profile size limit {} exceeded after merging concurrent changes \
-                         ({} bytes): nothing of the message was kept",
-                        ByteSize(change.max_size),
-                        merged.len()
-                    ),
-                };
-            } else {
-                merged_profile = Some(merged);
+            match profile_merge::apply(&current, change) {
+                Ok(merged) => merged_profile = Some(merged),
+                Err(reason) => outcome = TurnOutcome::Failed { reason },
             }
         }
         let (status, error, context) = match &outcome {

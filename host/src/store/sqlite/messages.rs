@@ -9,7 +9,6 @@ use crate::store::{
     CommittedTurn, InboxMessage, MessageStore, NewOutput, OnAccepted, PendingOutput, Queued,
     SessionKey, SessionState, StoreError, TurnOutcome, TurnRecord, now_ms,
 };
-use crate::units::ByteSize;
 
 /// How precisely a context's or profile's `updated_at` tracks its last use
 /// when a turn does not change it: a day, which is plenty for a retention
@@ -134,22 +133,9 @@ impl MessageStore for SqliteStore {
                     )?
                     .query_row(params![session.endpoint, turn.user_id], |r| r.get(0))
                     .optional()?;
-                let merged = profile_merge::merge(
-                    current.as_deref().unwrap_or("{}"),
-                    &change.before,
-                    &change.after,
-                );
-                if merged.len() as u64 > change.max_size {
-                    outcome = TurnOutcome::Failed {
-                        reason: format!(
-                            "profile size limit {} exceeded after merging concurrent changes \
-                             ({} bytes): nothing of the message was kept",
-                            ByteSize(change.max_size),
-                            merged.len()
-                        ),
-                    };
-                } else {
-                    merged_profile = Some(merged);
+                match profile_merge::apply(current.as_deref().unwrap_or("{}"), change) {
+                    Ok(merged) => merged_profile = Some(merged),
+                    Err(reason) => outcome = TurnOutcome::Failed { reason },
                 }
             }
             let (status, error) = match &outcome {
