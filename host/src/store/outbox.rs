@@ -87,6 +87,17 @@ pub enum OutputStatus {
     Dead,
 }
 
+impl OutputStatus {
+    /// The word the stores keep it as.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutputStatus::Pending => "pending",
+            OutputStatus::Delivered => "delivered",
+            OutputStatus::Dead => "dead",
+        }
+    }
+}
+
 /// An output as the admin API shows it.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct OutputRecord {

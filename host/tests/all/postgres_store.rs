@@ -7,9 +7,9 @@
 use std::time::{Duration, Instant};
 
 use flowhost::store::{
-    ApiKeyInfo, Claim, ClaimedMessage, CommittedTurn, CredentialStore, InboxMessage, NewApiKey,
-    NewOutput, PendingOutput, PostgresOptions, PostgresStore, ProfileChange, SessionKey,
-    StoreError, TurnOutcome, TurnRecord,
+    ApiKeyInfo, Attempt, AttemptOutcome, Claim, ClaimedMessage, CommittedTurn, CredentialStore,
+    InboxMessage, NewApiKey, NewOutput, PendingOutput, PostgresOptions, PostgresStore,
+    ProfileChange, SessionKey, StoreError, TurnOutcome, TurnRecord,
 };
 
 use crate::support::PATIENCE;
@@ -413,7 +413,10 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
         .await
         .unwrap();
     assert!(other.next_message(&taken).await.unwrap().is_none());
-    assert!(other.release("other", &taken).await.unwrap());
+    assert!(
+        !other.release("other", &taken).await.unwrap(),
+        "held while its outputs wait to be sent"
+    );
     let state = other.session_state(&taken.session, "u1").await.unwrap();
     assert_eq!(state.context, r#"{"turns":2}"#);
     assert_eq!(
@@ -623,4 +626,95 @@ async fn an_accept_on_one_host_wakes_the_others_also_after_the_database_restarte
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     woken("by an accept after the restart").await;
+}
+
+#[tokio::test]
+async fn a_host_that_dies_mid_delivery_leaves_the_rest_to_the_next_owner() {
+    let (_postgres, _, dead, next) = two_hosts("deliveries").await;
+    let endpoints = endpoints();
+    let lease = Duration::from_millis(500);
+    dead.accept_message(&message("s1", 1)).await.unwrap();
+    dead.renew_host("dead", lease).await.unwrap();
+    next.renew_host("next", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let [claim] =
+        <[Claim; 1]>::try_from(dead.claim_sessions("dead", &endpoints, 10).await.unwrap()).unwrap();
+    let first = dead.next_message(&claim).await.unwrap().unwrap();
+    dead.complete_turn("dead", &claim, 1, completed(&first, "{}", &["a", "b"]))
+        .await
+        .unwrap();
+    let outputs = dead.undelivered_outputs(&claim).await.unwrap();
+    assert_eq!(bodies(&outputs), ["a", "b"]);
+    dead.record_attempt(
+        "dead",
+        &claim,
+        attempt(&outputs[0], AttemptOutcome::Delivered),
+    )
+    .await
+    .unwrap();
+    assert!(
+        !dead.release("dead", &claim).await.unwrap(),
+        "held while an output waits"
+    );
+
+    // The host dies before it sends "b"; once its lease has run out, the
+    // session's next owner sends it, with the webhook id it was stored with.
+    assert!(
+        next.claim_sessions("next", &endpoints, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    tokio::time::sleep(lease + Duration::from_millis(300)).await;
+    let [taken] =
+        <[Claim; 1]>::try_from(next.claim_sessions("next", &endpoints, 10).await.unwrap()).unwrap();
+    let left = next.undelivered_outputs(&taken).await.unwrap();
+    assert_eq!(left, outputs[1..], "the same output, the same webhook id");
+    let stale = dead
+        .record_attempt(
+            "dead",
+            &claim,
+            attempt(&outputs[1], AttemptOutcome::Delivered),
+        )
+        .await;
+    assert!(matches!(stale, Err(StoreError::Fenced(_))), "{stale:?}");
+
+    next.record_attempt("next", &taken, attempt(&left[0], AttemptOutcome::Retrying))
+        .await
+        .unwrap();
+    let retried = next.undelivered_outputs(&taken).await.unwrap();
+    assert_eq!(retried[0].attempts, 1, "a retry keeps it waiting");
+    assert!(!next.release("next", &taken).await.unwrap());
+    next.record_attempt("next", &taken, attempt(&left[0], AttemptOutcome::Dead))
+        .await
+        .unwrap();
+    assert!(next.undelivered_outputs(&taken).await.unwrap().is_empty());
+    assert!(
+        next.release("next", &taken).await.unwrap(),
+        "nothing left to run or deliver"
+    );
+    assert!(
+        next.claim_sessions("next", &endpoints, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+}
+
+/// An attempt at `output` that ended so.
+fn attempt(output: &PendingOutput, outcome: AttemptOutcome) -> Attempt {
+    Attempt {
+        output_id: output.id,
+        started_at: 1_700_000_000_000,
+        duration_ms: 3,
+        status: Some(if outcome == AttemptOutcome::Delivered {
+            200
+        } else {
+            503
+        }),
+        error: (outcome != AttemptOutcome::Delivered).then(|| "503".to_owned()),
+        outcome,
+        next_attempt_at: None,
+    }
 }

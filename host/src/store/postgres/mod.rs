@@ -23,6 +23,7 @@
 //! [`CredentialStore`]: crate::store::CredentialStore
 
 mod credentials;
+mod deliveries;
 mod schema;
 mod sessions;
 mod turns;

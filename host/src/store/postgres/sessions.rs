@@ -16,8 +16,10 @@
 //!    writes ([`turns`](super::turns)), each made only if the session is
 //!    still this host's at this epoch; otherwise [`StoreError::Fenced`], and
 //!    nothing of the write is kept.
-//! 4. [`release`](PostgresStore::release): a host gives a session up once it
-//!    has nothing left to run.
+//! 4. The session's outputs, delivered by its owner in order, each attempt
+//!    fenced the same way ([`deliveries`](super::deliveries)).
+//! 5. [`release`](PostgresStore::release): a host gives a session up once it
+//!    has nothing left to run or deliver.
 //!
 //! A host's claims last while its lease does ([`renew_host`](PostgresStore::renew_host)):
 //! a host that dies is passed over once its lease runs out, and one that
@@ -116,7 +118,8 @@ impl PostgresStore {
     }
 
     /// Claims up to `limit` sessions of `endpoints` that have unfinished
-    /// messages and no live owner, for `host`, whose lease must hold.
+    /// messages or undelivered outputs and no live owner, for `host`, whose
+    /// lease must hold.
     pub async fn claim_sessions(
         &self,
         host: &str,
@@ -130,7 +133,7 @@ impl PostgresStore {
                 "UPDATE sessions s SET owner = $1, epoch = s.epoch + 1
                  FROM (
                      SELECT endpoint, session_id FROM sessions w
-                     WHERE w.finished < w.accepted AND w.endpoint = ANY($2)
+                     WHERE (w.finished < w.accepted OR w.undelivered > 0) AND w.endpoint = ANY($2)
                        AND (w.owner IS NULL OR NOT EXISTS (
                            SELECT 1 FROM hosts h
                            WHERE h.id = w.owner AND h.lease_until > clock_timestamp()))
@@ -183,9 +186,9 @@ impl PostgresStore {
         }))
     }
 
-    /// Gives up the claimed session if it has nothing left to run; returns
-    /// whether it did (`false`: a message came meanwhile, or the claim was
-    /// lost).
+    /// Gives up the claimed session if it has nothing left to run or
+    /// deliver; returns whether it did (`false`: a message came meanwhile,
+    /// an output waits, or the claim was lost).
     pub async fn release(&self, host: &str, claim: &Claim) -> Result<bool, StoreError> {
         let released = self
             .conn()
@@ -193,7 +196,7 @@ impl PostgresStore {
             .execute(
                 "UPDATE sessions SET owner = NULL
                  WHERE endpoint = $1 AND session_id = $2 AND owner = $3 AND epoch = $4
-                   AND finished = accepted",
+                   AND finished = accepted AND undelivered = 0",
                 &[
                     &claim.session.endpoint,
                     &claim.session.session_id,

@@ -188,7 +188,11 @@ impl PostgresStore {
 /// Locks the claimed session's row if `host` still holds it at the claim's
 /// epoch, and returns the number of its last finished message;
 /// [`StoreError::Fenced`] if another host has taken it.
-async fn hold(tx: &Transaction<'_>, host: &str, claim: &Claim) -> Result<i64, StoreError> {
+pub(super) async fn hold(
+    tx: &Transaction<'_>,
+    host: &str,
+    claim: &Claim,
+) -> Result<i64, StoreError> {
     let row = tx
         .query_opt(
             "SELECT finished FROM sessions
@@ -248,6 +252,16 @@ async fn insert_outputs(
             attempts: 0,
             next_attempt_at: None,
         });
+    }
+    if !stored.is_empty() {
+        // The session's row is held (see `hold`).
+        let count = i32::try_from(stored.len()).unwrap_or(i32::MAX);
+        tx.execute(
+            "UPDATE sessions SET undelivered = undelivered + $3
+             WHERE endpoint = $1 AND session_id = $2",
+            &[&session.endpoint, &session.session_id, &count],
+        )
+        .await?;
     }
     Ok(stored)
 }

@@ -14,11 +14,7 @@ use crate::store::{
 /// the same three words).
 impl ToSql for OutputStatus {
     fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-        Ok(ToSqlOutput::from(match self {
-            OutputStatus::Pending => "pending",
-            OutputStatus::Delivered => "delivered",
-            OutputStatus::Dead => "dead",
-        }))
+        Ok(ToSqlOutput::from(self.as_str()))
     }
 }
 

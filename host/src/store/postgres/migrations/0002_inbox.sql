@@ -17,6 +17,9 @@ CREATE TABLE sessions (
     -- The number of the last message accepted, and of the last finished.
     accepted   BIGINT NOT NULL DEFAULT 0,
     finished   BIGINT NOT NULL DEFAULT 0,
+    -- Its outputs not yet delivered (nor dead): the session's owner
+    -- delivers them, in order, so the session stays claimed until then.
+    undelivered INTEGER NOT NULL DEFAULT 0,
     -- The host running the session's messages, while its lease lasts.
     owner      TEXT,
     -- One more at every claim: a host that lost its claim (it paused past
@@ -25,7 +28,7 @@ CREATE TABLE sessions (
     epoch      BIGINT NOT NULL DEFAULT 0,
     PRIMARY KEY (endpoint, session_id)
 );
-CREATE INDEX sessions_waiting ON sessions (endpoint) WHERE finished < accepted;
+CREATE INDEX sessions_waiting ON sessions (endpoint) WHERE finished < accepted OR undelivered > 0;
 
 -- The inbox: every accepted message, numbered within its session.
 CREATE TABLE messages (
@@ -78,3 +81,13 @@ CREATE TABLE outputs (
 -- A session's outputs to deliver, in order: what its owner sends.
 CREATE INDEX outputs_pending ON outputs (endpoint, session_id, id) WHERE status = 'pending';
 CREATE INDEX outputs_endpoint ON outputs (endpoint, id);
+
+-- Every delivery attempt of every output.
+CREATE TABLE delivery_attempts (
+    output_id   BIGINT NOT NULL REFERENCES outputs (id),
+    started_at  BIGINT NOT NULL,
+    duration_ms BIGINT NOT NULL,
+    status      INTEGER,
+    error       TEXT
+);
+CREATE INDEX delivery_attempts_output ON delivery_attempts (output_id);
