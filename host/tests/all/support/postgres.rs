@@ -18,9 +18,20 @@ pub struct TestPostgres {
 }
 
 impl TestPostgres {
-    /// Creates and starts a cluster. Panics, saying how to install
+    /// Creates and starts a cluster for tests: without fsync (nothing here
+    /// survives the machine anyway). Panics, saying how to install
     /// PostgreSQL, if its programs cannot be found.
     pub fn start() -> TestPostgres {
+        Self::start_with(false)
+    }
+
+    /// Like [`start`](Self::start), with every commit fsynced, as in
+    /// production: for benchmarks.
+    pub fn start_durable() -> TestPostgres {
+        Self::start_with(true)
+    }
+
+    fn start_with(fsync: bool) -> TestPostgres {
         let bin = server_bin();
         let dir = tempfile::Builder::new()
             .prefix("flowhost-pg-")
@@ -45,8 +56,9 @@ impl TestPostgres {
         // sockets in the cluster's own folder, not the system's.
         let settings = format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {port}\n\
-             unix_socket_directories = '{}'\nfsync = off\nmax_connections = 200\n",
-            dir.path().display()
+             unix_socket_directories = '{}'\nfsync = {}\nmax_connections = 200\n",
+            dir.path().display(),
+            if fsync { "on" } else { "off" },
         );
         std::fs::OpenOptions::new()
             .append(true)
