@@ -19,8 +19,6 @@ impl PostgresStore {
         claim: &Claim,
     ) -> Result<Vec<PendingOutput>, StoreError> {
         let rows = self
-            .conn()
-            .await?
             .query(
                 "SELECT id, webhook_id, body, attempts, next_attempt_at FROM outputs
                  WHERE endpoint = $1 AND session_id = $2 AND status = 'pending'
@@ -54,8 +52,11 @@ impl PostgresStore {
         hold(&tx, host, claim).await?;
         let status = attempt.outcome.status();
         tx.execute(
-            "INSERT INTO delivery_attempts (output_id, started_at, duration_ms, status, error)
+            &tx.prepare_cached(
+                "INSERT INTO delivery_attempts (output_id, started_at, duration_ms, status, error)
              VALUES ($1, $2, $3, $4, $5)",
+            )
+            .await?,
             &[
                 &attempt.output_id,
                 &attempt.started_at,
@@ -67,14 +68,15 @@ impl PostgresStore {
         .await?;
         let finished = tx
             .execute(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "UPDATE outputs
                      SET status = $4, attempts = attempts + 1, last_error = $5,
                          next_attempt_at = $6,
                          finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE {NOW_MS} END
                      WHERE id = $1 AND endpoint = $2 AND session_id = $3
                        AND status = 'pending'"
-                ),
+                ))
+                .await?,
                 &[
                     &attempt.output_id,
                     &claim.session.endpoint,
@@ -89,8 +91,11 @@ impl PostgresStore {
             && status != OutputStatus::Pending;
         if finished {
             tx.execute(
-                "UPDATE sessions SET undelivered = undelivered - 1
+                &tx.prepare_cached(
+                    "UPDATE sessions SET undelivered = undelivered - 1
                  WHERE endpoint = $1 AND session_id = $2",
+                )
+                .await?,
                 &[&claim.session.endpoint, &claim.session.session_id],
             )
             .await?;

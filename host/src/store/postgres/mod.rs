@@ -37,7 +37,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use deadpool_postgres::{Manager, ManagerConfig, Object, Pool, RecyclingMethod, Runtime};
+use tokio_postgres::Row;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::types::ToSql;
 
 use super::StoreError;
 
@@ -134,6 +136,48 @@ impl PostgresStore {
         })?;
         schema::migrate(&mut conn).await?;
         Ok(store)
+    }
+
+    /// `sql` on a connection from the pool, prepared once per connection.
+    async fn query(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Vec<Row>, StoreError> {
+        let conn = self.conn().await?;
+        Ok(conn.query(&conn.prepare_cached(sql).await?, params).await?)
+    }
+
+    /// Like [`query`](Self::query), for a statement that returns one row.
+    async fn query_one(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Row, StoreError> {
+        let conn = self.conn().await?;
+        Ok(conn
+            .query_one(&conn.prepare_cached(sql).await?, params)
+            .await?)
+    }
+
+    /// Like [`query`](Self::query), for a statement that returns a row or none.
+    async fn query_opt(
+        &self,
+        sql: &str,
+        params: &[&(dyn ToSql + Sync)],
+    ) -> Result<Option<Row>, StoreError> {
+        let conn = self.conn().await?;
+        Ok(conn
+            .query_opt(&conn.prepare_cached(sql).await?, params)
+            .await?)
+    }
+
+    /// Like [`query`](Self::query); returns how many rows it changed.
+    async fn execute(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64, StoreError> {
+        let conn = self.conn().await?;
+        Ok(conn
+            .execute(&conn.prepare_cached(sql).await?, params)
+            .await?)
     }
 
     /// A connection from the pool.

@@ -30,6 +30,7 @@
 
 use std::time::Duration;
 
+use super::wakeups::CHANNEL;
 use super::{NOW_MS, PostgresStore};
 use crate::store::{InboxMessage, SessionKey, StoreError};
 
@@ -56,15 +57,13 @@ impl PostgresStore {
     /// from now (the database's now).
     pub async fn renew_host(&self, host: &str, lease: Duration) -> Result<(), StoreError> {
         let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-        self.conn()
-            .await?
-            .execute(
-                "INSERT INTO hosts (id, lease_until)
+        self.execute(
+            "INSERT INTO hosts (id, lease_until)
                  VALUES ($1, clock_timestamp() + $2::FLOAT8 * INTERVAL '1 millisecond')
                  ON CONFLICT (id) DO UPDATE SET lease_until = excluded.lease_until",
-                &[&host, &(lease_ms as f64)],
-            )
-            .await?;
+            &[&host, &(lease_ms as f64)],
+        )
+        .await?;
         Ok(())
     }
 
@@ -72,32 +71,32 @@ impl PostgresStore {
     /// number. Hosts that share the database may call it for one session at
     /// once: they take turns on the session's row.
     pub async fn accept_message(&self, message: &InboxMessage) -> Result<(i64, i64), StoreError> {
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await?;
+        // One statement, so one round trip and its own transaction: the
+        // session's row (its lock orders the session's accepts), the
+        // message, and the notification that wakes the other hosts once
+        // this commits (see `wakeups`).
         let session = &message.session;
-        let seq: i64 = tx
+        let row = self
             .query_one(
                 &format!(
-                    "INSERT INTO sessions (endpoint, session_id, updated_at, accepted)
-                     VALUES ($1, $2, {NOW_MS}, 1)
-                     ON CONFLICT (endpoint, session_id)
-                     DO UPDATE SET accepted = sessions.accepted + 1
-                     RETURNING accepted"
+                    "WITH numbered AS (
+                         INSERT INTO sessions (endpoint, session_id, updated_at, accepted)
+                         VALUES ($1, $2, {NOW_MS}, 1)
+                         ON CONFLICT (endpoint, session_id)
+                         DO UPDATE SET accepted = sessions.accepted + 1
+                         RETURNING accepted
+                     ), stored AS (
+                         INSERT INTO messages
+                             (endpoint, session_id, seq, trace_id, user_id, text, data,
+                              received_at)
+                         SELECT $1, $2, accepted, $3, $4, $5, $6, $7 FROM numbered
+                         RETURNING id, seq
+                     )
+                     SELECT id, seq, pg_notify('{CHANNEL}', $1) FROM stored"
                 ),
-                &[&session.endpoint, &session.session_id],
-            )
-            .await?
-            .get(0);
-        let id: i64 = tx
-            .query_one(
-                "INSERT INTO messages
-                     (endpoint, session_id, seq, trace_id, user_id, text, data, received_at)
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
-                 RETURNING id",
                 &[
                     &session.endpoint,
                     &session.session_id,
-                    &seq,
                     &message.trace_id,
                     &message.user_id,
                     &message.text,
@@ -105,16 +104,8 @@ impl PostgresStore {
                     &message.received_at,
                 ],
             )
-            .await?
-            .get(0);
-        // Wakes the other hosts once this commits (see `wakeups`).
-        tx.execute(
-            "SELECT pg_notify($1, $2)",
-            &[&super::wakeups::CHANNEL, &session.endpoint],
-        )
-        .await?;
-        tx.commit().await?;
-        Ok((id, seq))
+            .await?;
+        Ok((row.get("id"), row.get("seq")))
     }
 
     /// Claims up to `limit` sessions of `endpoints` that have unfinished
@@ -127,8 +118,6 @@ impl PostgresStore {
         limit: i64,
     ) -> Result<Vec<Claim>, StoreError> {
         let rows = self
-            .conn()
-            .await?
             .query(
                 "UPDATE sessions s SET owner = $1, epoch = s.epoch + 1
                  FROM (
@@ -163,8 +152,6 @@ impl PostgresStore {
     /// The claimed session's next message to run, if it has one.
     pub async fn next_message(&self, claim: &Claim) -> Result<Option<ClaimedMessage>, StoreError> {
         let row = self
-            .conn()
-            .await?
             .query_opt(
                 "SELECT m.* FROM messages m
                  JOIN sessions s ON s.endpoint = m.endpoint AND s.session_id = m.session_id
@@ -191,8 +178,6 @@ impl PostgresStore {
     /// an output waits, or the claim was lost).
     pub async fn release(&self, host: &str, claim: &Claim) -> Result<bool, StoreError> {
         let released = self
-            .conn()
-            .await?
             .execute(
                 "UPDATE sessions SET owner = NULL
                  WHERE endpoint = $1 AND session_id = $2 AND owner = $3 AND epoch = $4

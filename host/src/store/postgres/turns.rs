@@ -29,8 +29,6 @@ impl PostgresStore {
         user_id: &str,
     ) -> Result<SessionState, StoreError> {
         let row = self
-            .conn()
-            .await?
             .query_one(
                 "SELECT (SELECT context FROM sessions WHERE endpoint = $1 AND session_id = $2),
                         (SELECT profile FROM profiles WHERE endpoint = $1 AND user_id = $3)",
@@ -59,7 +57,10 @@ impl PostgresStore {
         hold(&tx, host, claim).await?;
         let kept: Option<i32> = tx
             .query_opt(
-                "SELECT outputs_kept FROM messages WHERE id = $1 AND status = 'pending'",
+                &tx.prepare_cached(
+                    "SELECT outputs_kept FROM messages WHERE id = $1 AND status = 'pending'",
+                )
+                .await?,
                 &[&message_id],
             )
             .await?
@@ -71,7 +72,10 @@ impl PostgresStore {
         if !stored.is_empty() {
             let count = i32::try_from(stored.len()).unwrap_or(i32::MAX);
             tx.execute(
-                "UPDATE messages SET outputs_kept = outputs_kept + $1 WHERE id = $2",
+                &tx.prepare_cached(
+                    "UPDATE messages SET outputs_kept = outputs_kept + $1 WHERE id = $2",
+                )
+                .await?,
                 &[&count, &message_id],
             )
             .await?;
@@ -110,17 +114,21 @@ impl PostgresStore {
         } = &outcome
         {
             tx.execute(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "INSERT INTO profiles (endpoint, user_id, profile, updated_at)
                      VALUES ($1, $2, '{{}}', {NOW_MS}) ON CONFLICT DO NOTHING"
-                ),
+                ))
+                .await?,
                 &[&session.endpoint, &turn.user_id],
             )
             .await?;
             let current: String = tx
                 .query_one(
-                    "SELECT profile FROM profiles WHERE endpoint = $1 AND user_id = $2
+                    &tx.prepare_cached(
+                        "SELECT profile FROM profiles WHERE endpoint = $1 AND user_id = $2
                      FOR UPDATE",
+                    )
+                    .await?,
                     &[&session.endpoint, &turn.user_id],
                 )
                 .await?
@@ -136,13 +144,14 @@ impl PostgresStore {
         };
         let kept: i32 = tx
             .query_one(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "UPDATE messages
                      SET status = $1, flow = $2, flow_version = $3, error = $4,
                          finished_at = {NOW_MS}
                      WHERE id = $5
                      RETURNING outputs_kept"
-                ),
+                ))
+                .await?,
                 &[
                     &status,
                     &turn.flow,
@@ -154,11 +163,12 @@ impl PostgresStore {
             .await?
             .get(0);
         tx.execute(
-            &format!(
+            &tx.prepare_cached(&format!(
                 "UPDATE sessions
                  SET finished = $3, context = COALESCE($4, context), updated_at = {NOW_MS}
                  WHERE endpoint = $1 AND session_id = $2"
-            ),
+            ))
+            .await?,
             &[&session.endpoint, &session.session_id, &seq, &context],
         )
         .await?;
@@ -171,10 +181,11 @@ impl PostgresStore {
         };
         if let Some(merged) = merged_profile {
             tx.execute(
-                &format!(
+                &tx.prepare_cached(&format!(
                     "UPDATE profiles SET profile = $3, updated_at = {NOW_MS}
                      WHERE endpoint = $1 AND user_id = $2"
-                ),
+                ))
+                .await?,
                 &[&session.endpoint, &turn.user_id, &merged],
             )
             .await?;
@@ -195,9 +206,12 @@ pub(super) async fn hold(
 ) -> Result<i64, StoreError> {
     let row = tx
         .query_opt(
-            "SELECT finished FROM sessions
+            &tx.prepare_cached(
+                "SELECT finished FROM sessions
              WHERE endpoint = $1 AND session_id = $2 AND owner = $3 AND epoch = $4
              FOR UPDATE",
+            )
+            .await?,
             &[
                 &claim.session.endpoint,
                 &claim.session.session_id,
@@ -257,8 +271,11 @@ async fn insert_outputs(
         // The session's row is held (see `hold`).
         let count = i32::try_from(stored.len()).unwrap_or(i32::MAX);
         tx.execute(
-            "UPDATE sessions SET undelivered = undelivered + $3
+            &tx.prepare_cached(
+                "UPDATE sessions SET undelivered = undelivered + $3
              WHERE endpoint = $1 AND session_id = $2",
+            )
+            .await?,
             &[&session.endpoint, &session.session_id, &count],
         )
         .await?;
