@@ -96,6 +96,17 @@ impl OutputStatus {
             OutputStatus::Dead => "dead",
         }
     }
+
+    /// The status a store's word stands for.
+    pub fn from_word(word: &str) -> Option<OutputStatus> {
+        [
+            OutputStatus::Pending,
+            OutputStatus::Delivered,
+            OutputStatus::Dead,
+        ]
+        .into_iter()
+        .find(|status| status.as_str() == word)
+    }
 }
 
 /// An output as the admin API shows it.

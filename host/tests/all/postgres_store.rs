@@ -8,8 +8,8 @@ use std::time::{Duration, Instant};
 
 use flowhost::store::{
     ApiKeyInfo, Attempt, AttemptOutcome, Claim, ClaimedMessage, CommittedTurn, CredentialStore,
-    InboxMessage, NewApiKey, NewOutput, PendingOutput, PostgresOptions, PostgresStore,
-    ProfileChange, SessionKey, StoreError, TurnOutcome, TurnRecord,
+    InboxMessage, NewApiKey, NewOutput, OutputQuery, OutputStatus, PendingOutput, PostgresOptions,
+    PostgresStore, ProfileChange, SessionKey, StoreError, TurnOutcome, TurnRecord,
 };
 
 use crate::support::PATIENCE;
@@ -77,7 +77,11 @@ async fn hosts_starting_together_make_the_schema_once() {
     for start in futures::future::join_all(starts).await {
         start.unwrap().expect("every host starts");
     }
-    assert_eq!(schema_steps(&url).await, [1, 2], "each step applied once");
+    assert_eq!(
+        schema_steps(&url).await,
+        [1, 2, 3],
+        "each step applied once"
+    );
 }
 
 #[tokio::test]
@@ -717,4 +721,109 @@ fn attempt(output: &PendingOutput, outcome: AttemptOutcome) -> Attempt {
         outcome,
         next_attempt_at: None,
     }
+}
+
+#[tokio::test]
+async fn dead_letters_sent_again_go_to_whichever_host_claims_their_session() {
+    let (_postgres, _, one, two) = two_hosts("admin").await;
+    let endpoints = endpoints();
+    let lease = Duration::from_secs(30);
+    one.renew_host("one", lease).await.unwrap();
+    two.renew_host("two", lease).await.unwrap();
+    one.accept_message(&message("s1", 1)).await.unwrap();
+    let [claim] =
+        <[Claim; 1]>::try_from(one.claim_sessions("one", &endpoints, 1).await.unwrap()).unwrap();
+    let first = one.next_message(&claim).await.unwrap().unwrap();
+    let CommittedTurn::Done(outputs) = one
+        .complete_turn("one", &claim, 1, completed(&first, "{}", &["a"]))
+        .await
+        .unwrap()
+    else {
+        panic!("the turn failed");
+    };
+    one.record_attempt("one", &claim, attempt(&outputs[0], AttemptOutcome::Dead))
+        .await
+        .unwrap();
+    assert!(one.release("one", &claim).await.unwrap());
+
+    // Every host sees the dead letter and its attempt.
+    let query = |status| OutputQuery {
+        status,
+        before_id: None,
+        limit: 10,
+        bodies: true,
+    };
+    let dead = two
+        .outputs("support", query(Some(OutputStatus::Dead)))
+        .await
+        .unwrap();
+    assert_eq!(dead.len(), 1);
+    assert_eq!((dead[0].attempts, dead[0].body.as_deref()), (1, Some("a")));
+    let attempts = two.attempts(outputs[0].id).await.unwrap();
+    assert_eq!(attempts.len(), 1);
+    assert_eq!(attempts[0].status, Some(503));
+    assert!(
+        two.outputs("echo", query(None)).await.unwrap().is_empty(),
+        "an endpoint sees its own outputs only"
+    );
+
+    // Sent again through the other host; whichever host claims the session
+    // delivers it, with its webhook id.
+    let requeued = two.requeue_dead("support", 0, 10).await.unwrap();
+    assert_eq!(requeued.len(), 1);
+    assert_eq!(requeued[0].id, outputs[0].id);
+    let [taken] =
+        <[Claim; 1]>::try_from(two.claim_sessions("two", &endpoints, 1).await.unwrap()).unwrap();
+    let waiting = two.undelivered_outputs(&taken).await.unwrap();
+    assert_eq!(waiting.len(), 1);
+    assert_eq!(waiting[0].webhook_id, outputs[0].webhook_id);
+    assert_eq!(waiting[0].attempts, 0, "attempts counted afresh");
+    // Queued again while pending: shown, not counted twice.
+    let again = two.requeue_output("support", outputs[0].id).await.unwrap();
+    assert_eq!(again.map(|o| o.id), Some(outputs[0].id));
+    assert_eq!(
+        two.requeue_output("echo", outputs[0].id).await.unwrap(),
+        None
+    );
+    two.record_attempt(
+        "two",
+        &taken,
+        attempt(&waiting[0], AttemptOutcome::Delivered),
+    )
+    .await
+    .unwrap();
+    assert!(
+        two.release("two", &taken).await.unwrap(),
+        "delivered once, nothing left"
+    );
+
+    // A delivered output sent again makes its session wait again.
+    one.requeue_output("support", outputs[0].id)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        one.claim_sessions("one", &endpoints, 1)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn an_endpoint_stopped_by_one_host_is_stopped_for_all() {
+    let (_postgres, _, one, two) = two_hosts("disabled").await;
+    one.disable_endpoint("support", "410 Gone").await.unwrap();
+    one.disable_endpoint("support", "later").await.unwrap();
+    let disabled = two.disabled_endpoints().await.unwrap();
+    assert_eq!(disabled.len(), 1);
+    assert_eq!(
+        (disabled[0].endpoint.as_str(), disabled[0].reason.as_str()),
+        ("support", "410 Gone"),
+        "the first reason stays"
+    );
+    assert!(two.enable_endpoint("support").await.unwrap());
+    assert!(!one.enable_endpoint("support").await.unwrap());
+    assert!(one.disabled_endpoints().await.unwrap().is_empty());
 }

@@ -2,11 +2,19 @@
 //! connection pool here, the schema in [`schema`] and `migrations/`, each
 //! part of the store in a file of its own.
 //!
-//! **What it holds so far.** The credentials ([`CredentialStore`]): URL
-//! tokens and API-key hashes, which every host must see alike; and the
-//! sessions' part of the inbox ([`sessions`]): messages numbered in session
-//! order across hosts, claims, leases and fencing. The rest of the inbox
-//! and the outbox follow; until they do, `flowhost serve` keeps to SQLite.
+//! **The parts.** The credentials ([`CredentialStore`]): URL tokens and
+//! API-key hashes, which every host must see alike. The sessions
+//! ([`sessions`]): messages numbered in session order whichever host
+//! accepted them, claimed by one live host at a time. A claimed session's
+//! turns ([`turns`]) and deliveries ([`deliveries`]), every write fenced by
+//! the claim. Wake-ups between hosts ([`wakeups`]), and what the admin API
+//! reads and changes ([`admin`]). Not yet wired into `flowhost serve`, which
+//! keeps to SQLite until the inbox and delivery run on claims.
+//!
+//! **Round trips.** On a machine where a process wake-up is dear, what a
+//! message costs here is mostly the kernel's work for each round trip to
+//! the database (see `benches/store.rs`): statements are prepared once per
+//! connection, and a step that can be one statement is one.
 //!
 //! **Connections.** A pool ([deadpool-postgres]) of `pool_size`
 //! connections; an operation waits for one at most `acquire_timeout`, and
@@ -22,6 +30,7 @@
 //! [deadpool-postgres]: https://docs.rs/deadpool-postgres
 //! [`CredentialStore`]: crate::store::CredentialStore
 
+mod admin;
 mod credentials;
 mod deliveries;
 mod schema;

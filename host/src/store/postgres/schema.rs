@@ -15,6 +15,7 @@ use crate::store::StoreError;
 const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_credentials.sql"),
     include_str!("migrations/0002_inbox.sql"),
+    include_str!("migrations/0003_admin.sql"),
 ];
 
 /// The advisory lock that migrations take: "flowhost" in ASCII.

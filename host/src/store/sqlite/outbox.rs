@@ -20,14 +20,9 @@ impl ToSql for OutputStatus {
 
 impl FromSql for OutputStatus {
     fn column_result(value: ValueRef<'_>) -> FromSqlResult<Self> {
-        match value.as_str()? {
-            "pending" => Ok(OutputStatus::Pending),
-            "delivered" => Ok(OutputStatus::Delivered),
-            "dead" => Ok(OutputStatus::Dead),
-            other => Err(FromSqlError::Other(
-                format!("{other:?} is not an output status").into(),
-            )),
-        }
+        let word = value.as_str()?;
+        OutputStatus::from_word(word)
+            .ok_or_else(|| FromSqlError::Other(format!("{word:?} is not an output status").into()))
     }
 }
 
