@@ -7,9 +7,8 @@
 //! leaves the output pending, and the session's next owner sends it again
 //! with the same `webhook-id`.
 
-use super::turns::hold;
 use super::{Claim, NOW_MS, PostgresStore};
-use crate::store::{Attempt, OutputStatus, PendingOutput, StoreError};
+use crate::store::{Attempt, PendingOutput, StoreError};
 
 impl PostgresStore {
     /// The claimed session's outputs not yet delivered (nor dead), in the
@@ -47,60 +46,54 @@ impl PostgresStore {
         claim: &Claim,
         attempt: Attempt,
     ) -> Result<(), StoreError> {
-        let mut conn = self.conn().await?;
-        let tx = conn.transaction().await?;
-        hold(&tx, host, claim).await?;
-        let status = attempt.outcome.status();
-        tx.execute(
-            &tx.prepare_cached(
-                "INSERT INTO delivery_attempts (output_id, started_at, duration_ms, status, error)
-             VALUES ($1, $2, $3, $4, $5)",
-            )
-            .await?,
-            &[
-                &attempt.output_id,
-                &attempt.started_at,
-                &attempt.duration_ms,
-                &attempt.status.map(i32::from),
-                &attempt.error,
-            ],
-        )
-        .await?;
-        let finished = tx
-            .execute(
-                &tx.prepare_cached(&format!(
-                    "UPDATE outputs
-                     SET status = $4, attempts = attempts + 1, last_error = $5,
-                         next_attempt_at = $6,
-                         finished_at = CASE WHEN $4 = 'pending' THEN NULL ELSE {NOW_MS} END
-                     WHERE id = $1 AND endpoint = $2 AND session_id = $3
-                       AND status = 'pending'"
-                ))
-                .await?,
+        // One statement, its own transaction: the claim's check (which locks
+        // the session's row), the attempt, the output's new status, and the
+        // session's count of outputs to deliver when this one is done.
+        let held: i64 = self
+            .query_one(
+                &format!(
+                    "WITH held AS (
+                         SELECT 1 FROM sessions
+                         WHERE endpoint = $1 AND session_id = $2 AND owner = $3 AND epoch = $4
+                         FOR UPDATE
+                     ), recorded AS (
+                         INSERT INTO delivery_attempts
+                             (output_id, started_at, duration_ms, status, error)
+                         SELECT $5, $6, $7, $8, $9 FROM held
+                     ), updated AS (
+                         UPDATE outputs
+                         SET status = $10, attempts = attempts + 1, last_error = $9,
+                             next_attempt_at = $11,
+                             finished_at = CASE WHEN $10 = 'pending' THEN NULL ELSE {NOW_MS} END
+                         WHERE id = $5 AND endpoint = $1 AND session_id = $2
+                           AND status = 'pending' AND EXISTS (SELECT 1 FROM held)
+                         RETURNING status
+                     ), counted AS (
+                         UPDATE sessions SET undelivered = undelivered - 1
+                         WHERE endpoint = $1 AND session_id = $2
+                           AND EXISTS (SELECT 1 FROM updated WHERE status <> 'pending')
+                     )
+                     SELECT count(*) FROM held"
+                ),
                 &[
-                    &attempt.output_id,
                     &claim.session.endpoint,
                     &claim.session.session_id,
-                    &status.as_str(),
+                    &host,
+                    &claim.epoch,
+                    &attempt.output_id,
+                    &attempt.started_at,
+                    &attempt.duration_ms,
+                    &attempt.status.map(i32::from),
                     &attempt.error,
+                    &attempt.outcome.status().as_str(),
                     &attempt.next_attempt_at,
                 ],
             )
             .await?
-            == 1
-            && status != OutputStatus::Pending;
-        if finished {
-            tx.execute(
-                &tx.prepare_cached(
-                    "UPDATE sessions SET undelivered = undelivered - 1
-                 WHERE endpoint = $1 AND session_id = $2",
-                )
-                .await?,
-                &[&claim.session.endpoint, &claim.session.session_id],
-            )
-            .await?;
+            .get(0);
+        if held == 0 {
+            return Err(StoreError::Fenced(claim.session.clone()));
         }
-        tx.commit().await?;
         Ok(())
     }
 }
