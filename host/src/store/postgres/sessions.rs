@@ -9,7 +9,8 @@
 //!    the next number (`seq`). Its row lock makes two hosts accepting for
 //!    one session take turns, so numbers follow commit order.
 //! 2. [`claim_sessions`](PostgresStore::claim_sessions): a host whose lease
-//!    holds takes sessions with unfinished messages that no live host runs,
+//!    holds takes sessions with unfinished messages or undelivered outputs
+//!    that no live host runs,
 //!    `FOR UPDATE SKIP LOCKED`, so hosts claiming together take different
 //!    ones; each claim adds one to the session's epoch.
 //! 3. [`next_message`](PostgresStore::next_message), then the turn's

@@ -199,11 +199,7 @@ impl PostgresStore {
 /// Locks the claimed session's row if `host` still holds it at the claim's
 /// epoch, and returns the number of its last finished message;
 /// [`StoreError::Fenced`] if another host has taken it.
-async fn hold(
-    tx: &Transaction<'_>,
-    host: &str,
-    claim: &Claim,
-) -> Result<i64, StoreError> {
+async fn hold(tx: &Transaction<'_>, host: &str, claim: &Claim) -> Result<i64, StoreError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(
