@@ -6,6 +6,7 @@
 //! (`undelivered`), so that whichever host claims the session sends it, in
 //! its place in the session's order; the other hosts are woken.
 
+use super::deliveries::{count, pending_output};
 use super::wakeups::CHANNEL;
 use super::{NOW_MS, PostgresStore};
 use crate::store::{
@@ -16,10 +17,6 @@ use crate::store::{
 fn status(row: &tokio_postgres::Row) -> OutputStatus {
     let word: &str = row.get("status");
     OutputStatus::from_word(word).unwrap_or(OutputStatus::Pending)
-}
-
-fn count(row: &tokio_postgres::Row, column: &str) -> u32 {
-    u32::try_from(row.get::<_, i32>(column)).unwrap_or(0)
 }
 
 /// Makes an output pending again, counted in its session's undelivered
@@ -132,16 +129,12 @@ impl PostgresStore {
                 .await?
             }
         };
-        Ok(row.map(|row| PendingOutput {
-            id: row.get("id"),
-            session: SessionKey {
+        Ok(row.map(|row| {
+            let session = SessionKey {
                 endpoint: endpoint.to_owned(),
                 session_id: row.get("session_id"),
-            },
-            webhook_id: row.get("webhook_id"),
-            body: row.get("body"),
-            attempts: 0,
-            next_attempt_at: None,
+            };
+            pending_output(&row, session)
         }))
     }
 

@@ -8,7 +8,24 @@
 //! with the same `webhook-id`.
 
 use super::{Claim, NOW_MS, PostgresStore};
-use crate::store::{Attempt, PendingOutput, StoreError};
+use crate::store::{Attempt, PendingOutput, SessionKey, StoreError};
+
+/// An output of `session` as a row of `outputs` has it.
+pub(super) fn pending_output(row: &tokio_postgres::Row, session: SessionKey) -> PendingOutput {
+    PendingOutput {
+        id: row.get("id"),
+        session,
+        webhook_id: row.get("webhook_id"),
+        body: row.get("body"),
+        attempts: count(row, "attempts"),
+        next_attempt_at: row.get("next_attempt_at"),
+    }
+}
+
+/// A count the database keeps as an `INTEGER`.
+pub(super) fn count(row: &tokio_postgres::Row, column: &str) -> u32 {
+    u32::try_from(row.get::<_, i32>(column)).unwrap_or(0)
+}
 
 impl PostgresStore {
     /// The claimed session's outputs not yet delivered (nor dead), in the
@@ -27,14 +44,7 @@ impl PostgresStore {
             .await?;
         Ok(rows
             .iter()
-            .map(|row| PendingOutput {
-                id: row.get("id"),
-                session: claim.session.clone(),
-                webhook_id: row.get("webhook_id"),
-                body: row.get("body"),
-                attempts: u32::try_from(row.get::<_, i32>("attempts")).unwrap_or(0),
-                next_attempt_at: row.get("next_attempt_at"),
-            })
+            .map(|row| pending_output(row, claim.session.clone()))
             .collect())
     }
 
