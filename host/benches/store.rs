@@ -27,7 +27,8 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowhost::store::{
     Attempt, AttemptOutcome, Claim, CommittedTurn, InboxMessage, MessageStore, NewOutput,
-    OutboxStore, PostgresOptions, PostgresStore, SessionKey, SqliteStore, TurnOutcome, TurnRecord,
+    OutboxStore, PendingOutput, PostgresOptions, PostgresStore, SessionKey, SqliteStore,
+    TurnOutcome, TurnRecord,
 };
 
 const HOST: &str = "bench-host";
@@ -67,9 +68,10 @@ fn turn(message: &InboxMessage) -> TurnRecord {
     }
 }
 
-fn delivered(output_id: i64) -> Attempt {
+fn delivered(output: &PendingOutput) -> Attempt {
     Attempt {
-        output_id,
+        output_id: output.id,
+        session: output.session.clone(),
         started_at: 0,
         duration_ms: 1,
         status: Some(200),
@@ -99,29 +101,26 @@ async fn sqlite_message(store: &SqliteStore, session: &str) {
     let CommittedTurn::Done(outputs) = store.complete_turn(turn(&message)).await.unwrap() else {
         panic!("the turn failed");
     };
-    store
-        .record_attempt(delivered(outputs[0].id))
-        .await
-        .unwrap();
+    store.record_attempt(delivered(&outputs[0])).await.unwrap();
 }
 
 /// The claimed session's next message, run and delivered, through the
 /// PostgreSQL store; then the session released.
 async fn postgres_turn(store: &PostgresStore, claim: &Claim) {
-    let next = store.next_message(claim).await.unwrap().unwrap();
+    let next = store.next_message(HOST, claim).await.unwrap().unwrap();
     store
         .session_state(&claim.session, &next.message.user_id)
         .await
         .unwrap();
     let CommittedTurn::Done(outputs) = store
-        .complete_turn(HOST, claim, next.seq, turn(&next.message))
+        .complete_turn(HOST, claim, turn(&next.message))
         .await
         .unwrap()
     else {
         panic!("the turn failed");
     };
     store
-        .record_attempt(HOST, claim, delivered(outputs[0].id))
+        .record_attempt(HOST, claim, delivered(&outputs[0]))
         .await
         .unwrap();
     assert!(store.release(HOST, claim).await.unwrap());

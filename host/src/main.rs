@@ -7,7 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use flowhost::config::{Config, Overrides};
 use flowhost::local::{LocalMessage, LocalOutcome};
-use flowhost::store::{CredentialStore, SqliteStore};
+use flowhost::store::Opened;
 
 /// jemalloc rather than the system's allocator: a message's path allocates
 /// and frees on many threads (HTTP, flows, store, delivery), where glibc's
@@ -195,9 +195,11 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Keys(command) => keys(command).await?,
         Command::Endpoints(args) => {
             let config = Config::load(args.config.as_deref(), &Overrides::default())?;
-            let store = SqliteStore::open(&config.data_dir)?;
-            let resolved = flowhost::reload::resolve_endpoints(&config, &store).await?;
+            let store = Opened::open(&config.store, &config.data_dir).await?;
+            let resolved =
+                flowhost::reload::resolve_endpoints(&config, store.store().as_ref()).await;
             store.close();
+            let resolved = resolved?;
             let base = config.base_url(config.listen);
             println!("{:<16} {:<16} URL", "ENDPOINT", "FLOW");
             for endpoint in resolved.endpoints {
@@ -243,7 +245,8 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
         | KeysCommand::Revoke { config, .. } => config.config.clone(),
     };
     let config = Config::load(config_path.as_deref(), &Overrides::default())?;
-    let store = SqliteStore::open(&config.data_dir)?;
+    let opened = Opened::open(&config.store, &config.data_dir).await?;
+    let store = opened.store();
     let known = |endpoint: &str| -> anyhow::Result<()> {
         if !config.endpoints.contains_key(endpoint) {
             bail!("no endpoint named {endpoint:?} in the configuration");
@@ -292,6 +295,6 @@ async fn keys(command: KeysCommand) -> anyhow::Result<()> {
             eprintln!("Revoked {key} of endpoint {endpoint}; it is refused from now on.");
         }
     }
-    store.close();
+    opened.close();
     Ok(())
 }

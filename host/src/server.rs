@@ -27,7 +27,7 @@ use crate::http::{AdminToken, AppState, router};
 use crate::inbox::{Inbox, QueueLimits, TurnRunner};
 use crate::reload::{Reloader, resolve_endpoints};
 use crate::runtime::Runtime;
-use crate::store::{SqliteStore, Store};
+use crate::store::{Opened, Store};
 
 /// A started flowhost.
 pub struct Server {
@@ -43,7 +43,7 @@ pub struct Server {
     flows: Registry,
     inbox: Inbox,
     delivery: Delivery,
-    store: Arc<SqliteStore>,
+    store: Opened,
     /// Kept alive while serving; dropping it stops the flow threads.
     _runtime: Arc<Runtime>,
     /// The watchers and the pruner, stopped when serving ends.
@@ -70,11 +70,16 @@ impl Server {
                 tracing::debug!(open_files, "open files limit");
             }
         }
-        let store = Arc::new(
-            SqliteStore::open_with(&config.data_dir, config.store.fsync)
-                .with_context(|| format!("opening the store in {}", config.data_dir.display()))?,
-        );
-        let shared_store: Arc<dyn Store> = store.clone();
+        let store = Opened::open(&config.store, &config.data_dir)
+            .await
+            .with_context(|| match &config.store.postgres {
+                Some(options) => format!(
+                    "opening the store in PostgreSQL at {}",
+                    crate::store::postgres_url_redacted(&options.url)
+                ),
+                None => format!("opening the store in {}", config.data_dir.display()),
+            })?;
+        let shared_store: Arc<dyn Store> = store.store();
         let runtime = Arc::new(Runtime::new(&config.runtime).context("starting the runtime")?);
 
         let cache = CompileCache::open(&config.data_dir.join("cache"), runtime.compatibility_key())
@@ -132,41 +137,57 @@ impl Server {
             shared_store.clone(),
             Arc::clone(&endpoints),
             &config.delivery,
+            matches!(store, Opened::Sqlite(_)),
             stopping.clone(),
         )
         .await?;
-        let inbox = Inbox::new(
-            Handle::current(),
-            TurnRunner {
-                store: shared_store.clone(),
-                runtime: Arc::clone(&runtime),
-                flows: flows.clone(),
-                endpoints: Arc::clone(&endpoints),
-                delivery: delivery.clone(),
-                shutdown: stopping.clone(),
-            },
-            QueueLimits {
-                total: config.runtime.max_queued_messages,
-                per_endpoint: config.runtime.max_queued_per_endpoint,
-                per_session: config.runtime.max_queued_per_session,
-            },
-        );
-        let recovered = inbox.recover().await?;
-        if recovered > 0 {
-            tracing::info!(
-                messages = recovered,
-                "running messages left unfinished by the last run"
-            );
-        }
+        let runner = TurnRunner {
+            store: shared_store.clone(),
+            runtime: Arc::clone(&runtime),
+            flows: flows.clone(),
+            endpoints: Arc::clone(&endpoints),
+            delivery: delivery.clone(),
+            shutdown: stopping.clone(),
+        };
+        let mut background = Vec::new();
+        let inbox = match &store {
+            Opened::Sqlite(_) => {
+                let inbox = Inbox::new(
+                    Handle::current(),
+                    runner,
+                    QueueLimits {
+                        total: config.runtime.max_queued_messages,
+                        per_endpoint: config.runtime.max_queued_per_endpoint,
+                        per_session: config.runtime.max_queued_per_session,
+                    },
+                );
+                let recovered = inbox.recover().await?;
+                if recovered > 0 {
+                    tracing::info!(
+                        messages = recovered,
+                        "running messages left unfinished by the last run"
+                    );
+                }
+                inbox
+            }
+            Opened::Postgres(postgres) => {
+                let (inbox, keeper) =
+                    Inbox::shared(Handle::current(), runner, Arc::clone(postgres))
+                        .await
+                        .context("joining the hosts that share the store")?;
+                background.push(keeper);
+                inbox
+            }
+        };
 
-        let mut background = vec![
+        background.extend([
             loading,
             tokio::spawn(prune(
                 Arc::clone(&shared_store),
                 config.store.clone(),
                 stopping.clone(),
             )),
-        ];
+        ]);
         if config.watch {
             background.push(
                 folder
@@ -241,7 +262,7 @@ impl Server {
         router(AppState {
             endpoints: Arc::clone(&self.endpoints),
             inbox: self.inbox.clone(),
-            keys: self.store.clone(),
+            keys: self.store.store(),
             flows: self.flows.clone(),
             max_body_size: usize::try_from(self.config.max_body_size).unwrap_or(usize::MAX),
             body_budget: crate::http::BodyBudget::new(self.config.http.max_buffered_body_bytes),
@@ -297,6 +318,8 @@ impl Server {
         if drained.is_err() {
             tracing::warn!("running work did not finish in time; it resumes at the next start");
             http.abort();
+        } else {
+            self.inbox.leave().await;
         }
         self.store.close();
         tracing::info!("stopped");

@@ -13,6 +13,7 @@ use super::{
     StoreConfig, without_credentials,
 };
 use crate::runtime::Limits;
+use crate::store::PostgresOptions;
 use crate::units::ByteSize;
 
 impl RawHttp {
@@ -235,10 +236,32 @@ impl RawConfig {
                 .unwrap_or((max_concurrent / 4).max(1)),
             allow_private_webhooks: given(self.delivery.allow_private_webhooks),
         };
+        let postgres = self.store.url.map(|url| {
+            if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+                problems.push(format!(
+                    "store.url: {} is not a PostgreSQL URL (postgres://user:password@host:port/database)",
+                    crate::store::postgres_url_redacted(&url)
+                ));
+            }
+            PostgresOptions {
+                pool_size: given(self.store.pool_size),
+                lease: given(self.store.lease).0,
+                ..PostgresOptions::new(url)
+            }
+        });
+        if let Some(options) = &postgres {
+            if options.pool_size < 2 {
+                problems.push("store.pool_size: must be at least 2".into());
+            }
+            if options.lease < Duration::from_secs(1) {
+                problems.push("store.lease: must be at least 1s".into());
+            }
+        }
         let store = StoreConfig {
             fsync: given(self.store.fsync),
             retention: given(self.store.retention).0,
             session_retention: given(self.store.session_retention).0,
+            postgres,
         };
         if store.session_retention < Duration::from_secs(3600) {
             problems.push("store.session_retention: must be at least 1h".into());

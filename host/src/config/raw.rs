@@ -58,6 +58,9 @@ pub(super) struct RawHttp {
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawStore {
+    pub(super) url: Option<String>,
+    pub(super) pool_size: Option<usize>,
+    pub(super) lease: Option<HumanDuration>,
     pub(super) fsync: Option<bool>,
     pub(super) retention: Option<HumanDuration>,
     pub(super) session_retention: Option<HumanDuration>,

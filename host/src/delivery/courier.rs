@@ -101,7 +101,10 @@ impl Courier {
     /// to be one.
     async fn attempt(&self, output: PendingOutput) -> Option<i64> {
         let mut attempts = output.attempts;
-        if self.shutdown.is_cancelled() || self.is_stopped(&output.session.endpoint) {
+        if self.shutdown.is_cancelled()
+            || self.is_stopped(&output.session.endpoint)
+            || !self.store.may_deliver(&output.session)
+        {
             return None; // It stays pending in the outbox.
         }
         let endpoint = self
@@ -121,6 +124,9 @@ impl Courier {
                 .await
                 .expect("never closed");
             let _permit = self.in_flight.acquire().await.expect("never closed");
+            if !self.store.may_deliver(&output.session) {
+                return None; // Lost while it waited for a place.
+            }
             let started = Instant::now();
             let started_at = now_ms();
             let answer = self.sender.send(&endpoint.config, &output).await;
@@ -160,6 +166,7 @@ impl Courier {
         };
         let attempt = Attempt {
             output_id: output.id,
+            session: output.session.clone(),
             started_at,
             duration_ms: took.as_millis() as i64,
             status,

@@ -107,14 +107,16 @@ impl fmt::Display for Lane {
 }
 
 impl Delivery {
-    /// Starts the service on `runtime` and queues every pending output.
-    /// Cancelling `shutdown` stops it between attempts; what is not delivered
-    /// stays in the outbox.
+    /// Starts the service on `runtime` and, with `resume`, queues every
+    /// pending output (where hosts share the store, each host queues those
+    /// of the sessions it claims instead). Cancelling `shutdown` stops it
+    /// between attempts; what is not delivered stays in the outbox.
     pub async fn start(
         runtime: Handle,
         store: Arc<dyn OutboxStore>,
         endpoints: SharedEndpoints,
         config: &DeliveryConfig,
+        resume: bool,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Delivery> {
         let stopped = store
@@ -158,6 +160,9 @@ impl Delivery {
             lanes,
             carry: CarryBudget::new(CARRIED_BYTES),
         };
+        if !resume {
+            return Ok(delivery);
+        }
         // Read a page at a time, and only what orders each output: its body
         // is read when its turn comes.
         let mut pending = Vec::new();

@@ -227,6 +227,7 @@ async fn deliver_one(webhook_url: &str) -> (Delivery, Arc<MemoryOutbox>) {
         Arc::clone(&outbox) as Arc<dyn OutboxStore>,
         endpoints,
         &config.delivery,
+        true,
         CancellationToken::new(),
     )
     .await

@@ -24,8 +24,14 @@
 //! store, and [`Inbox::recover`] runs it again at the next start. Outputs
 //! are kept one per place in their message (first, second, …), so what a
 //! first run committed in step 3 is not stored or sent again by the next.
+//!
+//! Where hosts share a PostgreSQL store, a message accepted here may run at
+//! another host, and this host runs messages other hosts accepted: the
+//! lanes give way to the sessions this host holds ([`shared`]), with the
+//! same turn (steps 1 to 5) for each message.
 
 mod admission;
+pub(crate) mod shared;
 mod turn;
 
 pub(crate) use self::admission::{Crowded, QueueLimits};
@@ -36,12 +42,13 @@ use tokio::runtime::Handle;
 use tokio_util::sync::CancellationToken;
 
 use self::admission::{Admission, Admitted};
+use self::shared::Shared;
 use crate::delivery::Delivery;
 use crate::endpoints::SharedEndpoints;
 use crate::flows::Registry;
 use crate::lanes::{Carried, CarryBudget, Lanes};
 use crate::runtime::Runtime;
-use crate::store::{InboxMessage, MessageStore, SessionKey, StoreError};
+use crate::store::{InboxMessage, MessageStore, PostgresStore, SessionKey, StoreError};
 
 /// A new message's trace id, in the seed's form:
 /// `endpoint-httpIncomingMessage-<uuid>`. It names the message in the 202,
@@ -89,6 +96,9 @@ pub struct Inbox {
     store: Arc<dyn MessageStore>,
     /// Messages accepted and not yet finished.
     admission: Arc<Admission>,
+    /// Where hosts share the store: the sessions this host holds, which it
+    /// runs instead of lanes.
+    shared: Option<Arc<Shared>>,
 }
 
 /// What running a message needs.
@@ -127,11 +137,45 @@ impl Inbox {
             carry: CarryBudget::new(CARRIED_BYTES),
             store,
             admission,
+            shared: None,
         }
+    }
+
+    /// An inbox whose store other hosts share: it runs the sessions this
+    /// host claims, whichever host accepted their messages. Returns it and
+    /// the task that keeps its claims (until `runner.shutdown`).
+    pub async fn shared(
+        runtime: Handle,
+        runner: TurnRunner,
+        store: Arc<PostgresStore>,
+    ) -> Result<(Inbox, tokio::task::JoinHandle<()>), StoreError> {
+        let runner = Arc::new(runner);
+        let (shared, keeper) = Shared::start(store, Arc::clone(&runner)).await?;
+        let lanes = Lanes::new(runtime, |_session: SessionKey, _waiting: Waiting| async {});
+        let inbox = Inbox {
+            lanes,
+            carry: CarryBudget::new(CARRIED_BYTES),
+            store: Arc::clone(&runner.store),
+            // Which host runs a message is decided by claims, so this
+            // host's count of waiting messages bounds nothing.
+            admission: Arc::new(Admission::new(QueueLimits {
+                total: usize::MAX,
+                per_endpoint: usize::MAX,
+                per_session: usize::MAX,
+            })),
+            shared: Some(shared),
+        };
+        Ok((inbox, keeper))
     }
 
     /// Accepts a message: returns once it is durable and queued.
     pub async fn accept(&self, message: InboxMessage) -> Result<(), AcceptError> {
+        if self.shared.is_some() {
+            // The database tells the host that holds (or claims) the
+            // session, this one included, once the message is committed.
+            self.store.accept(message, Box::new(|_| {})).await?;
+            return Ok(());
+        }
         let session = message.session.clone();
         self.admission
             .admit(&session)
@@ -166,6 +210,9 @@ impl Inbox {
     /// host last stopped, read a page at a time (ids and sessions only: each
     /// message is read when its turn comes). Call before accepting new ones.
     pub async fn recover(&self) -> Result<usize, StoreError> {
+        if self.shared.is_some() {
+            return Ok(0); // What is unfinished is claimed like the rest.
+        }
         let mut count = 0;
         let mut after_id = 0;
         loop {
@@ -207,5 +254,16 @@ impl Inbox {
     /// before their next message, so this waits for the running ones only.
     pub async fn idle(&self) {
         self.lanes.idle().await;
+        if let Some(shared) = &self.shared {
+            shared.idle().await;
+        }
+    }
+
+    /// Where hosts share the store: gives up this host's sessions and
+    /// lease, so that the others carry on at once. Call once idle.
+    pub async fn leave(&self) {
+        if let Some(shared) = &self.shared {
+            shared.leave().await;
+        }
     }
 }

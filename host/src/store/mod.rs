@@ -26,6 +26,8 @@ mod profile_merge;
 mod sqlite;
 
 use std::fmt;
+use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 pub use self::credentials::{ApiKeyInfo, CredentialStore, NewApiKey};
@@ -37,7 +39,10 @@ pub use self::outbox::{
     Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery,
     OutputRecord, OutputStatus, PendingOutput,
 };
-pub use self::postgres::{Claim, ClaimedMessage, PostgresOptions, PostgresStore, Wakeups};
+pub(crate) use self::postgres::redacted as postgres_url_redacted;
+pub use self::postgres::{
+    Claim, ClaimedMessage, HeldWork, PostgresOptions, PostgresStore, Wake, Wakeups, new_host_id,
+};
 pub use self::sqlite::SqliteStore;
 
 /// The messages of one session run one at a time, in order: a session is an
@@ -162,6 +167,57 @@ pub struct StoreConfig {
     /// they were last used; then they are deleted, and the next message of
     /// the session or user starts afresh.
     pub session_retention: Duration,
+    /// The PostgreSQL database that several hosts share, when `[store] url`
+    /// is set; `None`, the embedded SQLite store in `data_dir`.
+    pub postgres: Option<PostgresOptions>,
+}
+
+/// The store a host opened: the one-host SQLite store, or the PostgreSQL
+/// store that hosts share.
+#[derive(Clone)]
+pub enum Opened {
+    /// SQLite, in the data folder.
+    Sqlite(Arc<SqliteStore>),
+    /// PostgreSQL, shared.
+    Postgres(Arc<PostgresStore>),
+}
+
+impl Opened {
+    /// Opens the store `config` names (SQLite in `data_dir` unless a
+    /// PostgreSQL URL is set), creating or migrating its schema.
+    pub async fn open(config: &StoreConfig, data_dir: &Path) -> Result<Opened, StoreError> {
+        match &config.postgres {
+            Some(options) => Ok(Opened::Postgres(Arc::new(
+                PostgresStore::connect(options).await?,
+            ))),
+            None => {
+                let dir = data_dir.to_owned();
+                let fsync = config.fsync;
+                let store =
+                    tokio::task::spawn_blocking(move || SqliteStore::open_with(&dir, fsync))
+                        .await
+                        .map_err(|e| StoreError::Open(e.to_string()))??;
+                Ok(Opened::Sqlite(Arc::new(store)))
+            }
+        }
+    }
+
+    /// The store, for every part.
+    pub fn store(&self) -> Arc<dyn Store> {
+        match self {
+            Opened::Sqlite(store) => store.clone(),
+            Opened::Postgres(store) => store.clone(),
+        }
+    }
+
+    /// Closes it: waits for the writes taken to commit (SQLite), or closes
+    /// the connections (PostgreSQL).
+    pub fn close(&self) {
+        match self {
+            Opened::Sqlite(store) => store.close(),
+            Opened::Postgres(store) => store.close(),
+        }
+    }
 }
 
 /// Where flowhost keeps what must survive a restart: each part for the
@@ -178,7 +234,9 @@ pub trait Store: MessageStore + OutboxStore + CredentialStore {
 /// Runs a store operation until it succeeds, waiting longer after each
 /// failure (up to 5 s), or until `shutdown`; `None` then. The store's
 /// failures are passing (a full disk, a locked database); giving up would
-/// lose a message or reorder a session.
+/// lose a message or reorder a session. But a write fenced off (another
+/// host has taken the session) never passes: `None` at once, and the
+/// session's work is left to its new owner.
 pub(crate) async fn retrying<T, F, Fut>(
     what: &str,
     shutdown: &tokio_util::sync::CancellationToken,
@@ -192,6 +250,10 @@ where
     loop {
         match operation().await {
             Ok(value) => return Some(value),
+            Err(StoreError::Fenced(session)) => {
+                tracing::warn!(%session, "could not {what}: another host has taken the session; it carries on from there");
+                return None;
+            }
             Err(error) => {
                 tracing::error!(%error, retry_in_ms = wait.as_millis() as u64, "could not {what}");
                 tokio::select! {

@@ -38,6 +38,8 @@ impl PendingOutput {
 pub struct Attempt {
     /// The output.
     pub output_id: i64,
+    /// The output's session.
+    pub session: SessionKey,
     /// When it started, in milliseconds since the Unix epoch.
     pub started_at: i64,
     /// How long it took.
@@ -189,6 +191,13 @@ pub trait OutboxStore: Send + Sync + 'static {
 
     /// The output `id`, if it is not yet delivered nor dead.
     async fn pending_output(&self, id: i64) -> Result<Option<PendingOutput>, StoreError>;
+
+    /// Whether this host may make an attempt for `session` now. Always, on
+    /// one host; where hosts share the store, only while this host holds
+    /// the session, so that two hosts never send the same output at once.
+    fn may_deliver(&self, _session: &SessionKey) -> bool {
+        true
+    }
 
     /// Records a delivery attempt and the output's new status.
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError>;

@@ -20,4 +20,5 @@ mod ordering;
 mod postgres_store;
 mod reload;
 mod sandbox;
+mod several_hosts;
 mod waiting;

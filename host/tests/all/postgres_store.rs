@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use flowhost::store::{
     ApiKeyInfo, Attempt, AttemptOutcome, Claim, ClaimedMessage, CommittedTurn, CredentialStore,
     InboxMessage, NewApiKey, NewOutput, OutputQuery, OutputStatus, PendingOutput, PostgresOptions,
-    PostgresStore, ProfileChange, SessionKey, StoreError, TurnOutcome, TurnRecord,
+    PostgresStore, ProfileChange, SessionKey, StoreError, TurnOutcome, TurnRecord, Wake,
 };
 
 use crate::support::PATIENCE;
@@ -79,7 +79,7 @@ async fn hosts_starting_together_make_the_schema_once() {
     }
     assert_eq!(
         schema_steps(&url).await,
-        [1, 2, 3],
+        [1, 2, 3, 4],
         "each step applied once"
     );
 }
@@ -317,7 +317,11 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
             .unwrap(),
     )
     .unwrap();
-    let first = paused.next_message(&claim).await.unwrap().unwrap();
+    let first = paused
+        .next_message("paused", &claim)
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!((first.seq, first.message.text.as_deref()), (1, Some("1")));
     assert!(
         other
@@ -354,7 +358,6 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
         .complete_turn(
             "paused",
             &claim,
-            first.seq,
             completed(&first, r#"{"by":"paused"}"#, &["stale"]),
         )
         .await;
@@ -365,7 +368,6 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
         .complete_turn(
             "paused",
             &claim,
-            first.seq,
             completed(&first, r#"{"by":"paused"}"#, &[]),
         )
         .await;
@@ -373,13 +375,12 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
     assert!(!paused.release("paused", &claim).await.unwrap());
 
     // The new owner runs the message again, and the next.
-    let rerun = other.next_message(&taken).await.unwrap().unwrap();
+    let rerun = other.next_message("other", &taken).await.unwrap().unwrap();
     assert_eq!(rerun, first, "the unfinished message runs again, once");
     let CommittedTurn::Done(sent) = other
         .complete_turn(
             "other",
             &taken,
-            1,
             completed(&rerun, r#"{"turns":1}"#, &["one"]),
         )
         .await
@@ -393,7 +394,6 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
             .complete_turn(
                 "other",
                 &taken,
-                1,
                 completed(&rerun, r#"{"turns":9}"#, &["again"])
             )
             .await
@@ -405,18 +405,17 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
         !other.release("other", &taken).await.unwrap(),
         "not released with a message left"
     );
-    let second = other.next_message(&taken).await.unwrap().unwrap();
+    let second = other.next_message("other", &taken).await.unwrap().unwrap();
     assert_eq!(second.seq, 2);
     other
         .complete_turn(
             "other",
             &taken,
-            2,
             completed(&second, r#"{"turns":2}"#, &["two"]),
         )
         .await
         .unwrap();
-    assert!(other.next_message(&taken).await.unwrap().is_none());
+    assert!(other.next_message("other", &taken).await.unwrap().is_none());
     assert!(
         !other.release("other", &taken).await.unwrap(),
         "held while its outputs wait to be sent"
@@ -445,7 +444,7 @@ async fn a_turn_keeps_what_it_said_once_and_a_failed_turn_changes_nothing_else()
 
     // Said while the turn runs: committed at once; the turn's end stores
     // only what came after.
-    let first = host.next_message(&claim).await.unwrap().unwrap();
+    let first = host.next_message("host", &claim).await.unwrap().unwrap();
     let said = host
         .commit_said("host", &claim, first.message.id, outputs(&first, &["wait"]))
         .await
@@ -455,7 +454,6 @@ async fn a_turn_keeps_what_it_said_once_and_a_failed_turn_changes_nothing_else()
         .complete_turn(
             "host",
             &claim,
-            1,
             completed(&first, r#"{"n":1}"#, &["wait", "done"]),
         )
         .await
@@ -466,7 +464,7 @@ async fn a_turn_keeps_what_it_said_once_and_a_failed_turn_changes_nothing_else()
     assert_eq!(bodies(&rest), ["done"]);
 
     // A failed turn: the message is finished as failed, the context stays.
-    let second = host.next_message(&claim).await.unwrap().unwrap();
+    let second = host.next_message("host", &claim).await.unwrap().unwrap();
     let failed = TurnRecord {
         outcome: TurnOutcome::Failed {
             reason: "trapped".to_owned(),
@@ -474,10 +472,10 @@ async fn a_turn_keeps_what_it_said_once_and_a_failed_turn_changes_nothing_else()
         ..completed(&second, r#"{"n":2}"#, &["never"])
     };
     assert_eq!(
-        host.complete_turn("host", &claim, 2, failed).await.unwrap(),
+        host.complete_turn("host", &claim, failed).await.unwrap(),
         CommittedTurn::Failed("trapped".to_owned())
     );
-    assert!(host.next_message(&claim).await.unwrap().is_none());
+    assert!(host.next_message("host", &claim).await.unwrap().is_none());
     let state = host.session_state(&claim.session, "u1").await.unwrap();
     assert_eq!(state.context, r#"{"n":1}"#);
     assert_eq!(stored_outputs(&url).await, ["wait", "done"]);
@@ -509,11 +507,10 @@ async fn one_users_sessions_on_two_hosts_keep_both_profile_changes() {
     // turns below: only the profile row's lock can).
     one.accept_message(&message("s0", 1)).await.unwrap();
     let first = one.claim_sessions("one", &endpoints, 1).await.unwrap();
-    let m0 = one.next_message(&first[0]).await.unwrap().unwrap();
+    let m0 = one.next_message("one", &first[0]).await.unwrap().unwrap();
     one.complete_turn(
         "one",
         &first[0],
-        1,
         with_profile(&m0, "{}", r#"{"seen":true}"#),
     )
     .await
@@ -525,8 +522,8 @@ async fn one_users_sessions_on_two_hosts_keep_both_profile_changes() {
     let b = two.claim_sessions("two", &endpoints, 1).await.unwrap();
     let (a, b) = (&a[0], &b[0]);
     let (ma, mb) = (
-        one.next_message(a).await.unwrap().unwrap(),
-        two.next_message(b).await.unwrap().unwrap(),
+        one.next_message("one", a).await.unwrap().unwrap(),
+        two.next_message("two", b).await.unwrap().unwrap(),
     );
     // Both turns read the profile before either commits.
     let before = one.session_state(&a.session, "u1").await.unwrap().profile;
@@ -535,13 +532,11 @@ async fn one_users_sessions_on_two_hosts_keep_both_profile_changes() {
         one.complete_turn(
             "one",
             a,
-            ma.seq,
             with_profile(&ma, &before, r#"{"seen":true,"plan":"gold"}"#)
         ),
         two.complete_turn(
             "two",
             b,
-            mb.seq,
             with_profile(&mb, &before, r#"{"seen":true,"city":"Oslo"}"#)
         ),
     );
@@ -603,33 +598,44 @@ async fn stored_outputs(url: &str) -> Vec<String> {
 #[tokio::test]
 async fn an_accept_on_one_host_wakes_the_others_also_after_the_database_restarted() {
     let (postgres, _, one, two) = two_hosts("wakeups").await;
-    let wakeups = two.wakeups();
-    let woken = |what: &'static str| {
-        let wait = tokio::time::timeout(PATIENCE, wakeups.wait());
-        async move { wait.await.unwrap_or_else(|_| panic!("not woken {what}")) }
-    };
-    woken("when listening began, to look for what came before").await;
-    assert!(
-        tokio::time::timeout(Duration::from_millis(300), wakeups.wait())
+    let mut wakeups = two.wakeups();
+    let mut woken = async |what: &str| -> Wake {
+        tokio::time::timeout(PATIENCE, wakeups.next())
             .await
-            .is_err(),
-        "no wake without a cause"
+            .unwrap_or_else(|_| panic!("not woken {what}"))
+    };
+    assert_eq!(
+        woken("when listening began, to look for what came before").await,
+        Wake::Reconnected
     );
     one.accept_message(&message("s1", 1)).await.unwrap();
-    woken("by an accept at another host").await;
+    assert_eq!(
+        woken("by an accept at another host").await,
+        Wake::Message(message("s1", 1).session),
+        "the wake names the session, and nothing came before it without a cause"
+    );
 
     postgres.stop();
     postgres.start_again();
-    woken("when listening began again, to look for what was missed").await;
+    assert_eq!(
+        woken("when listening began again, to look for what was missed").await,
+        Wake::Reconnected
+    );
     let started = Instant::now();
-    while let Err(error) = one.accept_message(&message("s1", 2)).await {
+    while let Err(error) = one
+        .accept_message(&message("s 2\nwith a line break", 2))
+        .await
+    {
         assert!(
             error.is_transient() && started.elapsed() < PATIENCE,
             "{error}"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    woken("by an accept after the restart").await;
+    assert_eq!(
+        woken("by an accept after the restart").await,
+        Wake::Message(message("s 2\nwith a line break", 2).session)
+    );
 }
 
 #[tokio::test]
@@ -644,8 +650,8 @@ async fn a_host_that_dies_mid_delivery_leaves_the_rest_to_the_next_owner() {
         .unwrap();
     let [claim] =
         <[Claim; 1]>::try_from(dead.claim_sessions("dead", &endpoints, 10).await.unwrap()).unwrap();
-    let first = dead.next_message(&claim).await.unwrap().unwrap();
-    dead.complete_turn("dead", &claim, 1, completed(&first, "{}", &["a", "b"]))
+    let first = dead.next_message("dead", &claim).await.unwrap().unwrap();
+    dead.complete_turn("dead", &claim, completed(&first, "{}", &["a", "b"]))
         .await
         .unwrap();
     let outputs = dead.undelivered_outputs(&claim).await.unwrap();
@@ -710,6 +716,7 @@ async fn a_host_that_dies_mid_delivery_leaves_the_rest_to_the_next_owner() {
 fn attempt(output: &PendingOutput, outcome: AttemptOutcome) -> Attempt {
     Attempt {
         output_id: output.id,
+        session: output.session.clone(),
         started_at: 1_700_000_000_000,
         duration_ms: 3,
         status: Some(if outcome == AttemptOutcome::Delivered {
@@ -733,9 +740,9 @@ async fn dead_letters_sent_again_go_to_whichever_host_claims_their_session() {
     one.accept_message(&message("s1", 1)).await.unwrap();
     let [claim] =
         <[Claim; 1]>::try_from(one.claim_sessions("one", &endpoints, 1).await.unwrap()).unwrap();
-    let first = one.next_message(&claim).await.unwrap().unwrap();
+    let first = one.next_message("one", &claim).await.unwrap().unwrap();
     let CommittedTurn::Done(outputs) = one
-        .complete_turn("one", &claim, 1, completed(&first, "{}", &["a"]))
+        .complete_turn("one", &claim, completed(&first, "{}", &["a"]))
         .await
         .unwrap()
     else {

@@ -7,7 +7,7 @@
 //! its place in the session's order; the other hosts are woken.
 
 use super::deliveries::{count, pending_output};
-use super::wakeups::CHANNEL;
+use super::wakeups::notify;
 use super::{NOW_MS, PostgresStore};
 use crate::store::{
     AttemptRecord, DisabledEndpoint, OutputQuery, OutputRecord, OutputStatus, PendingOutput,
@@ -36,7 +36,8 @@ fn requeue_sql(chosen: &str) -> String {
              FROM (SELECT session_id, count(*)::INTEGER AS added FROM queued GROUP BY session_id) n
              WHERE s.endpoint = $1 AND s.session_id = n.session_id
          )
-         SELECT queued.*, pg_notify('{CHANNEL}', $1) FROM queued ORDER BY id"
+         SELECT queued.*, {} FROM queued ORDER BY id",
+        notify('o', "$1", "queued.session_id")
     )
 }
 

@@ -31,15 +31,18 @@
 //! [`CredentialStore`]: crate::store::CredentialStore
 
 mod admin;
+mod claimed;
 mod credentials;
 mod deliveries;
+mod host;
 mod schema;
 mod sessions;
 mod turns;
 mod wakeups;
 
+pub use self::host::{HeldWork, new_host_id};
 pub use self::sessions::{Claim, ClaimedMessage};
-pub use self::wakeups::Wakeups;
+pub use self::wakeups::{Wake, Wakeups};
 
 use std::fmt;
 use std::str::FromStr;
@@ -61,6 +64,12 @@ pub struct PostgresOptions {
     pub pool_size: usize,
     /// How long an operation waits for a connection before it fails.
     pub acquire_timeout: Duration,
+    /// This host's id among the hosts sharing the database; `None`, a new
+    /// one at every start ([`new_host_id`]).
+    pub host_id: Option<String>,
+    /// How long this host's claims on sessions hold unless it renews them:
+    /// how long the sessions of a host that died wait for another.
+    pub lease: Duration,
 }
 
 impl PostgresOptions {
@@ -70,6 +79,8 @@ impl PostgresOptions {
             url: url.into(),
             pool_size: 16,
             acquire_timeout: Duration::from_secs(5),
+            host_id: None,
+            lease: Duration::from_secs(8),
         }
     }
 }
@@ -81,14 +92,16 @@ impl fmt::Debug for PostgresOptions {
             .field("url", &redacted(&self.url))
             .field("pool_size", &self.pool_size)
             .field("acquire_timeout", &self.acquire_timeout)
+            .field("host_id", &self.host_id)
+            .field("lease", &self.lease)
             .finish()
     }
 }
 
-/// `url` with its password, if it has one, replaced by `***`.
 /// Now, in milliseconds since the Unix epoch, by the database's clock.
 const NOW_MS: &str = "(extract(epoch FROM clock_timestamp()) * 1000)::BIGINT";
 
+/// `url` with its password, if it has one, replaced by `***`.
 pub(crate) fn redacted(url: &str) -> String {
     match url::Url::parse(url) {
         Ok(mut parsed) if parsed.password().is_some() => {
@@ -106,6 +119,8 @@ pub struct PostgresStore {
     /// For connections outside the pool (the listener's).
     config: tokio_postgres::Config,
     tls: tokio_postgres_rustls::MakeRustlsConnect,
+    /// This host, and the sessions it holds.
+    me: host::ThisHost,
 }
 
 impl PostgresStore {
@@ -139,12 +154,25 @@ impl PostgresStore {
             .runtime(Runtime::Tokio1)
             .build()
             .map_err(|e| StoreError::Open(format!("PostgreSQL pool: {e}")))?;
-        let store = PostgresStore { pool, config, tls };
+        let store = PostgresStore {
+            pool,
+            config,
+            tls,
+            me: host::ThisHost::new(
+                options.host_id.clone().unwrap_or_else(new_host_id),
+                options.lease,
+            ),
+        };
         let mut conn = store.conn().await.map_err(|e| {
             StoreError::Open(format!("cannot reach {}: {e}", redacted(&options.url)))
         })?;
         schema::migrate(&mut conn).await?;
         Ok(store)
+    }
+
+    /// Closes the pool's connections; later operations fail.
+    pub fn close(&self) {
+        self.pool.close();
     }
 
     /// `sql` on a connection from the pool, prepared once per connection.

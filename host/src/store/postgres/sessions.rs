@@ -31,7 +31,7 @@
 
 use std::time::Duration;
 
-use super::wakeups::CHANNEL;
+use super::wakeups::notify;
 use super::{NOW_MS, PostgresStore};
 use crate::store::{InboxMessage, SessionKey, StoreError};
 
@@ -93,7 +93,8 @@ impl PostgresStore {
                          SELECT $1, $2, accepted, $3, $4, $5, $6, $7 FROM numbered
                          RETURNING id, seq
                      )
-                     SELECT id, seq, pg_notify('{CHANNEL}', $1) FROM stored"
+                     SELECT id, seq, {} FROM stored",
+                    notify('m', "$1", "$2")
                 ),
                 &[
                     &session.endpoint,
@@ -150,20 +151,39 @@ impl PostgresStore {
             .collect())
     }
 
-    /// The claimed session's next message to run, if it has one.
-    pub async fn next_message(&self, claim: &Claim) -> Result<Option<ClaimedMessage>, StoreError> {
+    /// The claimed session's next message to run, if it has one;
+    /// [`StoreError::Fenced`] if `host` no longer holds the session.
+    pub async fn next_message(
+        &self,
+        host: &str,
+        claim: &Claim,
+    ) -> Result<Option<ClaimedMessage>, StoreError> {
         let row = self
             .query_opt(
-                "SELECT m.* FROM messages m
-                 JOIN sessions s ON s.endpoint = m.endpoint AND s.session_id = m.session_id
-                 WHERE s.endpoint = $1 AND s.session_id = $2 AND m.seq = s.finished + 1",
-                &[&claim.session.endpoint, &claim.session.session_id],
+                "SELECT s.owner IS NOT DISTINCT FROM $3 AND s.epoch = $4 AS held, m.*
+                 FROM sessions s
+                 LEFT JOIN messages m
+                   ON m.endpoint = s.endpoint AND m.session_id = s.session_id
+                  AND m.seq = s.finished + 1
+                 WHERE s.endpoint = $1 AND s.session_id = $2",
+                &[
+                    &claim.session.endpoint,
+                    &claim.session.session_id,
+                    &host,
+                    &claim.epoch,
+                ],
             )
             .await?;
-        Ok(row.map(|row| ClaimedMessage {
+        let Some(row) = row.filter(|row| row.get::<_, bool>("held")) else {
+            return Err(StoreError::Fenced(claim.session.clone()));
+        };
+        let Some(id) = row.get::<_, Option<i64>>("id") else {
+            return Ok(None);
+        };
+        Ok(Some(ClaimedMessage {
             seq: row.get("seq"),
             message: InboxMessage {
-                id: row.get("id"),
+                id,
                 session: claim.session.clone(),
                 user_id: row.get("user_id"),
                 text: row.get("text"),

@@ -54,21 +54,17 @@ impl PostgresStore {
     ) -> Result<Vec<PendingOutput>, StoreError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
-        hold(&tx, host, claim).await?;
-        let kept: Option<i32> = tx
-            .query_opt(
-                &tx.prepare_cached(
-                    "SELECT outputs_kept FROM messages WHERE id = $1 AND status = 'pending'",
-                )
-                .await?,
-                &[&message_id],
-            )
-            .await?
-            .map(|row| row.get(0));
-        let Some(kept) = kept else {
+        let Some(message) = hold(&tx, host, claim, message_id).await? else {
             return Ok(Vec::new()); // The message has ended.
         };
-        let stored = insert_outputs(&tx, message_id, &claim.session, kept, outputs).await?;
+        let stored = insert_outputs(
+            &tx,
+            message_id,
+            &claim.session,
+            message.outputs_kept,
+            outputs,
+        )
+        .await?;
         if !stored.is_empty() {
             let count = i32::try_from(stored.len()).unwrap_or(i32::MAX);
             tx.execute(
@@ -84,7 +80,7 @@ impl PostgresStore {
         Ok(stored)
     }
 
-    /// Records how message `seq` of the claimed session ended, with its new
+    /// Records how a message of the claimed session ended, with its new
     /// context and profile and its outputs, in one transaction, if this host
     /// still holds the session; returns the outputs to deliver, or why the
     /// message failed. A message already recorded (a retry after a commit
@@ -93,15 +89,13 @@ impl PostgresStore {
         &self,
         host: &str,
         claim: &Claim,
-        seq: i64,
         turn: TurnRecord,
     ) -> Result<CommittedTurn, StoreError> {
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
-        let finished = hold(&tx, host, claim).await?;
-        if finished >= seq {
-            return Ok(CommittedTurn::Done(Vec::new()));
-        }
+        let Some(message) = hold(&tx, host, claim, turn.message_id).await? else {
+            return Ok(CommittedTurn::Done(Vec::new())); // Recorded already.
+        };
         let session = &claim.session;
         let mut outcome = turn.outcome;
         // The profile as it will be stored, merged under its row's lock:
@@ -142,26 +136,23 @@ impl PostgresStore {
             TurnOutcome::Completed { context, .. } => ("done", None, context.as_deref()),
             TurnOutcome::Failed { reason } => ("failed", Some(reason.as_str()), None),
         };
-        let kept: i32 = tx
-            .query_one(
-                &tx.prepare_cached(&format!(
-                    "UPDATE messages
-                     SET status = $1, flow = $2, flow_version = $3, error = $4,
-                         finished_at = {NOW_MS}
-                     WHERE id = $5
-                     RETURNING outputs_kept"
-                ))
-                .await?,
-                &[
-                    &status,
-                    &turn.flow,
-                    &turn.flow_version,
-                    &error,
-                    &turn.message_id,
-                ],
-            )
-            .await?
-            .get(0);
+        tx.execute(
+            &tx.prepare_cached(&format!(
+                "UPDATE messages
+                 SET status = $1, flow = $2, flow_version = $3, error = $4,
+                     finished_at = {NOW_MS}
+                 WHERE id = $5"
+            ))
+            .await?,
+            &[
+                &status,
+                &turn.flow,
+                &turn.flow_version,
+                &error,
+                &turn.message_id,
+            ],
+        )
+        .await?;
         tx.execute(
             &tx.prepare_cached(&format!(
                 "UPDATE sessions
@@ -169,7 +160,12 @@ impl PostgresStore {
                  WHERE endpoint = $1 AND session_id = $2"
             ))
             .await?,
-            &[&session.endpoint, &session.session_id, &seq, &context],
+            &[
+                &session.endpoint,
+                &session.session_id,
+                &message.seq,
+                &context,
+            ],
         )
         .await?;
         let outputs = match outcome {
@@ -190,22 +186,40 @@ impl PostgresStore {
             )
             .await?;
         }
-        let stored = insert_outputs(&tx, turn.message_id, session, kept, outputs).await?;
+        let stored =
+            insert_outputs(&tx, turn.message_id, session, message.outputs_kept, outputs).await?;
         tx.commit().await?;
         Ok(CommittedTurn::Done(stored))
     }
 }
 
+/// A pending message, as a write of its turn finds it.
+struct Pending {
+    /// Its number in its session.
+    seq: i64,
+    /// How many of its outputs are kept already.
+    outputs_kept: i32,
+}
+
 /// Locks the claimed session's row if `host` still holds it at the claim's
-/// epoch, and returns the number of its last finished message;
-/// [`StoreError::Fenced`] if another host has taken it.
-async fn hold(tx: &Transaction<'_>, host: &str, claim: &Claim) -> Result<i64, StoreError> {
+/// epoch, and returns message `message_id` of the session if it is still
+/// pending (`None`: it has ended); [`StoreError::Fenced`] if another host
+/// has taken the session.
+async fn hold(
+    tx: &Transaction<'_>,
+    host: &str,
+    claim: &Claim,
+    message_id: i64,
+) -> Result<Option<Pending>, StoreError> {
     let row = tx
         .query_opt(
             &tx.prepare_cached(
-                "SELECT finished FROM sessions
-             WHERE endpoint = $1 AND session_id = $2 AND owner = $3 AND epoch = $4
-             FOR UPDATE",
+                "SELECT m.seq, m.outputs_kept FROM sessions s
+                 LEFT JOIN messages m
+                   ON m.id = $5 AND m.status = 'pending'
+                  AND m.endpoint = s.endpoint AND m.session_id = s.session_id
+                 WHERE s.endpoint = $1 AND s.session_id = $2 AND s.owner = $3 AND s.epoch = $4
+                 FOR UPDATE OF s",
             )
             .await?,
             &[
@@ -213,11 +227,15 @@ async fn hold(tx: &Transaction<'_>, host: &str, claim: &Claim) -> Result<i64, St
                 &claim.session.session_id,
                 &host,
                 &claim.epoch,
+                &message_id,
             ],
         )
         .await?;
-    row.map(|row| row.get(0))
-        .ok_or_else(|| StoreError::Fenced(claim.session.clone()))
+    let row = row.ok_or_else(|| StoreError::Fenced(claim.session.clone()))?;
+    Ok(row.get::<_, Option<i64>>(0).map(|seq| Pending {
+        seq,
+        outputs_kept: row.get(1),
+    }))
 }
 
 /// Stores a message's outputs but those at a place below `kept`; returns

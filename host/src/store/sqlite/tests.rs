@@ -119,6 +119,7 @@ async fn a_turn_commits_state_and_outputs_together() {
     store
         .record_attempt(Attempt {
             output_id: outputs[0].id,
+            session: outputs[0].session.clone(),
             started_at: now_ms(),
             duration_ms: 1,
             status: Some(200),
@@ -183,6 +184,7 @@ async fn dead_letters_are_kept_and_requeued_and_old_records_pruned() {
         store
             .record_attempt(Attempt {
                 output_id: output.id,
+                session: output.session.clone(),
                 started_at: now_ms(),
                 duration_ms: 3,
                 status: Some(500),
@@ -531,6 +533,7 @@ async fn dead_letters_are_requeued_page_by_page_and_listed_with_a_cursor() {
         store
             .record_attempt(Attempt {
                 output_id: output.id,
+                session: output.session.clone(),
                 started_at: now_ms(),
                 duration_ms: 1,
                 status: Some(500),
@@ -631,6 +634,7 @@ async fn a_retry_keeps_its_due_time_across_a_restart() {
         store
             .record_attempt(Attempt {
                 output_id: output.id,
+                session: output.session.clone(),
                 started_at: now_ms(),
                 duration_ms: 2,
                 status: Some(500),

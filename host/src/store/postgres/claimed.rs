@@ -1,0 +1,259 @@
+//! The store's traits on PostgreSQL, as the inbox and delivery call them:
+//! each write of a turn or a delivery is made under this host's claim on
+//! the message's session ([`host`](super::host)), and refused
+//! ([`StoreError::Fenced`]) when this host holds no claim on it, or holds
+//! one the database no longer knows; the claim is then forgotten.
+//!
+//! The reads that list the inbox and the outbox list the whole deployment's
+//! (for the admin API); which of it this host runs is decided by its claims,
+//! not by these lists.
+
+use super::{Claim, PostgresStore};
+use crate::store::{
+    Attempt, AttemptRecord, CommittedTurn, DisabledEndpoint, InboxMessage, MessageStore, NewOutput,
+    OnAccepted, OutboxStore, OutputQuery, OutputRecord, PendingOutput, Queued, SessionKey,
+    SessionState, Store, StoreError, TurnRecord,
+};
+
+impl PostgresStore {
+    /// This host's claim on `session`, or [`StoreError::Fenced`].
+    fn claim_for(&self, session: &SessionKey) -> Result<Claim, StoreError> {
+        self.claim_on(session)
+            .ok_or_else(|| StoreError::Fenced(session.clone()))
+    }
+
+    /// `result`, forgetting `claim` if the database refused it.
+    fn under<T>(&self, claim: &Claim, result: Result<T, StoreError>) -> Result<T, StoreError> {
+        if let Err(StoreError::Fenced(_)) = &result {
+            self.forget(claim);
+        }
+        result
+    }
+}
+
+fn queued(row: &tokio_postgres::Row) -> Queued {
+    Queued {
+        id: row.get("id"),
+        session: SessionKey {
+            endpoint: row.get("endpoint"),
+            session_id: row.get("session_id"),
+        },
+        attempts: u32::try_from(row.get::<_, i32>("attempts")).unwrap_or(0),
+        next_attempt_at: row.get("next_attempt_at"),
+    }
+}
+
+#[async_trait::async_trait]
+impl MessageStore for PostgresStore {
+    async fn accept(
+        &self,
+        mut message: InboxMessage,
+        on_accepted: OnAccepted,
+    ) -> Result<(), StoreError> {
+        let (id, _seq) = self.accept_message(&message).await?;
+        message.id = id;
+        on_accepted(message);
+        Ok(())
+    }
+
+    async fn unfinished_messages(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .query(
+                "SELECT id, endpoint, session_id, 0 AS attempts, NULL::BIGINT AS next_attempt_at
+                 FROM messages WHERE status = 'pending' AND id > $1 ORDER BY id LIMIT $2",
+                &[&after_id, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(queued).collect())
+    }
+
+    async fn unfinished_message(&self, id: i64) -> Result<Option<InboxMessage>, StoreError> {
+        let row = self
+            .query_opt(
+                "SELECT * FROM messages WHERE id = $1 AND status = 'pending'",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|row| InboxMessage {
+            id,
+            session: SessionKey {
+                endpoint: row.get("endpoint"),
+                session_id: row.get("session_id"),
+            },
+            user_id: row.get("user_id"),
+            text: row.get("text"),
+            data: row.get("data"),
+            trace_id: row.get("trace_id"),
+            received_at: row.get("received_at"),
+        }))
+    }
+
+    async fn session_state(
+        &self,
+        session: &SessionKey,
+        user_id: &str,
+    ) -> Result<SessionState, StoreError> {
+        PostgresStore::session_state(self, session, user_id).await
+    }
+
+    async fn complete_turn(&self, turn: TurnRecord) -> Result<CommittedTurn, StoreError> {
+        let claim = self.claim_for(&turn.session)?;
+        let result = PostgresStore::complete_turn(self, self.host_id(), &claim, turn).await;
+        self.under(&claim, result)
+    }
+
+    async fn commit_said(
+        &self,
+        message_id: i64,
+        session: &SessionKey,
+        outputs: Vec<NewOutput>,
+    ) -> Result<Vec<PendingOutput>, StoreError> {
+        let claim = self.claim_for(session)?;
+        let result =
+            PostgresStore::commit_said(self, self.host_id(), &claim, message_id, outputs).await;
+        self.under(&claim, result)
+    }
+}
+
+#[async_trait::async_trait]
+impl OutboxStore for PostgresStore {
+    async fn pending_outputs(
+        &self,
+        endpoint: Option<&str>,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
+        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
+        let rows = self
+            .query(
+                "SELECT id, endpoint, session_id, attempts, next_attempt_at FROM outputs
+                 WHERE status = 'pending' AND ($1::TEXT IS NULL OR endpoint = $1) AND id > $2
+                 ORDER BY id LIMIT $3",
+                &[&endpoint, &after_id, &limit],
+            )
+            .await?;
+        Ok(rows.iter().map(queued).collect())
+    }
+
+    async fn pending_output(&self, id: i64) -> Result<Option<PendingOutput>, StoreError> {
+        let row = self
+            .query_opt(
+                "SELECT * FROM outputs WHERE id = $1 AND status = 'pending'",
+                &[&id],
+            )
+            .await?;
+        Ok(row.map(|row| {
+            let session = SessionKey {
+                endpoint: row.get("endpoint"),
+                session_id: row.get("session_id"),
+            };
+            super::deliveries::pending_output(&row, session)
+        }))
+    }
+
+    fn may_deliver(&self, session: &SessionKey) -> bool {
+        self.holds(session)
+    }
+
+    async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
+        let claim = self.claim_for(&attempt.session)?;
+        let result = PostgresStore::record_attempt(self, self.host_id(), &claim, attempt).await;
+        self.under(&claim, result)
+    }
+
+    async fn outputs(
+        &self,
+        endpoint: &str,
+        query: OutputQuery,
+    ) -> Result<Vec<OutputRecord>, StoreError> {
+        PostgresStore::outputs(self, endpoint, query).await
+    }
+
+    async fn attempts(&self, output_id: i64) -> Result<Vec<AttemptRecord>, StoreError> {
+        PostgresStore::attempts(self, output_id).await
+    }
+
+    async fn requeue_output(
+        &self,
+        endpoint: &str,
+        output_id: i64,
+    ) -> Result<Option<PendingOutput>, StoreError> {
+        PostgresStore::requeue_output(self, endpoint, output_id).await
+    }
+
+    async fn requeue_dead(
+        &self,
+        endpoint: &str,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<Queued>, StoreError> {
+        PostgresStore::requeue_dead(self, endpoint, after_id, limit).await
+    }
+
+    async fn disable_endpoint(&self, endpoint: &str, reason: &str) -> Result<(), StoreError> {
+        PostgresStore::disable_endpoint(self, endpoint, reason).await
+    }
+
+    async fn enable_endpoint(&self, endpoint: &str) -> Result<bool, StoreError> {
+        PostgresStore::enable_endpoint(self, endpoint).await
+    }
+
+    async fn disabled_endpoints(&self) -> Result<Vec<DisabledEndpoint>, StoreError> {
+        PostgresStore::disabled_endpoints(self).await
+    }
+}
+
+#[async_trait::async_trait]
+impl Store for PostgresStore {
+    async fn prune(&self, before: i64, idle_before: i64) -> Result<usize, StoreError> {
+        // One transaction, so that what goes is consistent. Sessions keep
+        // their row (and its numbering) while they have messages or work;
+        // an idle session's row goes with its context once nothing of it
+        // is left, so its next message starts again from 1.
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let mut rows = 0;
+        for sql in [
+            "DELETE FROM delivery_attempts WHERE output_id IN
+                 (SELECT id FROM outputs WHERE status = 'delivered' AND finished_at < $1)"
+                .to_owned(),
+            "DELETE FROM outputs WHERE status = 'delivered' AND finished_at < $1".to_owned(),
+            "DELETE FROM messages m WHERE status <> 'pending' AND finished_at < $1
+                 AND NOT EXISTS (SELECT 1 FROM outputs o WHERE o.message_id = m.id)"
+                .to_owned(),
+        ] {
+            rows += tx.execute(&sql, &[&before]).await?;
+        }
+        rows += tx
+            .execute(
+                "DELETE FROM sessions s
+                 WHERE updated_at < $1 AND owner IS NULL
+                   AND finished = accepted AND undelivered = 0
+                   AND NOT EXISTS (SELECT 1 FROM messages m
+                                   WHERE m.endpoint = s.endpoint AND m.session_id = s.session_id)",
+                &[&idle_before],
+            )
+            .await?;
+        rows += tx
+            .execute(
+                "DELETE FROM profiles WHERE updated_at < $1",
+                &[&idle_before],
+            )
+            .await?;
+        // A session kept for its messages still forgets its context.
+        rows += tx
+            .execute(
+                "UPDATE sessions SET context = '{}'
+                 WHERE updated_at < $1 AND context <> '{}' AND finished = accepted",
+                &[&idle_before],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(usize::try_from(rows).unwrap_or(usize::MAX))
+    }
+}
