@@ -108,15 +108,14 @@ impl Shared {
     }
 
     async fn renew(self: &Arc<Self>) {
-        let lapsed = !self.store.lease_holds();
         match self.store.renew().await {
-            Ok(()) if lapsed => {
+            Ok(true) => {
                 tracing::warn!(
                     "this host's lease had lapsed; renewed, it takes up its sessions again"
                 );
                 self.catch_up().await;
             }
-            Ok(()) => {}
+            Ok(false) => {}
             Err(error) => tracing::warn!(%error, "could not renew this host's lease"),
         }
     }

@@ -68,12 +68,16 @@ impl PostgresStore {
         self.me.lease
     }
 
-    /// Renews this host's lease.
-    pub async fn renew(&self) -> Result<(), StoreError> {
+    /// Renews this host's lease. Returns whether it had lapsed (by this
+    /// host's clock) by the time it was renewed: meanwhile, turns and
+    /// deliveries of its sessions were not begun, and are to be taken up.
+    pub async fn renew(&self) -> Result<bool, StoreError> {
         let asked = Instant::now();
         self.renew_host(&self.me.id, self.me.lease).await?;
-        *self.me.lease_holds_until.lock().unwrap() = Some(asked + self.me.lease);
-        Ok(())
+        let mut until = self.me.lease_holds_until.lock().unwrap();
+        let lapsed = until.is_some_and(|until| until <= Instant::now());
+        *until = Some(asked + self.me.lease);
+        Ok(lapsed)
     }
 
     /// Whether this host's lease surely still holds, by its own clock.

@@ -137,6 +137,17 @@ impl PostgresStore {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(options.acquire_timeout);
         }
+        // A host that pauses (or loses the network) in the middle of a
+        // transaction holds its session's row lock, and every host that
+        // accepts a message for that session would wait on it: the server
+        // ends such a transaction once it has idled for half a lease, well
+        // before another host may take the session over.
+        let idle_limit_ms = (options.lease / 2).as_millis().max(100);
+        let mut startup = config.get_options().unwrap_or_default().to_owned();
+        startup.push_str(&format!(
+            " -c idle_in_transaction_session_timeout={idle_limit_ms}"
+        ));
+        config.options(startup.trim());
         let tls = crate::tls::client_config(&[])
             .map_err(|e| StoreError::Open(format!("TLS for PostgreSQL: {e}")))?;
         let tls = tokio_postgres_rustls::MakeRustlsConnect::new(tls);

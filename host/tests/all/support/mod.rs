@@ -358,11 +358,17 @@ impl Host {
 
     /// Sends SIGTERM, without waiting for the host to exit.
     pub fn sigterm(&self) {
+        self.signal("TERM");
+    }
+
+    /// Sends the signal `name` (`TERM`, `STOP`, `CONT`, …).
+    pub fn signal(&self, name: &str) {
         let pid = self.child.id().unwrap();
-        std::process::Command::new("kill")
-            .args(["-TERM", &pid.to_string()])
+        let sent = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &pid.to_string()])
             .status()
             .unwrap();
+        assert!(sent.success(), "kill -{name} {pid}");
     }
 
     /// Stops the host with SIGTERM and waits for it to exit.
