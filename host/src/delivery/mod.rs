@@ -299,6 +299,33 @@ impl Delivery {
         Ok(was_stopped)
     }
 
+    /// Takes up what other hosts sharing the store decided: delivery stops
+    /// to the endpoints they stopped (a receiver answered them 410), and
+    /// resumes, with their pending outputs queued, to those an operator
+    /// resumed through another host.
+    pub async fn follow_stopped(&self) -> Result<(), StoreError> {
+        let stopped: HashSet<String> = self
+            .courier
+            .store
+            .disabled_endpoints()
+            .await?
+            .into_iter()
+            .map(|d| d.endpoint)
+            .collect();
+        let resumed: Vec<String> = {
+            let mut here = self.courier.stopped.lock().unwrap();
+            let resumed = here.difference(&stopped).cloned().collect();
+            *here = stopped;
+            resumed
+        };
+        for endpoint in resumed {
+            tracing::info!(%endpoint, "delivery resumed (at another host)");
+            self.for_each_pending(Some(&endpoint), |page| self.enqueue(page))
+                .await?;
+        }
+        Ok(())
+    }
+
     /// The outputs of `endpoint` that `query` asks for, newest first: for
     /// the admin API, which reads the outbox only through delivery.
     pub async fn outputs(

@@ -16,7 +16,7 @@
 //! [`crate::store::Wakeups`]), and a slow timer ([`POLL`]) that looks for
 //! what a lost notification or a dead host's lapsed lease left, and gives
 //! up the sessions that have nothing left to do. An idle deployment costs
-//! the database two small statements per host per [`POLL`].
+//! the database three small statements per host per [`POLL`].
 //!
 //! Each session held has at most one task running its messages
 //! ([`Shared::drive`]); it reads the next message by number, so messages
@@ -198,8 +198,9 @@ impl Shared {
         }
     }
 
-    /// Gives up what this host is done with, and wakes the sessions it
-    /// holds that have messages (in case a wake was lost).
+    /// Gives up what this host is done with, wakes the sessions it holds
+    /// that have messages (in case a wake was lost), and follows the
+    /// endpoints whose deliveries other hosts stopped or resumed.
     async fn tidy(self: &Arc<Self>) {
         match self.store.release_idle().await {
             Ok(0) => {}
@@ -213,6 +214,9 @@ impl Shared {
                 }
             }
             Err(error) => tracing::warn!(%error, "could not list the sessions this host holds"),
+        }
+        if let Err(error) = self.runner.delivery.follow_stopped().await {
+            tracing::warn!(%error, "could not read which endpoints' deliveries are stopped");
         }
     }
 

@@ -13,8 +13,10 @@ use crate::support::{PATIENCE, Receiver, Site, post, send};
 async fn a_flooded_session_cannot_make_other_sessions_or_endpoints_refuse_messages() {
     let receiver = Receiver::start().await;
     // 40 queued messages in all: 10 per endpoint and 2 per session by
-    // default. Each nap holds its session's lane for 20 s.
-    let site = Site::new(
+    // default. Each nap holds its session's lane for 20 s. The caps are the
+    // one-host inbox's (where hosts share PostgreSQL, the database is the
+    // queue).
+    let site = Site::on_sqlite(
         &["hostile", "echo"],
         &format!(
             r#"

@@ -236,20 +236,19 @@ async fn keys_are_created_listed_and_revoked_while_the_server_runs() {
 /// thousands, each for its own endpoint.
 #[tokio::test]
 async fn among_thousands_of_keys_only_a_right_one_gets_in() {
-    use flowhost::store::CredentialStore;
     let receiver = Receiver::start().await;
     let site = echo_site(&receiver);
     let mut keys = Vec::new();
     {
-        let store =
-            flowhost::store::SqliteStore::open_with(&site.path().join("data"), false).unwrap();
+        let opened = site.store().await;
+        let store = opened.store();
         for i in 0..2000 {
             let endpoint = if i % 2 == 0 { "locked" } else { "open" };
             let key = flowhost::keys::generate(endpoint, Some(format!("k{i}")));
             store.add_api_key(key.record).await.unwrap();
             keys.push(key.secret);
         }
-        store.close();
+        opened.close();
     }
     let host = site.start().await;
     let url = host.url("locked");

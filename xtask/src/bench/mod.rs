@@ -34,6 +34,7 @@ mod neighbours;
 mod process;
 mod receiver;
 mod reload;
+mod scale_out;
 mod table;
 mod waiting;
 
@@ -59,8 +60,8 @@ struct Options {
     /// How long each load phase runs.
     duration: Duration,
     /// `--only <scenario>`: run just the fast path (ack, end to end, hot
-    /// session, without fsync), the waiting flows, or one of the neighbour
-    /// scenarios.
+    /// session, without fsync), the waiting flows, one of the neighbour
+    /// scenarios, or the store shared by hosts (`scale_out`).
     only: Option<String>,
     /// `--flowhost <path>`: measure this build of flowhost (another
     /// version, kept aside) instead of the one built from this checkout.
@@ -157,9 +158,16 @@ async fn scenarios(
             results.insert("first_output", first);
             return Ok(json!(results));
         }
+        Some("scale_out") => {
+            let figures =
+                scale_out::scenarios(flowhost, flows, &hook, &deliveries, options, epoch).await?;
+            results.extend(figures);
+            return Ok(json!(results));
+        }
         Some(other) => {
             bail!(
-                "--only takes fast_path, waiting, noisy_neighbours or hostile_neighbours, not {other}"
+                "--only takes fast_path, waiting, noisy_neighbours, hostile_neighbours or \
+                 scale_out, not {other}"
             )
         }
     }
@@ -282,6 +290,8 @@ async fn scenarios(
         hostile_neighbours(flowhost, flows, &hook, &deliveries, options, epoch).await?,
     );
     results.insert("reload", reload(flowhost, flows, &hook, &deliveries).await?);
+    results
+        .extend(scale_out::scenarios(flowhost, flows, &hook, &deliveries, options, epoch).await?);
     Ok(json!(results))
 }
 

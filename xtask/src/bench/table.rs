@@ -116,6 +116,40 @@ pub(super) fn print_table(results: &Value) {
             ],
         ),
         (
+            "store: one host on SQLite (closed loop, 64 connections, 10,000 sessions)",
+            "store_sqlite_one_host",
+            &[
+                "messages_per_second",
+                "p50_ms",
+                "p99_ms",
+                "flowhost_cpu_seconds_per_1000_messages",
+            ],
+        ),
+        (
+            "store: one host on PostgreSQL (same loop; PostgreSQL on this machine, fsynced)",
+            "store_postgres_one_host",
+            &[
+                "messages_per_second",
+                "p50_ms",
+                "p99_ms",
+                "over_sqlite",
+                "flowhost_cpu_seconds_per_1000_messages",
+                "postgres_cpu_seconds_per_1000_messages",
+            ],
+        ),
+        (
+            "store: two hosts on one PostgreSQL (the loop's connections split between them)",
+            "store_postgres_two_hosts",
+            &[
+                "messages_per_second",
+                "p50_ms",
+                "p99_ms",
+                "over_sqlite",
+                "flowhost_cpu_seconds_per_1000_messages",
+                "postgres_cpu_seconds_per_1000_messages",
+            ],
+        ),
+        (
             "reload",
             "reload",
             &[

@@ -51,6 +51,12 @@ pub fn built_flows() -> &'static Path {
     })
 }
 
+/// Whether the suite runs against PostgreSQL (`TEST_STORE=postgres`)
+/// rather than the embedded SQLite store.
+pub fn on_postgres() -> bool {
+    std::env::var("TEST_STORE").is_ok_and(|store| store == "postgres")
+}
+
 /// The path of a built flow.
 pub fn flow_file(name: &str) -> PathBuf {
     let path = built_flows().join(format!("{name}.wasm"));
@@ -67,8 +73,16 @@ pub fn endpoint(name: &str, flow: &str, receiver: &Receiver) -> String {
 }
 
 /// A folder with a flows folder, a data folder and a `flowhost.toml`.
+///
+/// With `TEST_STORE=postgres` in the environment, a site whose
+/// configuration names no `[store]` gets a PostgreSQL cluster of its own
+/// and keeps its store there: the suite runs against either store.
 pub struct Site {
     pub dir: tempfile::TempDir,
+    /// The site's own PostgreSQL, under `TEST_STORE=postgres`.
+    pub postgres: Option<postgres::TestPostgres>,
+    /// The URL of its database.
+    store_url: Option<String>,
     endpoints: Vec<String>,
     /// The receivers in tests are on loopback, which webhooks may only use
     /// when private webhooks are allowed; the SSRF tests turn this off.
@@ -79,6 +93,16 @@ impl Site {
     /// A site with these flows and this configuration (without `listen`,
     /// `flows_dir` and `data_dir`, which the site sets).
     pub fn new(flows: &[&str], config: &str) -> Site {
+        Site::with_store(flows, config, on_postgres())
+    }
+
+    /// Like [`new`](Self::new), on the embedded SQLite store whatever
+    /// `TEST_STORE` says: for what only one host has.
+    pub fn on_sqlite(flows: &[&str], config: &str) -> Site {
+        Site::with_store(flows, config, false)
+    }
+
+    fn with_store(flows: &[&str], config: &str, postgres: bool) -> Site {
         let dir = tempfile::tempdir().unwrap();
         std::fs::create_dir(dir.path().join("flows")).unwrap();
         for flow in flows {
@@ -88,9 +112,16 @@ impl Site {
             )
             .unwrap();
         }
-        let full = format!(
+        let mut full = format!(
             "listen = \"127.0.0.1:0\"\nflows_dir = \"flows\"\ndata_dir = \"data\"\n{config}"
         );
+        let postgres = (postgres && !config.contains("[store]")).then(|| {
+            let postgres = postgres::TestPostgres::start();
+            let url = postgres.database("flowhost");
+            full.push_str(&format!("\n[store]\nurl = \"{url}\"\n"));
+            (postgres, url)
+        });
+        let (postgres, store_url) = postgres.unzip();
         std::fs::write(dir.path().join("flowhost.toml"), full).unwrap();
         let endpoints = config
             .lines()
@@ -103,6 +134,8 @@ impl Site {
             .collect();
         Site {
             dir,
+            postgres,
+            store_url,
             endpoints,
             private_webhooks: true,
         }
@@ -110,6 +143,22 @@ impl Site {
 
     pub fn path(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// The store the site's hosts use, opened here: SQLite in the data
+    /// folder (while no host of the site runs), or the site's PostgreSQL.
+    pub async fn store(&self) -> flowhost::store::Opened {
+        use flowhost::store::{Opened, PostgresOptions, PostgresStore, SqliteStore};
+        match &self.store_url {
+            Some(url) => Opened::Postgres(Arc::new(
+                PostgresStore::connect(&PostgresOptions::new(url.clone()))
+                    .await
+                    .unwrap(),
+            )),
+            None => Opened::Sqlite(Arc::new(
+                SqliteStore::open_with(&self.path().join("data"), false).unwrap(),
+            )),
+        }
     }
 
     /// Adds the built flow `built` as `<name>.wasm`, with `manifest` as its

@@ -2,7 +2,7 @@
 //! folder, started on a free loopback port with trust authentication, and
 //! stopped (immediately) when dropped. A real server, never a mock.
 //!
-//! The server's programs are found in `FLOWHOST_TEST_PG_BIN` if set, else in
+//! The server's programs are found in `TEST_PG_BIN` if set, else in
 //! the newest `/usr/lib/postgresql/<version>/bin` (Debian keeps them off
 //! `PATH`). PostgreSQL refuses to run as root; as root, the cluster is run
 //! as the `postgres` user, which Debian's package creates.
@@ -110,6 +110,44 @@ impl TestPostgres {
         rustix::process::geteuid().is_root()
     }
 
+    /// The CPU time (user and system, in seconds) the server has used so
+    /// far: its main process and its backends, live and ended (an ended
+    /// backend's time is counted in its parent's once reaped). For
+    /// benchmarks, which count the database's share of the work.
+    pub fn cpu_seconds(&self) -> f64 {
+        let pid_file = std::fs::read_to_string(self.data().join("postmaster.pid"))
+            .expect("the server is running");
+        let main: u32 = pid_file.lines().next().unwrap().trim().parse().unwrap();
+        let mut ticks = 0;
+        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+                continue;
+            };
+            let Some((_, after_name)) = stat.rsplit_once(')') else {
+                continue;
+            };
+            // Counted after the name: 2 is the parent, 12 to 15 utime,
+            // stime, cutime, cstime.
+            let fields: Vec<u64> = after_name
+                .split_whitespace()
+                .map(|f| f.parse().unwrap_or(0))
+                .collect();
+            if pid == main {
+                ticks += fields[11] + fields[12] + fields[13] + fields[14];
+            } else if fields[1] == u64::from(main) {
+                ticks += fields[11] + fields[12];
+            }
+        }
+        ticks as f64 / 100.0
+    }
+
     fn data(&self) -> PathBuf {
         self.dir.path().join("data")
     }
@@ -126,7 +164,7 @@ impl Drop for TestPostgres {
 
 /// The folder of `initdb` and `pg_ctl`.
 fn server_bin() -> PathBuf {
-    if let Some(bin) = std::env::var_os("FLOWHOST_TEST_PG_BIN") {
+    if let Some(bin) = std::env::var_os("TEST_PG_BIN") {
         return PathBuf::from(bin);
     }
     let newest = std::fs::read_dir("/usr/lib/postgresql")
@@ -140,7 +178,7 @@ fn server_bin() -> PathBuf {
         panic!(
             "these tests need PostgreSQL's server (initdb, pg_ctl), not found in \
              /usr/lib/postgresql/<version>/bin: install it (Debian, Ubuntu: \
-             `sudo apt-get install postgresql`), or set FLOWHOST_TEST_PG_BIN to the \
+             `sudo apt-get install postgresql`), or set TEST_PG_BIN to the \
              folder that holds initdb and pg_ctl"
         )
     })
