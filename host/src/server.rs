@@ -171,10 +171,9 @@ impl Server {
                 inbox
             }
             Opened::Postgres(postgres) => {
-                let (inbox, keeper) =
-                    Inbox::shared(Handle::current(), runner, Arc::clone(postgres))
-                        .await
-                        .context("joining the hosts that share the store")?;
+                let (inbox, keeper) = Inbox::shared(runner, Arc::clone(postgres))
+                    .await
+                    .context("joining the hosts that share the store")?;
                 background.push(keeper);
                 inbox
             }

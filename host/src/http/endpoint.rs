@@ -124,7 +124,9 @@ pub(super) async fn receive(
         .to_bytes();
     let valid = message::parse(&bytes)?;
 
-    if !app.flows.serves_or_may_serve(&endpoint.config.flow) {
+    // Where hosts share the store, another host may have the flow: the
+    // message waits for one that has.
+    if !app.inbox.is_shared() && !app.flows.serves_or_may_serve(&endpoint.config.flow) {
         return Err(Problem::unavailable(
             "flow-not-loaded",
             "Flow not loaded",

@@ -113,7 +113,8 @@ impl Admission {
         }
     }
 
-    pub(super) fn total(&self) -> usize {
+    #[cfg(test)]
+    fn total(&self) -> usize {
         self.counts.lock().unwrap().total
     }
 }

@@ -88,17 +88,29 @@ struct Waiting {
 /// The inbox: accepts messages and runs them.
 #[derive(Clone)]
 pub struct Inbox {
+    store: Arc<dyn MessageStore>,
+    runs: Runs,
+}
+
+/// Who runs the messages accepted.
+#[derive(Clone)]
+enum Runs {
+    /// This host, in lanes.
+    Here(Local),
+    /// Whichever host holds the message's session (the store is shared).
+    Shared(Arc<Shared>),
+}
+
+/// The inbox of one host.
+#[derive(Clone)]
+struct Local {
     /// Each session's lane holds message ids: a message is read when its
     /// turn comes, unless it carries itself, so that a backlog costs a few
     /// bytes per message, not its text and data.
     lanes: Lanes<SessionKey, Waiting>,
     carry: Arc<CarryBudget>,
-    store: Arc<dyn MessageStore>,
     /// Messages accepted and not yet finished.
     admission: Arc<Admission>,
-    /// Where hosts share the store: the sessions this host holds, which it
-    /// runs instead of lanes.
-    shared: Option<Arc<Shared>>,
 }
 
 /// What running a message needs.
@@ -122,7 +134,6 @@ impl Inbox {
     /// `limits` are reached by the messages waiting or running.
     pub fn new(runtime: Handle, runner: TurnRunner, limits: QueueLimits) -> Inbox {
         let store = Arc::clone(&runner.store);
-        let admission = Arc::new(Admission::new(limits));
         let runner = Arc::new(runner);
         let lanes = Lanes::new(runtime, move |_session: SessionKey, waiting: Waiting| {
             let runner = Arc::clone(&runner);
@@ -133,59 +144,60 @@ impl Inbox {
             }
         });
         Inbox {
-            lanes,
-            carry: CarryBudget::new(CARRIED_BYTES),
             store,
-            admission,
-            shared: None,
+            runs: Runs::Here(Local {
+                lanes,
+                carry: CarryBudget::new(CARRIED_BYTES),
+                admission: Arc::new(Admission::new(limits)),
+            }),
         }
     }
 
     /// An inbox whose store other hosts share: it runs the sessions this
     /// host claims, whichever host accepted their messages. Returns it and
-    /// the task that keeps its claims (until `runner.shutdown`).
+    /// the task that keeps its claims (until `runner.shutdown`). The queue
+    /// limits are the one-host inbox's: here the database is the queue.
     pub async fn shared(
-        runtime: Handle,
         runner: TurnRunner,
         store: Arc<PostgresStore>,
     ) -> Result<(Inbox, tokio::task::JoinHandle<()>), StoreError> {
         let runner = Arc::new(runner);
         let (shared, keeper) = Shared::start(store, Arc::clone(&runner)).await?;
-        let lanes = Lanes::new(runtime, |_session: SessionKey, _waiting: Waiting| async {});
         let inbox = Inbox {
-            lanes,
-            carry: CarryBudget::new(CARRIED_BYTES),
             store: Arc::clone(&runner.store),
-            // Which host runs a message is decided by claims, so this
-            // host's count of waiting messages bounds nothing.
-            admission: Arc::new(Admission::new(QueueLimits {
-                total: usize::MAX,
-                per_endpoint: usize::MAX,
-                per_session: usize::MAX,
-            })),
-            shared: Some(shared),
+            runs: Runs::Shared(shared),
         };
         Ok((inbox, keeper))
     }
 
+    /// Whether hosts share the store, so that another host may run what
+    /// this one accepts.
+    pub fn is_shared(&self) -> bool {
+        matches!(self.runs, Runs::Shared(_))
+    }
+
     /// Accepts a message: returns once it is durable and queued.
     pub async fn accept(&self, message: InboxMessage) -> Result<(), AcceptError> {
-        if self.shared.is_some() {
-            // The database tells the host that holds (or claims) the
-            // session, this one included, once the message is committed.
-            self.store.accept(message, Box::new(|_| {})).await?;
-            return Ok(());
-        }
+        let local = match &self.runs {
+            Runs::Here(local) => local,
+            Runs::Shared(_) => {
+                // The database tells the host that holds (or claims) the
+                // session, this one included, once the message commits.
+                self.store.accept(message, Box::new(|_| {})).await?;
+                return Ok(());
+            }
+        };
         let session = message.session.clone();
-        self.admission
+        local
+            .admission
             .admit(&session)
             .map_err(AcceptError::Overloaded)?;
         let admitted = Admitted {
-            admission: Arc::clone(&self.admission),
+            admission: Arc::clone(&local.admission),
             session,
         };
-        let lanes = self.lanes.clone();
-        let carry = Arc::clone(&self.carry);
+        let lanes = local.lanes.clone();
+        let carry = Arc::clone(&local.carry);
         // If the message is not stored, the callback is dropped uncalled,
         // and the count with it.
         self.store
@@ -209,10 +221,11 @@ impl Inbox {
     /// Queues the messages that were accepted but had not finished when the
     /// host last stopped, read a page at a time (ids and sessions only: each
     /// message is read when its turn comes). Call before accepting new ones.
+    /// Where the store is shared, they are claimed like the rest: none here.
     pub async fn recover(&self) -> Result<usize, StoreError> {
-        if self.shared.is_some() {
-            return Ok(0); // What is unfinished is claimed like the rest.
-        }
+        let Runs::Here(local) = &self.runs else {
+            return Ok(0);
+        };
         let mut count = 0;
         let mut after_id = 0;
         loop {
@@ -227,9 +240,9 @@ impl Inbox {
             count += page.len();
             let full = page.len() == RECOVERY_PAGE;
             for queued in page {
-                self.admission.count(&queued.session);
+                local.admission.count(&queued.session);
                 let admitted = Admitted {
-                    admission: Arc::clone(&self.admission),
+                    admission: Arc::clone(&local.admission),
                     session: queued.session.clone(),
                 };
                 let waiting = Waiting {
@@ -237,7 +250,7 @@ impl Inbox {
                     admitted,
                     carried: None,
                 };
-                self.lanes.push(queued.session, waiting);
+                local.lanes.push(queued.session, waiting);
             }
             if !full {
                 return Ok(count);
@@ -245,24 +258,19 @@ impl Inbox {
         }
     }
 
-    /// Messages accepted and not yet finished.
-    pub fn unfinished(&self) -> usize {
-        self.admission.total()
-    }
-
     /// Resolves once no message is running. After shutdown, lanes stop
     /// before their next message, so this waits for the running ones only.
     pub async fn idle(&self) {
-        self.lanes.idle().await;
-        if let Some(shared) = &self.shared {
-            shared.idle().await;
+        match &self.runs {
+            Runs::Here(local) => local.lanes.idle().await,
+            Runs::Shared(shared) => shared.idle().await,
         }
     }
 
     /// Where hosts share the store: gives up this host's sessions and
     /// lease, so that the others carry on at once. Call once idle.
     pub async fn leave(&self) {
-        if let Some(shared) = &self.shared {
+        if let Runs::Shared(shared) = &self.runs {
             shared.leave().await;
         }
     }

@@ -268,6 +268,20 @@ impl Shared {
             let Some(claim) = self.store.claim_on(&session) else {
                 break;
             };
+            if !self.can_run(&session) {
+                // Its flow was unloaded here (or its endpoint removed): a
+                // host that has it takes the session; this one no longer
+                // claims it.
+                match self.store.give_up(&claim).await {
+                    Ok(()) => {
+                        tracing::info!(%session, "gave the session up: its flow is not loaded here")
+                    }
+                    Err(error) => {
+                        tracing::warn!(%error, %session, "could not give the session up; it passes on when this host's lease runs out")
+                    }
+                }
+                break;
+            }
             match self.store.next_message(self.store.host_id(), &claim).await {
                 Ok(Some(next)) => {
                     self.runner.run(next.message.id, Some(next.message)).await;
@@ -299,6 +313,16 @@ impl Shared {
             }
         }
         self.running.lock().unwrap().remove(&session);
+    }
+
+    /// Whether this host can run the session's messages: its endpoint is
+    /// configured and its flow loaded.
+    fn can_run(&self, session: &SessionKey) -> bool {
+        self.runner
+            .endpoints
+            .load()
+            .by_name(&session.endpoint)
+            .is_some_and(|endpoint| self.runner.flows.get(&endpoint.config.flow).is_some())
     }
 
     /// Resolves once no session's task is running.

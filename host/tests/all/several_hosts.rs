@@ -486,3 +486,50 @@ async fn a_key_created_at_one_host_works_at_every_host_and_revoked_at_none() {
         assert_eq!(post_with_key(host).await, 401, "refused at every host");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_a_host_that_has_the_flow_runs_its_messages_whichever_host_took_them() {
+    const SESSIONS: usize = 3;
+    let postgres = TestPostgres::start();
+    let url = postgres.database("flows");
+    let receiver = Receiver::start().await;
+    let sites = sites(2, &url, &receiver);
+    // The second host has no flow yet.
+    std::fs::remove_file(sites[1].path().join("flows/faulty.wasm")).unwrap();
+    let hosts = start_all(&sites).await;
+    let sent = Sent::default();
+    let send_to = async |host: &Host, messages: std::ops::Range<usize>| {
+        let url = [host.url("count")];
+        for n in messages {
+            for s in 0..SESSIONS {
+                send_to_any(&url, 0, &format!("s{s}"), n, &sent).await;
+            }
+        }
+    };
+
+    send_to(&hosts[1], 0..5).await;
+    let received = receiver.wait_for(SESSIONS * 5).await;
+    assert_eq!(received.len(), SESSIONS * 5);
+    assert_eq!(
+        (handled(&hosts[0]), handled(&hosts[1])),
+        (SESSIONS * 5, 0),
+        "the host with the flow ran what the other accepted"
+    );
+
+    // The flow moves from the first host to the second: the sessions follow.
+    std::fs::copy(
+        sites[0].path().join("flows/faulty.wasm"),
+        sites[1].path().join("flows/faulty.wasm"),
+    )
+    .unwrap();
+    hosts[1].wait_for_log(&["flow loaded", "faulty"]).await;
+    std::fs::remove_file(sites[0].path().join("flows/faulty.wasm")).unwrap();
+    hosts[0].wait_for_log(&["the flow is unloaded"]).await;
+    send_to(&hosts[0], 5..10).await;
+    expect_counted(&receiver, SESSIONS, 10, &sent).await;
+    assert_eq!(
+        (handled(&hosts[0]), handled(&hosts[1])),
+        (SESSIONS * 5, SESSIONS * 5),
+        "the host that has the flow now ran the rest, and the counts went on"
+    );
+}

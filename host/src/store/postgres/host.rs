@@ -127,6 +127,24 @@ impl PostgresStore {
         }
     }
 
+    /// Gives up `claim` whatever the session has left, for another host to
+    /// take (this host cannot run it: its flow is not loaded here).
+    pub async fn give_up(&self, claim: &Claim) -> Result<(), StoreError> {
+        self.execute(
+            "UPDATE sessions SET owner = NULL
+             WHERE endpoint = $1 AND session_id = $2 AND owner = $3 AND epoch = $4",
+            &[
+                &claim.session.endpoint,
+                &claim.session.session_id,
+                &self.me.id,
+                &claim.epoch,
+            ],
+        )
+        .await?;
+        self.forget(claim);
+        Ok(())
+    }
+
     /// Gives up every session this host holds that has nothing left to run
     /// or deliver; returns how many.
     pub async fn release_idle(&self) -> Result<usize, StoreError> {

@@ -8,8 +8,9 @@
 //! accepted them, claimed by one live host at a time. A claimed session's
 //! turns ([`turns`]) and deliveries ([`deliveries`]), every write fenced by
 //! the claim. Wake-ups between hosts ([`wakeups`]), and what the admin API
-//! reads and changes ([`admin`]). Not yet wired into `flowhost serve`, which
-//! keeps to SQLite until the inbox and delivery run on claims.
+//! reads and changes ([`admin`]). This host's own claims, and its lease as
+//! it reckons it ([`host`]); the store's traits over them ([`claimed`]), as
+//! the inbox and delivery call them.
 //!
 //! **Round trips.** On a machine where a process wake-up is dear, what a
 //! message costs here is mostly the kernel's work for each round trip to
@@ -26,6 +27,8 @@
 //! certificate is always verified when TLS is used.
 //!
 //! **Time** is the database's, never a host's: hosts' clocks may differ.
+//! A host also reckons its lease by its own clock, but only to stop sooner
+//! than the database would let it ([`host`]).
 //!
 //! [deadpool-postgres]: https://docs.rs/deadpool-postgres
 //! [`CredentialStore`]: crate::store::CredentialStore

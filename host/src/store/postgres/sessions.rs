@@ -27,7 +27,8 @@
 //! only paused finds, when it wakes, that every write it tries is fenced.
 //! Leases are compared with the database's clock, never a host's.
 //!
-//! Not yet wired into `flowhost serve`: the inbox still runs on SQLite.
+//! The inbox's side of this, the loop that claims, renews and takes
+//! sessions up, is `inbox::shared`.
 
 use std::time::Duration;
 
