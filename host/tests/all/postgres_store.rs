@@ -834,3 +834,67 @@ async fn an_endpoint_stopped_by_one_host_is_stopped_for_all() {
     assert!(!one.enable_endpoint("support").await.unwrap());
     assert!(one.disabled_endpoints().await.unwrap().is_empty());
 }
+
+#[tokio::test]
+async fn pruning_forgets_what_is_done_and_keeps_what_waits() {
+    use flowhost::store::Store;
+    let (_postgres, url, one, _) = two_hosts("pruned").await;
+    one.renew_host("one", Duration::from_secs(30))
+        .await
+        .unwrap();
+    one.accept_message(&message("done", 1)).await.unwrap();
+    one.accept_message(&message("waiting", 1)).await.unwrap();
+    let claims = one.claim_sessions("one", &endpoints(), 10).await.unwrap();
+    let done = claims
+        .iter()
+        .find(|c| c.session.session_id == "done")
+        .unwrap();
+    let first = one.next_message("one", done).await.unwrap().unwrap();
+    let CommittedTurn::Done(outputs) = one
+        .complete_turn("one", done, completed(&first, r#"{"n":1}"#, &["a"]))
+        .await
+        .unwrap()
+    else {
+        panic!("the turn failed");
+    };
+    one.record_attempt("one", done, attempt(&outputs[0], AttemptOutcome::Delivered))
+        .await
+        .unwrap();
+    assert!(one.release("one", done).await.unwrap());
+    let db = client(&url).await;
+    // A host gone two hours ago, still named the owner of a session.
+    db.batch_execute(
+        "INSERT INTO hosts VALUES ('gone', now() - INTERVAL '2 hours');
+         UPDATE sessions SET owner = 'gone' WHERE session_id = 'waiting'",
+    )
+    .await
+    .unwrap();
+
+    let later = flowhost::store::now_ms() + 60_000;
+    let pruned = one.prune(later, later).await.unwrap();
+    let count = async |sql: &str| -> i64 { db.query_one(sql, &[]).await.unwrap().get(0) };
+    assert_eq!(
+        count("SELECT count(*) FROM messages WHERE session_id = 'done'").await
+            + count("SELECT count(*) FROM outputs").await
+            + count("SELECT count(*) FROM delivery_attempts").await
+            + count("SELECT count(*) FROM sessions WHERE session_id = 'done'").await,
+        0,
+        "the finished message, its delivered output and attempt, and the idle session are gone"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM messages WHERE session_id = 'waiting' AND status = 'pending'")
+            .await,
+        1,
+        "a message still to run stays"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM sessions WHERE session_id = 'waiting' AND owner IS NULL").await,
+        1,
+        "its session stays, no longer claimed by the host long gone"
+    );
+    assert_eq!(
+        count("SELECT count(*) FROM hosts WHERE id = 'gone'").await,
+        0
+    );
+    assert_eq!(pruned, 5, "message, output, attempt, session and host rows");
+}

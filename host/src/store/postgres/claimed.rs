@@ -245,6 +245,22 @@ impl Store for PostgresStore {
                 &[&idle_before],
             )
             .await?;
+        // Hosts gone for an hour: their claims are void already (their
+        // lease ran out); the rows go, and the sessions they held are
+        // nobody's.
+        tx.execute(
+            "UPDATE sessions s SET owner = NULL
+             FROM hosts h
+             WHERE s.owner = h.id AND h.lease_until < clock_timestamp() - INTERVAL '1 hour'",
+            &[],
+        )
+        .await?;
+        rows += tx
+            .execute(
+                "DELETE FROM hosts WHERE lease_until < clock_timestamp() - INTERVAL '1 hour'",
+                &[],
+            )
+            .await?;
         // A session kept for its messages still forgets its context.
         rows += tx
             .execute(
