@@ -37,6 +37,11 @@ use crate::store::{Claim, PostgresStore, SessionKey, StoreError, Wake};
 /// done with, besides when it is woken.
 pub(crate) const POLL: Duration = Duration::from_secs(1);
 
+/// How long a session this host holds may have nothing to do before it is
+/// given up: a conversation's next message usually comes sooner, and finds
+/// the session still here, with no claim to make.
+const KEEP_IDLE: Duration = Duration::from_secs(10);
+
 /// How many sessions one claim takes at most; a round claims again while
 /// it takes this many.
 const CLAIM_BATCH: i64 = 256;
@@ -202,7 +207,7 @@ impl Shared {
     /// that have messages (in case a wake was lost), and follows the
     /// endpoints whose deliveries other hosts stopped or resumed.
     async fn tidy(self: &Arc<Self>) {
-        match self.store.release_idle().await {
+        match self.store.release_idle(KEEP_IDLE).await {
             Ok(0) => {}
             Ok(released) => tracing::debug!(released, "gave up sessions with nothing left to do"),
             Err(error) => tracing::warn!(%error, "could not give up idle sessions"),
@@ -261,7 +266,14 @@ impl Shared {
     /// order, until it has none, the claim is lost, or the host stops.
     async fn drive(self: Arc<Self>, session: SessionKey) {
         let mut wait = Duration::from_millis(50);
+        // Whether the session may have a message to run: after a message
+        // read with none behind it, only a wake says so.
+        let mut look = true;
         loop {
+            if !look && !self.woken_again(&session) {
+                return;
+            }
+            look = true;
             if self.shutdown().is_cancelled() || !self.store.holds(&session) {
                 break; // Taken up again once the lease is renewed.
             }
@@ -284,19 +296,11 @@ impl Shared {
             }
             match self.store.next_message(self.store.host_id(), &claim).await {
                 Ok(Some(next)) => {
+                    look = next.more;
                     self.runner.run(next.message.id, Some(next.message)).await;
                     wait = Duration::from_millis(50);
                 }
-                Ok(None) => {
-                    let mut running = self.running.lock().unwrap();
-                    match running.get_mut(&session) {
-                        Some(again) if *again => *again = false,
-                        _ => {
-                            running.remove(&session);
-                            return;
-                        }
-                    }
-                }
+                Ok(None) => look = false,
                 Err(StoreError::Fenced(_)) => {
                     tracing::info!(%session, "another host has taken the session");
                     self.store.forget(&claim);
@@ -313,6 +317,23 @@ impl Shared {
             }
         }
         self.running.lock().unwrap().remove(&session);
+    }
+
+    /// Whether the session's task was woken since it last looked (and
+    /// resets that); if not, the task ends, in the same step, so that a
+    /// wake after it starts a new one.
+    fn woken_again(&self, session: &SessionKey) -> bool {
+        let mut running = self.running.lock().unwrap();
+        match running.get_mut(session) {
+            Some(again) if *again => {
+                *again = false;
+                true
+            }
+            _ => {
+                running.remove(session);
+                false
+            }
+        }
     }
 
     /// Whether this host can run the session's messages: its endpoint is

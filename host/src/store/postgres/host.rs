@@ -19,7 +19,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use super::{Claim, PostgresStore};
+use super::{Claim, NOW_MS, PostgresStore};
 use crate::store::{SessionKey, StoreError};
 
 /// This host, as the database knows it.
@@ -145,15 +145,21 @@ impl PostgresStore {
         Ok(())
     }
 
-    /// Gives up every session this host holds that has nothing left to run
-    /// or deliver; returns how many.
-    pub async fn release_idle(&self) -> Result<usize, StoreError> {
+    /// Gives up every session this host holds that has had nothing to run
+    /// or deliver for `idle` (a session in a conversation keeps its host
+    /// between messages, rather than being given up and claimed again for
+    /// each); returns how many.
+    pub async fn release_idle(&self, idle: Duration) -> Result<usize, StoreError> {
+        let idle_ms = i64::try_from(idle.as_millis()).unwrap_or(i64::MAX);
         let rows = self
             .query(
-                "UPDATE sessions SET owner = NULL
-                 WHERE owner = $1 AND finished = accepted AND undelivered = 0
-                 RETURNING endpoint, session_id, epoch",
-                &[&self.me.id],
+                &format!(
+                    "UPDATE sessions SET owner = NULL
+                     WHERE owner = $1 AND finished = accepted AND undelivered = 0
+                       AND updated_at < {NOW_MS} - $2
+                     RETURNING endpoint, session_id, epoch"
+                ),
+                &[&self.me.id, &idle_ms],
             )
             .await?;
         for row in &rows {

@@ -50,6 +50,8 @@ pub struct Claim {
 pub struct ClaimedMessage {
     /// Its number in its session, from 1.
     pub seq: i64,
+    /// Whether the session had messages after it when it was read.
+    pub more: bool,
     /// The message.
     pub message: InboxMessage,
 }
@@ -161,7 +163,8 @@ impl PostgresStore {
     ) -> Result<Option<ClaimedMessage>, StoreError> {
         let row = self
             .query_opt(
-                "SELECT s.owner IS NOT DISTINCT FROM $3 AND s.epoch = $4 AS held, m.*
+                "SELECT s.owner IS NOT DISTINCT FROM $3 AND s.epoch = $4 AS held,
+                        s.accepted AS last, m.*
                  FROM sessions s
                  LEFT JOIN messages m
                    ON m.endpoint = s.endpoint AND m.session_id = s.session_id
@@ -181,8 +184,10 @@ impl PostgresStore {
         let Some(id) = row.get::<_, Option<i64>>("id") else {
             return Ok(None);
         };
+        let seq: i64 = row.get("seq");
         Ok(Some(ClaimedMessage {
-            seq: row.get("seq"),
+            seq,
+            more: seq < row.get::<_, i64>("last"),
             message: InboxMessage {
                 id,
                 session: claim.session.clone(),

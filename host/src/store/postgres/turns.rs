@@ -91,6 +91,16 @@ impl PostgresStore {
         claim: &Claim,
         turn: TurnRecord,
     ) -> Result<CommittedTurn, StoreError> {
+        let changes_profile = matches!(
+            &turn.outcome,
+            TurnOutcome::Completed {
+                profile: Some(_),
+                ..
+            }
+        );
+        if !changes_profile {
+            return self.complete_turn_at_once(host, claim, turn).await;
+        }
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
         let Some(message) = hold(&tx, host, claim, turn.message_id).await? else {
@@ -190,6 +200,119 @@ impl PostgresStore {
             insert_outputs(&tx, turn.message_id, session, message.outputs_kept, outputs).await?;
         tx.commit().await?;
         Ok(CommittedTurn::Done(stored))
+    }
+}
+
+impl PostgresStore {
+    /// [`complete_turn`](Self::complete_turn) for a turn that leaves the
+    /// profile as it is, which is most: one statement, so one round trip
+    /// and its own transaction, instead of one per step. (A profile change
+    /// is merged with the stored profile by flowhost, between statements.)
+    async fn complete_turn_at_once(
+        &self,
+        host: &str,
+        claim: &Claim,
+        turn: TurnRecord,
+    ) -> Result<CommittedTurn, StoreError> {
+        let (status, error, context, outputs) = match turn.outcome {
+            TurnOutcome::Completed {
+                context, outputs, ..
+            } => ("done", None, context, outputs),
+            TurnOutcome::Failed { reason } => ("failed", Some(reason), None, Vec::new()),
+        };
+        let positions: Vec<i32> = outputs
+            .iter()
+            .map(|o| i32::try_from(o.position).unwrap_or(i32::MAX))
+            .collect();
+        let webhook_ids: Vec<&str> = outputs.iter().map(|o| o.webhook_id.as_str()).collect();
+        let bodies: Vec<&str> = outputs.iter().map(|o| o.body.as_str()).collect();
+        let session = &claim.session;
+        // `held`: the session's row, locked, if this host holds it (none:
+        // fenced), with the message if still pending (NULL: recorded
+        // already). The other steps happen only for a pending message; the
+        // outputs are inserted in order of place, those kept before
+        // skipped.
+        let rows = self
+            .query(
+                &format!(
+                    "WITH held AS (
+                         SELECT m.seq, m.outputs_kept FROM sessions s
+                         LEFT JOIN messages m
+                           ON m.id = $5 AND m.status = 'pending'
+                          AND m.endpoint = s.endpoint AND m.session_id = s.session_id
+                         WHERE s.endpoint = $1 AND s.session_id = $2
+                           AND s.owner = $3 AND s.epoch = $4
+                         FOR UPDATE OF s
+                     ), ended AS (
+                         UPDATE messages
+                         SET status = $6, flow = $7, flow_version = $8, error = $9,
+                             finished_at = {NOW_MS}
+                         WHERE id = $5 AND EXISTS (SELECT 1 FROM held WHERE seq IS NOT NULL)
+                         RETURNING outputs_kept
+                     ), stored AS (
+                         INSERT INTO outputs
+                             (message_id, endpoint, session_id, webhook_id, body, created_at)
+                         SELECT $5, $1, $2, o.webhook_id, o.body, {NOW_MS}
+                         FROM unnest($10::INTEGER[], $11::TEXT[], $12::TEXT[])
+                                  AS o(place, webhook_id, body),
+                              ended
+                         WHERE o.place >= ended.outputs_kept
+                         ORDER BY o.place
+                         RETURNING id, webhook_id, body
+                     ), counted AS (
+                         UPDATE sessions
+                         SET finished = (SELECT seq FROM held),
+                             context = COALESCE($13, context), updated_at = {NOW_MS},
+                             undelivered = undelivered + (SELECT count(*) FROM stored)
+                         WHERE endpoint = $1 AND session_id = $2 AND EXISTS (SELECT 1 FROM ended)
+                     )
+                     SELECT (SELECT count(*) FROM held) AS held,
+                            (SELECT count(*) FROM ended) AS ended,
+                            stored.id, stored.webhook_id, stored.body
+                     FROM (SELECT 1) one LEFT JOIN stored ON true
+                     ORDER BY stored.id"
+                ),
+                &[
+                    &session.endpoint,
+                    &session.session_id,
+                    &host,
+                    &claim.epoch,
+                    &turn.message_id,
+                    &status,
+                    &turn.flow,
+                    &turn.flow_version,
+                    &error,
+                    &positions,
+                    &webhook_ids,
+                    &bodies,
+                    &context,
+                ],
+            )
+            .await?;
+        let first = rows.first().expect("the statement returns a row");
+        if first.get::<_, i64>("held") == 0 {
+            return Err(StoreError::Fenced(session.clone()));
+        }
+        if first.get::<_, i64>("ended") == 0 {
+            return Ok(CommittedTurn::Done(Vec::new())); // Recorded already.
+        }
+        if let Some(reason) = error {
+            return Ok(CommittedTurn::Failed(reason));
+        }
+        Ok(CommittedTurn::Done(
+            rows.iter()
+                .filter_map(|row| {
+                    Some(PendingOutput {
+                        id: row.get::<_, Option<i64>>("id")?,
+                        session: session.clone(),
+                        webhook_id: row.get("webhook_id"),
+                        body: row.get("body"),
+                        attempts: 0,
+                        next_attempt_at: None,
+                    })
+                })
+                .collect(),
+        ))
     }
 }
 
