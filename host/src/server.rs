@@ -171,10 +171,10 @@ impl Server {
                 inbox
             }
             Opened::Postgres(postgres) => {
-                let (inbox, keeper) = Inbox::shared(runner, Arc::clone(postgres))
+                let (inbox, keepers) = Inbox::shared(runner, Arc::clone(postgres))
                     .await
                     .context("joining the hosts that share the store")?;
-                background.push(keeper);
+                background.extend(keepers);
                 inbox
             }
         };

@@ -155,19 +155,20 @@ impl Inbox {
 
     /// An inbox whose store other hosts share: it runs the sessions this
     /// host claims, whichever host accepted their messages. Returns it and
-    /// the task that keeps its claims (until `runner.shutdown`). The queue
-    /// limits are the one-host inbox's: here the database is the queue.
+    /// the tasks that keep its lease and claims (until `runner.shutdown`).
+    /// The queue limits are the one-host inbox's: here the database is the
+    /// queue.
     pub async fn shared(
         runner: TurnRunner,
         store: Arc<PostgresStore>,
-    ) -> Result<(Inbox, tokio::task::JoinHandle<()>), StoreError> {
+    ) -> Result<(Inbox, Vec<tokio::task::JoinHandle<()>>), StoreError> {
         let runner = Arc::new(runner);
-        let (shared, keeper) = Shared::start(store, Arc::clone(&runner)).await?;
+        let (shared, tasks) = Shared::start(store, Arc::clone(&runner)).await?;
         let inbox = Inbox {
             store: Arc::clone(&runner.store),
             runs: Runs::Shared(shared),
         };
-        Ok((inbox, keeper))
+        Ok((inbox, tasks))
     }
 
     /// Whether hosts share the store, so that another host may run what

@@ -16,7 +16,7 @@
 //! [`crate::store::Wakeups`]), and a slow timer ([`POLL`]) that looks for
 //! what a lost notification or a dead host's lapsed lease left, and gives
 //! up the sessions that have nothing left to do. An idle deployment costs
-//! the database three small statements per host per [`POLL`].
+//! the database four small statements per host per [`POLL`].
 //!
 //! Each session held has at most one task running its messages
 //! ([`Shared::drive`]); it reads the next message by number, so messages
@@ -58,12 +58,14 @@ pub(crate) struct Shared {
 
 impl Shared {
     /// Renews this host's lease, then starts keeping its claims: returns
-    /// the inbox's side and the task that claims, renews and tidies until
-    /// `runner.shutdown`.
+    /// the inbox's side and its tasks, one that renews the lease and one
+    /// that claims, wakes and tidies, until `runner.shutdown`. Renewing has
+    /// a task of its own so that no claim or look, however slow, holds it
+    /// up.
     pub(crate) async fn start(
         store: Arc<PostgresStore>,
         runner: Arc<TurnRunner>,
-    ) -> Result<(Arc<Shared>, JoinHandle<()>), StoreError> {
+    ) -> Result<(Arc<Shared>, Vec<JoinHandle<()>>), StoreError> {
         store.renew().await?;
         tracing::info!(
             host = store.host_id(),
@@ -76,25 +78,37 @@ impl Shared {
             running: Mutex::new(HashMap::new()),
             tasks: TaskTracker::new(),
         });
-        let keeper = tokio::spawn(Arc::clone(&shared).keep());
-        Ok((shared, keeper))
+        let tasks = vec![
+            tokio::spawn(Arc::clone(&shared).keep_lease()),
+            tokio::spawn(Arc::clone(&shared).keep()),
+        ];
+        Ok((shared, tasks))
     }
 
     fn shutdown(&self) -> &CancellationToken {
         &self.runner.shutdown
     }
 
-    /// Renews the lease, claims, and wakes sessions, until shutdown.
-    async fn keep(self: Arc<Self>) {
-        let mut wakeups = self.store.wakeups();
+    /// Renews the lease four times per lease, until shutdown.
+    async fn keep_lease(self: Arc<Self>) {
         let mut renew = tokio::time::interval(self.store.lease() / 4);
-        let mut poll = tokio::time::interval(POLL);
         renew.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {
                 () = self.shutdown().cancelled() => return,
                 _ = renew.tick() => self.renew().await,
+            }
+        }
+    }
+
+    /// Claims and wakes sessions, until shutdown.
+    async fn keep(self: Arc<Self>) {
+        let mut wakeups = self.store.wakeups();
+        let mut poll = tokio::time::interval(POLL);
+        poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                () = self.shutdown().cancelled() => return,
                 _ = poll.tick() => {
                     self.claim().await;
                     self.tidy().await;

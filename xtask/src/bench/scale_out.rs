@@ -3,6 +3,11 @@
 //! closed loop of echo messages end to end. PostgreSQL runs on this
 //! machine, fsynced as in production; its CPU is counted beside
 //! flowhost's.
+//!
+//! With `BENCH_PG_STATEMENTS=1`, PostgreSQL also keeps `pg_stat_statements`
+//! (a diagnostic; flowhost's own SQL uses no extension), and the statements
+//! of the one-host run are printed by their total time: where the
+//! database's time goes.
 
 use std::path::Path;
 use std::time::{Duration, Instant};
@@ -29,7 +34,14 @@ pub(super) async fn scenarios(
     options: &Options,
     epoch: Instant,
 ) -> anyhow::Result<Vec<(&'static str, Value)>> {
-    let cluster = postgres::TestPostgres::start_durable();
+    let statements = std::env::var_os("BENCH_PG_STATEMENTS").is_some();
+    let cluster = if statements {
+        postgres::TestPostgres::start_durable_with(
+            "shared_preload_libraries = 'pg_stat_statements'\npg_stat_statements.track = all",
+        )
+    } else {
+        postgres::TestPostgres::start_durable()
+    };
 
     let site = Site::new(flows, hook, &["echo"], "")?;
     let sqlite = vec![Process::flowhost(flowhost, &site, &[])?];
@@ -40,8 +52,27 @@ pub(super) async fn scenarios(
     let store = format!("[store]\nurl = \"{url}\"\n");
     let site = Site::new(flows, hook, &["echo"], &store)?;
     let one = vec![Process::flowhost(flowhost, &site, &[])?];
+    if statements {
+        cluster.psql(
+            "one_host",
+            "CREATE EXTENSION pg_stat_statements; SELECT pg_stat_statements_reset()",
+        );
+    }
     let one_postgres = measure(&one, Some(&cluster), deliveries, options, epoch).await?;
     drop(one);
+    if statements {
+        println!(
+            "{}",
+            cluster.psql(
+                "one_host",
+                "SELECT calls, round(total_exec_time) AS total_ms,
+                        round((total_exec_time / calls)::numeric, 3) AS mean_ms,
+                        left(regexp_replace(query, '\\s+', ' ', 'g'), 90) AS statement
+                 FROM pg_stat_statements WHERE calls > 100
+                 ORDER BY total_exec_time DESC LIMIT 15",
+            )
+        );
+    }
 
     let url = cluster.database("two_hosts");
     let store = format!("[store]\nurl = \"{url}\"\n");

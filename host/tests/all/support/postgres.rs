@@ -22,16 +22,22 @@ impl TestPostgres {
     /// survives the machine anyway). Panics, saying how to install
     /// PostgreSQL, if its programs cannot be found.
     pub fn start() -> TestPostgres {
-        Self::start_with(false)
+        Self::start_with(false, "")
     }
 
     /// Like [`start`](Self::start), with every commit fsynced, as in
     /// production: for benchmarks.
     pub fn start_durable() -> TestPostgres {
-        Self::start_with(true)
+        Self::start_with(true, "")
     }
 
-    fn start_with(fsync: bool) -> TestPostgres {
+    /// Like [`start_durable`](Self::start_durable), with more lines for
+    /// `postgresql.conf` (for a benchmark's diagnostics, say).
+    pub fn start_durable_with(settings: &str) -> TestPostgres {
+        Self::start_with(true, settings)
+    }
+
+    fn start_with(fsync: bool, extra: &str) -> TestPostgres {
         let bin = server_bin();
         let dir = tempfile::Builder::new()
             .prefix("flowhost-pg-")
@@ -56,7 +62,7 @@ impl TestPostgres {
         // sockets in the cluster's own folder, not the system's.
         let settings = format!(
             "\nlisten_addresses = '127.0.0.1'\nport = {port}\n\
-             unix_socket_directories = '{}'\nfsync = {}\nmax_connections = 200\n",
+             unix_socket_directories = '{}'\nfsync = {}\nmax_connections = 200\n{extra}\n",
             dir.path().display(),
             if fsync { "on" } else { "off" },
         );
@@ -88,6 +94,28 @@ impl TestPostgres {
             ])
             .arg(name));
         format!("postgres://flowhost@127.0.0.1:{}/{name}", self.port)
+    }
+
+    /// Runs `sql` with `psql` in database `name`; returns what it printed.
+    pub fn psql(&self, name: &str, sql: &str) -> String {
+        let output = Command::new("psql")
+            .args([
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "flowhost",
+            ])
+            .args(["-d", name, "-X", "-q", "-c", sql])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run psql: {e}"));
+        assert!(
+            output.status.success(),
+            "psql: {}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).into_owned()
     }
 
     /// Stops the server at once, as a crash would (`pg_ctl stop -m immediate`).
