@@ -36,6 +36,29 @@ fn sites(hosts: usize, url: &str, receiver: &Receiver) -> Vec<Site> {
         .collect()
 }
 
+/// A deployment for a test: a PostgreSQL with one database, a receiver,
+/// and the sites of its hosts.
+struct Deployment {
+    postgres: TestPostgres,
+    receiver: Receiver,
+    sites: Vec<Site>,
+}
+
+impl Deployment {
+    /// `hosts` sites (see [`sites`]) on a fresh database `name`.
+    async fn new(name: &str, hosts: usize) -> Deployment {
+        let postgres = TestPostgres::start();
+        let url = postgres.database(name);
+        let receiver = Receiver::start().await;
+        let sites = sites(hosts, &url, &receiver);
+        Deployment {
+            postgres,
+            receiver,
+            sites,
+        }
+    }
+}
+
 async fn start_all(sites: &[Site]) -> Vec<Host> {
     let mut hosts = Vec::new();
     for site in sites {
@@ -234,10 +257,11 @@ fn handled(host: &Host) -> usize {
 async fn three_hosts_run_each_session_once_in_order_whichever_host_took_its_messages() {
     const SESSIONS: usize = 30;
     const MESSAGES: usize = 40;
-    let postgres = TestPostgres::start();
-    let url = postgres.database("three");
-    let receiver = Receiver::start().await;
-    let sites = sites(3, &url, &receiver);
+    let Deployment {
+        postgres: _postgres,
+        receiver,
+        sites,
+    } = Deployment::new("three", 3).await;
     let hosts = start_all(&sites).await;
     let urls: Vec<String> = hosts.iter().map(|h| h.url("count")).collect();
     let paths: Vec<&str> = urls
@@ -281,10 +305,11 @@ fn longest_wait_across(received: &[Received], moment: Instant) -> Duration {
 async fn hosts_killed_during_turns_and_during_deliveries_lose_nothing() {
     const SESSIONS: usize = 30;
     const MESSAGES: usize = 40;
-    let postgres = TestPostgres::start();
-    let url = postgres.database("killed");
-    let receiver = Receiver::start().await;
-    let sites = sites(3, &url, &receiver);
+    let Deployment {
+        postgres: _postgres,
+        receiver,
+        sites,
+    } = Deployment::new("killed", 3).await;
     let mut hosts: Vec<Option<Host>> = start_all(&sites).await.into_iter().map(Some).collect();
     let urls: Vec<String> = hosts.iter().flatten().map(|h| h.url("count")).collect();
     let sent = Arc::new(Sent::default());
@@ -342,10 +367,11 @@ async fn hosts_killed_during_turns_and_during_deliveries_lose_nothing() {
 async fn a_host_paused_past_its_lease_keeps_nothing_stale_when_it_wakes() {
     const SESSIONS: usize = 10;
     const MESSAGES: usize = 20;
-    let postgres = TestPostgres::start();
-    let url = postgres.database("paused");
-    let receiver = Receiver::start().await;
-    let sites = sites(2, &url, &receiver);
+    let Deployment {
+        postgres: _postgres,
+        receiver,
+        sites,
+    } = Deployment::new("paused", 2).await;
     let hosts = start_all(&sites).await;
     let (paused, other) = (&hosts[0], &hosts[1]);
 
@@ -402,10 +428,11 @@ async fn a_host_paused_past_its_lease_keeps_nothing_stale_when_it_wakes() {
 async fn while_the_database_restarts_hosts_answer_503_then_carry_on() {
     const SESSIONS: usize = 10;
     const MESSAGES: usize = 30;
-    let postgres = TestPostgres::start();
-    let url = postgres.database("restarted");
-    let receiver = Receiver::start().await;
-    let sites = sites(2, &url, &receiver);
+    let Deployment {
+        postgres,
+        receiver,
+        sites,
+    } = Deployment::new("restarted", 2).await;
     let hosts = start_all(&sites).await;
     let urls: Vec<String> = hosts.iter().map(|h| h.url("count")).collect();
     let sent = Arc::new(Sent::default());
@@ -490,10 +517,11 @@ async fn a_key_created_at_one_host_works_at_every_host_and_revoked_at_none() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_a_host_that_has_the_flow_runs_its_messages_whichever_host_took_them() {
     const SESSIONS: usize = 3;
-    let postgres = TestPostgres::start();
-    let url = postgres.database("flows");
-    let receiver = Receiver::start().await;
-    let sites = sites(2, &url, &receiver);
+    let Deployment {
+        postgres: _postgres,
+        receiver,
+        sites,
+    } = Deployment::new("flows", 2).await;
     // The second host has no flow yet.
     std::fs::remove_file(sites[1].path().join("flows/faulty.wasm")).unwrap();
     let hosts = start_all(&sites).await;

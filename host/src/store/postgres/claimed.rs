@@ -8,6 +8,8 @@
 //! (for the admin API); which of it this host runs is decided by its claims,
 //! not by these lists.
 
+use super::deliveries::pending_output;
+use super::sessions::{inbox_message, session_of};
 use super::{Claim, PostgresStore};
 use crate::store::{
     Attempt, AttemptRecord, CommittedTurn, DisabledEndpoint, InboxMessage, MessageStore, NewOutput,
@@ -34,10 +36,7 @@ impl PostgresStore {
 fn queued(row: &tokio_postgres::Row) -> Queued {
     Queued {
         id: row.get("id"),
-        session: SessionKey {
-            endpoint: row.get("endpoint"),
-            session_id: row.get("session_id"),
-        },
+        session: session_of(row),
         attempts: u32::try_from(row.get::<_, i32>("attempts")).unwrap_or(0),
         next_attempt_at: row.get("next_attempt_at"),
     }
@@ -79,18 +78,7 @@ impl MessageStore for PostgresStore {
                 &[&id],
             )
             .await?;
-        Ok(row.map(|row| InboxMessage {
-            id,
-            session: SessionKey {
-                endpoint: row.get("endpoint"),
-                session_id: row.get("session_id"),
-            },
-            user_id: row.get("user_id"),
-            text: row.get("text"),
-            data: row.get("data"),
-            trace_id: row.get("trace_id"),
-            received_at: row.get("received_at"),
-        }))
+        Ok(row.map(|row| inbox_message(&row, session_of(&row))))
     }
 
     async fn session_state(
@@ -147,13 +135,7 @@ impl OutboxStore for PostgresStore {
                 &[&id],
             )
             .await?;
-        Ok(row.map(|row| {
-            let session = SessionKey {
-                endpoint: row.get("endpoint"),
-                session_id: row.get("session_id"),
-            };
-            super::deliveries::pending_output(&row, session)
-        }))
+        Ok(row.map(|row| pending_output(&row, session_of(&row))))
     }
 
     fn may_deliver(&self, session: &SessionKey) -> bool {

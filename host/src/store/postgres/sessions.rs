@@ -36,6 +36,28 @@ use super::wakeups::notify;
 use super::{NOW_MS, PostgresStore};
 use crate::store::{InboxMessage, SessionKey, StoreError};
 
+/// A `messages` row of `session` (its columns under their own names) as
+/// the inbox runs it.
+pub(super) fn inbox_message(row: &tokio_postgres::Row, session: SessionKey) -> InboxMessage {
+    InboxMessage {
+        id: row.get("id"),
+        session,
+        user_id: row.get("user_id"),
+        text: row.get("text"),
+        data: row.get("data"),
+        trace_id: row.get("trace_id"),
+        received_at: row.get("received_at"),
+    }
+}
+
+/// The session of a row with `endpoint` and `session_id` columns.
+pub(super) fn session_of(row: &tokio_postgres::Row) -> SessionKey {
+    SessionKey {
+        endpoint: row.get("endpoint"),
+        session_id: row.get("session_id"),
+    }
+}
+
 /// A session this host runs, as claimed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Claim {
@@ -181,22 +203,14 @@ impl PostgresStore {
         let Some(row) = row.filter(|row| row.get::<_, bool>("held")) else {
             return Err(StoreError::Fenced(claim.session.clone()));
         };
-        let Some(id) = row.get::<_, Option<i64>>("id") else {
+        if row.get::<_, Option<i64>>("id").is_none() {
             return Ok(None);
-        };
+        }
         let seq: i64 = row.get("seq");
         Ok(Some(ClaimedMessage {
             seq,
             more: seq < row.get::<_, i64>("last"),
-            message: InboxMessage {
-                id,
-                session: claim.session.clone(),
-                user_id: row.get("user_id"),
-                text: row.get("text"),
-                data: row.get("data"),
-                trace_id: row.get("trace_id"),
-                received_at: row.get("received_at"),
-            },
+            message: inbox_message(&row, claim.session.clone()),
         }))
     }
 
