@@ -561,3 +561,38 @@ async fn only_a_host_that_has_the_flow_runs_its_messages_whichever_host_took_the
         "the host that has the flow now ran the rest, and the counts went on"
     );
 }
+
+#[tokio::test]
+async fn with_sslmode_require_a_host_talks_tls_and_verifies_the_server() {
+    let (postgres, ca) = TestPostgres::start_tls();
+    let url = format!("{}?sslmode=require", postgres.database("tls"));
+    let receiver = Receiver::start().await;
+    let config = format!(
+        "[store]\nurl = \"{url}\"\n{}",
+        endpoint("count", "faulty", &receiver)
+    );
+    let site = Site::new(&["faulty"], &config);
+
+    // The server's certificate is from a CA the system does not trust:
+    // refused, and said why.
+    let refused = site.flowhost(&["keys", "list"]).await;
+    assert!(!refused.status.success(), "{refused:?}");
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(said.contains("certificate"), "{said}");
+
+    // Trusting the CA, every connection the host makes is TLS.
+    let ca = ca.to_str().unwrap();
+    let host = site.start_with(&[], &[("SSL_CERT_FILE", ca)]).await;
+    crate::support::send(&host.url("count"), "s", "hello").await;
+    receiver.wait_for_text("s", |t| t == "1: hello").await;
+    let connections = postgres.psql(
+        "tls",
+        "SELECT count(*) FILTER (WHERE s.ssl) || '/' || count(*)
+         FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid)
+         WHERE a.datname = 'tls' AND a.application_name <> 'psql'
+           AND a.backend_type = 'client backend'",
+    );
+    let counts = connections.lines().nth(2).unwrap().trim().to_owned();
+    let (tls, all) = counts.split_once('/').unwrap();
+    assert!(all != "0" && tls == all, "TLS connections / all: {counts}");
+}

@@ -37,7 +37,86 @@ impl TestPostgres {
         Self::start_with(true, settings)
     }
 
+    /// Like [`start`](Self::start), serving TLS as well, with a server
+    /// certificate for `127.0.0.1` and `localhost` from a CA of its own;
+    /// returns the CA's certificate (PEM) too.
+    pub fn start_tls() -> (TestPostgres, PathBuf) {
+        let cluster = Self::create(false, "");
+        let tls = cluster.dir.path().join("tls");
+        std::fs::create_dir(&tls).unwrap();
+        let openssl = |args: &[&str]| {
+            run(Command::new("openssl").args(args).current_dir(&tls));
+        };
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=flowhost test CA",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.pem",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ]);
+        std::fs::write(
+            tls.join("san.ext"),
+            "subjectAltName = DNS:localhost, IP:127.0.0.1\n",
+        )
+        .unwrap();
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.crt",
+        ]);
+        if cluster.as_root() {
+            run(Command::new("chown").args(["-R", "postgres:"]).arg(&tls));
+        }
+        run(Command::new("chmod").arg("600").arg(tls.join("server.key")));
+        cluster.configure(&format!(
+            "ssl = on\nssl_cert_file = '{}'\nssl_key_file = '{}'\n",
+            tls.join("server.crt").display(),
+            tls.join("server.key").display()
+        ));
+        cluster.start_again();
+        (cluster, tls.join("ca.pem"))
+    }
+
     fn start_with(fsync: bool, extra: &str) -> TestPostgres {
+        let cluster = Self::create(fsync, extra);
+        cluster.start_again();
+        cluster
+    }
+
+    /// A cluster made and configured, not started.
+    fn create(fsync: bool, extra: &str) -> TestPostgres {
         let bin = server_bin();
         let dir = tempfile::Builder::new()
             .prefix("flowhost-pg-")
@@ -66,14 +145,18 @@ impl TestPostgres {
             dir.path().display(),
             if fsync { "on" } else { "off" },
         );
+        let cluster = TestPostgres { bin, dir, port };
+        cluster.configure(&settings);
+        cluster
+    }
+
+    /// Adds `settings` to the cluster's `postgresql.conf`.
+    fn configure(&self, settings: &str) {
         std::fs::OpenOptions::new()
             .append(true)
-            .open(data.join("postgresql.conf"))
+            .open(self.data().join("postgresql.conf"))
             .and_then(|mut conf| std::io::Write::write_all(&mut conf, settings.as_bytes()))
             .expect("the cluster's configuration is writable");
-        let cluster = TestPostgres { bin, dir, port };
-        cluster.start_again();
-        cluster
     }
 
     /// The URL of the cluster's `postgres` database.
