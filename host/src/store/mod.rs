@@ -7,8 +7,11 @@
 //! [`MessageStore`] for the inbox, [`OutboxStore`] for delivery,
 //! [`CredentialStore`] for the HTTP layer and the CLI; [`Store`] is all
 //! three, plus the pruning that spans them. [`SqliteStore`] keeps it all in
-//! one embedded database (one host). Its operations are whole steps of a
-//! message's life, each one transaction, so that a crash at any moment
+//! one embedded database (one host); [`PostgresStore`] in a PostgreSQL
+//! database that several hosts share, where each turn's and delivery's
+//! writes are also fenced by the host's claim on the session ([`Opened`]
+//! is whichever the configuration names). Their operations are whole steps
+//! of a message's life, each one transaction, so that a crash at any moment
 //! leaves either the step done or not done:
 //!
 //! 1. [`MessageStore::accept`]: the message is durable before the caller
