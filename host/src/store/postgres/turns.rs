@@ -235,15 +235,7 @@ impl PostgresStore {
         let rows = self
             .query(
                 &format!(
-                    "WITH held AS (
-                         SELECT m.seq, m.outputs_kept FROM sessions s
-                         LEFT JOIN messages m
-                           ON m.id = $5 AND m.status = 'pending'
-                          AND m.endpoint = s.endpoint AND m.session_id = s.session_id
-                         WHERE s.endpoint = $1 AND s.session_id = $2
-                           AND s.owner = $3 AND s.epoch = $4
-                         FOR UPDATE OF s
-                     ), ended AS (
+                    "WITH held AS ({HOLD}), ended AS (
                          UPDATE messages
                          SET status = $6, flow = $7, flow_version = $8, error = $9,
                              finished_at = {NOW_MS}
@@ -316,6 +308,16 @@ impl PostgresStore {
     }
 }
 
+/// Locks the session's row (`$1`, `$2`) if host `$3` holds it at epoch
+/// `$4`, and gives message `$5`'s number and outputs kept if it is still
+/// pending (NULL: it has ended). No row: the claim is lost.
+const HOLD: &str = "SELECT m.seq, m.outputs_kept FROM sessions s
+     LEFT JOIN messages m
+       ON m.id = $5 AND m.status = 'pending'
+      AND m.endpoint = s.endpoint AND m.session_id = s.session_id
+     WHERE s.endpoint = $1 AND s.session_id = $2 AND s.owner = $3 AND s.epoch = $4
+     FOR UPDATE OF s";
+
 /// A pending message, as a write of its turn finds it.
 struct Pending {
     /// Its number in its session.
@@ -336,15 +338,7 @@ async fn hold(
 ) -> Result<Option<Pending>, StoreError> {
     let row = tx
         .query_opt(
-            &tx.prepare_cached(
-                "SELECT m.seq, m.outputs_kept FROM sessions s
-                 LEFT JOIN messages m
-                   ON m.id = $5 AND m.status = 'pending'
-                  AND m.endpoint = s.endpoint AND m.session_id = s.session_id
-                 WHERE s.endpoint = $1 AND s.session_id = $2 AND s.owner = $3 AND s.epoch = $4
-                 FOR UPDATE OF s",
-            )
-            .await?,
+            &tx.prepare_cached(HOLD).await?,
             &[
                 &claim.session.endpoint,
                 &claim.session.session_id,
