@@ -63,6 +63,7 @@ fn turn(message: &InboxMessage) -> TurnRecord {
                 webhook_id: format!("msg_{}", message.id),
                 body: r#"{"userId":"user123","sessionId":"s","AIOutput":{"text":"Hello"}}"#
                     .to_owned(),
+                accepted_at: message.received_at,
             }],
         },
     }

@@ -96,6 +96,7 @@ impl Reloader {
             ("runtime", next.runtime != current.runtime),
             ("delivery", next.delivery != current.delivery),
             ("store", next.store != current.store),
+            ("telemetry", next.telemetry != current.telemetry),
             (
                 "watch",
                 next.watch != current.watch || next.watch_debounce != current.watch_debounce,

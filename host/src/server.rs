@@ -28,6 +28,7 @@ use crate::inbox::{Inbox, QueueLimits, TurnRunner};
 use crate::reload::{Reloader, resolve_endpoints};
 use crate::runtime::Runtime;
 use crate::store::{Opened, Store};
+use crate::telemetry::metrics::Metrics;
 
 /// A started flowhost.
 pub struct Server {
@@ -44,8 +45,10 @@ pub struct Server {
     inbox: Inbox,
     delivery: Delivery,
     store: Opened,
-    /// Kept alive while serving; dropping it stops the flow threads.
-    _runtime: Arc<Runtime>,
+    /// Kept alive while serving (dropping it stops the flow threads), and
+    /// read by `/metrics`.
+    runtime: Arc<Runtime>,
+    metrics: Metrics,
     /// The watchers and the pruner, stopped when serving ends.
     background: Vec<JoinHandle<()>>,
     stopping: CancellationToken,
@@ -96,15 +99,23 @@ impl Server {
             },
             None => Compiler::InProcess,
         };
-        let folder = Arc::new(FlowFolder::new(
-            config.flows_dir.clone(),
-            Arc::new(
-                Loader::new(Arc::clone(&runtime), config.limits.clone(), cache)
-                    .with_ceilings(config.max_limits.clone())
-                    .with_compiler(compiler),
-            ),
-            flows.clone(),
-        ));
+        let metrics = if config.telemetry.metrics {
+            Metrics::new()
+        } else {
+            Metrics::off()
+        };
+        let folder = Arc::new(
+            FlowFolder::new(
+                config.flows_dir.clone(),
+                Arc::new(
+                    Loader::new(Arc::clone(&runtime), config.limits.clone(), cache)
+                        .with_ceilings(config.max_limits.clone())
+                        .with_compiler(compiler),
+                ),
+                flows.clone(),
+            )
+            .with_metrics(metrics.clone()),
+        );
         // Flows load while the host serves: a flow that takes long to
         // compile (or never does) delays no other and no start. Messages
         // for a flow still loading are accepted and wait for it.
@@ -138,6 +149,7 @@ impl Server {
             Arc::clone(&endpoints),
             &config.delivery,
             matches!(store, Opened::Sqlite(_)),
+            metrics.clone(),
             stopping.clone(),
         )
         .await?;
@@ -147,6 +159,7 @@ impl Server {
             flows: flows.clone(),
             endpoints: Arc::clone(&endpoints),
             delivery: delivery.clone(),
+            metrics: metrics.clone(),
             shutdown: stopping.clone(),
         };
         let mut background = Vec::new();
@@ -225,7 +238,8 @@ impl Server {
             inbox,
             delivery,
             store,
-            _runtime: runtime,
+            runtime,
+            metrics,
             background,
             stopping,
         })
@@ -262,6 +276,10 @@ impl Server {
             endpoints: Arc::clone(&self.endpoints),
             inbox: self.inbox.clone(),
             keys: self.store.store(),
+            store: self.store.store(),
+            runtime: Arc::clone(&self.runtime),
+            metrics: self.metrics.clone(),
+            stopping: self.stopping.clone(),
             flows: self.flows.clone(),
             max_body_size: usize::try_from(self.config.max_body_size).unwrap_or(usize::MAX),
             body_budget: crate::http::BodyBudget::new(self.config.http.max_buffered_body_bytes),

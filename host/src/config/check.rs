@@ -10,7 +10,7 @@ use reqwest::Url;
 use super::raw::{RawConfig, RawHttp};
 use super::{
     BasicAuth, Config, ConfigError, DeliveryConfig, EndpointConfig, HttpConfig, RuntimeConfig,
-    StoreConfig, without_credentials,
+    StoreConfig, TelemetryConfig, without_credentials,
 };
 use crate::runtime::Limits;
 use crate::store::PostgresOptions;
@@ -367,6 +367,9 @@ impl RawConfig {
             runtime,
             delivery,
             store,
+            telemetry: TelemetryConfig {
+                metrics: given(self.telemetry.metrics),
+            },
             endpoints,
             watch: given(self.watch),
             watch_debounce: given(self.watch_debounce).0,

@@ -72,6 +72,8 @@ pub struct Config {
     pub delivery: DeliveryConfig,
     /// How the store keeps data.
     pub store: StoreConfig,
+    /// What the host tells its operator besides its log.
+    pub telemetry: TelemetryConfig,
     /// The endpoints, by name.
     pub endpoints: BTreeMap<String, EndpointConfig>,
     /// Whether the flows folder and the configuration file are watched and
@@ -90,6 +92,13 @@ pub struct Config {
     /// unbounded. Not read from the file: `flowhost serve` sets it to
     /// itself.
     pub compiler_program: Option<PathBuf>,
+}
+
+/// What the host tells its operator besides its log (`[telemetry]`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryConfig {
+    /// Whether Prometheus metrics are counted and served at `GET /metrics`.
+    pub metrics: bool,
 }
 
 /// The file and command-line values a configuration was loaded from.

@@ -36,6 +36,8 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) store: RawStore,
     #[serde(default)]
+    pub(super) telemetry: RawTelemetry,
+    #[serde(default)]
     pub(super) endpoints: BTreeMap<String, RawEndpoint>,
     #[serde(default)]
     pub(super) watch: Option<bool>,
@@ -53,6 +55,12 @@ pub(super) struct RawHttp {
     pub(super) max_connections: Option<usize>,
     pub(super) max_header_size: Option<ByteSize>,
     pub(super) max_buffered_body_bytes: Option<ByteSize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTelemetry {
+    pub(super) metrics: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

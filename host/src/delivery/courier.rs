@@ -14,6 +14,7 @@ use super::client::{Answer, Sender};
 use super::retry::{RetryPolicy, Verdict};
 use crate::endpoints::SharedEndpoints;
 use crate::store::{Attempt, AttemptOutcome, OutboxStore, PendingOutput, Queued, now_ms};
+use crate::telemetry::metrics::{DeliveryOutcome, Metrics};
 
 pub(super) struct Courier {
     pub(super) store: Arc<dyn OutboxStore>,
@@ -32,6 +33,7 @@ pub(super) struct Courier {
     pub(super) stopped: Mutex<HashSet<String>>,
     /// Outputs in a lane, so that none is queued twice.
     pub(super) queued: Mutex<HashSet<i64>>,
+    pub(super) metrics: Metrics,
     pub(super) shutdown: CancellationToken,
 }
 
@@ -179,6 +181,19 @@ impl Courier {
         })
         .await;
         recorded?;
+        let (counted, latency) = match verdict {
+            Verdict::Delivered => {
+                let since_accepted = output.accepted_at.map(|accepted| {
+                    Duration::from_millis(u64::try_from(now_ms() - accepted).unwrap_or(0))
+                });
+                (DeliveryOutcome::Delivered, since_accepted)
+            }
+            Verdict::RetryAfter(_) => (DeliveryOutcome::Retry, None),
+            Verdict::Dead => (DeliveryOutcome::Dead, None),
+            Verdict::Gone => (DeliveryOutcome::Gone, None),
+        };
+        self.metrics
+            .delivery(&output.session.endpoint, counted, took, latency);
 
         match verdict {
             Verdict::Gone => {

@@ -47,6 +47,7 @@ use crate::store::{
     AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery, OutputRecord, PendingOutput, Queued,
     SessionKey, StoreError, now_ms,
 };
+use crate::telemetry::metrics::Metrics;
 
 /// How outputs are delivered to webhooks.
 #[derive(Debug, Clone, PartialEq)]
@@ -110,13 +111,15 @@ impl Delivery {
     /// Starts the service on `runtime` and, with `resume`, queues every
     /// pending output (where hosts share the store, each host queues those
     /// of the sessions it claims instead). Cancelling `shutdown` stops it
-    /// between attempts; what is not delivered stays in the outbox.
+    /// between attempts; what is not delivered stays in the outbox. Each
+    /// attempt is counted in `metrics`.
     pub async fn start(
         runtime: Handle,
         store: Arc<dyn OutboxStore>,
         endpoints: SharedEndpoints,
         config: &DeliveryConfig,
         resume: bool,
+        metrics: Metrics,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Delivery> {
         let stopped = store
@@ -143,6 +146,7 @@ impl Delivery {
             max_per_endpoint: config.max_concurrent_per_endpoint,
             stopped: Mutex::new(stopped),
             queued: Mutex::new(HashSet::new()),
+            metrics,
             shutdown,
         });
         let lanes = {

@@ -54,12 +54,18 @@ pub(crate) struct Recipient<'a> {
 /// An output ready for the outbox: its body, and its Standard Webhooks id
 /// (`msg_<uuid>`), made once so that every retry sends the same id, which a
 /// receiver uses to drop duplicates. `position` is its place among the
-/// message's outputs.
-pub(crate) fn prepare(to: Recipient<'_>, position: usize, output: &Output) -> NewOutput {
+/// message's outputs; `accepted_at`, when the message was accepted.
+pub(crate) fn prepare(
+    to: Recipient<'_>,
+    position: usize,
+    output: &Output,
+    accepted_at: i64,
+) -> NewOutput {
     NewOutput {
         position: u32::try_from(position).unwrap_or(u32::MAX),
         webhook_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
         body: render(to, output),
+        accepted_at,
     }
 }
 
@@ -129,7 +135,7 @@ mod tests {
             text: Some("hi".into()),
             data: None,
         };
-        let (one, two) = (prepare(to, 0, &output), prepare(to, 0, &output));
+        let (one, two) = (prepare(to, 0, &output, 1), prepare(to, 0, &output, 1));
         assert!(one.webhook_id.starts_with("msg_"), "{}", one.webhook_id);
         assert_ne!(one.webhook_id, two.webhook_id);
         assert_eq!(one.body, render(to, &output));

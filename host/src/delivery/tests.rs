@@ -221,6 +221,7 @@ async fn deliver_one(webhook_url: &str) -> (Delivery, Arc<MemoryOutbox>) {
         body: "{}".into(),
         attempts: 0,
         next_attempt_at: None,
+        accepted_at: None,
     }]);
     let delivery = Delivery::start(
         Handle::current(),
@@ -228,6 +229,7 @@ async fn deliver_one(webhook_url: &str) -> (Delivery, Arc<MemoryOutbox>) {
         endpoints,
         &config.delivery,
         true,
+        crate::telemetry::metrics::Metrics::off(),
         CancellationToken::new(),
     )
     .await

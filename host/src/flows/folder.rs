@@ -19,6 +19,7 @@ use tokio::task::JoinHandle;
 
 use super::{LoadFailure, Loader, Registry, flow_of};
 use crate::store::now_ms;
+use crate::telemetry::metrics::Metrics;
 use crate::watch::FolderWatch;
 
 /// The flows folder and what is loaded from it.
@@ -30,6 +31,8 @@ pub struct FlowFolder {
     /// once; different flows load side by side, so that one slow file holds
     /// up no other.
     reconciling: std::sync::Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    /// Counts loads.
+    metrics: Metrics,
 }
 
 impl FlowFolder {
@@ -40,7 +43,14 @@ impl FlowFolder {
             loader,
             registry,
             reconciling: Default::default(),
+            metrics: Metrics::off(),
         }
+    }
+
+    /// The same, counting its loads in `metrics`.
+    pub fn with_metrics(mut self, metrics: Metrics) -> Self {
+        self.metrics = metrics;
+        self
     }
 
     /// The loader, to change its defaults.
@@ -127,6 +137,7 @@ impl FlowFolder {
             Ok(flow) => {
                 let (version, cached, took) =
                     (flow.version.clone(), flow.from_cache, flow.load_time);
+                self.metrics.flow_loaded(name, cached, took);
                 let previous = self.registry.insert(flow);
                 tracing::info!(
                     flow = %name,
@@ -159,6 +170,7 @@ impl FlowFolder {
                         "flow not loaded; its endpoints answer 503 until a file that loads replaces it"
                     ),
                 }
+                self.metrics.flow_load_failed(name);
                 self.registry.record_failure(
                     name,
                     LoadFailure {

@@ -11,32 +11,47 @@ use std::sync::Arc;
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
+use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::json;
 
 use super::message;
 use super::{AppState, Problem};
-use crate::endpoints::Auth;
+use crate::endpoints::{Auth, Endpoint};
 use crate::inbox::AcceptError;
 use crate::store::{InboxMessage, SessionKey, now_ms};
 
 /// The header that carries an endpoint's API key.
 pub(super) const API_KEY_HEADER: &str = "x-webhook-key";
 
+/// Answers the POST, and counts the answer in `flowhost_messages_total`.
 pub(super) async fn receive(
     State(app): State<Arc<AppState>>,
     Path(token): Path<String>,
     headers: HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
-    let endpoint = app
-        .endpoints
-        .load()
-        .by_token(&token)
-        .cloned()
-        .ok_or_else(|| Problem::not_found("no endpoint has this URL"))?;
+) -> Response {
+    let Some(endpoint) = app.endpoints.load().by_token(&token).cloned() else {
+        // Counted under no endpoint: the token is the caller's to choose.
+        app.metrics
+            .message_answered("", StatusCode::NOT_FOUND.as_u16());
+        return Problem::not_found("no endpoint has this URL").into_response();
+    };
+    let response = answer(&app, &endpoint, &headers, body)
+        .await
+        .into_response();
+    app.metrics
+        .message_answered(endpoint.name(), response.status().as_u16());
+    response
+}
 
+async fn answer(
+    app: &AppState,
+    endpoint: &Endpoint,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
     if endpoint.config.auth == Auth::ApiKey {
         let presented = headers
             .get(API_KEY_HEADER)
@@ -58,7 +73,7 @@ pub(super) async fn receive(
         }
     }
 
-    if !is_json(&headers) {
+    if !is_json(headers) {
         return Err(Problem::new(
             StatusCode::UNSUPPORTED_MEDIA_TYPE,
             "unsupported-media-type",

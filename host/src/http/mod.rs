@@ -1,5 +1,5 @@
-//! The HTTP surface: `POST /endpoint/{url_token}`, the admin API and
-//! `GET /healthz`; and [`serve`], the accept loop that bounds what each
+//! The HTTP surface: `POST /endpoint/{url_token}`, the admin API, and the
+//! routes for operators' tools (`/healthz`, `/readyz`, `/metrics`); and [`serve`], the accept loop that bounds what each
 //! connection, and all of them, may hold.
 //!
 //! Handlers only check and translate: every error is a [`Problem`], every
@@ -8,6 +8,7 @@
 mod admin;
 mod endpoint;
 pub mod message;
+mod ops;
 pub mod problem;
 pub mod serve;
 
@@ -27,7 +28,10 @@ use crate::endpoints::SharedEndpoints;
 use crate::endpoints::{Endpoint, RotateError};
 use crate::flows::Registry;
 use crate::inbox::Inbox;
-use crate::store::CredentialStore;
+use crate::runtime::Runtime;
+use crate::store::{CredentialStore, Store};
+use crate::telemetry::metrics::Metrics;
+use tokio_util::sync::CancellationToken;
 
 /// What the handlers share.
 #[derive(Clone)]
@@ -36,8 +40,17 @@ pub struct AppState {
     pub endpoints: SharedEndpoints,
     /// Takes accepted messages.
     pub inbox: Inbox,
-    /// For API-key checks: all the HTTP layer sees of the store.
+    /// For API-key checks.
     pub keys: Arc<dyn CredentialStore>,
+    /// For `/readyz` and `/metrics`: whether the store answers, and what
+    /// waits in it.
+    pub store: Arc<dyn Store>,
+    /// For `/metrics`: the turns in flight.
+    pub runtime: Arc<Runtime>,
+    /// Counts answers, and renders `/metrics`.
+    pub metrics: Metrics,
+    /// Cancelled when the host starts to stop: `/readyz` says so.
+    pub stopping: CancellationToken,
     /// The flows in service, to refuse messages for a flow that is not.
     pub flows: Registry,
     /// The largest request body accepted.
@@ -108,7 +121,9 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(admin)
         .route("/endpoint/{url_token}", post(endpoint::receive))
-        .route("/healthz", get(|| async { "ok" }))
+        .route("/healthz", get(ops::healthz))
+        .route("/readyz", get(ops::readyz))
+        .route("/metrics", get(ops::metrics))
         .fallback(|| async { Problem::not_found("there is nothing at this path") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

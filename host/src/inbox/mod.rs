@@ -125,6 +125,8 @@ pub struct TurnRunner {
     pub endpoints: SharedEndpoints,
     /// Takes the outputs.
     pub delivery: Delivery,
+    /// Counts turns.
+    pub metrics: crate::telemetry::metrics::Metrics,
     /// Cancelled at shutdown: no new message starts after it.
     pub shutdown: CancellationToken,
 }

@@ -117,9 +117,17 @@ impl TurnRunner {
             },
             None => (run.await, Early::default()),
         };
+        let mut counted_as = match &result {
+            Ok(_) => "completed",
+            Err(failure) => failure.kind.label(),
+        };
         let outcome = match result {
             Ok(turn) => {
-                let outputs = early.prepare(recipient, early.unsent.iter().chain(&turn.outputs));
+                let outputs = early.prepare(
+                    recipient,
+                    message.received_at,
+                    early.unsent.iter().chain(&turn.outputs),
+                );
                 TurnOutcome::Completed {
                     context: turn.context,
                     profile: turn.profile.map(|after| ProfileChange {
@@ -175,9 +183,14 @@ impl TurnRunner {
             CommittedTurn::Failed(reason) if ran => {
                 tracing::error!(%reason, "message failed; the session's state is unchanged");
                 warn_if_sent(early.sent);
+                // The only limit checked at the commit: a profile grown
+                // past it by other sessions' keys merged in.
+                counted_as = "state_size";
             }
             CommittedTurn::Failed(_) => {}
         }
+        self.metrics
+            .turn(name, &flow.name, counted_as, started.elapsed());
     }
 
     async fn commit(
@@ -235,7 +248,7 @@ impl TurnRunner {
                 }
                 () = &mut hold, if !early.unsent.is_empty() => {
                     let unsent = std::mem::take(&mut early.unsent);
-                    let outputs = early.prepare(recipient, &unsent);
+                    let outputs = early.prepare(recipient, message.received_at, &unsent);
                     early.sent += outputs.len();
                     let stored = retrying("commit what the flow said", &self.shutdown, || {
                         self.store
@@ -270,12 +283,13 @@ impl Early {
     fn prepare<'a>(
         &self,
         to: payload::Recipient<'_>,
+        accepted_at: i64,
         outputs: impl IntoIterator<Item = &'a Output>,
     ) -> Vec<NewOutput> {
         outputs
             .into_iter()
             .enumerate()
-            .map(|(n, output)| payload::prepare(to, self.sent + n, output))
+            .map(|(n, output)| payload::prepare(to, self.sent + n, output, accepted_at))
             .collect()
     }
 }

@@ -242,6 +242,24 @@ pub enum LimitExceeded {
     Log(u64),
 }
 
+impl LimitExceeded {
+    /// The limit's name, as the turn outcome metric labels it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            LimitExceeded::Memory(_) => "memory",
+            LimitExceeded::FlowMemory(_) => "flow_memory",
+            LimitExceeded::HostMemory(_) => "host_memory",
+            LimitExceeded::TableElements(_) => "tables",
+            LimitExceeded::Deadline(_) => "deadline",
+            LimitExceeded::Fuel(_) => "fuel",
+            LimitExceeded::Outputs(_) => "outputs",
+            LimitExceeded::OutputSize(_) => "output_size",
+            LimitExceeded::StateSize { .. } => "state_size",
+            LimitExceeded::Log(_) => "log",
+        }
+    }
+}
+
 /// A host call given values that break the WIT contract, such as output
 /// data that is not a JSON object.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

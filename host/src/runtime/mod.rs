@@ -143,6 +143,8 @@ pub struct Runtime {
     in_flight: Arc<Semaphore>,
     /// One permit per warm instance in the pool; taken only when free.
     warm: Arc<Semaphore>,
+    /// The permits of `in_flight` and `warm` when none is taken.
+    capacity: Occupancy,
     /// What each flow gets of the threads, warm instances and memory.
     shares: Shares,
     /// The linear memory all turns in flight hold together.
@@ -168,6 +170,18 @@ pub struct CompiledFlow {
     component: Component,
     /// What each flow gets of the runtime that linked it.
     shares: Shares,
+}
+
+/// The wasmtime this host runs flows with (pinned in `host/Cargo.toml`).
+pub const WASMTIME_VERSION: &str = "48.0.8";
+
+/// How much of the runtime is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Occupancy {
+    /// Turns running, or waiting on a host call.
+    pub turns_in_flight: u64,
+    /// Instances of the warm pool held by turns.
+    pub warm_instances_in_use: u64,
 }
 
 /// What each flow gets of a runtime's threads, warm instances and memory.
@@ -262,6 +276,10 @@ impl Runtime {
             own_engine,
             in_flight: Arc::new(Semaphore::new(config.max_concurrent_flows as usize)),
             warm: Arc::new(Semaphore::new(slots as usize)),
+            capacity: Occupancy {
+                turns_in_flight: u64::from(config.max_concurrent_flows),
+                warm_instances_in_use: u64::from(slots),
+            },
             shares: Shares {
                 threads: config.flow_threads.saturating_sub(1).max(1),
                 warm: (slots as usize / 2).max(1),
@@ -277,6 +295,23 @@ impl Runtime {
             max_component_size: config.max_component_size,
             executor,
         })
+    }
+
+    /// What is taken now: turns in flight and warm instances in use.
+    pub fn occupancy(&self) -> Occupancy {
+        let taken = |semaphore: &Semaphore, capacity: u64| {
+            capacity.saturating_sub(semaphore.available_permits() as u64)
+        };
+        Occupancy {
+            turns_in_flight: taken(&self.in_flight, self.capacity.turns_in_flight),
+            warm_instances_in_use: taken(&self.warm, self.capacity.warm_instances_in_use),
+        }
+    }
+
+    /// The most [`occupancy`](Self::occupancy) can be:
+    /// `runtime.max_concurrent_flows` and `runtime.warm_instances`.
+    pub fn capacity(&self) -> Occupancy {
+        self.capacity
     }
 
     /// Whether flows are metered with fuel (`runtime.fuel_metering`).
@@ -312,5 +347,18 @@ impl Runtime {
                 stderr: String::new(),
             }),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn the_wasmtime_version_named_is_the_one_pinned() {
+        let manifest = include_str!("../../Cargo.toml");
+        let pinned = format!("wasmtime = {{ version = \"={}\"", super::WASMTIME_VERSION);
+        assert!(
+            manifest.contains(&pinned),
+            "host/Cargo.toml does not pin {pinned}"
+        );
     }
 }

@@ -87,14 +87,28 @@ pub struct FlowFailure {
 pub enum FailureKind {
     /// `handle` returned an error.
     Returned,
-    /// The flow went over a limit.
-    Limit,
+    /// The flow went over a limit: this one (see
+    /// [`LimitExceeded::name`]; `stack` for the wasm stack).
+    Limit(&'static str),
     /// The flow passed a host call something that breaks the contract.
     Contract,
     /// The flow trapped (a panic, an out-of-bounds access, …).
     Trap,
     /// The flow could not be instantiated.
     Instantiate,
+}
+
+impl FailureKind {
+    /// The turn's outcome as `flowhost_turns_total` labels it.
+    pub fn label(self) -> &'static str {
+        match self {
+            FailureKind::Returned => "error",
+            FailureKind::Limit(limit) => limit,
+            FailureKind::Contract => "contract",
+            FailureKind::Trap => "trap",
+            FailureKind::Instantiate => "instantiate",
+        }
+    }
 }
 
 impl FlowFailure {
@@ -269,10 +283,10 @@ async fn execute(
             let (kind, reason) = classify(kind, &error, &limits);
             Err(failure(kind, reason))
         }
-        Err(_elapsed) => Err(failure(
-            FailureKind::Limit,
-            LimitExceeded::Deadline(limits.deadline).to_string(),
-        )),
+        Err(_elapsed) => {
+            let limit = LimitExceeded::Deadline(limits.deadline);
+            Err(failure(FailureKind::Limit(limit.name()), limit.to_string()))
+        }
     }
 }
 
@@ -383,7 +397,7 @@ impl WarmInstance {
 /// Turns wasmtime's error into a kind and a one-line reason.
 fn classify(kind: FailureKind, error: &wasmtime::Error, limits: &Limits) -> (FailureKind, String) {
     if let Some(limit) = error.downcast_ref::<LimitExceeded>() {
-        return (FailureKind::Limit, limit.to_string());
+        return (FailureKind::Limit(limit.name()), limit.to_string());
     }
     if let Some(violation) = error.downcast_ref::<ContractViolation>() {
         return (FailureKind::Contract, violation.to_string());
@@ -395,12 +409,12 @@ fn classify(kind: FailureKind, error: &wasmtime::Error, limits: &Limits) -> (Fai
         );
     }
     match error.downcast_ref::<Trap>() {
-        Some(Trap::OutOfFuel) => (
-            FailureKind::Limit,
-            LimitExceeded::Fuel(limits.fuel.unwrap_or_default()).to_string(),
-        ),
+        Some(Trap::OutOfFuel) => {
+            let limit = LimitExceeded::Fuel(limits.fuel.unwrap_or_default());
+            (FailureKind::Limit(limit.name()), limit.to_string())
+        }
         Some(Trap::StackOverflow) => (
-            FailureKind::Limit,
+            FailureKind::Limit("stack"),
             "wasm stack exhausted (recursion too deep)".to_owned(),
         ),
         // Rust puts its stack at the bottom of linear memory, so recursing

@@ -123,6 +123,8 @@ pub struct NewOutput {
     pub webhook_id: String,
     /// The exact body to POST.
     pub body: String,
+    /// When its message was accepted, in milliseconds since the Unix epoch.
+    pub accepted_at: i64,
 }
 
 /// The inbox's part of the store: a message is accepted (durable before

@@ -232,6 +232,24 @@ pub trait Store: MessageStore + OutboxStore + CredentialStore {
     /// `idle_before` (both in milliseconds since the Unix epoch). Returns
     /// how many rows went.
     async fn prune(&self, before: i64, idle_before: i64) -> Result<usize, StoreError>;
+
+    /// What waits, per endpoint that has anything waiting: for the metrics'
+    /// levels, and to tell that the store answers (readiness). On a store
+    /// shared by several hosts, what waits at all of them.
+    async fn backlog(&self) -> Result<Vec<EndpointBacklog>, StoreError>;
+}
+
+/// What waits at one endpoint.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct EndpointBacklog {
+    /// The endpoint's name.
+    pub endpoint: String,
+    /// Messages accepted and not yet run to the end.
+    pub unfinished_messages: u64,
+    /// Outputs neither delivered nor dead.
+    pub pending_outputs: u64,
+    /// Outputs whose delivery failed for the last time.
+    pub dead_letters: u64,
 }
 
 /// Runs a store operation until it succeeds, waiting longer after each

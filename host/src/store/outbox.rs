@@ -20,6 +20,10 @@ pub struct PendingOutput {
     /// set while a failed output waits for its retry; `None` when due at
     /// once.
     pub next_attempt_at: Option<i64>,
+    /// When its message was accepted, in milliseconds since the Unix epoch
+    /// (for the delivery latency metric); `None` if the message's record
+    /// is gone.
+    pub accepted_at: Option<i64>,
 }
 
 impl PendingOutput {

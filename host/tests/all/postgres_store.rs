@@ -559,6 +559,7 @@ fn outputs(message: &ClaimedMessage, bodies: &[&str]) -> Vec<NewOutput> {
             position: position as u32,
             webhook_id: format!("msg_{}_{position}", message.message.id),
             body: (*body).to_owned(),
+            accepted_at: message.message.received_at,
         })
         .collect()
 }

@@ -460,11 +460,29 @@ async fn while_the_database_restarts_hosts_answer_503_then_carry_on() {
         response.headers()["content-type"],
         "application/problem+json"
     );
+    // A load balancer's probe says the same: not ready, because of the
+    // store; alive all the same.
+    let ready = format!("http://{}/readyz", hosts[1].addr);
+    let readyz = crate::support::client().get(&ready).send().await.unwrap();
+    assert_eq!(readyz.status(), 503);
+    let problem: serde_json::Value = readyz.json().await.unwrap();
+    assert!(
+        problem["reasons"][0]
+            .as_str()
+            .unwrap()
+            .starts_with("the store did"),
+        "{problem}"
+    );
+    let healthz = format!("http://{}/healthz", hosts[1].addr);
+    let alive = crate::support::client().get(&healthz).send().await.unwrap();
+    assert_eq!(alive.status(), 200);
     tokio::time::sleep(Duration::from_secs(1)).await;
     postgres.start_again();
 
     sending.await.unwrap();
     expect_counted(&receiver, SESSIONS, MESSAGES, &sent).await;
+    let readyz = crate::support::client().get(&ready).send().await.unwrap();
+    assert_eq!(readyz.status(), 200, "ready again");
 }
 
 #[tokio::test]

@@ -6,7 +6,7 @@
 //! (`undelivered`), so that whichever host claims the session sends it, in
 //! its place in the session's order; the other hosts are woken.
 
-use super::deliveries::{count, pending_output};
+use super::deliveries::{PENDING_OUTPUT, count, pending_output};
 use super::wakeups::notify;
 use super::{NOW_MS, PostgresStore};
 use crate::store::{
@@ -36,7 +36,10 @@ fn requeue_sql(chosen: &str) -> String {
              FROM (SELECT session_id, count(*)::INTEGER AS added FROM queued GROUP BY session_id) n
              WHERE s.endpoint = $1 AND s.session_id = n.session_id
          )
-         SELECT queued.*, {} FROM queued ORDER BY id",
+         SELECT queued.*,
+                (SELECT received_at FROM messages WHERE messages.id = queued.message_id) AS accepted_at,
+                {}
+         FROM queued ORDER BY id",
         notify('o', "$1", "queued.session_id")
     )
 }
@@ -124,7 +127,10 @@ impl PostgresStore {
             // Pending already: nothing to do, and it is still there to show.
             None => {
                 self.query_opt(
-                    "SELECT * FROM outputs WHERE id = $2 AND endpoint = $1 AND status = 'pending'",
+                    &format!(
+                        "SELECT {PENDING_OUTPUT} FROM outputs
+                         WHERE id = $2 AND endpoint = $1 AND status = 'pending'"
+                    ),
                     &[&endpoint, &output_id],
                 )
                 .await?

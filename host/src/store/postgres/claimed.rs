@@ -8,13 +8,13 @@
 //! (for the admin API); which of it this host runs is decided by its claims,
 //! not by these lists.
 
-use super::deliveries::pending_output;
+use super::deliveries::{PENDING_OUTPUT, pending_output};
 use super::sessions::{inbox_message, session_of};
 use super::{Claim, PostgresStore};
 use crate::store::{
-    Attempt, AttemptRecord, CommittedTurn, DisabledEndpoint, InboxMessage, MessageStore, NewOutput,
-    OnAccepted, OutboxStore, OutputQuery, OutputRecord, PendingOutput, Queued, SessionKey,
-    SessionState, Store, StoreError, TurnRecord,
+    Attempt, AttemptRecord, CommittedTurn, DisabledEndpoint, EndpointBacklog, InboxMessage,
+    MessageStore, NewOutput, OnAccepted, OutboxStore, OutputQuery, OutputRecord, PendingOutput,
+    Queued, SessionKey, SessionState, Store, StoreError, TurnRecord,
 };
 
 impl PostgresStore {
@@ -131,7 +131,9 @@ impl OutboxStore for PostgresStore {
     async fn pending_output(&self, id: i64) -> Result<Option<PendingOutput>, StoreError> {
         let row = self
             .query_opt(
-                "SELECT * FROM outputs WHERE id = $1 AND status = 'pending'",
+                &format!(
+                    "SELECT {PENDING_OUTPUT} FROM outputs WHERE id = $1 AND status = 'pending'"
+                ),
                 &[&id],
             )
             .await?;
@@ -253,5 +255,34 @@ impl Store for PostgresStore {
             .await?;
         tx.commit().await?;
         Ok(usize::try_from(rows).unwrap_or(usize::MAX))
+    }
+
+    async fn backlog(&self) -> Result<Vec<EndpointBacklog>, StoreError> {
+        // Unfinished messages and undelivered outputs from the sessions'
+        // counters (through `sessions_waiting`), dead letters through
+        // `outputs_dead`.
+        let rows = self
+            .query(
+                "SELECT endpoint, SUM(messages)::BIGINT AS messages, SUM(pending)::BIGINT AS pending,
+                        SUM(dead)::BIGINT AS dead FROM (
+                     SELECT endpoint, accepted - finished AS messages, undelivered AS pending, 0 AS dead
+                       FROM sessions WHERE finished < accepted OR undelivered > 0
+                     UNION ALL SELECT endpoint, 0, 0, 1 FROM outputs WHERE status = 'dead'
+                 ) AS waiting GROUP BY endpoint ORDER BY endpoint",
+                &[],
+            )
+            .await?;
+        let count = |row: &tokio_postgres::Row, column: &str| {
+            u64::try_from(row.get::<_, i64>(column)).unwrap_or(0)
+        };
+        Ok(rows
+            .iter()
+            .map(|row| EndpointBacklog {
+                endpoint: row.get("endpoint"),
+                unfinished_messages: count(row, "messages"),
+                pending_outputs: count(row, "pending"),
+                dead_letters: count(row, "dead"),
+            })
+            .collect())
     }
 }

@@ -19,8 +19,13 @@ pub(super) fn pending_output(row: &tokio_postgres::Row, session: SessionKey) -> 
         body: row.get("body"),
         attempts: count(row, "attempts"),
         next_attempt_at: row.get("next_attempt_at"),
+        accepted_at: row.get("accepted_at"),
     }
 }
+
+/// The columns of [`pending_output`]: the output's, and when its message
+/// was accepted.
+pub(super) const PENDING_OUTPUT: &str = "outputs.*, (SELECT received_at FROM messages WHERE messages.id = outputs.message_id) AS accepted_at";
 
 /// A count the database keeps as an `INTEGER`.
 pub(super) fn count(row: &tokio_postgres::Row, column: &str) -> u32 {
@@ -36,7 +41,9 @@ impl PostgresStore {
     ) -> Result<Vec<PendingOutput>, StoreError> {
         let rows = self
             .query(
-                "SELECT id, webhook_id, body, attempts, next_attempt_at FROM outputs
+                "SELECT id, webhook_id, body, attempts, next_attempt_at,
+                        (SELECT received_at FROM messages WHERE messages.id = outputs.message_id) AS accepted_at
+                 FROM outputs
                  WHERE endpoint = $1 AND session_id = $2 AND status = 'pending'
                  ORDER BY id",
                 &[&claim.session.endpoint, &claim.session.session_id],

@@ -295,6 +295,7 @@ fn insert_outputs(
                 body: output.body,
                 attempts: 0,
                 next_attempt_at: None,
+                accepted_at: Some(output.accepted_at),
             })
         })
         .collect()

@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 
 use self::readers::{MAX_READS, ReaderPool};
 use self::writer::{CommitError, Finish, WriteJob};
-use super::{SessionKey, Store, StoreError};
+use super::{EndpointBacklog, SessionKey, Store, StoreError};
 
 /// A [`Store`] in a SQLite database.
 pub struct SqliteStore {
@@ -258,6 +258,34 @@ impl Store for SqliteStore {
             let sessions = conn.execute("DELETE FROM sessions WHERE updated_at < ?", [idle_before])?;
             let profiles = conn.execute("DELETE FROM profiles WHERE updated_at < ?", [idle_before])?;
             Ok(attempts + outputs + messages + sessions + profiles)
+        })
+        .await
+    }
+
+    async fn backlog(&self) -> Result<Vec<EndpointBacklog>, StoreError> {
+        // Each part found through its partial index: what waits, not
+        // everything kept.
+        self.read(|conn| {
+            conn.prepare_cached(
+                "SELECT endpoint, SUM(messages), SUM(pending), SUM(dead) FROM (
+                     SELECT endpoint, 1 AS messages, 0 AS pending, 0 AS dead
+                       FROM messages WHERE status = 'pending'
+                     UNION ALL SELECT endpoint, 0, 1, 0 FROM outputs WHERE status = 'pending'
+                     UNION ALL SELECT endpoint, 0, 0, 1 FROM outputs WHERE status = 'dead'
+                 ) GROUP BY endpoint ORDER BY endpoint",
+            )?
+            .query_map([], |row| {
+                let count = |column| -> rusqlite::Result<u64> {
+                    Ok(u64::try_from(row.get::<_, i64>(column)?).unwrap_or(0))
+                };
+                Ok(EndpointBacklog {
+                    endpoint: row.get(0)?,
+                    unfinished_messages: count(1)?,
+                    pending_outputs: count(2)?,
+                    dead_letters: count(3)?,
+                })
+            })?
+            .collect()
         })
         .await
     }

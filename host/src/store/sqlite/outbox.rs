@@ -34,8 +34,13 @@ fn pending_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingOutput> {
         body: row.get("body")?,
         attempts: row.get("attempts")?,
         next_attempt_at: row.get("next_attempt_at")?,
+        accepted_at: row.get("accepted_at")?,
     })
 }
+
+/// The columns of [`pending_output`]: the output's, and when its message
+/// was accepted.
+const PENDING_OUTPUT: &str = "outputs.*, (SELECT received_at FROM messages WHERE messages.id = outputs.message_id) AS accepted_at";
 
 fn queued_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<Queued> {
     Ok(Queued {
@@ -69,9 +74,11 @@ impl OutboxStore for SqliteStore {
 
     async fn pending_output(&self, id: i64) -> Result<Option<PendingOutput>, StoreError> {
         self.point_read(|conn| {
-            conn.prepare_cached("SELECT * FROM outputs WHERE id = ? AND status = 'pending'")?
-                .query_row([id], pending_output)
-                .optional()
+            conn.prepare_cached(&format!(
+                "SELECT {PENDING_OUTPUT} FROM outputs WHERE id = ? AND status = 'pending'"
+            ))?
+            .query_row([id], pending_output)
+            .optional()
         })
     }
 
@@ -183,7 +190,7 @@ impl OutboxStore for SqliteStore {
                 params![output_id, endpoint],
             )?;
             conn.query_row(
-                "SELECT * FROM outputs WHERE id = ? AND endpoint = ?",
+                &format!("SELECT {PENDING_OUTPUT} FROM outputs WHERE id = ? AND endpoint = ?"),
                 params![output_id, endpoint],
                 pending_output,
             )

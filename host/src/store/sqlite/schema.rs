@@ -11,6 +11,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0001_initial.sql"),
     include_str!("migrations/0002_next_attempt_at.sql"),
     include_str!("migrations/0003_outputs_kept.sql"),
+    include_str!("migrations/0004_dead_letters.sql"),
 ];
 
 /// The first step alone: a database as the first flowhost made it.

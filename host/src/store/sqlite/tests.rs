@@ -103,6 +103,7 @@ async fn a_turn_commits_state_and_outputs_together() {
                     position: 0,
                     webhook_id: "msg_1".into(),
                     body: "{}".into(),
+                    accepted_at: first.received_at,
                 }],
             },
         ))
@@ -170,6 +171,7 @@ async fn dead_letters_are_kept_and_requeued_and_old_records_pruned() {
                         position: n,
                         webhook_id: format!("msg_{n}"),
                         body: "{}".into(),
+                        accepted_at: m.received_at,
                     })
                     .collect(),
             },
@@ -269,11 +271,13 @@ fn record(message: &InboxMessage, outcome: TurnOutcome) -> TurnRecord {
     }
 }
 
-fn said(position: u32) -> NewOutput {
+/// The output `m`'s turn said at `position`.
+fn said(m: &InboxMessage, position: u32) -> NewOutput {
     NewOutput {
         position,
         webhook_id: format!("msg_{position}"),
         body: format!("{{\"n\":{position}}}"),
+        accepted_at: m.received_at,
     }
 }
 
@@ -284,7 +288,7 @@ async fn what_a_turn_said_while_running_is_kept_once_however_often_it_is_committ
     let m = accept(&store, message("s1", "hi")).await;
 
     let early = store
-        .commit_said(m.id, &m.session, vec![said(0)])
+        .commit_said(m.id, &m.session, vec![said(&m, 0)])
         .await
         .unwrap();
     assert_eq!(early.len(), 1);
@@ -293,7 +297,7 @@ async fn what_a_turn_said_while_running_is_kept_once_however_often_it_is_committ
     // the message after a crash: nothing new.
     assert!(
         store
-            .commit_said(m.id, &m.session, vec![said(0)])
+            .commit_said(m.id, &m.session, vec![said(&m, 0)])
             .await
             .unwrap()
             .is_empty()
@@ -301,7 +305,7 @@ async fn what_a_turn_said_while_running_is_kept_once_however_often_it_is_committ
     assert_eq!(unfinished(&store).await.len(), 1, "the turn still runs");
 
     // The turn's end brings its other outputs; place 0 is taken.
-    let mut again = said(0);
+    let mut again = said(&m, 0);
     again.webhook_id = "msg_again".into();
     let rest = done(
         store
@@ -310,7 +314,7 @@ async fn what_a_turn_said_while_running_is_kept_once_however_often_it_is_committ
                 TurnOutcome::Completed {
                     context: None,
                     profile: None,
-                    outputs: vec![again, said(1)],
+                    outputs: vec![again, said(&m, 1)],
                 },
             ))
             .await
@@ -330,7 +334,7 @@ async fn what_a_turn_said_while_running_is_kept_once_however_often_it_is_committ
     // A message that has ended takes no more.
     assert!(
         store
-            .commit_said(m.id, &m.session, vec![said(2)])
+            .commit_said(m.id, &m.session, vec![said(&m, 2)])
             .await
             .unwrap()
             .is_empty()
@@ -343,7 +347,7 @@ async fn a_turn_that_fails_after_saying_keeps_what_it_said_and_nothing_else() {
     let store = SqliteStore::open(dir.path()).unwrap();
     let m = accept(&store, message("s1", "hi")).await;
     let early = store
-        .commit_said(m.id, &m.session, vec![said(0)])
+        .commit_said(m.id, &m.session, vec![said(&m, 0)])
         .await
         .unwrap();
     let failed = store
@@ -410,6 +414,7 @@ async fn a_merged_profile_past_the_limit_fails_the_turn_and_keeps_nothing() {
                     position: 0,
                     webhook_id: format!("msg_{key}"),
                     body: "{}".into(),
+                    accepted_at: m.received_at,
                 }],
             },
         )
@@ -616,6 +621,7 @@ async fn one_output(store: &SqliteStore, session: &str) -> PendingOutput {
                     position: 0,
                     webhook_id: format!("msg_{session}"),
                     body: "{}".into(),
+                    accepted_at: m.received_at,
                 }],
             },
         ))

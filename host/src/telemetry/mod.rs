@@ -1,6 +1,10 @@
-//! Logging, with `tracing`: human-readable lines on stderr by default, JSON
-//! lines with `FLOWHOST_LOG_FORMAT=json`; the filter comes from
-//! `FLOWHOST_LOG` (or `RUST_LOG`), `info` when neither is set.
+//! What an operator sees of a running host: its log and its [`metrics`].
+//!
+//! The log is written with `tracing`: human-readable lines on stderr by
+//! default, JSON lines with `FLOWHOST_LOG_FORMAT=json`; the filter comes
+//! from `FLOWHOST_LOG` (or `RUST_LOG`), `info` when neither is set.
+
+pub mod metrics;
 
 use tracing_subscriber::EnvFilter;
 
