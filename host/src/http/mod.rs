@@ -1,5 +1,6 @@
 //! The HTTP surface: `POST /endpoint/{url_token}`, the admin API, and the
-//! routes for operators' tools (`/healthz`, `/readyz`, `/metrics`); and [`serve`], the accept loop that bounds what each
+//! routes for operators' tools (`/healthz`, `/readyz`, `/metrics`,
+//! `/openapi.json`); and [`serve`], the accept loop that bounds what each
 //! connection, and all of them, may hold.
 //!
 //! Handlers only check and translate: every error is a [`Problem`], every
@@ -124,6 +125,7 @@ pub fn router(state: AppState) -> Router {
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
+        .route("/openapi.json", get(ops::openapi))
         .fallback(|| async { Problem::not_found("there is nothing at this path") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

@@ -1,8 +1,8 @@
 //! The routes for what runs beside flowhost: `GET /healthz` and
 //! `GET /readyz` for a load balancer or Kubernetes' probes, `GET /metrics`
-//! for Prometheus. None needs a
-//! token: they show counts, names and the API's shape, never a message,
-//! a key or a URL token.
+//! for Prometheus, `GET /openapi.json` for clients and tools. None needs a
+//! token: they show counts, names and the API's shape, never a message, a
+//! key or a URL token.
 //!
 //! `/healthz` only says the process answers, so that a liveness probe does
 //! not restart a host because its database is away. `/readyz` says whether
@@ -25,6 +25,11 @@ use crate::telemetry::metrics::{self, Levels};
 /// The longest `/readyz` and `/metrics` wait for the store: a probe has a
 /// timeout of its own (a second, by default, in Kubernetes).
 const STORE_TIMEOUT: Duration = Duration::from_millis(800);
+
+/// The API's description (OpenAPI 3.1), kept by hand beside the routes: a
+/// test checks that every route is in it and every path in it is routed,
+/// and schemathesis checks the answers against it.
+pub(super) const OPENAPI: &str = include_str!("openapi.json");
 
 pub(super) async fn healthz() -> &'static str {
     "ok"
@@ -121,4 +126,78 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     };
     let text = app.metrics.render(&levels).unwrap_or_default();
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
+}
+
+pub(super) async fn openapi() -> Response {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeSet;
+
+    use serde_json::Value;
+
+    use super::OPENAPI;
+
+    const METHODS: [&str; 5] = ["get", "post", "put", "patch", "delete"];
+
+    /// The `(path, method)` of every `.route("path", method(…)…)` in
+    /// `source`, under `prefix`.
+    fn routes_in(source: &str, prefix: &str) -> BTreeSet<(String, String)> {
+        let mut routes = BTreeSet::new();
+        for (at, _) in source.match_indices(".route(") {
+            let rest = &source[at + ".route(".len()..];
+            let start = rest.find('"').unwrap() + 1;
+            let path = &rest[start..start + rest[start..].find('"').unwrap()];
+            // The route's arguments: up to the parenthesis that closes it.
+            let mut depth = 1;
+            let end = rest
+                .char_indices()
+                .find(|&(_, c)| {
+                    depth += match c {
+                        '(' => 1,
+                        ')' => -1,
+                        _ => 0,
+                    };
+                    depth == 0
+                })
+                .unwrap()
+                .0;
+            let arguments = &rest[..end];
+            for method in METHODS {
+                let called = arguments
+                    .match_indices(&format!("{method}("))
+                    .any(|(i, _)| i == 0 || !arguments.as_bytes()[i - 1].is_ascii_alphanumeric());
+                if called {
+                    routes.insert((format!("{prefix}{path}"), method.to_owned()));
+                }
+            }
+        }
+        routes
+    }
+
+    #[test]
+    fn the_document_describes_every_route_and_nothing_else() {
+        let document: Value = serde_json::from_str(OPENAPI).expect("openapi.json is JSON");
+        assert_eq!(document["openapi"], "3.1.0");
+        assert_eq!(document["info"]["version"], env!("CARGO_PKG_VERSION"));
+        let documented: BTreeSet<(String, String)> = document["paths"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .flat_map(|(path, operations)| {
+                operations
+                    .as_object()
+                    .unwrap()
+                    .keys()
+                    .filter(|key| METHODS.contains(&key.as_str()))
+                    .map(move |method| (path.clone(), method.clone()))
+            })
+            .collect();
+        let mut routed = routes_in(include_str!("mod.rs"), "");
+        routed.extend(routes_in(include_str!("admin.rs"), "/admin"));
+        assert!(routed.len() >= 13, "the routes were not found: {routed:?}");
+        assert_eq!(documented, routed, "openapi.json and the router differ");
+    }
 }

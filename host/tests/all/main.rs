@@ -16,6 +16,7 @@ mod failures;
 mod hardening;
 mod in_process;
 mod local;
+mod openapi;
 mod operability;
 mod ordering;
 mod postgres_store;

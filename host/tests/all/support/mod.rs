@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses part of it
 
 pub mod postgres;
+pub mod tools;
 
 use std::collections::{HashMap, VecDeque};
 use std::path::{Path, PathBuf};

@@ -1,0 +1,47 @@
+//! Tools from PyPI that tests run, each installed once, at a pinned
+//! version, in a virtual environment of its own under `target/tools`: the
+//! one place tests install anything, kept between runs.
+
+use std::path::PathBuf;
+use std::process::Command;
+use std::sync::Mutex;
+
+/// schemathesis, which checks a running flowhost against its OpenAPI
+/// document.
+pub const SCHEMATHESIS: (&str, &str) = ("schemathesis", "4.32.5");
+
+/// The path of the program `package` installs, installing `package` at
+/// `version` first if it is not yet. Needs `python3` with `venv`
+/// (Debian: `apt-get install python3-venv`).
+pub fn python_tool((package, version): (&str, &str)) -> PathBuf {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let venv = super::repo().join(format!("target/tools/{package}-{version}"));
+    let program = venv.join("bin").join(package);
+    let installed = venv.join("installed");
+    if installed.exists() {
+        return program;
+    }
+    let _ = std::fs::remove_dir_all(&venv);
+    run(Command::new("python3").args(["-m", "venv"]).arg(&venv));
+    run(Command::new(venv.join("bin/pip")).args([
+        "install",
+        "--quiet",
+        "--disable-pip-version-check",
+        &format!("{package}=={version}"),
+    ]));
+    std::fs::write(&installed, "").unwrap();
+    program
+}
+
+fn run(command: &mut Command) {
+    let output = command
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e} (is python3 installed?)"));
+    assert!(
+        output.status.success(),
+        "{command:?} failed ({}); a test tool could not be installed (Debian needs python3-venv):\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+}
