@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
-use axum::extract::{Path, Query, Request, State};
+use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
 use axum::routing::{get, post};
@@ -22,6 +22,7 @@ use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
 use super::AdminToken;
+use super::extract::{Path, Query};
 use super::{AppState, Problem};
 use crate::store::{OutputQuery, OutputStatus};
 
@@ -56,6 +57,21 @@ pub(super) fn routes(state: Arc<AppState>, token: AdminToken) -> Router<Arc<AppS
         })
         .layer(middleware::from_fn_with_state(token, authorize));
     Router::new().nest("/admin", admin).with_state(state)
+}
+
+/// Removes `Allow` from every admin answer but a 405, which only a caller
+/// with the token gets. axum adds `Allow` to a route's answer to a method
+/// it does not take after every layer of the route, the token's check
+/// included, so a caller without the token would learn from a 401 (or,
+/// without an admin token, a 404) that the route exists: this wraps the
+/// whole router.
+pub(super) async fn hide_allowed_methods(request: Request, next: Next) -> Response {
+    let admin = request.uri().path().starts_with("/admin");
+    let mut response = next.run(request).await;
+    if admin && response.status() != StatusCode::METHOD_NOT_ALLOWED {
+        response.headers_mut().remove(header::ALLOW);
+    }
+    response
 }
 
 /// The token of an `Authorization: Bearer <token>` value. The scheme is

@@ -10,12 +10,13 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::json;
 
+use super::extract::Path;
 use super::message;
 use super::{AppState, Problem};
 use crate::endpoints::{Auth, Endpoint};

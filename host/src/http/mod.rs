@@ -8,6 +8,7 @@
 
 mod admin;
 mod endpoint;
+mod extract;
 pub mod message;
 mod ops;
 pub mod problem;
@@ -119,7 +120,7 @@ pub fn router(state: AppState) -> Router {
     // Shared behind one `Arc`: axum clones the state for every request.
     let state = Arc::new(state);
     let admin = admin::routes(Arc::clone(&state), Arc::clone(&state.admin_token));
-    Router::new()
+    let app = Router::new()
         .merge(admin)
         .route("/endpoint/{url_token}", post(endpoint::receive))
         .route("/healthz", get(ops::healthz))
@@ -132,13 +133,17 @@ pub fn router(state: AppState) -> Router {
                 StatusCode::METHOD_NOT_ALLOWED,
                 "method-not-allowed",
                 "Method not allowed",
-                "POST messages to an endpoint's URL",
+                "this path does not take this method; Allow lists those it takes",
             )
         })
         // The endpoint handler reads the body itself, after authentication,
         // with its own limit.
         .layer(DefaultBodyLimit::disable())
-        .with_state(state)
+        .with_state(state);
+    // Around the whole router, so that it sees what axum adds last.
+    Router::new()
+        .fallback_service(app)
+        .layer(axum::middleware::from_fn(admin::hide_allowed_methods))
 }
 
 #[cfg(test)]

@@ -349,8 +349,22 @@ async fn listings_page_with_a_cursor_and_leave_bodies_out_unless_asked() {
     assert!(rest["nextBeforeId"].is_null(), "the last page: {rest}");
 
     // An unknown parameter is refused, not silently ignored.
-    let (status, _) = admin(&host, "GET", &format!("{path}?offset=2"), ADMIN).await;
+    let (status, problem) = admin(&host, "GET", &format!("{path}?offset=2"), ADMIN).await;
     assert_eq!(status, 400);
+    assert_eq!(problem["type"], "urn:flowhost:problem:invalid-parameter");
+    assert!(
+        problem["detail"].as_str().unwrap().contains("offset"),
+        "{problem}"
+    );
+    let (status, problem) = admin(
+        &host,
+        "POST",
+        "/admin/endpoints/count/deliveries/not-a-number/redeliver",
+        ADMIN,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(problem["type"], "urn:flowhost:problem:invalid-parameter");
 }
 
 #[tokio::test]
@@ -412,6 +426,16 @@ async fn the_admin_api_needs_its_token_and_exists_only_with_one() {
     let host = without.start().await;
     let (status, _) = admin(&host, "GET", "/admin/flows", ADMIN).await;
     assert_eq!(status, 404, "no admin_token, no admin API");
+    let response = crate::support::client()
+        .post(format!("http://{}/admin/flows", host.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(response.status(), 404);
+    assert!(
+        !response.headers().contains_key("allow"),
+        "Allow tells there is a route"
+    );
 }
 
 #[tokio::test]
@@ -442,6 +466,10 @@ async fn nothing_under_admin_answers_without_the_token() {
             "application/problem+json"
         );
         assert!(response.headers().contains_key("www-authenticate"));
+        assert!(
+            !response.headers().contains_key("allow"),
+            "{method} {path}: Allow names the route's methods"
+        );
 
         // With the token, the honest answer.
         let response = client
