@@ -30,7 +30,8 @@
 //! and delivery), `net` (which addresses are public, and the one resolver
 //! check for flows and webhooks), `units` (sizes and durations as written
 //! in the file), `watch` (the folder watcher behind hot reload). [`local`]
-//! runs one flow once, for `flowhost run`.
+//! runs one flow once, for `flowhost run`; [`preflight`] checks a
+//! configuration and its flows, for `flowhost check`.
 
 mod banner;
 pub mod config;
@@ -43,6 +44,7 @@ pub mod keys;
 mod lanes;
 pub mod local;
 mod net;
+pub mod preflight;
 mod private;
 pub mod reload;
 pub mod runtime;

@@ -7,6 +7,7 @@ use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use flowhost::config::{Config, Overrides};
 use flowhost::local::{LocalMessage, LocalOutcome};
+use flowhost::preflight;
 use flowhost::store::Opened;
 
 /// jemalloc rather than the system's allocator: a message's path allocates
@@ -39,6 +40,9 @@ enum Command {
     /// Runs a flow once, locally, and prints the webhook bodies it would send,
     /// one JSON document per line.
     Run(RunArgs),
+    /// Checks the configuration and every flow as `serve` would, prints each
+    /// problem, and exits non-zero if there is any: for a deploy pipeline.
+    Check(ConfigArgs),
     /// Compiles a component read on stdin and writes its code on stdout:
     /// what `serve` runs in a child process for each flow it compiles.
     #[command(name = "compile-flow", hide = true)]
@@ -211,6 +215,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 );
             }
         }
+        Command::Check(args) => return check(args.config.as_deref()).await,
         Command::CompileFlow(_) => unreachable!("handled before the runtime starts"),
         Command::Run(args) => {
             let message = LocalMessage {
@@ -236,6 +241,36 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+async fn check(path: Option<&std::path::Path>) -> anyhow::Result<ExitCode> {
+    let file = path.unwrap_or(std::path::Path::new(flowhost::config::DEFAULT_CONFIG_FILE));
+    let (findings, summary) = match Config::load(path, &Overrides::default()) {
+        Err(error) => (preflight::config_findings(&error, file), None),
+        Ok(config) => {
+            let report = preflight::check(&config).await?;
+            let summary = format!(
+                "{} endpoints, {} flows ({})",
+                report.endpoints,
+                report.flows.len(),
+                report.flows.join(", ")
+            );
+            (report.findings, Some(summary))
+        }
+    };
+    for finding in &findings {
+        println!("problem: {finding}");
+    }
+    match summary {
+        Some(summary) if findings.is_empty() => {
+            println!("ok: {summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        _ => {
+            eprintln!("{} problems", findings.len());
+            Ok(ExitCode::FAILURE)
+        }
+    }
 }
 
 async fn keys(command: KeysCommand) -> anyhow::Result<()> {

@@ -7,6 +7,7 @@
 mod support;
 
 mod capacity;
+mod check;
 mod connections;
 mod conversations;
 mod delivery;
