@@ -23,13 +23,16 @@
 //!   says again gets its first output to the receiver;
 //! - **reload**: from a rename into the flows folder to the first message
 //!   served by the new version, compiled (cold) and from the compile cache
-//!   (warm); start-up with 50 flows, cold and warm; memory per loaded flow.
+//!   (warm); start-up with 50 flows, cold and warm; memory per loaded flow;
+//! - **metrics**: the end-to-end closed loop with Prometheus metrics on
+//!   (scraped every second) and off, turn about.
 //!
 //! The table is printed and written as JSON to `target/bench/results.json`.
 
 mod ceiling;
 mod client;
 mod load;
+mod metrics;
 mod neighbours;
 mod process;
 mod receiver;
@@ -61,7 +64,8 @@ struct Options {
     duration: Duration,
     /// `--only <scenario>`: run just the fast path (ack, end to end, hot
     /// session, without fsync), the waiting flows, one of the neighbour
-    /// scenarios, or the store shared by hosts (`scale_out`).
+    /// scenarios, the cost of metrics (`metrics`), or the store shared by
+    /// hosts (`scale_out`).
     only: Option<String>,
     /// `--flowhost <path>`: measure this build of flowhost (another
     /// version, kept aside) instead of the one built from this checkout.
@@ -158,6 +162,11 @@ async fn scenarios(
             results.insert("first_output", first);
             return Ok(json!(results));
         }
+        Some("metrics") => {
+            let figures = metrics::scenario(flowhost, flows, &hook, &deliveries, options, epoch);
+            results.insert("metrics", figures.await?);
+            return Ok(json!(results));
+        }
         Some("scale_out") => {
             let figures =
                 scale_out::scenarios(flowhost, flows, &hook, &deliveries, options, epoch).await?;
@@ -166,8 +175,8 @@ async fn scenarios(
         }
         Some(other) => {
             bail!(
-                "--only takes fast_path, waiting, noisy_neighbours, hostile_neighbours or \
-                 scale_out, not {other}"
+                "--only takes fast_path, waiting, noisy_neighbours, hostile_neighbours, \
+                 metrics or scale_out, not {other}"
             )
         }
     }
@@ -290,6 +299,10 @@ async fn scenarios(
         hostile_neighbours(flowhost, flows, &hook, &deliveries, options, epoch).await?,
     );
     results.insert("reload", reload(flowhost, flows, &hook, &deliveries).await?);
+    results.insert(
+        "metrics",
+        metrics::scenario(flowhost, flows, &hook, &deliveries, options, epoch).await?,
+    );
     results
         .extend(scale_out::scenarios(flowhost, flows, &hook, &deliveries, options, epoch).await?);
     Ok(json!(results))
