@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::DeliveryEvent;
 use super::client::{Answer, Sender};
 use super::retry::{RetryPolicy, Verdict};
 use crate::endpoints::SharedEndpoints;
@@ -34,6 +35,8 @@ pub(super) struct Courier {
     /// Outputs in a lane, so that none is queued twice.
     pub(super) queued: Mutex<HashSet<i64>>,
     pub(super) metrics: Metrics,
+    /// Told of every attempt, when anyone listens.
+    pub(super) watchers: tokio::sync::broadcast::Sender<DeliveryEvent>,
     pub(super) shutdown: CancellationToken,
 }
 
@@ -194,6 +197,15 @@ impl Courier {
         };
         self.metrics
             .delivery(&output.session.endpoint, counted, took, latency);
+        if self.watchers.receiver_count() > 0 {
+            let _ = self.watchers.send(DeliveryEvent {
+                session: output.session.clone(),
+                output_id: output.id,
+                body: output.body.clone(),
+                outcome: counted,
+                status,
+            });
+        }
 
         match verdict {
             Verdict::Gone => {

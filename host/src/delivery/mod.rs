@@ -47,7 +47,7 @@ use crate::store::{
     AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery, OutputRecord, PendingOutput, Queued,
     SessionKey, StoreError, now_ms,
 };
-use crate::telemetry::metrics::Metrics;
+use crate::telemetry::metrics::{DeliveryOutcome, Metrics};
 
 /// How outputs are delivered to webhooks.
 #[derive(Debug, Clone, PartialEq)]
@@ -90,6 +90,24 @@ pub struct Delivery {
     lanes: Lanes<Lane, Waiting>,
     carry: Arc<CarryBudget>,
 }
+
+/// An attempt to deliver an output, as [`Delivery::watch`] tells it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeliveryEvent {
+    /// The output's session.
+    pub session: SessionKey,
+    /// The output's place in the outbox.
+    pub output_id: i64,
+    /// The webhook body: the output as the receiver got it (or did not).
+    pub body: String,
+    /// How the attempt ended: delivered, retry, dead or gone.
+    pub outcome: DeliveryOutcome,
+    /// The receiver's HTTP status, if it answered.
+    pub status: Option<u16>,
+}
+
+/// The attempts a slow watcher may fall behind by before it misses some.
+const WATCH_BACKLOG: usize = 1024;
 
 /// What orders deliveries: a session, or (unordered) the output alone.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -147,6 +165,7 @@ impl Delivery {
             stopped: Mutex::new(stopped),
             queued: Mutex::new(HashSet::new()),
             metrics,
+            watchers: tokio::sync::broadcast::channel(WATCH_BACKLOG).0,
             shutdown,
         });
         let lanes = {
@@ -209,6 +228,13 @@ impl Delivery {
                 return Ok(());
             }
         }
+    }
+
+    /// Every delivery attempt this host makes from now on, as it is
+    /// recorded (for the console's chat). A watcher that falls more than
+    /// 1,024 attempts behind misses the oldest ones.
+    pub fn watch(&self) -> tokio::sync::broadcast::Receiver<DeliveryEvent> {
+        self.courier.watchers.subscribe()
     }
 
     /// Queues outputs for delivery, in their lanes. An output already queued

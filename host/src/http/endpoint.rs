@@ -139,7 +139,17 @@ async fn answer(
         })?
         .to_bytes();
     let valid = message::parse(&bytes)?;
+    let trace_id = accept(app, endpoint, valid).await?;
+    Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
+}
 
+/// Stores a checked message of `endpoint` and queues it; returns its trace
+/// id. Also for the admin API's messages (the console's chat).
+pub(super) async fn accept(
+    app: &AppState,
+    endpoint: &Endpoint,
+    valid: message::ValidMessage,
+) -> Result<String, Problem> {
     // Where hosts share the store, another host may have the flow: the
     // message waits for one that has.
     if !app.inbox.is_shared() && !app.flows.serves_or_may_serve(&endpoint.config.flow) {
@@ -170,7 +180,7 @@ async fn answer(
         .accept(message)
         .await
         .map_err(|error| not_accepted(error, endpoint.name()))?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
+    Ok(trace_id)
 }
 
 /// The answer to a message the inbox did not accept. Nothing of it was
@@ -192,7 +202,7 @@ fn not_accepted(error: AcceptError, endpoint: &str) -> Problem {
 }
 
 /// `application/json`, with or without parameters, or any `+json` type.
-fn is_json(headers: &HeaderMap) -> bool {
+pub(super) fn is_json(headers: &HeaderMap) -> bool {
     let Some(content_type) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

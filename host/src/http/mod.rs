@@ -1,12 +1,13 @@
-//! The HTTP surface: `POST /endpoint/{url_token}`, the admin API, and the
-//! routes for operators' tools (`/healthz`, `/readyz`, `/metrics`,
-//! `/openapi.json`); and [`serve`], the accept loop that bounds what each
+//! The HTTP surface: `POST /endpoint/{url_token}`, the admin API, the web
+//! console over it, and the routes for operators' tools (`/healthz`,
+//! `/readyz`, `/metrics`, `/openapi.json`); and [`serve`], the accept loop that bounds what each
 //! connection, and all of them, may hold.
 //!
 //! Handlers only check and translate: every error is a [`Problem`], every
 //! accepted message goes to the inbox.
 
 mod admin;
+mod console;
 mod endpoint;
 mod extract;
 pub mod message;
@@ -127,6 +128,9 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))
         .route("/openapi.json", get(ops::openapi))
+        .route("/console", get(console::page))
+        .route("/console/console.css", get(console::style))
+        .route("/console/console.js", get(console::script))
         .fallback(|| async { Problem::not_found("there is nothing at this path") })
         .method_not_allowed_fallback(|| async {
             Problem::new(

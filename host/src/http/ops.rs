@@ -196,7 +196,7 @@ mod tests {
             })
             .collect();
         let mut routed = routes_in(include_str!("mod.rs"), "");
-        routed.extend(routes_in(include_str!("admin.rs"), "/admin"));
+        routed.extend(routes_in(include_str!("admin/mod.rs"), "/admin"));
         assert!(routed.len() >= 13, "the routes were not found: {routed:?}");
         assert_eq!(documented, routed, "openapi.json and the router differ");
     }

@@ -130,7 +130,8 @@ pub enum DeliveryOutcome {
 }
 
 impl DeliveryOutcome {
-    fn label(self) -> &'static str {
+    /// The outcome as the metric's label (and the console) names it.
+    pub fn label(self) -> &'static str {
         match self {
             DeliveryOutcome::Delivered => "delivered",
             DeliveryOutcome::Retry => "retry",

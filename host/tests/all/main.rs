@@ -9,6 +9,7 @@ mod support;
 mod capacity;
 mod check;
 mod connections;
+mod console;
 mod conversations;
 mod delivery;
 mod durability;

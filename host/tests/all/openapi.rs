@@ -58,6 +58,11 @@ async fn every_answer_matches_the_openapi_document() {
             [[operations]]
             include-path-regex = "^/admin/endpoints/\\{{endpoint\\}}/"
             parameters = {{ endpoint = "echo" }}
+
+            # A stream that lasts as long as the host: its answer never ends.
+            [[operations]]
+            include-path = "/admin/endpoints/{{endpoint}}/events"
+            enabled = false
             "#
         ),
     )
@@ -112,9 +117,14 @@ async fn every_answer_matches_the_openapi_document() {
         .as_object()
         .unwrap()
         .values()
-        .map(|operations| operations.as_object().unwrap().len())
-        .sum();
-    let tested = format!(r#"errors="0" failures="0" skipped="0" tests="{operations}""#);
+        .flat_map(|item| item.as_object().unwrap().keys())
+        .filter(|key| ["get", "post", "put", "patch", "delete"].contains(&key.as_str()))
+        .count();
+    // All but the event stream.
+    let tested = format!(
+        r#"errors="0" failures="0" skipped="0" tests="{}""#,
+        operations - 1
+    );
     assert!(
         junit.contains(&tested),
         "not every one of the {operations} operations was tested:\n{junit}"

@@ -3,6 +3,7 @@
 
 #![allow(dead_code)] // each test module uses part of it
 
+pub mod browser;
 pub mod postgres;
 pub mod tools;
 

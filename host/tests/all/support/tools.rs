@@ -45,3 +45,36 @@ fn run(command: &mut Command) {
         String::from_utf8_lossy(&output.stderr)
     );
 }
+
+/// The path of `program`, installing the Debian `packages` that provide
+/// it when it is missing and the tests run as root (as on CI); otherwise
+/// a failure that says what to install.
+pub fn debian_program(program: &str, packages: &[&str]) -> PathBuf {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let find = || {
+        std::env::var_os("PATH").and_then(|path| {
+            std::env::split_paths(&path)
+                .map(|dir| dir.join(program))
+                .find(|candidate| candidate.is_file())
+        })
+    };
+    if let Some(found) = find() {
+        return found;
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
+    assert!(
+        root,
+        "{program} is missing: install it with `sudo apt-get install {}`",
+        packages.join(" ")
+    );
+    run(Command::new("apt-get").args(["update", "-qq"]));
+    run(Command::new("apt-get")
+        .args(["install", "-y", "-qq"])
+        .args(packages)
+        .env("DEBIAN_FRONTEND", "noninteractive"));
+    find().unwrap_or_else(|| panic!("{program} is still missing after installing {packages:?}"))
+}

@@ -1,7 +1,7 @@
-//! The admin API, under `/admin`, for operators: the endpoints with their
-//! URLs, rotating a generated URL token, deliveries and dead letters,
-//! redelivery, resuming an endpoint stopped by a 410, and the flows in
-//! service. Everything under `/admin` requires `Authorization:
+//! The admin API, under `/admin`, for operators and the console: the
+//! endpoints with their URLs, rotating a generated URL token, API keys,
+//! deliveries and dead letters (`deliveries`), a message sent as a user and
+//! the stream of delivery attempts (`chat`), and the flows in service. Everything under `/admin` requires `Authorization:
 //! Bearer <admin_token>`, including wrong methods and unknown paths, so that
 //! nothing tells a caller without the token which routes exist (a 405 or a
 //! 404 would); without an `admin_token` in the configuration everything
@@ -12,19 +12,23 @@ use std::sync::Arc;
 
 use axum::Json;
 use axum::Router;
+use axum::extract::DefaultBodyLimit;
 use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::Response;
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use http::{StatusCode, header};
-use serde::Deserialize;
 use serde_json::{Value, json};
 use subtle::ConstantTimeEq;
 
+mod chat;
+mod deliveries;
+mod keys;
+
 use super::AdminToken;
-use super::extract::{Path, Query};
+use super::extract::Path;
 use super::{AppState, Problem};
-use crate::store::{OutputQuery, OutputStatus};
+use crate::endpoints::Auth;
 
 /// The admin routes, guarded by `token`.
 pub(super) fn routes(state: Arc<AppState>, token: AdminToken) -> Router<Arc<AppState>> {
@@ -32,17 +36,30 @@ pub(super) fn routes(state: Arc<AppState>, token: AdminToken) -> Router<Arc<AppS
         .route("/flows", get(flows))
         .route("/endpoints", get(endpoints))
         .route("/endpoints/{endpoint}/url-token", post(rotate_url_token))
-        .route("/endpoints/{endpoint}/deliveries", get(deliveries))
-        .route("/endpoints/{endpoint}/dead-letters", get(dead_letters))
+        .route(
+            "/endpoints/{endpoint}/keys",
+            get(keys::list).post(keys::create),
+        )
+        .route("/endpoints/{endpoint}/keys/{key}", delete(keys::revoke))
+        .route("/endpoints/{endpoint}/messages", post(chat::send))
+        .route("/endpoints/{endpoint}/events", get(chat::events))
+        .route(
+            "/endpoints/{endpoint}/deliveries",
+            get(deliveries::deliveries),
+        )
+        .route(
+            "/endpoints/{endpoint}/dead-letters",
+            get(deliveries::dead_letters),
+        )
         .route(
             "/endpoints/{endpoint}/deliveries/{id}/redeliver",
-            post(redeliver_one),
+            post(deliveries::redeliver_one),
         )
         .route(
             "/endpoints/{endpoint}/dead-letters/redeliver",
-            post(redeliver_dead),
+            post(deliveries::redeliver_dead),
         )
-        .route("/endpoints/{endpoint}/resume", post(resume))
+        .route("/endpoints/{endpoint}/resume", post(deliveries::resume))
         // Both fallbacks are set here, before the layer, so that the layer
         // guards them too (`route_layer` would not, and the outer router's
         // fallbacks replace only default ones, which are not layered).
@@ -55,6 +72,9 @@ pub(super) fn routes(state: Arc<AppState>, token: AdminToken) -> Router<Arc<AppS
                 "this admin route does not take this method",
             )
         })
+        // Bodies (a key's name, a message) are read whole: at most a
+        // message's size. The layer closest to the handlers wins.
+        .layer(DefaultBodyLimit::max(state.max_body_size))
         .layer(middleware::from_fn_with_state(token, authorize));
     Router::new().nest("/admin", admin).with_state(state)
 }
@@ -115,7 +135,7 @@ async fn authorize(
     Ok(next.run(request).await)
 }
 
-fn known_endpoint(app: &AppState, endpoint: &str) -> Result<(), Problem> {
+pub(super) fn known_endpoint(app: &AppState, endpoint: &str) -> Result<(), Problem> {
     app.endpoints
         .load()
         .by_name(endpoint)
@@ -123,8 +143,8 @@ fn known_endpoint(app: &AppState, endpoint: &str) -> Result<(), Problem> {
         .ok_or_else(|| Problem::not_found(format!("no endpoint named {endpoint:?}")))
 }
 
-/// Every endpoint with its flow and full URL: the one place besides
-/// `flowhost endpoints` that shows URL tokens whole.
+/// Every endpoint with its flow, full URL, auth and webhook: the one place
+/// besides `flowhost endpoints` that shows URL tokens whole.
 async fn endpoints(State(app): State<Arc<AppState>>) -> Json<Value> {
     let endpoints: Vec<Value> = app
         .endpoints
@@ -132,11 +152,21 @@ async fn endpoints(State(app): State<Arc<AppState>>) -> Json<Value> {
         .all()
         .into_iter()
         .map(|e| {
+            // Without any credentials a URL may carry.
+            let mut webhook = e.config.webhook_url.clone();
+            let _ = webhook.set_password(None);
+            let _ = webhook.set_username("");
             json!({
                 "name": e.name(),
                 "flow": e.config.flow,
                 "url": e.url(&app.base_url),
                 "urlTokenConfigured": e.config.url_token.is_some(),
+                "auth": match e.config.auth {
+                    Auth::None => "none",
+                    Auth::ApiKey => "api-key",
+                },
+                "webhookUrl": webhook.as_str(),
+                "webhookAuth": e.config.webhook_auth.is_some(),
             })
         })
         .collect();
@@ -203,125 +233,6 @@ async fn flows(State(app): State<Arc<AppState>>) -> Json<Value> {
         }
     }
     Json(json!({ "flows": flows }))
-}
-
-/// The most bytes of outputs one listing returns (at least one output is
-/// always listed): bodies of up to 64 KiB each would otherwise make a
-/// listing of 1,000 tens of megabytes.
-const MAX_LISTING_BYTES: usize = 4 << 20;
-
-/// A listing's query. Unknown parameters are refused rather than ignored,
-/// so that a client paging with a parameter flowhost does not know (such as
-/// `offset`) does not get the first page over and over.
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Listing {
-    status: Option<OutputStatus>,
-    limit: Option<usize>,
-    /// Only outputs older than this one: the `nextBeforeId` of the previous
-    /// page.
-    before_id: Option<i64>,
-    /// Whether to include each output's body.
-    #[serde(default)]
-    body: bool,
-}
-
-async fn deliveries(
-    State(app): State<Arc<AppState>>,
-    Path(endpoint): Path<String>,
-    Query(listing): Query<Listing>,
-) -> Result<Json<Value>, Problem> {
-    list(&app, &endpoint, listing).await
-}
-
-async fn dead_letters(
-    State(app): State<Arc<AppState>>,
-    Path(endpoint): Path<String>,
-    Query(listing): Query<Listing>,
-) -> Result<Json<Value>, Problem> {
-    let listing = Listing {
-        status: Some(OutputStatus::Dead),
-        ..listing
-    };
-    list(&app, &endpoint, listing).await
-}
-
-/// Outputs of an endpoint, newest first, each with its attempts, a page at
-/// a time: `nextBeforeId`, when set, is the `before_id` of the next page.
-async fn list(app: &AppState, endpoint: &str, listing: Listing) -> Result<Json<Value>, Problem> {
-    known_endpoint(app, endpoint)?;
-    let limit = listing.limit.unwrap_or(50).clamp(1, 1000);
-    let outputs = app
-        .delivery
-        .outputs(
-            endpoint,
-            OutputQuery {
-                status: listing.status,
-                before_id: listing.before_id,
-                limit,
-                bodies: listing.body,
-            },
-        )
-        .await?;
-    let mut more = outputs.len() == limit;
-    let mut listed = Vec::with_capacity(outputs.len());
-    let mut bytes = 0;
-    for output in outputs {
-        let attempts = app.delivery.attempts(output.id).await?;
-        let mut record = serde_json::to_value(&output).expect("records serialize");
-        record["attempts"] = serde_json::to_value(attempts).expect("records serialize");
-        record["attemptCount"] = json!(output.attempts);
-        bytes += record.to_string().len();
-        if bytes > MAX_LISTING_BYTES && !listed.is_empty() {
-            more = true;
-            break;
-        }
-        listed.push(record);
-    }
-    let next_before_id = listed
-        .last()
-        .filter(|_| more)
-        .and_then(|last| last["id"].as_i64());
-    let stopped = app.delivery.stopped(endpoint).await?;
-    Ok(Json(json!({
-        "endpoint": endpoint,
-        "stopped": stopped,
-        "deliveries": listed,
-        "nextBeforeId": next_before_id,
-    })))
-}
-
-async fn redeliver_one(
-    State(app): State<Arc<AppState>>,
-    Path((endpoint, id)): Path<(String, i64)>,
-) -> Result<(StatusCode, Json<Value>), Problem> {
-    known_endpoint(&app, &endpoint)?;
-    if !app.delivery.redeliver(&endpoint, id).await? {
-        return Err(Problem::not_found(format!(
-            "endpoint {endpoint} has no output {id}"
-        )));
-    }
-    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": 1 }))))
-}
-
-async fn redeliver_dead(
-    State(app): State<Arc<AppState>>,
-    Path(endpoint): Path<String>,
-) -> Result<(StatusCode, Json<Value>), Problem> {
-    known_endpoint(&app, &endpoint)?;
-    let queued = app.delivery.redeliver_dead(&endpoint).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "queued": queued }))))
-}
-
-async fn resume(
-    State(app): State<Arc<AppState>>,
-    Path(endpoint): Path<String>,
-) -> Result<Json<Value>, Problem> {
-    known_endpoint(&app, &endpoint)?;
-    let was_stopped = app.delivery.resume(&endpoint).await?;
-    Ok(Json(
-        json!({ "endpoint": endpoint, "wasStopped": was_stopped }),
-    ))
 }
 
 #[cfg(test)]
