@@ -45,6 +45,7 @@ fn message(session: &str) -> InboxMessage {
         data: Some(r#"{"exampleKey":"exampleValue"}"#.to_owned()),
         trace_id: "endpoint-httpIncomingMessage-00000000-0000-0000-0000-000000000000".to_owned(),
         received_at: 0,
+        trace_parent: None,
     }
 }
 
@@ -63,7 +64,7 @@ fn turn(message: &InboxMessage) -> TurnRecord {
                 webhook_id: format!("msg_{}", message.id),
                 body: r#"{"userId":"user123","sessionId":"s","AIOutput":{"text":"Hello"}}"#
                     .to_owned(),
-                accepted_at: message.received_at,
+                origin: message.origin(),
             }],
         },
     }

@@ -186,8 +186,8 @@ impl Courier {
         recorded?;
         let (counted, latency) = match verdict {
             Verdict::Delivered => {
-                let since_accepted = output.accepted_at.map(|accepted| {
-                    Duration::from_millis(u64::try_from(now_ms() - accepted).unwrap_or(0))
+                let since_accepted = output.origin.as_ref().map(|origin| {
+                    Duration::from_millis(u64::try_from(now_ms() - origin.accepted_at).unwrap_or(0))
                 });
                 (DeliveryOutcome::Delivered, since_accepted)
             }

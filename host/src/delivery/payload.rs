@@ -16,7 +16,7 @@ use serde::Serialize;
 use serde_json::{Map, Value};
 
 use crate::runtime::Output;
-use crate::store::NewOutput;
+use crate::store::{NewOutput, Origin};
 
 #[derive(Serialize)]
 struct Body<'a> {
@@ -54,18 +54,18 @@ pub(crate) struct Recipient<'a> {
 /// An output ready for the outbox: its body, and its Standard Webhooks id
 /// (`msg_<uuid>`), made once so that every retry sends the same id, which a
 /// receiver uses to drop duplicates. `position` is its place among the
-/// message's outputs; `accepted_at`, when the message was accepted.
+/// message's outputs; `origin`, what it keeps of its message.
 pub(crate) fn prepare(
     to: Recipient<'_>,
     position: usize,
     output: &Output,
-    accepted_at: i64,
+    origin: &Origin,
 ) -> NewOutput {
     NewOutput {
         position: u32::try_from(position).unwrap_or(u32::MAX),
         webhook_id: format!("msg_{}", uuid::Uuid::new_v4().simple()),
         body: render(to, output),
-        accepted_at,
+        origin: origin.clone(),
     }
 }
 
@@ -135,7 +135,10 @@ mod tests {
             text: Some("hi".into()),
             data: None,
         };
-        let (one, two) = (prepare(to, 0, &output, 1), prepare(to, 0, &output, 1));
+        let (one, two) = (
+            prepare(to, 0, &output, &Origin::default()),
+            prepare(to, 0, &output, &Origin::default()),
+        );
         assert!(one.webhook_id.starts_with("msg_"), "{}", one.webhook_id);
         assert_ne!(one.webhook_id, two.webhook_id);
         assert_eq!(one.body, render(to, &output));

@@ -221,7 +221,7 @@ async fn deliver_one(webhook_url: &str) -> (Delivery, Arc<MemoryOutbox>) {
         body: "{}".into(),
         attempts: 0,
         next_attempt_at: None,
-        accepted_at: None,
+        origin: None,
     }]);
     let delivery = Delivery::start(
         Handle::current(),

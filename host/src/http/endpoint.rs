@@ -175,6 +175,7 @@ pub(super) async fn accept(
         data: valid.data,
         trace_id: trace_id.clone(),
         received_at: now_ms(),
+        trace_parent: None,
     };
     app.inbox
         .accept(message)

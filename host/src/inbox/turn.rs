@@ -13,7 +13,7 @@ use crate::delivery::payload;
 use crate::endpoints::OutputTiming;
 use crate::runtime::{Invocation, Output};
 use crate::store::{
-    CommittedTurn, InboxMessage, NewOutput, ProfileChange, TurnOutcome, TurnRecord, retrying,
+    CommittedTurn, InboxMessage, NewOutput, Origin, ProfileChange, TurnOutcome, TurnRecord, retrying,
 };
 
 impl TurnRunner {
@@ -125,7 +125,7 @@ impl TurnRunner {
             Ok(turn) => {
                 let outputs = early.prepare(
                     recipient,
-                    message.received_at,
+                    &message.origin(),
                     early.unsent.iter().chain(&turn.outputs),
                 );
                 TurnOutcome::Completed {
@@ -248,7 +248,7 @@ impl TurnRunner {
                 }
                 () = &mut hold, if !early.unsent.is_empty() => {
                     let unsent = std::mem::take(&mut early.unsent);
-                    let outputs = early.prepare(recipient, message.received_at, &unsent);
+                    let outputs = early.prepare(recipient, &message.origin(), &unsent);
                     early.sent += outputs.len();
                     let stored = retrying("commit what the flow said", &self.shutdown, || {
                         self.store
@@ -283,13 +283,13 @@ impl Early {
     fn prepare<'a>(
         &self,
         to: payload::Recipient<'_>,
-        accepted_at: i64,
+        origin: &Origin,
         outputs: impl IntoIterator<Item = &'a Output>,
     ) -> Vec<NewOutput> {
         outputs
             .into_iter()
             .enumerate()
-            .map(|(n, output)| payload::prepare(to, self.sent + n, output, accepted_at))
+            .map(|(n, output)| payload::prepare(to, self.sent + n, output, origin))
             .collect()
     }
 }

@@ -21,6 +21,19 @@ pub struct InboxMessage {
     pub trace_id: String,
     /// When it was accepted, in milliseconds since the Unix epoch.
     pub received_at: i64,
+    /// The W3C `traceparent` of its accept, when traces are exported: the
+    /// parent of its turn's and its deliveries' spans.
+    pub trace_parent: Option<String>,
+}
+
+impl InboxMessage {
+    /// What its outputs keep of it.
+    pub fn origin(&self) -> Origin {
+        Origin {
+            accepted_at: self.received_at,
+            trace_parent: self.trace_parent.clone(),
+        }
+    }
 }
 
 impl InboxMessage {
@@ -123,8 +136,18 @@ pub struct NewOutput {
     pub webhook_id: String,
     /// The exact body to POST.
     pub body: String,
-    /// When its message was accepted, in milliseconds since the Unix epoch.
+    /// What it keeps of its message.
+    pub origin: Origin,
+}
+
+/// What an output keeps of its message: when it was accepted (for the
+/// delivery latency metric) and its trace (for the delivery's spans).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Origin {
+    /// When the message was accepted, in milliseconds since the Unix epoch.
     pub accepted_at: i64,
+    /// The message's W3C `traceparent`, when it is traced.
+    pub trace_parent: Option<String>,
 }
 
 /// The inbox's part of the store: a message is accepted (durable before

@@ -1,7 +1,7 @@
 //! What delivery keeps: the outbox of outputs, every attempt to deliver
 //! them, and the endpoints whose receivers said they are gone.
 
-use super::{Queued, SessionKey, StoreError};
+use super::{Origin, Queued, SessionKey, StoreError};
 
 /// An output waiting for delivery.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -20,10 +20,9 @@ pub struct PendingOutput {
     /// set while a failed output waits for its retry; `None` when due at
     /// once.
     pub next_attempt_at: Option<i64>,
-    /// When its message was accepted, in milliseconds since the Unix epoch
-    /// (for the delivery latency metric); `None` if the message's record
-    /// is gone.
-    pub accepted_at: Option<i64>,
+    /// What it keeps of its message; `None` if the message's record is
+    /// gone.
+    pub origin: Option<Origin>,
 }
 
 impl PendingOutput {

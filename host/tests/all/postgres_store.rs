@@ -79,7 +79,7 @@ async fn hosts_starting_together_make_the_schema_once() {
     }
     assert_eq!(
         schema_steps(&url).await,
-        [1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5, 6],
         "each step applied once"
     );
 }
@@ -199,6 +199,7 @@ fn message(session: &str, n: usize) -> InboxMessage {
         data: None,
         trace_id: format!("trace-{session}-{n}"),
         received_at: 0,
+        trace_parent: None,
     }
 }
 
@@ -559,7 +560,7 @@ fn outputs(message: &ClaimedMessage, bodies: &[&str]) -> Vec<NewOutput> {
             position: position as u32,
             webhook_id: format!("msg_{}_{position}", message.message.id),
             body: (*body).to_owned(),
-            accepted_at: message.message.received_at,
+            origin: message.message.origin(),
         })
         .collect()
 }

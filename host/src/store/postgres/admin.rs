@@ -38,6 +38,7 @@ fn requeue_sql(chosen: &str) -> String {
          )
          SELECT queued.*,
                 (SELECT received_at FROM messages WHERE messages.id = queued.message_id) AS accepted_at,
+                (SELECT trace_parent FROM messages WHERE messages.id = queued.message_id) AS trace_parent,
                 {}
          FROM queued ORDER BY id",
         notify('o', "$1", "queued.session_id")

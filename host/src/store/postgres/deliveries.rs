@@ -8,7 +8,7 @@
 //! with the same `webhook-id`.
 
 use super::{Claim, NOW_MS, PostgresStore};
-use crate::store::{Attempt, PendingOutput, SessionKey, StoreError};
+use crate::store::{Attempt, Origin, PendingOutput, SessionKey, StoreError};
 
 /// An output of `session` as a row of `outputs` has it.
 pub(super) fn pending_output(row: &tokio_postgres::Row, session: SessionKey) -> PendingOutput {
@@ -19,13 +19,20 @@ pub(super) fn pending_output(row: &tokio_postgres::Row, session: SessionKey) -> 
         body: row.get("body"),
         attempts: count(row, "attempts"),
         next_attempt_at: row.get("next_attempt_at"),
-        accepted_at: row.get("accepted_at"),
+        origin: row
+            .get::<_, Option<i64>>("accepted_at")
+            .map(|accepted_at| Origin {
+                accepted_at,
+                trace_parent: row.get("trace_parent"),
+            }),
     }
 }
 
-/// The columns of [`pending_output`]: the output's, and when its message
-/// was accepted.
-pub(super) const PENDING_OUTPUT: &str = "outputs.*, (SELECT received_at FROM messages WHERE messages.id = outputs.message_id) AS accepted_at";
+/// The columns of [`pending_output`]: the output's, and what it keeps of
+/// its message.
+pub(super) const PENDING_OUTPUT: &str = "outputs.*,
+    (SELECT received_at FROM messages WHERE messages.id = outputs.message_id) AS accepted_at,
+    (SELECT trace_parent FROM messages WHERE messages.id = outputs.message_id) AS trace_parent";
 
 /// A count the database keeps as an `INTEGER`.
 pub(super) fn count(row: &tokio_postgres::Row, column: &str) -> u32 {
@@ -41,11 +48,11 @@ impl PostgresStore {
     ) -> Result<Vec<PendingOutput>, StoreError> {
         let rows = self
             .query(
-                "SELECT id, webhook_id, body, attempts, next_attempt_at,
-                        (SELECT received_at FROM messages WHERE messages.id = outputs.message_id) AS accepted_at
-                 FROM outputs
-                 WHERE endpoint = $1 AND session_id = $2 AND status = 'pending'
-                 ORDER BY id",
+                &format!(
+                    "SELECT {PENDING_OUTPUT} FROM outputs
+                     WHERE endpoint = $1 AND session_id = $2 AND status = 'pending'
+                     ORDER BY id"
+                ),
                 &[&claim.session.endpoint, &claim.session.session_id],
             )
             .await?;

@@ -18,6 +18,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_admin.sql"),
     include_str!("migrations/0004_hosts.sql"),
     include_str!("migrations/0005_dead_letters.sql"),
+    include_str!("migrations/0006_trace_parent.sql"),
 ];
 
 /// The advisory lock that migrations take: "flowhost" in ASCII.

@@ -47,6 +47,7 @@ pub(super) fn inbox_message(row: &tokio_postgres::Row, session: SessionKey) -> I
         data: row.get("data"),
         trace_id: row.get("trace_id"),
         received_at: row.get("received_at"),
+        trace_parent: row.get("trace_parent"),
     }
 }
 
@@ -114,8 +115,8 @@ impl PostgresStore {
                      ), stored AS (
                          INSERT INTO messages
                              (endpoint, session_id, seq, trace_id, user_id, text, data,
-                              received_at)
-                         SELECT $1, $2, accepted, $3, $4, $5, $6, $7 FROM numbered
+                              received_at, trace_parent)
+                         SELECT $1, $2, accepted, $3, $4, $5, $6, $7, $8 FROM numbered
                          RETURNING id, seq
                      )
                      SELECT id, seq, {} FROM stored",
@@ -129,6 +130,7 @@ impl PostgresStore {
                     &message.text,
                     &message.data,
                     &message.received_at,
+                    &message.trace_parent,
                 ],
             )
             .await?;

@@ -227,7 +227,7 @@ impl PostgresStore {
         let webhook_ids: Vec<&str> = outputs.iter().map(|o| o.webhook_id.as_str()).collect();
         let bodies: Vec<&str> = outputs.iter().map(|o| o.body.as_str()).collect();
         // The same for every output of the message.
-        let accepted_at = outputs.first().map(|o| o.accepted_at);
+        let origin = outputs.first().map(|o| o.origin.clone());
         let session = &claim.session;
         // `held`: the session's row, locked, if this host holds it (none:
         // fenced), with the message if still pending (NULL: recorded
@@ -303,7 +303,7 @@ impl PostgresStore {
                         body: row.get("body"),
                         attempts: 0,
                         next_attempt_at: None,
-                        accepted_at,
+                        origin: origin.clone(),
                     })
                 })
                 .collect(),
@@ -399,7 +399,7 @@ async fn insert_outputs(
             body: output.body,
             attempts: 0,
             next_attempt_at: None,
-            accepted_at: Some(output.accepted_at),
+            origin: Some(output.origin),
         });
     }
     if !stored.is_empty() {

@@ -24,6 +24,7 @@ fn inbox_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboxMessage> {
         data: row.get("data")?,
         trace_id: row.get("trace_id")?,
         received_at: row.get("received_at")?,
+        trace_parent: row.get("trace_parent")?,
     })
 }
 
@@ -39,8 +40,9 @@ impl MessageStore for SqliteStore {
                 message.id = conn
                     .prepare_cached(
                         "INSERT INTO messages
-                            (trace_id, endpoint, session_id, user_id, text, data, received_at)
-                         VALUES (?, ?, ?, ?, ?, ?, ?)",
+                            (trace_id, endpoint, session_id, user_id, text, data, received_at,
+                             trace_parent)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     )?
                     .insert(params![
                         message.trace_id,
@@ -50,6 +52,7 @@ impl MessageStore for SqliteStore {
                         message.text,
                         message.data,
                         message.received_at,
+                        message.trace_parent,
                     ])?;
                 Ok(message)
             },
@@ -295,7 +298,7 @@ fn insert_outputs(
                 body: output.body,
                 attempts: 0,
                 next_attempt_at: None,
-                accepted_at: Some(output.accepted_at),
+                origin: Some(output.origin),
             })
         })
         .collect()

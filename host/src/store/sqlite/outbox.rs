@@ -7,7 +7,7 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, session_key};
 use crate::store::{
     Attempt, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery, OutputRecord, OutputStatus,
-    PendingOutput, Queued, StoreError, now_ms,
+    Origin, PendingOutput, Queued, StoreError, now_ms,
 };
 
 /// An output's status as the `outputs` table keeps it (its `CHECK` lists
@@ -34,13 +34,21 @@ fn pending_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<PendingOutput> {
         body: row.get("body")?,
         attempts: row.get("attempts")?,
         next_attempt_at: row.get("next_attempt_at")?,
-        accepted_at: row.get("accepted_at")?,
+        origin: match row.get::<_, Option<i64>>("accepted_at")? {
+            Some(accepted_at) => Some(Origin {
+                accepted_at,
+                trace_parent: row.get("trace_parent")?,
+            }),
+            None => None,
+        },
     })
 }
 
-/// The columns of [`pending_output`]: the output's, and when its message
-/// was accepted.
-const PENDING_OUTPUT: &str = "outputs.*, (SELECT received_at FROM messages WHERE messages.id = outputs.message_id) AS accepted_at";
+/// The columns of [`pending_output`]: the output's, and what it keeps of
+/// its message.
+const PENDING_OUTPUT: &str = "outputs.*,
+    (SELECT received_at FROM messages WHERE messages.id = outputs.message_id) AS accepted_at,
+    (SELECT trace_parent FROM messages WHERE messages.id = outputs.message_id) AS trace_parent";
 
 fn queued_output(row: &rusqlite::Row<'_>) -> rusqlite::Result<Queued> {
     Ok(Queued {

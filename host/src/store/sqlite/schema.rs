@@ -12,6 +12,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0002_next_attempt_at.sql"),
     include_str!("migrations/0003_outputs_kept.sql"),
     include_str!("migrations/0004_dead_letters.sql"),
+    include_str!("migrations/0005_trace_parent.sql"),
 ];
 
 /// The first step alone: a database as the first flowhost made it.

@@ -16,6 +16,7 @@ fn message(session: &str, text: &str) -> InboxMessage {
         data: None,
         trace_id: format!("endpoint-httpIncomingMessage-{}", uuid::Uuid::new_v4()),
         received_at: now_ms(),
+        trace_parent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
     }
 }
 
@@ -103,7 +104,7 @@ async fn a_turn_commits_state_and_outputs_together() {
                     position: 0,
                     webhook_id: "msg_1".into(),
                     body: "{}".into(),
-                    accepted_at: first.received_at,
+                    origin: first.origin(),
                 }],
             },
         ))
@@ -171,7 +172,7 @@ async fn dead_letters_are_kept_and_requeued_and_old_records_pruned() {
                         position: n,
                         webhook_id: format!("msg_{n}"),
                         body: "{}".into(),
-                        accepted_at: m.received_at,
+                        origin: m.origin(),
                     })
                     .collect(),
             },
@@ -277,7 +278,7 @@ fn said(m: &InboxMessage, position: u32) -> NewOutput {
         position,
         webhook_id: format!("msg_{position}"),
         body: format!("{{\"n\":{position}}}"),
-        accepted_at: m.received_at,
+        origin: m.origin(),
     }
 }
 
@@ -414,7 +415,7 @@ async fn a_merged_profile_past_the_limit_fails_the_turn_and_keeps_nothing() {
                     position: 0,
                     webhook_id: format!("msg_{key}"),
                     body: "{}".into(),
-                    accepted_at: m.received_at,
+                    origin: m.origin(),
                 }],
             },
         )
@@ -621,7 +622,7 @@ async fn one_output(store: &SqliteStore, session: &str) -> PendingOutput {
                     position: 0,
                     webhook_id: format!("msg_{session}"),
                     body: "{}".into(),
-                    accepted_at: m.received_at,
+                    origin: m.origin(),
                 }],
             },
         ))
