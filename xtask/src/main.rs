@@ -110,6 +110,7 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         let listener = tokio::net::TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("listening on {}", config.listen))?;
+        let admin_token = config.admin_token.clone();
         let server = flowhost::Server::start(listener, config).await?;
         println!("{}", flowhost::StartLine::listening(server.local_addr()));
         // The demo's URL tokens are fixed in its configuration, and
@@ -117,7 +118,11 @@ fn demo(root: &Path) -> anyhow::Result<()> {
         for url in server.endpoint_urls() {
             println!("  endpoint {} (flow {}): {}", url.name, url.flow, url.url);
         }
-        print_tour(&format!("http://{}", server.local_addr()), &key);
+        print_tour(
+            &format!("http://{}", server.local_addr()),
+            &key,
+            admin_token.as_deref(),
+        );
         server.serve(flowhost::shutdown::signal()).await
     })
 }
@@ -146,7 +151,7 @@ async fn demo_api_key(config: &flowhost::Config) -> anyhow::Result<String> {
     Ok(key.secret)
 }
 
-fn print_tour(base: &str, key: &str) {
+fn print_tour(base: &str, key: &str, admin_token: Option<&str>) {
     let seed = r#"'{"userId": "user123", "sessionId": "session123", "text": "Hello, I need help with my order", "data": {"exampleKey": "exampleValue"}}'"#;
     println!();
     println!("The demo receiver on http://127.0.0.1:9000/hook prints every delivery below.");
@@ -158,6 +163,10 @@ fn print_tour(base: &str, key: &str) {
     println!("  curl -X POST {base}/endpoint/demo-support-000000000000 \\");
     println!("    -H \"Content-Type: application/json\" -H \"X-Webhook-Key: {key}\" -d {seed}");
     println!();
+    if let Some(token) = admin_token {
+        println!("The console: {base}/console (sign in with the admin token {token}).");
+        println!();
+    }
     println!("Stop with Ctrl-C.");
     println!();
 }
