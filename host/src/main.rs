@@ -157,7 +157,15 @@ fn main() -> ExitCode {
         };
         return flowhost::flows::compiler::child_main(settings, args.max_memory, args.max_seconds);
     }
-    flowhost::telemetry::init();
+    // `serve` starts its log once it has read the configuration, which may
+    // turn traces on.
+    // (Without an endpoint there is no exporter to shut down.)
+    if !matches!(cli.command, Command::Serve(_))
+        && let Err(error) = flowhost::telemetry::init(None)
+    {
+        eprintln!("error: cannot start the log: {error:#}");
+        return ExitCode::FAILURE;
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -187,6 +195,8 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 watch_build: args.watch_build,
             };
             let mut config = Config::load(args.config.config.as_deref(), &overrides)?;
+            let telemetry = flowhost::telemetry::init(config.telemetry.otlp_endpoint.as_deref())
+                .context("starting the trace exporter")?;
             // Flows are compiled by this executable in a child process,
             // bounded in time and memory.
             config.compiler_program =
@@ -194,7 +204,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             let listener = tokio::net::TcpListener::bind(config.listen)
                 .await
                 .with_context(|| format!("listening on {}", config.listen))?;
-            flowhost::run(listener, config, flowhost::shutdown::signal()).await?;
+            let served = flowhost::run(listener, config, flowhost::shutdown::signal()).await;
+            telemetry.shutdown().await;
+            served?;
         }
         Command::Keys(command) => keys(command).await?,
         Command::Endpoints(args) => {

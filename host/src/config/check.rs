@@ -351,6 +351,16 @@ impl RawConfig {
             }
         }
 
+        let telemetry = TelemetryConfig {
+            metrics: given(self.telemetry.metrics),
+            otlp_endpoint: self.telemetry.otlp_endpoint.filter(|url| !url.is_empty()),
+        };
+        if let Some(url) = &telemetry.otlp_endpoint
+            && let Err(problem) = check_http_url("telemetry.otlp_endpoint", url)
+        {
+            problems.push(problem);
+        }
+
         if !problems.is_empty() {
             return Err(ConfigError::Invalid(problems));
         }
@@ -367,9 +377,7 @@ impl RawConfig {
             runtime,
             delivery,
             store,
-            telemetry: TelemetryConfig {
-                metrics: given(self.telemetry.metrics),
-            },
+            telemetry,
             endpoints,
             watch: given(self.watch),
             watch_debounce: given(self.watch_debounce).0,

@@ -99,6 +99,11 @@ pub struct Config {
 pub struct TelemetryConfig {
     /// Whether Prometheus metrics are counted and served at `GET /metrics`.
     pub metrics: bool,
+    /// The OTLP/HTTP collector traces are exported to (its base URL, such
+    /// as `http://collector:4318`); without it, the standard
+    /// `OTEL_EXPORTER_OTLP_ENDPOINT` decides, and traces are off without
+    /// either.
+    pub otlp_endpoint: Option<String>,
 }
 
 /// The file and command-line values a configuration was loaded from.

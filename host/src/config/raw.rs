@@ -61,6 +61,7 @@ pub(super) struct RawHttp {
 #[serde(deny_unknown_fields)]
 pub(super) struct RawTelemetry {
     pub(super) metrics: Option<bool>,
+    pub(super) otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

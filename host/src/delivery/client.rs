@@ -89,6 +89,10 @@ impl Sender {
             .header("webhook-id", &output.webhook_id)
             .header("webhook-timestamp", timestamp.to_string())
             .body(output.body.clone());
+        // The attempt's span, for the receiver's traces.
+        let mut traced = http::HeaderMap::new();
+        crate::telemetry::traces::send_on(&mut traced);
+        request = request.headers(traced);
         if let Some(auth) = &endpoint.webhook_auth {
             request = request.basic_auth(&auth.user, Some(&auth.password));
         }

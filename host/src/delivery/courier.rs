@@ -16,6 +16,7 @@ use super::retry::{RetryPolicy, Verdict};
 use crate::endpoints::SharedEndpoints;
 use crate::store::{Attempt, AttemptOutcome, OutboxStore, PendingOutput, Queued, now_ms};
 use crate::telemetry::metrics::{DeliveryOutcome, Metrics};
+use crate::telemetry::traces;
 
 pub(super) struct Courier {
     pub(super) store: Arc<dyn OutboxStore>,
@@ -71,10 +72,23 @@ impl Courier {
             };
             let span = tracing::info_span!(
                 "delivery",
+                otel.name = "deliver",
+                otel.kind = "client",
                 endpoint = %output.session.endpoint,
                 session = %output.session.session_id,
                 output = output.id,
                 webhook_id = %output.webhook_id,
+                http.response.status_code = tracing::field::Empty,
+                outcome = tracing::field::Empty,
+            );
+            // A child of its message's accept.
+            traces::set_parent(
+                &span,
+                output
+                    .origin
+                    .as_ref()
+                    .and_then(|origin| origin.trace_parent.as_deref())
+                    .and_then(traces::parent_of),
             );
             match self.attempt(output).instrument(span).await {
                 Some(next) => due = Some(next),
@@ -197,6 +211,11 @@ impl Courier {
         };
         self.metrics
             .delivery(&output.session.endpoint, counted, took, latency);
+        let span = tracing::Span::current();
+        span.record("outcome", counted.label());
+        if let Some(status) = status {
+            span.record("http.response.status_code", status);
+        }
         if self.watchers.receiver_count() > 0 {
             let _ = self.watchers.send(DeliveryEvent {
                 session: output.session.clone(),

@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use http::{HeaderMap, StatusCode, header};
 use http_body_util::BodyExt;
 use serde_json::json;
+use tracing::Instrument;
 
 use super::extract::Path;
 use super::message;
@@ -22,28 +23,45 @@ use super::{AppState, Problem};
 use crate::endpoints::{Auth, Endpoint};
 use crate::inbox::AcceptError;
 use crate::store::{InboxMessage, SessionKey, now_ms};
+use crate::telemetry::traces;
 
 /// The header that carries an endpoint's API key.
 pub(super) const API_KEY_HEADER: &str = "x-webhook-key";
 
 /// Answers the POST, and counts the answer in `flowhost_messages_total`.
+/// Its span, `accept`, is the root of the message's trace (or a child of
+/// the caller's `traceparent`).
 pub(super) async fn receive(
     State(app): State<Arc<AppState>>,
     Path(token): Path<String>,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    let Some(endpoint) = app.endpoints.load().by_token(&token).cloned() else {
-        // Counted under no endpoint: the token is the caller's to choose.
+    let span = tracing::info_span!(
+        "accept",
+        otel.kind = "server",
+        endpoint = tracing::field::Empty,
+        trace_id = tracing::field::Empty,
+        http.response.status_code = tracing::field::Empty,
+    );
+    traces::set_parent(&span, traces::parent_in(&headers));
+    let answered = async {
+        let Some(endpoint) = app.endpoints.load().by_token(&token).cloned() else {
+            // Counted under no endpoint: the token is the caller's to choose.
+            app.metrics
+                .message_answered("", StatusCode::NOT_FOUND.as_u16());
+            return Problem::not_found("no endpoint has this URL").into_response();
+        };
+        tracing::Span::current().record("endpoint", endpoint.name());
+        let response = answer(&app, &endpoint, &headers, body)
+            .await
+            .into_response();
         app.metrics
-            .message_answered("", StatusCode::NOT_FOUND.as_u16());
-        return Problem::not_found("no endpoint has this URL").into_response();
+            .message_answered(endpoint.name(), response.status().as_u16());
+        response
     };
-    let response = answer(&app, &endpoint, &headers, body)
-        .await
-        .into_response();
-    app.metrics
-        .message_answered(endpoint.name(), response.status().as_u16());
+    let response = answered.instrument(span.clone()).await;
+    span.record("http.response.status_code", response.status().as_u16());
     response
 }
 
@@ -164,6 +182,7 @@ pub(super) async fn accept(
     }
 
     let trace_id = crate::inbox::new_trace_id();
+    tracing::Span::current().record("trace_id", &trace_id);
     let message = InboxMessage {
         id: 0,
         session: SessionKey {
@@ -175,7 +194,8 @@ pub(super) async fn accept(
         data: valid.data,
         trace_id: trace_id.clone(),
         received_at: now_ms(),
-        trace_parent: None,
+        // The accept's span: its turn and deliveries are its children.
+        trace_parent: traces::current_traceparent(),
     };
     app.inbox
         .accept(message)

@@ -13,8 +13,10 @@ use crate::delivery::payload;
 use crate::endpoints::OutputTiming;
 use crate::runtime::{Invocation, Output};
 use crate::store::{
-    CommittedTurn, InboxMessage, NewOutput, Origin, ProfileChange, TurnOutcome, TurnRecord, retrying,
+    CommittedTurn, InboxMessage, NewOutput, Origin, ProfileChange, TurnOutcome, TurnRecord,
+    retrying,
 };
+use crate::telemetry::traces;
 
 impl TurnRunner {
     /// Runs message `id`: the one `carried` to its lane, or else the one
@@ -41,11 +43,18 @@ impl TurnRunner {
         };
         let span = tracing::info_span!(
             "message",
+            otel.name = "turn",
             trace_id = %message.trace_id,
             endpoint = %message.session.endpoint,
             session = %message.session.session_id,
             flow = tracing::field::Empty,
             version = tracing::field::Empty,
+            outcome = tracing::field::Empty,
+        );
+        // A child of the message's accept, whenever and wherever it ran.
+        traces::set_parent(
+            &span,
+            message.trace_parent.as_deref().and_then(traces::parent_of),
         );
         self.run_in_span(message).instrument(span).await;
     }
@@ -191,6 +200,7 @@ impl TurnRunner {
         }
         self.metrics
             .turn(name, &flow.name, counted_as, started.elapsed());
+        tracing::Span::current().record("outcome", counted_as);
     }
 
     async fn commit(

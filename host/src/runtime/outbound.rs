@@ -35,6 +35,7 @@ use http::uri::Scheme;
 use http_body_util::BodyExt;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
+use tracing::Instrument;
 use wasmtime_wasi_http::io::TokioIo;
 use wasmtime_wasi_http::{Error, RequestOptions, WasiBody, WasiHttpHooks};
 
@@ -121,9 +122,19 @@ impl WasiHttpHooks for Outbound {
         options: Option<RequestOptions>,
         _request_done: Box<dyn Future<Output = Result<(), Error>> + Send>,
     ) -> ResponseFuture {
+        let mut request = request;
         let admitted = self.admit(&request);
         let budget = self.budget.clone();
-        Box::new(async move { send(request, admitted?, options, budget).await })
+        // A span of its own in the turn's trace, which the request carries
+        // on in its `traceparent`.
+        let span = tracing::info_span!(
+            "outbound request",
+            otel.kind = "client",
+            http.request.method = %request.method(),
+            server.address = request.uri().host().unwrap_or_default(),
+        );
+        span.in_scope(|| crate::telemetry::traces::send_on(request.headers_mut()));
+        Box::new(async move { send(request, admitted?, options, budget).await }.instrument(span))
     }
 }
 

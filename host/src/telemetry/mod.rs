@@ -1,29 +1,66 @@
-//! What an operator sees of a running host: its log and its [`metrics`].
+//! What an operator sees of a running host: its log, its [`metrics`] and
+//! its [`traces`].
 //!
 //! The log is written with `tracing`: human-readable lines on stderr by
 //! default, JSON lines with `FLOWHOST_LOG_FORMAT=json`; the filter comes
-//! from `FLOWHOST_LOG` (or `RUST_LOG`), `info` when neither is set.
+//! from `FLOWHOST_LOG` (or `RUST_LOG`), `info` when neither is set. The
+//! same spans, exported, are the traces.
 
 pub mod metrics;
+pub mod traces;
 
+use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::util::SubscriberInitExt as _;
 
-/// Installs the global subscriber. Call once, at start.
-pub fn init() {
+/// The installed subscriber's exporter, to flush at exit.
+#[must_use = "shut it down at exit, or the last spans are lost"]
+pub struct Telemetry {
+    traces: Option<SdkTracerProvider>,
+}
+
+impl Telemetry {
+    /// Whether traces are exported.
+    pub fn traces_on(&self) -> bool {
+        self.traces.is_some()
+    }
+
+    /// Exports the spans not yet sent (waiting at most 5 s for the
+    /// collector), and stops exporting.
+    pub async fn shutdown(self) {
+        if let Some(provider) = self.traces {
+            let stopped = tokio::task::spawn_blocking(move || provider.shutdown()).await;
+            if let Ok(Err(error)) = stopped {
+                tracing::warn!(%error, "the last spans may not have been exported");
+            }
+        }
+    }
+}
+
+/// Installs the global subscriber: the log, and traces exported to
+/// `otlp_endpoint` (or where the standard variables say) when set. Call
+/// once, at start.
+pub fn init(otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
     let filter = std::env::var("FLOWHOST_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .map(EnvFilter::new)
         .unwrap_or_else(|| EnvFilter::new("info"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let (traces, provider) = match traces::layer(otlp_endpoint)? {
+        Some((layer, provider)) => (Some(layer), Some(provider)),
+        None => (None, None),
+    };
+    let subscriber = tracing_subscriber::registry().with(traces).with(filter);
+    let log = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .with_writer(std::io::stderr);
     if std::env::var("FLOWHOST_LOG_FORMAT").is_ok_and(|f| f == "json") {
-        builder.json().init();
+        subscriber.with(log.json()).init();
     } else {
-        builder.init();
+        subscriber.with(log).init();
     }
+    Ok(Telemetry { traces: provider })
 }
 
 /// `text` with control characters (newlines, carriage returns, escape

@@ -25,4 +25,5 @@ mod postgres_store;
 mod reload;
 mod sandbox;
 mod several_hosts;
+mod traces;
 mod waiting;

@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension, params};
 
 use super::{SqliteStore, session_key};
 use crate::store::{
-    Attempt, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery, OutputRecord, OutputStatus,
-    Origin, PendingOutput, Queued, StoreError, now_ms,
+    Attempt, AttemptRecord, DisabledEndpoint, Origin, OutboxStore, OutputQuery, OutputRecord,
+    OutputStatus, PendingOutput, Queued, StoreError, now_ms,
 };
 
 /// An output's status as the `outputs` table keeps it (its `CHECK` lists
