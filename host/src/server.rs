@@ -100,7 +100,7 @@ impl Server {
             None => Compiler::InProcess,
         };
         let metrics = if config.telemetry.metrics {
-            Metrics::new()
+            Metrics::new(crate::runtime::WASMTIME_VERSION)
         } else {
             Metrics::off()
         };

@@ -61,6 +61,14 @@ impl Collector {
 
     /// Waits until a span of `trace` named `name` has come; returns it.
     async fn span(&self, trace: &str, name: &str) -> Span {
+        self.span_where(&format!("{name} in {trace}"), |s| {
+            hex::encode(&s.trace_id) == trace && s.name == name
+        })
+        .await
+    }
+
+    /// Waits until a span that `matches` has come; returns it.
+    async fn span_where(&self, what: &str, matches: impl Fn(&Span) -> bool) -> Span {
         let started = Instant::now();
         loop {
             let found = self
@@ -68,12 +76,12 @@ impl Collector {
                 .lock()
                 .unwrap()
                 .iter()
-                .find(|s| hex::encode(&s.trace_id) == trace && s.name == name)
+                .find(|s| matches(s))
                 .cloned();
             if let Some(span) = found {
                 return span;
             }
-            assert!(started.elapsed() < PATIENCE, "no {name} span in {trace}");
+            assert!(started.elapsed() < PATIENCE, "no span {what}");
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
@@ -106,6 +114,12 @@ fn ids(traceparent: &str) -> (String, String) {
     let parts: Vec<&str> = traceparent.split('-').collect();
     assert_eq!(parts.len(), 4, "{traceparent}");
     (parts[1].to_owned(), parts[2].to_owned())
+}
+
+/// POSTs `body` to `url` as the caller's span.
+async fn post_traced(url: &str, body: &Json) -> reqwest::Response {
+    let parent = format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01");
+    post_json(url, body, &[("traceparent", &parent)]).await
 }
 
 /// An API for the flow to call, which keeps the `traceparent` it gets.
@@ -173,15 +187,7 @@ async fn a_message_is_one_trace_from_the_callers_span_through_its_turn_to_each_d
 
     // A caller's traced request: the accept is a child of its span.
     let body = json!({"userId": "u1", "sessionId": "s1", "text": "traced hello"});
-    let accepted = post_json(
-        &host.url("echo"),
-        &body,
-        &[(
-            "traceparent",
-            &format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"),
-        )],
-    )
-    .await;
+    let accepted = post_traced(&host.url("echo"), &body).await;
     assert_eq!(accepted.status(), 202);
     let trace_id = accepted.json::<Json>().await.unwrap()["traceId"]
         .as_str()
@@ -263,25 +269,11 @@ async fn a_message_is_one_trace_from_the_callers_span_through_its_turn_to_each_d
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     // The quiet turn's span has come too.
-    let quiet_turn = {
-        let started = Instant::now();
-        loop {
-            let found = collector
-                .spans
-                .lock()
-                .unwrap()
-                .iter()
-                .find(|s| {
-                    s.name == "turn" && text(&s.attributes, "endpoint").as_deref() == Some("quiet")
-                })
-                .cloned();
-            if let Some(found) = found {
-                break found;
-            }
-            assert!(started.elapsed() < PATIENCE, "no quiet turn");
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
-    };
+    let quiet_turn = collector
+        .span_where("of the quiet endpoint's turn", |s| {
+            s.name == "turn" && text(&s.attributes, "endpoint").as_deref() == Some("quiet")
+        })
+        .await;
     // (`tell` logs, prints, then panics with the words.)
     assert_eq!(
         text(&quiet_turn.attributes, "outcome").as_deref(),
@@ -303,15 +295,7 @@ async fn without_an_endpoint_nothing_is_traced_and_nothing_carries_a_traceparent
     );
     let host = site.start().await;
     let body = json!({"userId": "u1", "sessionId": "s1", "text": "hello"});
-    let accepted = post_json(
-        &host.url("echo"),
-        &body,
-        &[(
-            "traceparent",
-            &format!("00-{CALLER_TRACE}-{CALLER_SPAN}-01"),
-        )],
-    )
-    .await;
+    let accepted = post_traced(&host.url("echo"), &body).await;
     assert_eq!(accepted.status(), 202);
     let delivered = receiver.wait_for(1).await;
     assert!(!delivered[0].headers.contains_key("traceparent"));
