@@ -92,14 +92,7 @@ async fn answer(
         }
     }
 
-    if !is_json(headers) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "send the message as JSON, with Content-Type: application/json",
-        ));
-    }
+    expect_json(headers)?;
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -222,8 +215,22 @@ fn not_accepted(error: AcceptError, endpoint: &str) -> Problem {
     }
 }
 
+/// A `415` problem unless the body is JSON. Also for the admin API's
+/// messages.
+pub(super) fn expect_json(headers: &HeaderMap) -> Result<(), Problem> {
+    if is_json(headers) {
+        return Ok(());
+    }
+    Err(Problem::new(
+        StatusCode::UNSUPPORTED_MEDIA_TYPE,
+        "unsupported-media-type",
+        "Unsupported media type",
+        "send the message as JSON, with Content-Type: application/json",
+    ))
+}
+
 /// `application/json`, with or without parameters, or any `+json` type.
-pub(super) fn is_json(headers: &HeaderMap) -> bool {
+fn is_json(headers: &HeaderMap) -> bool {
     let Some(content_type) = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

@@ -31,6 +31,19 @@ const STORE_TIMEOUT: Duration = Duration::from_millis(800);
 /// and schemathesis checks the answers against it.
 pub(super) const OPENAPI: &str = include_str!("openapi.json");
 
+/// What waits in the store, read within [`STORE_TIMEOUT`]; or why it did
+/// not answer.
+async fn backlog(app: &AppState) -> Result<Vec<EndpointBacklog>, String> {
+    match tokio::time::timeout(STORE_TIMEOUT, app.store.backlog()).await {
+        Ok(Ok(backlog)) => Ok(backlog),
+        Ok(Err(error)) => Err(format!("the store did not answer: {error}")),
+        Err(_) => Err(format!(
+            "the store did not answer within {} ms",
+            STORE_TIMEOUT.as_millis()
+        )),
+    }
+}
+
 pub(super) async fn healthz() -> &'static str {
     "ok"
 }
@@ -40,13 +53,8 @@ pub(super) async fn readyz(State(app): State<Arc<AppState>>) -> Response {
     if app.stopping.is_cancelled() {
         reasons.push("flowhost is stopping".to_owned());
     }
-    match tokio::time::timeout(STORE_TIMEOUT, app.store.backlog()).await {
-        Ok(Ok(_)) => {}
-        Ok(Err(error)) => reasons.push(format!("the store did not answer: {error}")),
-        Err(_) => reasons.push(format!(
-            "the store did not answer within {} ms",
-            STORE_TIMEOUT.as_millis()
-        )),
+    if let Err(reason) = backlog(&app).await {
+        reasons.push(reason);
     }
     for endpoint in app.endpoints.load().all() {
         let flow = &endpoint.config.flow;
@@ -91,9 +99,9 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
     if !app.metrics.is_on() {
         return Problem::not_found("metrics are off (telemetry.metrics = false)").into_response();
     }
-    let backlog = match tokio::time::timeout(STORE_TIMEOUT, app.store.backlog()).await {
+    let backlog = match backlog(&app).await {
         // Every endpoint in force has a series, 0 when nothing waits.
-        Ok(Ok(mut backlog)) => {
+        Ok(mut backlog) => {
             for endpoint in app.endpoints.load().all() {
                 if !backlog.iter().any(|b| b.endpoint == endpoint.name()) {
                     backlog.push(EndpointBacklog {
@@ -106,12 +114,8 @@ pub(super) async fn metrics(State(app): State<Arc<AppState>>) -> Response {
         }
         // The counters are still worth scraping; the store's levels are
         // left out rather than reported as zero.
-        Ok(Err(error)) => {
-            tracing::warn!(%error, "metrics: the store's levels are left out");
-            Vec::new()
-        }
-        Err(_) => {
-            tracing::warn!("metrics: the store did not answer in time; its levels are left out");
+        Err(reason) => {
+            tracing::warn!(%reason, "metrics: the store's levels are left out");
             Vec::new()
         }
     };

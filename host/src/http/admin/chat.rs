@@ -34,14 +34,7 @@ pub(super) async fn send(
         .by_name(&name)
         .cloned()
         .ok_or_else(|| Problem::not_found(format!("no endpoint named {name:?}")))?;
-    if !endpoint::is_json(&headers) {
-        return Err(Problem::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported-media-type",
-            "Unsupported media type",
-            "send the message as JSON, with Content-Type: application/json",
-        ));
-    }
+    endpoint::expect_json(&headers)?;
     let valid = message::parse(&body)?;
     let trace_id = endpoint::accept(&app, &endpoint, valid).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
