@@ -176,12 +176,15 @@ impl Courier {
                 (status, Some(error), verdict)
             }
         };
-        let (outcome, wait) = match verdict {
-            Verdict::Delivered => (AttemptOutcome::Delivered, None),
-            Verdict::RetryAfter(wait) => (AttemptOutcome::Retrying, Some(wait)),
-            Verdict::Dead => (AttemptOutcome::Dead, None),
+        // What the store records, and what the metrics count.
+        let (outcome, wait, counted) = match verdict {
+            Verdict::Delivered => (AttemptOutcome::Delivered, None, DeliveryOutcome::Delivered),
+            Verdict::RetryAfter(wait) => {
+                (AttemptOutcome::Retrying, Some(wait), DeliveryOutcome::Retry)
+            }
+            Verdict::Dead => (AttemptOutcome::Dead, None, DeliveryOutcome::Dead),
             // It stays pending, due whenever delivery resumes.
-            Verdict::Gone => (AttemptOutcome::Retrying, None),
+            Verdict::Gone => (AttemptOutcome::Retrying, None, DeliveryOutcome::Gone),
         };
         let attempt = Attempt {
             output_id: output.id,
@@ -198,17 +201,14 @@ impl Courier {
         })
         .await;
         recorded?;
-        let (counted, latency) = match verdict {
-            Verdict::Delivered => {
-                let since_accepted = output.origin.as_ref().map(|origin| {
-                    Duration::from_millis(u64::try_from(now_ms() - origin.accepted_at).unwrap_or(0))
-                });
-                (DeliveryOutcome::Delivered, since_accepted)
-            }
-            Verdict::RetryAfter(_) => (DeliveryOutcome::Retry, None),
-            Verdict::Dead => (DeliveryOutcome::Dead, None),
-            Verdict::Gone => (DeliveryOutcome::Gone, None),
-        };
+        // From the message's accept, for a delivered output.
+        let latency = output
+            .origin
+            .as_ref()
+            .filter(|_| counted == DeliveryOutcome::Delivered)
+            .map(|origin| {
+                Duration::from_millis(u64::try_from(now_ms() - origin.accepted_at).unwrap_or(0))
+            });
         self.metrics
             .delivery(&output.session.endpoint, counted, took, latency);
         let span = tracing::Span::current();

@@ -28,12 +28,7 @@ pub(super) async fn send(
     headers: HeaderMap,
     Body(body): Body,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
-    let endpoint = app
-        .endpoints
-        .load()
-        .by_name(&name)
-        .cloned()
-        .ok_or_else(|| Problem::not_found(format!("no endpoint named {name:?}")))?;
+    let endpoint = super::known_endpoint(&app, &name)?;
     endpoint::expect_json(&headers)?;
     let valid = message::parse(&body)?;
     let trace_id = endpoint::accept(&app, &endpoint, valid).await?;

@@ -135,11 +135,15 @@ async fn authorize(
     Ok(next.run(request).await)
 }
 
-pub(super) fn known_endpoint(app: &AppState, endpoint: &str) -> Result<(), Problem> {
+/// The endpoint named `endpoint`, or a `404` problem.
+pub(super) fn known_endpoint(
+    app: &AppState,
+    endpoint: &str,
+) -> Result<Arc<crate::endpoints::Endpoint>, Problem> {
     app.endpoints
         .load()
         .by_name(endpoint)
-        .map(|_| ())
+        .cloned()
         .ok_or_else(|| Problem::not_found(format!("no endpoint named {endpoint:?}")))
 }
 
