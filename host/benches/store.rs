@@ -89,6 +89,7 @@ async fn sqlite_message(store: &SqliteStore, session: &str) {
     store
         .accept(
             message(session),
+            None,
             Box::new(move |m| {
                 let _ = sender.send(m);
             }),

@@ -41,6 +41,9 @@ pub struct EndpointConfig {
     pub delivery_order: DeliveryOrder,
     /// Whether outputs go out while the turn runs or when it ends.
     pub output_timing: OutputTiming,
+    /// How long a request's `Idempotency-Key` is remembered: a repeat
+    /// within it runs nothing again.
+    pub idempotency_window: std::time::Duration,
 }
 
 /// When a turn's outputs are committed and handed to delivery.

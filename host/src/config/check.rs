@@ -346,6 +346,9 @@ impl RawConfig {
                         webhook_secret,
                         delivery_order: raw.delivery_order,
                         output_timing: raw.output_timing,
+                        idempotency_window: raw
+                            .idempotency_window
+                            .map_or(DEFAULT_IDEMPOTENCY_WINDOW, |window| window.0),
                     },
                 );
             }
@@ -396,6 +399,11 @@ impl RawConfig {
 /// bench --only fast_path`, end to end: 0.283 CPU-seconds per 1,000
 /// messages with 16 or 32, 0.317 with 100, 0.324 with 256.
 const DEFAULT_WARM_INSTANCES: u32 = 32;
+
+/// How long an `Idempotency-Key` is remembered by default: a day, as
+/// Stripe's and the IETF draft's examples keep them, longer than any
+/// caller's retry schedule.
+const DEFAULT_IDEMPOTENCY_WINDOW: std::time::Duration = std::time::Duration::from_secs(86_400);
 
 /// The turns in flight one flow may have by default: nine tenths of the
 /// host's, at least one.

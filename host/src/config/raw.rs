@@ -127,6 +127,8 @@ pub(super) struct RawEndpoint {
     pub(super) delivery_order: DeliveryOrder,
     #[serde(default = "defaults::output_timing")]
     pub(super) output_timing: OutputTiming,
+    #[serde(default)]
+    pub(super) idempotency_window: Option<HumanDuration>,
 }
 
 mod defaults {

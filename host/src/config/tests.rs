@@ -32,6 +32,7 @@ const FULL: &str = r#"
     webhook_password = "s3cret"
     disable_sensitive_logging = true
     output_timing = "at-end"
+    idempotency_window = "1h"
 
     [endpoints.chat]
     flow = "order-help"
@@ -71,6 +72,12 @@ fn reads_every_documented_key() {
     assert_eq!(support.output_timing, OutputTiming::AtEnd);
     let chat = &config.endpoints["chat"];
     assert_eq!(chat.output_timing, OutputTiming::Immediate, "the default");
+    assert_eq!(support.idempotency_window, Duration::from_secs(3600));
+    assert_eq!(
+        chat.idempotency_window,
+        Duration::from_secs(86_400),
+        "the default"
+    );
 
     let Err(error) = Config::from_toml(
         "[endpoints.e]\nflow = \"f\"\nwebhook_url = \"http://x/\"\noutput_timing = \"soon\"\n",

@@ -22,7 +22,7 @@ use super::message;
 use super::{AppState, Problem};
 use crate::endpoints::{Auth, Endpoint};
 use crate::inbox::AcceptError;
-use crate::store::{InboxMessage, SessionKey, now_ms};
+use crate::store::{Accepted, IdempotencyKey, InboxMessage, SessionKey, now_ms};
 use crate::telemetry::traces;
 
 /// The header that carries an endpoint's API key.
@@ -93,6 +93,7 @@ async fn answer(
     }
 
     expect_json(headers)?;
+    let key = idempotency_key(headers)?;
     let too_large = || {
         Problem::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -150,16 +151,62 @@ async fn answer(
         })?
         .to_bytes();
     let valid = message::parse(&bytes)?;
-    let trace_id = accept(app, endpoint, valid).await?;
+    let key = key.map(|key| IdempotencyKey {
+        fingerprint: fingerprint("message", &valid),
+        key,
+        window: endpoint.config.idempotency_window,
+    });
+    let trace_id = accept(app, endpoint, valid, key).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
+}
+
+/// The header by which a caller makes a POST safe to repeat.
+const IDEMPOTENCY_KEY_HEADER: &str = "idempotency-key";
+
+/// The request's `Idempotency-Key`, if it has one: 1 to 255 visible ASCII
+/// characters, or a `400`.
+fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, Problem> {
+    let Some(value) = headers.get(IDEMPOTENCY_KEY_HEADER) else {
+        return Ok(None);
+    };
+    match value.to_str() {
+        Ok(key) if (1..=255).contains(&key.len()) && key.bytes().all(|b| b.is_ascii_graphic()) => {
+            Ok(Some(key.to_owned()))
+        }
+        _ => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-idempotency-key",
+            "Invalid Idempotency-Key",
+            "Idempotency-Key must be 1 to 255 visible ASCII characters",
+        )),
+    }
+}
+
+/// What a request asks for, as a digest: which route (a message, an
+/// injected one, a notification) and the message's fields. Two requests
+/// that differ only in their JSON's spacing or key order ask for the same.
+fn fingerprint(route: &str, message: &message::ValidMessage) -> String {
+    use sha2::Digest;
+    let canonical = json!({
+        "route": route,
+        "userId": message.user_id,
+        "sessionId": message.session_id,
+        "text": message.text,
+        "data": message.data,
+    });
+    hex::encode(sha2::Sha256::digest(canonical.to_string()))
 }
 
 /// Stores a checked message of `endpoint` and queues it; returns its trace
 /// id. Also for the admin API's messages (the console's chat).
+/// With an idempotency `key` remembered already, nothing is stored: the
+/// answer is the first request's trace id, or a `422` if the key came with
+/// a different request.
 pub(super) async fn accept(
     app: &AppState,
     endpoint: &Endpoint,
     valid: message::ValidMessage,
+    key: Option<IdempotencyKey>,
 ) -> Result<String, Problem> {
     // Where hosts share the store, another host may have the flow: the
     // message waits for one that has.
@@ -190,11 +237,25 @@ pub(super) async fn accept(
         // The accept's span: its turn and deliveries are its children.
         trace_parent: traces::current_traceparent(),
     };
-    app.inbox
-        .accept(message)
+    let accepted = app
+        .inbox
+        .accept(message, key)
         .await
         .map_err(|error| not_accepted(error, endpoint.name()))?;
-    Ok(trace_id)
+    match accepted {
+        Accepted::Stored => Ok(trace_id),
+        Accepted::Repeated { trace_id } => {
+            tracing::Span::current().record("trace_id", &trace_id);
+            tracing::debug!(endpoint = endpoint.name(), %trace_id, "a repeated request: answered as the first, nothing run");
+            Ok(trace_id)
+        }
+        Accepted::KeyReused => Err(Problem::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "idempotency-key-reused",
+            "Idempotency-Key reused",
+            "this Idempotency-Key was used for a different request; use a new key for a new request",
+        )),
+    }
 }
 
 /// The answer to a message the inbox did not accept. Nothing of it was
@@ -258,6 +319,18 @@ mod tests {
             ffi::Error::new(code),
             Some("from the test".into()),
         )))
+    }
+
+    #[test]
+    fn a_fingerprint_is_what_the_request_asks_for_not_how_it_is_written() {
+        let parse = |body: &str| message::parse(body.as_bytes()).unwrap();
+        let one = parse(r#"{"userId":"u","sessionId":"s","text":"hi","data":{"a":1,"b":2}}"#);
+        let same =
+            parse(r#"{ "data": {"b": 2, "a": 1}, "text": "hi", "sessionId": "s", "userId": "u" }"#);
+        assert_eq!(fingerprint("message", &one), fingerprint("message", &same));
+        let other = parse(r#"{"userId":"u","sessionId":"s","text":"hi!","data":{"a":1,"b":2}}"#);
+        assert_ne!(fingerprint("message", &one), fingerprint("message", &other));
+        assert_ne!(fingerprint("message", &one), fingerprint("notify", &one));
     }
 
     #[test]

@@ -48,7 +48,9 @@ use crate::endpoints::SharedEndpoints;
 use crate::flows::Registry;
 use crate::lanes::{Carried, CarryBudget, Lanes};
 use crate::runtime::Runtime;
-use crate::store::{InboxMessage, MessageStore, PostgresStore, SessionKey, StoreError};
+use crate::store::{
+    Accepted, IdempotencyKey, InboxMessage, MessageStore, PostgresStore, SessionKey, StoreError,
+};
 
 /// A new message's trace id, in the seed's form:
 /// `endpoint-httpIncomingMessage-<uuid>`. It names the message in the 202,
@@ -179,15 +181,20 @@ impl Inbox {
         matches!(self.runs, Runs::Shared(_))
     }
 
-    /// Accepts a message: returns once it is durable and queued.
-    pub async fn accept(&self, message: InboxMessage) -> Result<(), AcceptError> {
+    /// Accepts a message: returns once it is durable and queued, or once
+    /// the store found its idempotency `key` remembered (nothing is queued
+    /// then).
+    pub async fn accept(
+        &self,
+        message: InboxMessage,
+        key: Option<IdempotencyKey>,
+    ) -> Result<Accepted, AcceptError> {
         let local = match &self.runs {
             Runs::Here(local) => local,
             Runs::Shared(_) => {
                 // The database tells the host that holds (or claims) the
                 // session, this one included, once the message commits.
-                self.store.accept(message, Box::new(|_| {})).await?;
-                return Ok(());
+                return Ok(self.store.accept(message, key, Box::new(|_| {})).await?);
             }
         };
         let session = message.session.clone();
@@ -203,9 +210,11 @@ impl Inbox {
         let carry = Arc::clone(&local.carry);
         // If the message is not stored, the callback is dropped uncalled,
         // and the count with it.
-        self.store
+        let accepted = self
+            .store
             .accept(
                 message,
+                key,
                 Box::new(move |message| {
                     let (id, session) = (message.id, message.session.clone());
                     let bytes = message.footprint();
@@ -218,7 +227,7 @@ impl Inbox {
                 }),
             )
             .await?;
-        Ok(())
+        Ok(accepted)
     }
 
     /// Queues the messages that were accepted but had not finished when the

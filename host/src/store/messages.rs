@@ -49,6 +49,37 @@ impl InboxMessage {
     }
 }
 
+/// A caller's `Idempotency-Key` on a message: while it is remembered, the
+/// same request with the same key is not accepted again, and another
+/// request with it is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyKey {
+    /// The key, as the caller sent it (1 to 255 characters).
+    pub key: String,
+    /// A digest of what the request asked for: the same key with a request
+    /// that asks for something else is refused.
+    pub fingerprint: String,
+    /// How long the key is remembered from the request that first used it.
+    pub window: std::time::Duration,
+}
+
+/// What [`MessageStore::accept`] did with a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Accepted {
+    /// It is durable, and `on_accepted` was called with it.
+    Stored,
+    /// Its idempotency key was used for the same request within the key's
+    /// window: nothing was stored, and the request's answer is the first
+    /// one's.
+    Repeated {
+        /// The trace id the first request was given.
+        trace_id: String,
+    },
+    /// Its idempotency key was used for a different request within the
+    /// key's window: nothing was stored.
+    KeyReused,
+}
+
 /// Called once a message is durable, on the store's writer, in the order
 /// messages are numbered. The inbox queues the message here, so that the
 /// messages of a session run in exactly the store's order.
@@ -156,12 +187,15 @@ pub struct Origin {
 #[async_trait::async_trait]
 pub trait MessageStore: Send + Sync + 'static {
     /// Makes `message` durable, numbers it, and calls `on_accepted` with it.
-    /// Returns once it is durable.
+    /// Returns once it is durable. With `key`, the key is remembered with
+    /// the message in the same transaction, unless it is remembered already:
+    /// then nothing is stored (see [`Accepted`]).
     async fn accept(
         &self,
         message: InboxMessage,
+        key: Option<IdempotencyKey>,
         on_accepted: OnAccepted,
-    ) -> Result<(), StoreError>;
+    ) -> Result<Accepted, StoreError>;
 
     /// The first `limit` accepted messages with an id above `after_id` that
     /// have not run to the end, in order: a page of the inbox to queue.

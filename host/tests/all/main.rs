@@ -16,6 +16,7 @@ mod durability;
 mod endpoint;
 mod failures;
 mod hardening;
+mod idempotency;
 mod in_process;
 mod local;
 mod openapi;

@@ -7,9 +7,10 @@
 use std::time::{Duration, Instant};
 
 use flowhost::store::{
-    ApiKeyInfo, Attempt, AttemptOutcome, Claim, ClaimedMessage, CommittedTurn, CredentialStore,
-    InboxMessage, NewApiKey, NewOutput, OutputQuery, OutputStatus, PendingOutput, PostgresOptions,
-    PostgresStore, ProfileChange, SessionKey, StoreError, TurnOutcome, TurnRecord, Wake,
+    Accepted, ApiKeyInfo, Attempt, AttemptOutcome, Claim, ClaimedMessage, CommittedTurn,
+    CredentialStore, IdempotencyKey, InboxMessage, NewApiKey, NewOutput, OutputQuery, OutputStatus,
+    PendingOutput, PostgresOptions, PostgresStore, ProfileChange, SessionKey, StoreError,
+    TurnOutcome, TurnRecord, Wake,
 };
 
 use crate::support::PATIENCE;
@@ -248,6 +249,66 @@ async fn messages_sent_to_several_hosts_are_numbered_in_one_order_per_session() 
         (1..=60).collect::<Vec<i64>>(),
         "numbered 1 to 60, no gap, no repeat"
     );
+}
+
+#[tokio::test]
+async fn one_idempotency_key_sent_to_several_hosts_at_once_stores_one_message() {
+    let postgres = TestPostgres::start();
+    let url = postgres.database("idempotent");
+    let mut hosts = Vec::new();
+    for _ in 0..3 {
+        hosts.push(std::sync::Arc::new(
+            PostgresStore::connect(&options(url.clone())).await.unwrap(),
+        ));
+    }
+    let key = |fingerprint: &str| IdempotencyKey {
+        key: "retry-1".to_owned(),
+        fingerprint: fingerprint.to_owned(),
+        window: Duration::from_secs(60),
+    };
+    // Ten tries of one request, spread over the hosts, all at once: as a
+    // caller retrying through a load balancer.
+    let tries = (0..10).map(|n| {
+        let host = std::sync::Arc::clone(&hosts[n % hosts.len()]);
+        let message = message("s1", n);
+        tokio::spawn(async move { host.accept_message_once(&message, &key("a")).await })
+    });
+    let mut stored = Vec::new();
+    let mut repeated = Vec::new();
+    for answer in futures::future::join_all(tries).await {
+        match answer.unwrap().unwrap() {
+            Ok((id, _)) => stored.push(id),
+            Err(Accepted::Repeated { trace_id }) => repeated.push(trace_id),
+            Err(other) => panic!("the same request was refused: {other:?}"),
+        }
+    }
+    assert_eq!(stored.len(), 1, "one message stored: {stored:?}");
+    assert_eq!(repeated.len(), 9);
+    let first: String = client(&url)
+        .await
+        .query_one("SELECT trace_id FROM messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert!(
+        repeated.iter().all(|trace_id| *trace_id == first),
+        "every repeat answers with the first's trace id"
+    );
+    // The key with another request is refused; nothing more is stored.
+    assert_eq!(
+        hosts[0]
+            .accept_message_once(&message("s1", 99), &key("b"))
+            .await
+            .unwrap(),
+        Err(Accepted::KeyReused)
+    );
+    let count: i64 = client(&url)
+        .await
+        .query_one("SELECT count(*) FROM messages", &[])
+        .await
+        .unwrap()
+        .get(0);
+    assert_eq!(count, 1);
 }
 
 #[tokio::test]

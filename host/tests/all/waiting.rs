@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::support::{HeldApi, Host, Receiver, Site, post, send};
 
-const CHECKING: &str = "One moment, let me check…";
+pub(crate) const CHECKING: &str = "One moment, let me check…";
 
 /// A site whose endpoint `waits` runs the `waiting` flow, which may call
 /// `api`, and which has `echo` too. `top` adds top-level keys (dotted, such
@@ -44,7 +44,7 @@ fn waiting_site(receiver: &Receiver, api: &HeldApi, top: &str, rest: &str, manif
 }
 
 /// A receiver, a held API, and a host serving [`waiting_site`].
-async fn waiting_host(rest: &str, manifest: &str) -> (Receiver, HeldApi, Site, Host) {
+pub(crate) async fn waiting_host(rest: &str, manifest: &str) -> (Receiver, HeldApi, Site, Host) {
     let receiver = Receiver::start().await;
     let api = HeldApi::start().await;
     let site = waiting_site(&receiver, &api, "", rest, manifest);
@@ -54,7 +54,7 @@ async fn waiting_host(rest: &str, manifest: &str) -> (Receiver, HeldApi, Site, H
 
 /// The texts received so far, once each (a redelivery has its output's
 /// `webhook-id`).
-fn texts(receiver: &Receiver) -> Vec<String> {
+pub(crate) fn texts(receiver: &Receiver) -> Vec<String> {
     let mut outputs: Vec<(String, String)> = receiver
         .received()
         .iter()

@@ -31,7 +31,7 @@ pub(super) async fn send(
     let endpoint = super::known_endpoint(&app, &name)?;
     endpoint::expect_json(&headers)?;
     let valid = message::parse(&body)?;
-    let trace_id = endpoint::accept(&app, &endpoint, valid).await?;
+    let trace_id = endpoint::accept(&app, &endpoint, valid, None).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
 }
 

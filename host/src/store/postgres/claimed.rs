@@ -10,11 +10,11 @@
 
 use super::deliveries::{PENDING_OUTPUT, pending_output};
 use super::sessions::{inbox_message, session_of};
-use super::{Claim, PostgresStore};
+use super::{Claim, NOW_MS, PostgresStore};
 use crate::store::{
-    Attempt, AttemptRecord, CommittedTurn, DisabledEndpoint, EndpointBacklog, InboxMessage,
-    MessageStore, NewOutput, OnAccepted, OutboxStore, OutputQuery, OutputRecord, PendingOutput,
-    Queued, SessionKey, SessionState, Store, StoreError, TurnRecord,
+    Accepted, Attempt, AttemptRecord, CommittedTurn, DisabledEndpoint, EndpointBacklog,
+    IdempotencyKey, InboxMessage, MessageStore, NewOutput, OnAccepted, OutboxStore, OutputQuery,
+    OutputRecord, PendingOutput, Queued, SessionKey, SessionState, Store, StoreError, TurnRecord,
 };
 
 impl PostgresStore {
@@ -47,12 +47,19 @@ impl MessageStore for PostgresStore {
     async fn accept(
         &self,
         mut message: InboxMessage,
+        key: Option<IdempotencyKey>,
         on_accepted: OnAccepted,
-    ) -> Result<(), StoreError> {
-        let (id, _seq) = self.accept_message(&message).await?;
-        message.id = id;
+    ) -> Result<Accepted, StoreError> {
+        let stored = match &key {
+            None => self.accept_message(&message).await?,
+            Some(key) => match self.accept_message_once(&message, key).await? {
+                Ok(stored) => stored,
+                Err(not_stored) => return Ok(not_stored),
+            },
+        };
+        message.id = stored.0;
         on_accepted(message);
-        Ok(())
+        Ok(Accepted::Stored)
     }
 
     async fn unfinished_messages(
@@ -227,6 +234,12 @@ impl Store for PostgresStore {
             .execute(
                 "DELETE FROM profiles WHERE updated_at < $1",
                 &[&idle_before],
+            )
+            .await?;
+        rows += tx
+            .execute(
+                &format!("DELETE FROM idempotency_keys WHERE expires_at <= {NOW_MS}"),
+                &[],
             )
             .await?;
         // Hosts gone for an hour: their claims are void already (their

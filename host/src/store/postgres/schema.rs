@@ -19,6 +19,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0004_hosts.sql"),
     include_str!("migrations/0005_dead_letters.sql"),
     include_str!("migrations/0006_trace_parent.sql"),
+    include_str!("migrations/0007_idempotency_keys.sql"),
 ];
 
 /// The advisory lock that migrations take: "flowhost" in ASCII.

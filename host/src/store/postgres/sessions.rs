@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use super::wakeups::notify;
 use super::{NOW_MS, PostgresStore};
-use crate::store::{InboxMessage, SessionKey, StoreError};
+use crate::store::{Accepted, IdempotencyKey, InboxMessage, SessionKey, StoreError};
 
 /// A `messages` row of `session` (its columns under their own names) as
 /// the inbox runs it.
@@ -98,43 +98,64 @@ impl PostgresStore {
     /// number. Hosts that share the database may call it for one session at
     /// once: they take turns on the session's row.
     pub async fn accept_message(&self, message: &InboxMessage) -> Result<(i64, i64), StoreError> {
-        // One statement, so one round trip and its own transaction: the
-        // session's row (its lock orders the session's accepts), the
-        // message, and the notification that wakes the other hosts once
-        // this commits (see `wakeups`).
-        let session = &message.session;
-        let row = self
-            .query_one(
+        let conn = self.conn().await?;
+        insert_message(&conn, message).await
+    }
+
+    /// Like [`accept_message`](Self::accept_message), remembering `key`
+    /// in the same transaction; nothing is stored if the key is remembered
+    /// already. Two hosts given the same key at once take turns on its row:
+    /// the second sees the first's.
+    pub async fn accept_message_once(
+        &self,
+        message: &InboxMessage,
+        key: &IdempotencyKey,
+    ) -> Result<Result<(i64, i64), Accepted>, StoreError> {
+        let endpoint = &message.session.endpoint;
+        let window_ms = i64::try_from(key.window.as_millis()).unwrap_or(i64::MAX);
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        // Taken if new, or if what is remembered has expired.
+        let taken = tx
+            .query_opt(
                 &format!(
-                    "WITH numbered AS (
-                         INSERT INTO sessions (endpoint, session_id, updated_at, accepted)
-                         VALUES ($1, $2, {NOW_MS}, 1)
-                         ON CONFLICT (endpoint, session_id)
-                         DO UPDATE SET accepted = sessions.accepted + 1
-                         RETURNING accepted
-                     ), stored AS (
-                         INSERT INTO messages
-                             (endpoint, session_id, seq, trace_id, user_id, text, data,
-                              received_at, trace_parent)
-                         SELECT $1, $2, accepted, $3, $4, $5, $6, $7, $8 FROM numbered
-                         RETURNING id, seq
-                     )
-                     SELECT id, seq, {} FROM stored",
-                    notify('m', "$1", "$2")
+                    "INSERT INTO idempotency_keys (endpoint, key, fingerprint, trace_id, expires_at)
+                     VALUES ($1, $2, $3, $4, {NOW_MS} + $5)
+                     ON CONFLICT (endpoint, key) DO UPDATE
+                         SET fingerprint = excluded.fingerprint, trace_id = excluded.trace_id,
+                             expires_at = excluded.expires_at
+                         WHERE idempotency_keys.expires_at <= {NOW_MS}
+                     RETURNING 1"
                 ),
                 &[
-                    &session.endpoint,
-                    &session.session_id,
+                    endpoint,
+                    &key.key,
+                    &key.fingerprint,
                     &message.trace_id,
-                    &message.user_id,
-                    &message.text,
-                    &message.data,
-                    &message.received_at,
-                    &message.trace_parent,
+                    &window_ms,
                 ],
             )
             .await?;
-        Ok((row.get("id"), row.get("seq")))
+        if taken.is_none() {
+            let row = tx
+                .query_one(
+                    "SELECT fingerprint, trace_id FROM idempotency_keys
+                     WHERE endpoint = $1 AND key = $2",
+                    &[endpoint, &key.key],
+                )
+                .await?;
+            let fingerprint: String = row.get("fingerprint");
+            return Ok(Err(if fingerprint == key.fingerprint {
+                Accepted::Repeated {
+                    trace_id: row.get("trace_id"),
+                }
+            } else {
+                Accepted::KeyReused
+            }));
+        }
+        let stored = insert_message(&tx, message).await?;
+        tx.commit().await?;
+        Ok(Ok(stored))
     }
 
     /// Claims up to `limit` sessions of `endpoints` that have unfinished
@@ -235,4 +256,50 @@ impl PostgresStore {
             .await?;
         Ok(released > 0)
     }
+}
+
+/// Stores `message`, numbered next in its session, on `client` (the pool's
+/// connection, or a transaction); returns its id and number.
+async fn insert_message(
+    client: &impl deadpool_postgres::GenericClient,
+    message: &InboxMessage,
+) -> Result<(i64, i64), StoreError> {
+    // One statement, so one round trip and its own transaction (unless in
+    // one): the session's row (its lock orders the session's accepts), the
+    // message, and the notification that wakes the other hosts once this
+    // commits (see `wakeups`).
+    let session = &message.session;
+    let sql = format!(
+        "WITH numbered AS (
+             INSERT INTO sessions (endpoint, session_id, updated_at, accepted)
+             VALUES ($1, $2, {NOW_MS}, 1)
+             ON CONFLICT (endpoint, session_id)
+             DO UPDATE SET accepted = sessions.accepted + 1
+             RETURNING accepted
+         ), stored AS (
+             INSERT INTO messages
+                 (endpoint, session_id, seq, trace_id, user_id, text, data,
+                  received_at, trace_parent)
+             SELECT $1, $2, accepted, $3, $4, $5, $6, $7, $8 FROM numbered
+             RETURNING id, seq
+         )
+         SELECT id, seq, {} FROM stored",
+        notify('m', "$1", "$2")
+    );
+    let row = client
+        .query_one(
+            &client.prepare_cached(&sql).await?,
+            &[
+                &session.endpoint,
+                &session.session_id,
+                &message.trace_id,
+                &message.user_id,
+                &message.text,
+                &message.data,
+                &message.received_at,
+                &message.trace_parent,
+            ],
+        )
+        .await?;
+    Ok((row.get("id"), row.get("seq")))
 }

@@ -6,8 +6,8 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, session_key};
 use crate::store::profile_merge;
 use crate::store::{
-    CommittedTurn, InboxMessage, MessageStore, NewOutput, OnAccepted, PendingOutput, Queued,
-    SessionKey, SessionState, StoreError, TurnOutcome, TurnRecord, now_ms,
+    Accepted, CommittedTurn, IdempotencyKey, InboxMessage, MessageStore, NewOutput, OnAccepted,
+    PendingOutput, Queued, SessionKey, SessionState, StoreError, TurnOutcome, TurnRecord, now_ms,
 };
 
 /// How precisely a context's or profile's `updated_at` tracks its last use
@@ -33,10 +33,43 @@ impl MessageStore for SqliteStore {
     async fn accept(
         &self,
         mut message: InboxMessage,
+        key: Option<IdempotencyKey>,
         on_accepted: OnAccepted,
-    ) -> Result<(), StoreError> {
+    ) -> Result<Accepted, StoreError> {
         self.write_then(
             move |conn| {
+                if let Some(key) = &key {
+                    let now = message.received_at;
+                    let remembered: Option<(String, String)> = conn
+                        .prepare_cached(
+                            "SELECT fingerprint, trace_id FROM idempotency_keys
+                             WHERE endpoint = ? AND key = ? AND expires_at > ?",
+                        )?
+                        .query_row(params![message.session.endpoint, key.key, now], |r| {
+                            Ok((r.get(0)?, r.get(1)?))
+                        })
+                        .optional()?;
+                    if let Some((fingerprint, trace_id)) = remembered {
+                        return Ok(Err(if fingerprint == key.fingerprint {
+                            Accepted::Repeated { trace_id }
+                        } else {
+                            Accepted::KeyReused
+                        }));
+                    }
+                    let window = i64::try_from(key.window.as_millis()).unwrap_or(i64::MAX);
+                    conn.prepare_cached(
+                        "INSERT OR REPLACE INTO idempotency_keys
+                             (endpoint, key, fingerprint, trace_id, expires_at)
+                         VALUES (?, ?, ?, ?, ?)",
+                    )?
+                    .execute(params![
+                        message.session.endpoint,
+                        key.key,
+                        key.fingerprint,
+                        message.trace_id,
+                        now.saturating_add(window),
+                    ])?;
+                }
                 message.id = conn
                     .prepare_cached(
                         "INSERT INTO messages
@@ -54,9 +87,15 @@ impl MessageStore for SqliteStore {
                         message.received_at,
                         message.trace_parent,
                     ])?;
-                Ok(message)
+                Ok(Ok(message))
             },
-            on_accepted,
+            |stored| match stored {
+                Ok(message) => {
+                    on_accepted(message);
+                    Accepted::Stored
+                }
+                Err(not_stored) => not_stored,
+            },
         )
         .await
     }

@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 
 use self::readers::{MAX_READS, ReaderPool};
 use self::writer::{CommitError, Finish, WriteJob};
-use super::{EndpointBacklog, SessionKey, Store, StoreError};
+use super::{EndpointBacklog, SessionKey, Store, StoreError, now_ms};
 
 /// A [`Store`] in a SQLite database.
 pub struct SqliteStore {
@@ -257,7 +257,11 @@ impl Store for SqliteStore {
             // an hour.
             let sessions = conn.execute("DELETE FROM sessions WHERE updated_at < ?", [idle_before])?;
             let profiles = conn.execute("DELETE FROM profiles WHERE updated_at < ?", [idle_before])?;
-            Ok(attempts + outputs + messages + sessions + profiles)
+            let keys = conn.execute(
+                "DELETE FROM idempotency_keys WHERE expires_at <= ?",
+                [now_ms()],
+            )?;
+            Ok(attempts + outputs + messages + sessions + profiles + keys)
         })
         .await
     }

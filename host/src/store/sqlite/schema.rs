@@ -13,6 +13,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0003_outputs_kept.sql"),
     include_str!("migrations/0004_dead_letters.sql"),
     include_str!("migrations/0005_trace_parent.sql"),
+    include_str!("migrations/0006_idempotency_keys.sql"),
 ];
 
 /// The first step alone: a database as the first flowhost made it.

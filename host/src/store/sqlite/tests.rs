@@ -75,10 +75,86 @@ fn done(committed: CommittedTurn) -> Vec<PendingOutput> {
 async fn accept(store: &SqliteStore, message: InboxMessage) -> InboxMessage {
     let (tx, rx) = std::sync::mpsc::channel();
     store
-        .accept(message, Box::new(move |m| tx.send(m).unwrap()))
+        .accept(message, None, Box::new(move |m| tx.send(m).unwrap()))
         .await
         .unwrap();
     rx.recv().unwrap()
+}
+
+#[tokio::test]
+async fn an_idempotency_key_is_remembered_for_its_window() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(dir.path()).unwrap();
+    let key = |key: &str, fingerprint: &str, window_ms: u64| IdempotencyKey {
+        key: key.into(),
+        fingerprint: fingerprint.into(),
+        window: std::time::Duration::from_millis(window_ms),
+    };
+    let try_accept = |message: InboxMessage, key: IdempotencyKey| {
+        let store = &store;
+        async move {
+            store
+                .accept(message, Some(key), Box::new(|_| {}))
+                .await
+                .unwrap()
+        }
+    };
+    let first = message("s1", "hi");
+    let day = 86_400_000;
+    assert_eq!(
+        try_accept(first.clone(), key("k1", "a", day)).await,
+        Accepted::Stored
+    );
+    // The same request again: the first's trace id, nothing stored.
+    assert_eq!(
+        try_accept(message("s1", "hi"), key("k1", "a", day)).await,
+        Accepted::Repeated {
+            trace_id: first.trace_id.clone()
+        }
+    );
+    // Another request with the key: refused.
+    assert_eq!(
+        try_accept(message("s1", "other"), key("k1", "b", day)).await,
+        Accepted::KeyReused
+    );
+    // Keys are the endpoint's: another endpoint may use the same one.
+    let mut elsewhere = message("s1", "hi");
+    elsewhere.session.endpoint = "sales".into();
+    assert_eq!(
+        try_accept(elsewhere, key("k1", "a", day)).await,
+        Accepted::Stored
+    );
+    assert_eq!(unfinished(&store).await.len(), 2);
+
+    // A key whose window has passed is free again, and goes when pruned.
+    let mut short = message("s2", "hi");
+    short.received_at -= 10_000;
+    assert_eq!(
+        try_accept(short, key("k2", "a", 5_000)).await,
+        Accepted::Stored
+    );
+    assert_eq!(
+        try_accept(message("s2", "new"), key("k2", "b", day)).await,
+        Accepted::Stored
+    );
+    let mut expired = message("s3", "hi");
+    expired.received_at -= 10_000;
+    assert_eq!(
+        try_accept(expired, key("k3", "a", 5_000)).await,
+        Accepted::Stored
+    );
+    let keys = |store: &SqliteStore| {
+        store
+            .point_read(|conn| {
+                conn.query_row("SELECT count(*) FROM idempotency_keys", [], |r| {
+                    r.get::<_, i64>(0)
+                })
+            })
+            .unwrap()
+    };
+    assert_eq!(keys(&store), 4);
+    store.prune(0, 0).await.unwrap();
+    assert_eq!(keys(&store), 3, "the expired k3 goes; k1 twice and k2 stay");
 }
 
 #[tokio::test]
@@ -823,7 +899,7 @@ async fn a_full_database_is_a_failure_to_retry() {
     let mut big = message("s1", "");
     big.text = Some("x".repeat(200_000));
     let error = store
-        .accept(big, Box::new(|_| panic!("not accepted")))
+        .accept(big, None, Box::new(|_| panic!("not accepted")))
         .await
         .unwrap_err();
     assert!(error.is_transient(), "{error}");
