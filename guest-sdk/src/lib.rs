@@ -137,6 +137,33 @@ pub struct Message {
     pub trace_id: String,
     /// The name of the endpoint that received the message.
     pub endpoint: String,
+    /// Who sent it: the user, or a backend through the endpoint's `/inject`.
+    pub source: Source,
+}
+
+/// Who sent a [`Message`].
+///
+/// ```no_run
+/// use flowhost_sdk::{Message, Result, Source, say};
+///
+/// fn handle(message: Message) -> Result<()> {
+///     match message.source {
+///         // A backend pushed an event into the conversation.
+///         Source::Inject => say("Your parcel has shipped."),
+///         _ => say("How can I help?"),
+///     }
+///     Ok(())
+/// }
+/// # flowhost_sdk::export!(handle);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Source {
+    /// The user, through the endpoint.
+    User,
+    /// A backend, through the endpoint's `/inject`: run in the session's
+    /// order as if the user had said it.
+    Inject,
 }
 
 impl Message {
@@ -152,6 +179,10 @@ impl Message {
             data,
             trace_id: raw.trace_id,
             endpoint: raw.endpoint,
+            source: match raw.source {
+                wit::types::Source::User => Source::User,
+                wit::types::Source::Inject => Source::Inject,
+            },
         })
     }
 
@@ -400,6 +431,27 @@ impl State {
         self.set(to_object(self.name(), value)?);
         Ok(())
     }
+}
+
+/// Ends the session once this message is handled without error: its
+/// context is cleared, whatever [`context()`] was set to, so the session's
+/// next message starts afresh. The user's [`profile()`] stays, and this
+/// message's outputs are sent as usual.
+///
+/// ```no_run
+/// use flowhost_sdk::{Message, Result, end_session, say};
+///
+/// fn handle(message: Message) -> Result<()> {
+///     if message.text.as_deref() == Some("bye") {
+///         say("Goodbye!");
+///         end_session();
+///     }
+///     Ok(())
+/// }
+/// # flowhost_sdk::export!(handle);
+/// ```
+pub fn end_session() {
+    wit::session::end();
 }
 
 fn parse_object(what: &str, text: &str) -> Result<Map<String, Value>> {

@@ -40,6 +40,7 @@ fn invocation() -> Invocation {
         text: Some("Hello, I need help with my order".into()),
         data: Some(r#"{"exampleKey":"exampleValue"}"#.into()),
         trace_id: "endpoint-httpIncomingMessage-00000000-0000-0000-0000-000000000000".into(),
+        source: flowhost::runtime::Source::User,
         context: "{}".into(),
         profile: "{}".into(),
         sensitive: false,

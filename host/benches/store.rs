@@ -26,8 +26,8 @@ use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use flowhost::store::{
-    Attempt, AttemptOutcome, Claim, CommittedTurn, InboxMessage, MessageStore, NewOutput,
-    OutboxStore, PendingOutput, PostgresOptions, PostgresStore, SessionKey, SqliteStore,
+    Attempt, AttemptOutcome, Claim, CommittedTurn, InboxMessage, MessageKind, MessageStore,
+    NewOutput, OutboxStore, PendingOutput, PostgresOptions, PostgresStore, SessionKey, SqliteStore,
     TurnOutcome, TurnRecord,
 };
 
@@ -46,6 +46,7 @@ fn message(session: &str) -> InboxMessage {
         trace_id: "endpoint-httpIncomingMessage-00000000-0000-0000-0000-000000000000".to_owned(),
         received_at: 0,
         trace_parent: None,
+        kind: MessageKind::User,
     }
 }
 

@@ -44,6 +44,9 @@ pub struct EndpointConfig {
     /// How long a request's `Idempotency-Key` is remembered: a repeat
     /// within it runs nothing again.
     pub idempotency_window: std::time::Duration,
+    /// A session idle for longer than this starts again with an empty
+    /// context; `None`, sessions last until `session_retention`.
+    pub session_ttl: Option<std::time::Duration>,
 }
 
 /// When a turn's outputs are committed and handed to delivery.

@@ -86,6 +86,7 @@ pub async fn run_flow(
         text: message.text,
         data: message.data,
         trace_id: trace_id.clone(),
+        source: crate::runtime::Source::User,
         context: Value::Object(state.context.clone()).to_string(),
         profile: Value::Object(state.profile.clone()).to_string(),
         sensitive: false,

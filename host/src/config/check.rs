@@ -14,7 +14,7 @@ use super::{
 };
 use crate::runtime::Limits;
 use crate::store::PostgresOptions;
-use crate::units::ByteSize;
+use crate::units::{ByteSize, HumanDuration};
 
 impl RawHttp {
     fn check(self, max_body_size: u64, problems: &mut Vec<String>) -> HttpConfig {
@@ -332,6 +332,15 @@ impl RawConfig {
                 }
                 (None, None) => None,
             };
+            let session_ttl = match raw.session_ttl {
+                Some(HumanDuration(ttl)) if ttl.is_zero() => {
+                    problems.push(format!(
+                        "{at}.session_ttl: must be more than 0 (leave it out for sessions that last)"
+                    ));
+                    None
+                }
+                ttl => ttl.map(|ttl| ttl.0),
+            };
             if let Some(webhook_url) = webhook_url {
                 endpoints.insert(
                     name.clone(),
@@ -349,6 +358,7 @@ impl RawConfig {
                         idempotency_window: raw
                             .idempotency_window
                             .map_or(DEFAULT_IDEMPOTENCY_WINDOW, |window| window.0),
+                        session_ttl,
                     },
                 );
             }

@@ -129,6 +129,8 @@ pub(super) struct RawEndpoint {
     pub(super) output_timing: OutputTiming,
     #[serde(default)]
     pub(super) idempotency_window: Option<HumanDuration>,
+    #[serde(default)]
+    pub(super) session_ttl: Option<HumanDuration>,
 }
 
 mod defaults {

@@ -33,6 +33,7 @@ const FULL: &str = r#"
     disable_sensitive_logging = true
     output_timing = "at-end"
     idempotency_window = "1h"
+    session_ttl = "30m"
 
     [endpoints.chat]
     flow = "order-help"
@@ -73,6 +74,8 @@ fn reads_every_documented_key() {
     let chat = &config.endpoints["chat"];
     assert_eq!(chat.output_timing, OutputTiming::Immediate, "the default");
     assert_eq!(support.idempotency_window, Duration::from_secs(3600));
+    assert_eq!(support.session_ttl, Some(Duration::from_secs(1800)));
+    assert_eq!(chat.session_ttl, None, "the default");
     assert_eq!(
         chat.idempotency_window,
         Duration::from_secs(86_400),

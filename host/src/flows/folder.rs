@@ -137,11 +137,13 @@ impl FlowFolder {
             Ok(flow) => {
                 let (version, cached, took) =
                     (flow.version.clone(), flow.from_cache, flow.load_time);
+                let world = flow.compiled.world();
                 self.metrics.flow_loaded(name, cached, took);
                 let previous = self.registry.insert(flow);
                 tracing::info!(
                     flow = %name,
                     version = %version,
+                    %world,
                     replaced = %previous.as_ref().map(|p| p.version.as_str()).unwrap_or("-"),
                     from_cache = cached,
                     took_ms = took.as_millis() as u64,

@@ -1,4 +1,8 @@
-//! `POST /endpoint/{url_token}`: one user message in, `202 {traceId}` out.
+//! `POST /endpoint/{url_token}`: one user message in, `202 {traceId}` out;
+//! and beside it, for a backend, `…/inject` (a message run as if the user
+//! had said it) and `…/notify` (an output sent as the bot's, without
+//! running the flow). All three are the same request, queued in the
+//! session's order behind everything the session has waiting.
 //!
 //! The checks run cheapest first, and nothing is read that a failed check
 //! makes unnecessary: the token (404), the API key (401, before the body is
@@ -22,18 +26,51 @@ use super::message;
 use super::{AppState, Problem};
 use crate::endpoints::{Auth, Endpoint};
 use crate::inbox::AcceptError;
-use crate::store::{Accepted, IdempotencyKey, InboxMessage, SessionKey, now_ms};
+use crate::store::{Accepted, IdempotencyKey, InboxMessage, MessageKind, SessionKey, now_ms};
 use crate::telemetry::traces;
 
 /// The header that carries an endpoint's API key.
 pub(super) const API_KEY_HEADER: &str = "x-webhook-key";
 
-/// Answers the POST, and counts the answer in `flowhost_messages_total`.
-/// Its span, `accept`, is the root of the message's trace (or a child of
-/// the caller's `traceparent`).
+/// `POST /endpoint/{url_token}`: a user's message.
 pub(super) async fn receive(
     State(app): State<Arc<AppState>>,
     Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive_as(MessageKind::User, app, token, headers, body).await
+}
+
+/// `POST /endpoint/{url_token}/inject`: a backend's event, run by the flow
+/// as if the user had said it.
+pub(super) async fn inject(
+    State(app): State<Arc<AppState>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive_as(MessageKind::Inject, app, token, headers, body).await
+}
+
+/// `POST /endpoint/{url_token}/notify`: a backend's output, sent to the
+/// webhook as the bot's.
+pub(super) async fn notify(
+    State(app): State<Arc<AppState>>,
+    Path(token): Path<String>,
+    headers: HeaderMap,
+    body: Body,
+) -> Response {
+    receive_as(MessageKind::Notify, app, token, headers, body).await
+}
+
+/// Answers the POST, and counts the answer in `flowhost_messages_total`.
+/// Its span, `accept`, is the root of the message's trace (or a child of
+/// the caller's `traceparent`).
+async fn receive_as(
+    kind: MessageKind,
+    app: Arc<AppState>,
+    token: String,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -53,7 +90,7 @@ pub(super) async fn receive(
             return Problem::not_found("no endpoint has this URL").into_response();
         };
         tracing::Span::current().record("endpoint", endpoint.name());
-        let response = answer(&app, &endpoint, &headers, body)
+        let response = answer(&app, &endpoint, kind, &headers, body)
             .await
             .into_response();
         app.metrics
@@ -68,6 +105,7 @@ pub(super) async fn receive(
 async fn answer(
     app: &AppState,
     endpoint: &Endpoint,
+    kind: MessageKind,
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
@@ -152,11 +190,11 @@ async fn answer(
         .to_bytes();
     let valid = message::parse(&bytes)?;
     let key = key.map(|key| IdempotencyKey {
-        fingerprint: fingerprint("message", &valid),
+        fingerprint: fingerprint(kind.as_str(), &valid),
         key,
         window: endpoint.config.idempotency_window,
     });
-    let trace_id = accept(app, endpoint, valid, key).await?;
+    let trace_id = accept(app, endpoint, kind, valid, key).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
 }
 
@@ -205,12 +243,16 @@ fn fingerprint(route: &str, message: &message::ValidMessage) -> String {
 pub(super) async fn accept(
     app: &AppState,
     endpoint: &Endpoint,
+    kind: MessageKind,
     valid: message::ValidMessage,
     key: Option<IdempotencyKey>,
 ) -> Result<String, Problem> {
     // Where hosts share the store, another host may have the flow: the
-    // message waits for one that has.
-    if !app.inbox.is_shared() && !app.flows.serves_or_may_serve(&endpoint.config.flow) {
+    // message waits for one that has. A notification runs no flow.
+    if kind.runs_flow()
+        && !app.inbox.is_shared()
+        && !app.flows.serves_or_may_serve(&endpoint.config.flow)
+    {
         return Err(Problem::unavailable(
             "flow-not-loaded",
             "Flow not loaded",
@@ -236,6 +278,7 @@ pub(super) async fn accept(
         received_at: now_ms(),
         // The accept's span: its turn and deliveries are its children.
         trace_parent: traces::current_traceparent(),
+        kind,
     };
     let accepted = app
         .inbox
@@ -327,10 +370,10 @@ mod tests {
         let one = parse(r#"{"userId":"u","sessionId":"s","text":"hi","data":{"a":1,"b":2}}"#);
         let same =
             parse(r#"{ "data": {"b": 2, "a": 1}, "text": "hi", "sessionId": "s", "userId": "u" }"#);
-        assert_eq!(fingerprint("message", &one), fingerprint("message", &same));
+        assert_eq!(fingerprint("user", &one), fingerprint("user", &same));
         let other = parse(r#"{"userId":"u","sessionId":"s","text":"hi!","data":{"a":1,"b":2}}"#);
-        assert_ne!(fingerprint("message", &one), fingerprint("message", &other));
-        assert_ne!(fingerprint("message", &one), fingerprint("notify", &one));
+        assert_ne!(fingerprint("user", &one), fingerprint("user", &other));
+        assert_ne!(fingerprint("user", &one), fingerprint("notify", &one));
     }
 
     #[test]

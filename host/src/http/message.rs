@@ -115,31 +115,32 @@ pub fn parse(body: &[u8]) -> Result<ValidMessage, Problem> {
     }
 }
 
+/// What is wrong with a `userId` or `sessionId`, if anything.
+pub fn id_fault(id: &str) -> Option<String> {
+    if id.is_empty() {
+        Some("must not be empty".into())
+    } else if id.chars().count() > MAX_ID_CHARS {
+        Some(format!("must be at most {MAX_ID_CHARS} characters"))
+    } else if id.chars().any(char::is_control) {
+        Some("must not contain control characters (such as NUL, newline or ESC)".into())
+    } else {
+        None
+    }
+}
+
 fn id_field(
     fields: &mut Map<String, Value>,
     name: &str,
     errors: &mut Vec<FieldError>,
 ) -> Option<String> {
     match fields.remove(name) {
-        Some(Value::String(id)) if id.is_empty() => {
-            errors.push(field(name, "must not be empty"));
-            None
-        }
-        Some(Value::String(id)) if id.chars().count() > MAX_ID_CHARS => {
-            errors.push(field(
-                name,
-                format!("must be at most {MAX_ID_CHARS} characters"),
-            ));
-            None
-        }
-        Some(Value::String(id)) if id.chars().any(char::is_control) => {
-            errors.push(field(
-                name,
-                "must not contain control characters (such as NUL, newline or ESC)",
-            ));
-            None
-        }
-        Some(Value::String(id)) => Some(id),
+        Some(Value::String(id)) => match id_fault(&id) {
+            Some(fault) => {
+                errors.push(field(name, fault));
+                None
+            }
+            None => Some(id),
+        },
         None | Some(Value::Null) => {
             errors.push(field(name, "is required"));
             None

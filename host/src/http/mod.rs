@@ -124,6 +124,8 @@ pub fn router(state: AppState) -> Router {
     let app = Router::new()
         .merge(admin)
         .route("/endpoint/{url_token}", post(endpoint::receive))
+        .route("/endpoint/{url_token}/inject", post(endpoint::inject))
+        .route("/endpoint/{url_token}/notify", post(endpoint::notify))
         .route("/healthz", get(ops::healthz))
         .route("/readyz", get(ops::readyz))
         .route("/metrics", get(ops::metrics))

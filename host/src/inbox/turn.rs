@@ -10,11 +10,11 @@ use tracing::Instrument;
 
 use super::TurnRunner;
 use crate::delivery::payload;
-use crate::endpoints::OutputTiming;
-use crate::runtime::{Invocation, Output};
+use crate::endpoints::{Endpoint, OutputTiming};
+use crate::runtime::{Invocation, Output, Source};
 use crate::store::{
-    CommittedTurn, InboxMessage, NewOutput, Origin, ProfileChange, TurnOutcome, TurnRecord,
-    retrying,
+    CommittedTurn, InboxMessage, MessageKind, NewOutput, Origin, ProfileChange, TurnOutcome,
+    TurnRecord, now_ms, retrying,
 };
 use crate::telemetry::traces;
 
@@ -71,6 +71,11 @@ impl TurnRunner {
         let Some(endpoint) = self.endpoints.wait_for(name, &self.shutdown).await else {
             return;
         };
+        match message.kind {
+            MessageKind::Notify => return self.notify(&message, &endpoint, started).await,
+            MessageKind::Reset => return self.reset(&message).await,
+            MessageKind::User | MessageKind::Inject => {}
+        }
         if self.flows.get(&endpoint.config.flow).is_none() {
             tracing::warn!(flow = %endpoint.config.flow, "the flow is not loaded; the message waits for it");
         }
@@ -85,13 +90,28 @@ impl TurnRunner {
         span.record("flow", tracing::field::display(&flow.name));
         span.record("version", tracing::field::display(&flow.version));
 
-        let Some(state) = retrying("read the session state", &self.shutdown, || {
+        let Some(mut state) = retrying("read the session state", &self.shutdown, || {
             self.store.session_state(&message.session, &message.user_id)
         })
         .await
         else {
             return;
         };
+        // With a `session_ttl`, every turn writes the context (changed or
+        // not), so that when it was written says when the session was last
+        // used.
+        let ttl = endpoint.config.session_ttl;
+        if let (Some(ttl), Some(written_at)) = (ttl, state.context_written_at) {
+            let idle = Duration::from_millis(u64::try_from(now_ms() - written_at).unwrap_or(0));
+            if idle > ttl {
+                tracing::info!(
+                    idle_s = idle.as_secs(),
+                    "the session was idle past its session_ttl: it starts afresh"
+                );
+                state.context = EMPTY_CONTEXT.to_owned();
+            }
+        }
+        let context_given = ttl.is_some().then(|| state.context.clone());
 
         let recipient = payload::Recipient {
             user_id: &message.user_id,
@@ -113,6 +133,10 @@ impl TurnRunner {
             text: message.text.clone(),
             data: message.data.clone(),
             trace_id: message.trace_id.clone(),
+            source: match message.kind {
+                MessageKind::Inject => Source::Inject,
+                _ => Source::User,
+            },
             context: state.context,
             profile: state.profile.clone(),
             sensitive: endpoint.config.disable_sensitive_logging,
@@ -138,7 +162,13 @@ impl TurnRunner {
                     early.unsent.iter().chain(&turn.outputs),
                 );
                 TurnOutcome::Completed {
-                    context: turn.context,
+                    // A session ended starts again from an empty context,
+                    // as a new one does.
+                    context: if turn.end_session {
+                        Some(EMPTY_CONTEXT.to_owned())
+                    } else {
+                        turn.context.or(context_given)
+                    },
                     profile: turn.profile.map(|after| ProfileChange {
                         before: state.profile,
                         after,
@@ -201,6 +231,56 @@ impl TurnRunner {
         self.metrics
             .turn(name, &flow.name, counted_as, started.elapsed());
         tracing::Span::current().record("outcome", counted_as);
+    }
+
+    /// Sends a notification's text and data to the webhook as the bot's
+    /// output, in the session's order, without running the flow.
+    async fn notify(&self, message: &InboxMessage, endpoint: &Endpoint, started: Instant) {
+        let data = message.data.as_deref().and_then(|data| {
+            match serde_json::from_str::<serde_json::Value>(data) {
+                Ok(serde_json::Value::Object(data)) => Some(data),
+                _ => None, // Checked at the POST: always an object.
+            }
+        });
+        let output = Output {
+            text: message.text.clone(),
+            data,
+        };
+        let recipient = payload::Recipient {
+            user_id: &message.user_id,
+            session_id: &message.session.session_id,
+            trace_id: &message.trace_id,
+            disable_sensitive_logging: endpoint.config.disable_sensitive_logging,
+        };
+        let outcome = TurnOutcome::Completed {
+            context: None,
+            profile: None,
+            outputs: vec![payload::prepare(recipient, 0, &output, &message.origin())],
+        };
+        let Some(committed) = self.commit(message, NOTIFY, "", outcome).await else {
+            return;
+        };
+        if let CommittedTurn::Done(outputs) = committed {
+            tracing::info!(
+                took_ms = started.elapsed().as_millis() as u64,
+                "notification queued for the webhook"
+            );
+            tracing::Span::current().record("outcome", "notified");
+            self.delivery.enqueue_committed(outputs);
+        }
+    }
+
+    /// Empties the session's context, in its place in the session's order.
+    async fn reset(&self, message: &InboxMessage) {
+        let outcome = TurnOutcome::Completed {
+            context: Some(EMPTY_CONTEXT.to_owned()),
+            profile: None,
+            outputs: Vec::new(),
+        };
+        if self.commit(message, RESET, "", outcome).await.is_some() {
+            tracing::info!("the session was reset: it starts afresh");
+            tracing::Span::current().record("outcome", "reset");
+        }
     }
 
     async fn commit(
@@ -272,6 +352,15 @@ impl TurnRunner {
         }
     }
 }
+
+/// A new session's context.
+const EMPTY_CONTEXT: &str = "{}";
+
+/// What a notification's record names as its flow: none ran.
+const NOTIFY: &str = "(notify)";
+
+/// What a session reset's record names as its flow: none ran.
+const RESET: &str = "(reset)";
 
 /// How long an output said is held before it is committed by itself, when
 /// the turn has not ended. A quick turn ends well within it, and its

@@ -205,10 +205,7 @@ impl Runtime {
     }
 }
 
-fn link(
-    linker: &Linker<HostState>,
-    component: &Component,
-) -> Result<FlowPre<HostState>, LoadError> {
+fn link(linker: &Linker<HostState>, component: &Component) -> Result<FlowPre, LoadError> {
     let pre = linker
         .instantiate_pre(component)
         .map_err(|e| LoadError::Link(e.into()))?;

@@ -10,15 +10,25 @@
 use wasmtime::StoreContextMut;
 use wasmtime::component::{Linker, WasmStr};
 
+use super::bindings::VERSIONS;
 use super::bindings::log::Level;
 use super::limits::LimitExceeded;
 use super::state::{HostState, State};
 
-/// Defines the imports of `flowhost:flow@0.1.0` in `linker`.
+/// Defines the imports of every version of `flowhost:flow` in `linker`:
+/// the same functions under each version's names, and what a version added
+/// under its own and later ones.
 pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<()> {
-    linker.instance("flowhost:flow/types@0.1.0")?;
+    for version in VERSIONS {
+        add_version(linker, version)?;
+    }
+    Ok(())
+}
 
-    let mut output = linker.instance("flowhost:flow/output@0.1.0")?;
+fn add_version(linker: &mut Linker<HostState>, version: &str) -> wasmtime::Result<()> {
+    linker.instance(&format!("flowhost:flow/types@{version}"))?;
+
+    let mut output = linker.instance(&format!("flowhost:flow/output@{version}"))?;
     output.func_wrap(
         "say",
         |mut store: StoreContextMut<'_, HostState>,
@@ -31,11 +41,8 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         },
     )?;
 
-    for (interface, what) in [
-        ("flowhost:flow/context@0.1.0", State::Context),
-        ("flowhost:flow/profile@0.1.0", State::Profile),
-    ] {
-        let mut instance = linker.instance(interface)?;
+    for (interface, what) in [("context", State::Context), ("profile", State::Profile)] {
+        let mut instance = linker.instance(&format!("flowhost:flow/{interface}@{version}"))?;
         instance.func_wrap("get", move |store: StoreContextMut<'_, HostState>, ()| {
             Ok((store.data().state(what).to_owned(),))
         })?;
@@ -53,7 +60,9 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
         )?;
     }
 
-    let mut log = linker.instance("flowhost:flow/log@0.1.0")?;
+    // The enum is the same in every version: a component type is its
+    // cases' names.
+    let mut log = linker.instance(&format!("flowhost:flow/log@{version}"))?;
     log.func_wrap(
         "log",
         |mut store: StoreContextMut<'_, HostState>, (level, message): (Level, WasmStr)| {
@@ -64,6 +73,14 @@ pub(crate) fn add_to_linker(linker: &mut Linker<HostState>) -> wasmtime::Result<
             store.data_mut().log(level, message)
         },
     )?;
+
+    if version != "0.1.0" {
+        let mut session = linker.instance(&format!("flowhost:flow/session@{version}"))?;
+        session.func_wrap("end", |mut store: StoreContextMut<'_, HostState>, ()| {
+            store.data_mut().end_session();
+            Ok(())
+        })?;
+    }
     Ok(())
 }
 

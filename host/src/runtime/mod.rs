@@ -71,7 +71,9 @@ pub use self::engine::{
 pub(crate) use self::limits::RawLimits;
 pub use self::limits::{ContractViolation, LimitExceeded, LimitProblem, Limits};
 pub use self::settings::RuntimeConfig;
-pub use self::turn::{FailureKind, FlowFailure, Invocation, Output, Said, Turn, WarmInstance};
+pub use self::turn::{
+    FailureKind, FlowFailure, Invocation, Output, Said, Source, Turn, WarmInstance,
+};
 
 use self::bindings::FlowPre;
 use self::engine::engine_config;
@@ -164,12 +166,20 @@ pub struct Runtime {
 #[derive(Clone)]
 pub struct CompiledFlow {
     /// Linked for warm instances, from the pool.
-    pre: FlowPre<HostState>,
+    pre: FlowPre,
     /// Linked for instances of a turn's own.
-    own_pre: FlowPre<HostState>,
+    own_pre: FlowPre,
     component: Component,
     /// What each flow gets of the runtime that linked it.
     shares: Shares,
+}
+
+impl CompiledFlow {
+    /// The world it implements, such as `flowhost:flow@0.2.0`: flows built
+    /// against an older version run as that version.
+    pub fn world(&self) -> String {
+        format!("flowhost:flow@{}", self.pre.version())
+    }
 }
 
 /// The wasmtime this host runs flows with (pinned in `host/Cargo.toml`).

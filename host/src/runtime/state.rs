@@ -54,6 +54,8 @@ pub(crate) struct HostState {
     /// `disable_sensitive_logging`: keep the flow's log text out of the
     /// host's log.
     sensitive: bool,
+    /// The flow called `session.end`.
+    end_session: bool,
 }
 
 impl HostState {
@@ -100,7 +102,13 @@ impl HostState {
             profile,
             profile_changed: false,
             sensitive,
+            end_session: false,
         }
+    }
+
+    /// `session.end`: the session starts afresh after this message.
+    pub(crate) fn end_session(&mut self) {
+        self.end_session = true;
     }
 
     /// Forgets the outputs said so far (for a reused instance in benches).
@@ -115,6 +123,7 @@ impl HostState {
             outputs: self.outputs,
             context: self.context_changed.then_some(self.context),
             profile: self.profile_changed.then_some(self.profile),
+            end_session: self.end_session,
         }
     }
 }

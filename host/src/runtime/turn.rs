@@ -31,6 +31,8 @@ pub struct Invocation {
     pub data: Option<String>,
     /// The message's trace id.
     pub trace_id: String,
+    /// Who sent the message.
+    pub source: Source,
     /// The session's context, as JSON object text.
     pub context: String,
     /// The user's profile, as JSON object text.
@@ -42,6 +44,16 @@ pub struct Invocation {
     /// into [`Turn::outputs`], so that the caller can pass it on before the
     /// turn ends.
     pub said: Option<Said>,
+}
+
+/// Who sent a message, as the flow is told.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Source {
+    /// The user, through the endpoint.
+    #[default]
+    User,
+    /// A backend, through the endpoint's `/inject`.
+    Inject,
 }
 
 /// Where a turn's outputs go as they are said. Unbounded, but a turn says
@@ -58,6 +70,9 @@ pub struct Turn {
     pub context: Option<String>,
     /// The new profile, if the flow set one.
     pub profile: Option<String>,
+    /// The flow ended the session (`session.end`): its context is to be
+    /// cleared, whatever [`context`](Self::context) says.
+    pub end_session: bool,
 }
 
 /// One output of a flow.
@@ -127,7 +142,7 @@ impl FlowFailure {
 
 /// A store for one message, with its limits, fuel and deadline in force.
 fn new_store(
-    pre: &FlowPre<HostState>,
+    pre: &FlowPre,
     invocation: &Invocation,
     limits: &Limits,
     hosts: &Hosts,
@@ -177,7 +192,7 @@ fn new_store(
 /// for it (see [`no_room`]), it waits and tries again: a full host is a
 /// reason to wait, never a failed turn.
 async fn instantiate(
-    pre: &FlowPre<HostState>,
+    pre: &FlowPre,
     invocation: &Invocation,
     limits: &Limits,
     hosts: &Hosts,
@@ -234,7 +249,7 @@ struct Hosts {
 }
 
 async fn execute(
-    pre: FlowPre<HostState>,
+    pre: FlowPre,
     invocation: Invocation,
     limits: Limits,
     hosts: Hosts,
@@ -250,12 +265,16 @@ async fn execute(
         data: invocation.data,
         trace_id: invocation.trace_id,
         endpoint: invocation.endpoint,
+        source: match invocation.source {
+            Source::User => bindings::types::Source::User,
+            Source::Inject => bindings::types::Source::Inject,
+        },
     };
     // The epoch callback stops wasm code at the deadline; this timeout stops
     // a flow that waits in a host call (a sleep, a slow HTTP response).
     let result = tokio::time::timeout_at(deadline, async {
         let flow = instance.map_err(|e| (FailureKind::Instantiate, e))?;
-        flow.call_handle(&mut store, &message)
+        flow.call_handle(&mut store, message)
             .await
             .map_err(|e| (FailureKind::Trap, e))
     })
@@ -385,9 +404,10 @@ impl WarmInstance {
             data: None,
             trace_id: "t".into(),
             endpoint: "e".into(),
+            source: bindings::types::Source::User,
         };
         self.instance
-            .call_handle(&mut self.store, &message)
+            .call_handle(&mut self.store, message)
             .await
             .map_err(anyhow::Error::from)?
             .map_err(anyhow::Error::msg)

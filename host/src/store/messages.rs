@@ -24,6 +24,57 @@ pub struct InboxMessage {
     /// The W3C `traceparent` of its accept, when traces are exported: the
     /// parent of its turn's and its deliveries' spans.
     pub trace_parent: Option<String>,
+    /// What it asks for: a turn of the flow, or an output sent as is.
+    pub kind: MessageKind,
+}
+
+/// What a message in the inbox asks for. Every kind waits its turn in the
+/// session's order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum MessageKind {
+    /// A user's message: the flow runs it.
+    #[default]
+    User,
+    /// A backend's event, pushed into the conversation through `/inject`:
+    /// the flow runs it as if the user had said it, and is told it was
+    /// injected.
+    Inject,
+    /// A backend's output through `/notify`: its text and data are sent to
+    /// the webhook as the bot's, without running the flow.
+    Notify,
+    /// The admin API's session reset: the session's context is emptied, in
+    /// its place in the session's order (after the turns accepted before
+    /// it, before those accepted after).
+    Reset,
+}
+
+impl MessageKind {
+    /// As the store keeps it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MessageKind::User => "user",
+            MessageKind::Inject => "inject",
+            MessageKind::Notify => "notify",
+            MessageKind::Reset => "reset",
+        }
+    }
+
+    /// Whether the flow runs it.
+    pub fn runs_flow(self) -> bool {
+        matches!(self, MessageKind::User | MessageKind::Inject)
+    }
+
+    /// From the store's text; an unknown kind (from a newer flowhost) is
+    /// `None`.
+    pub fn parse(kind: &str) -> Option<MessageKind> {
+        match kind {
+            "user" => Some(MessageKind::User),
+            "inject" => Some(MessageKind::Inject),
+            "notify" => Some(MessageKind::Notify),
+            "reset" => Some(MessageKind::Reset),
+            _ => None,
+        }
+    }
 }
 
 impl InboxMessage {
@@ -92,6 +143,11 @@ pub struct SessionState {
     pub context: String,
     /// The user's profile, JSON object text (`{}` when new).
     pub profile: String,
+    /// When the session's context was last written, in milliseconds since
+    /// the Unix epoch (`None` when new): exact when the last turn wrote it,
+    /// otherwise the store may have left it up to a day behind the last
+    /// use. For `session_ttl`, whose turns always write it.
+    pub context_written_at: Option<i64>,
 }
 
 /// How a message ended.

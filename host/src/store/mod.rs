@@ -35,8 +35,8 @@ use std::time::Duration;
 
 pub use self::credentials::{ApiKeyInfo, CredentialStore, NewApiKey};
 pub use self::messages::{
-    Accepted, CommittedTurn, IdempotencyKey, InboxMessage, MessageStore, NewOutput, OnAccepted,
-    Origin, ProfileChange, SessionState, TurnOutcome, TurnRecord,
+    Accepted, CommittedTurn, IdempotencyKey, InboxMessage, MessageKind, MessageStore, NewOutput,
+    OnAccepted, Origin, ProfileChange, SessionState, TurnOutcome, TurnRecord,
 };
 pub use self::outbox::{
     Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery,

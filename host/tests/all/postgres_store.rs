@@ -8,9 +8,9 @@ use std::time::{Duration, Instant};
 
 use flowhost::store::{
     Accepted, ApiKeyInfo, Attempt, AttemptOutcome, Claim, ClaimedMessage, CommittedTurn,
-    CredentialStore, IdempotencyKey, InboxMessage, NewApiKey, NewOutput, OutputQuery, OutputStatus,
-    PendingOutput, PostgresOptions, PostgresStore, ProfileChange, SessionKey, StoreError,
-    TurnOutcome, TurnRecord, Wake,
+    CredentialStore, IdempotencyKey, InboxMessage, MessageKind, NewApiKey, NewOutput, OutputQuery,
+    OutputStatus, PendingOutput, PostgresOptions, PostgresStore, ProfileChange, SessionKey,
+    StoreError, TurnOutcome, TurnRecord, Wake,
 };
 
 use crate::support::PATIENCE;
@@ -80,7 +80,7 @@ async fn hosts_starting_together_make_the_schema_once() {
     }
     assert_eq!(
         schema_steps(&url).await,
-        [1, 2, 3, 4, 5, 6],
+        [1, 2, 3, 4, 5, 6, 7, 8],
         "each step applied once"
     );
 }
@@ -201,6 +201,7 @@ fn message(session: &str, n: usize) -> InboxMessage {
         trace_id: format!("trace-{session}-{n}"),
         received_at: 0,
         trace_parent: None,
+        kind: MessageKind::User,
     }
 }
 

@@ -21,6 +21,7 @@ use tokio::sync::broadcast::error::RecvError;
 use crate::delivery::DeliveryEvent;
 use crate::http::extract::{Body, Path};
 use crate::http::{AppState, Problem, endpoint, message};
+use crate::store::MessageKind;
 
 pub(super) async fn send(
     State(app): State<Arc<AppState>>,
@@ -31,7 +32,7 @@ pub(super) async fn send(
     let endpoint = super::known_endpoint(&app, &name)?;
     endpoint::expect_json(&headers)?;
     let valid = message::parse(&body)?;
-    let trace_id = endpoint::accept(&app, &endpoint, valid, None).await?;
+    let trace_id = endpoint::accept(&app, &endpoint, MessageKind::User, valid, None).await?;
     Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
 }
 

@@ -1,7 +1,8 @@
 //! The admin API, under `/admin`, for operators and the console: the
 //! endpoints with their URLs, rotating a generated URL token, API keys,
 //! deliveries and dead letters (`deliveries`), a message sent as a user and
-//! the stream of delivery attempts (`chat`), and the flows in service. Everything under `/admin` requires `Authorization:
+//! the stream of delivery attempts (`chat`), session resets and erasing a
+//! user (`sessions`), and the flows in service. Everything under `/admin` requires `Authorization:
 //! Bearer <admin_token>`, including wrong methods and unknown paths, so that
 //! nothing tells a caller without the token which routes exist (a 405 or a
 //! 404 would); without an `admin_token` in the configuration everything
@@ -24,6 +25,7 @@ use subtle::ConstantTimeEq;
 mod chat;
 mod deliveries;
 mod keys;
+mod sessions;
 
 use super::AdminToken;
 use super::extract::Path;
@@ -60,6 +62,10 @@ pub(super) fn routes(state: Arc<AppState>, token: AdminToken) -> Router<Arc<AppS
             post(deliveries::redeliver_dead),
         )
         .route("/endpoints/{endpoint}/resume", post(deliveries::resume))
+        .route(
+            "/endpoints/{endpoint}/sessions/{session}",
+            delete(sessions::reset),
+        )
         // Both fallbacks are set here, before the layer, so that the layer
         // guards them too (`route_layer` would not, and the outer router's
         // fallbacks replace only default ones, which are not layered).
@@ -218,6 +224,7 @@ async fn flows(State(app): State<Arc<AppState>>) -> Json<Value> {
                 "name": flow.name,
                 "loaded": true,
                 "version": flow.version,
+                "world": flow.compiled.world(),
                 "size": flow.size,
                 "path": flow.path,
                 "loadedAt": flow.loaded_at,

@@ -20,6 +20,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_dead_letters.sql"),
     include_str!("migrations/0006_trace_parent.sql"),
     include_str!("migrations/0007_idempotency_keys.sql"),
+    include_str!("migrations/0008_message_kind.sql"),
 ];
 
 /// The advisory lock that migrations take: "flowhost" in ASCII.

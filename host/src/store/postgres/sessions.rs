@@ -34,7 +34,7 @@ use std::time::Duration;
 
 use super::wakeups::notify;
 use super::{NOW_MS, PostgresStore};
-use crate::store::{Accepted, IdempotencyKey, InboxMessage, SessionKey, StoreError};
+use crate::store::{Accepted, IdempotencyKey, InboxMessage, MessageKind, SessionKey, StoreError};
 
 /// A `messages` row of `session` (its columns under their own names) as
 /// the inbox runs it.
@@ -48,6 +48,9 @@ pub(super) fn inbox_message(row: &tokio_postgres::Row, session: SessionKey) -> I
         trace_id: row.get("trace_id"),
         received_at: row.get("received_at"),
         trace_parent: row.get("trace_parent"),
+        // The schema's version keeps an older host off a newer database,
+        // so every kind here is known.
+        kind: MessageKind::parse(row.get("kind")).unwrap_or_default(),
     }
 }
 
@@ -279,8 +282,8 @@ async fn insert_message(
          ), stored AS (
              INSERT INTO messages
                  (endpoint, session_id, seq, trace_id, user_id, text, data,
-                  received_at, trace_parent)
-             SELECT $1, $2, accepted, $3, $4, $5, $6, $7, $8 FROM numbered
+                  received_at, trace_parent, kind)
+             SELECT $1, $2, accepted, $3, $4, $5, $6, $7, $8, $9 FROM numbered
              RETURNING id, seq
          )
          SELECT id, seq, {} FROM stored",
@@ -298,6 +301,7 @@ async fn insert_message(
                 &message.data,
                 &message.received_at,
                 &message.trace_parent,
+                &message.kind.as_str(),
             ],
         )
         .await?;

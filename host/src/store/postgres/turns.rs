@@ -30,13 +30,18 @@ impl PostgresStore {
     ) -> Result<SessionState, StoreError> {
         let row = self
             .query_one(
-                "SELECT (SELECT context FROM sessions WHERE endpoint = $1 AND session_id = $2),
-                        (SELECT profile FROM profiles WHERE endpoint = $1 AND user_id = $3)",
+                "SELECT s.context, s.updated_at,
+                        (SELECT profile FROM profiles WHERE endpoint = $1 AND user_id = $3)
+                 FROM (SELECT 1) one
+                 LEFT JOIN sessions s ON s.endpoint = $1 AND s.session_id = $2",
                 &[&session.endpoint, &session.session_id, &user_id],
             )
             .await?;
-        let (context, profile): (Option<String>, Option<String>) = (row.get(0), row.get(1));
+        let (context, profile): (Option<String>, Option<String>) = (row.get(0), row.get(2));
         Ok(SessionState {
+            // A session's row is made at its first accept, before it has
+            // a context: its time counts only once a turn wrote one.
+            context_written_at: context.is_some().then(|| row.get(1)).flatten(),
             context: context.unwrap_or_else(|| "{}".to_owned()),
             profile: profile.unwrap_or_else(|| "{}".to_owned()),
         })

@@ -6,8 +6,9 @@ use rusqlite::{OptionalExtension, params};
 use super::{SqliteStore, session_key};
 use crate::store::profile_merge;
 use crate::store::{
-    Accepted, CommittedTurn, IdempotencyKey, InboxMessage, MessageStore, NewOutput, OnAccepted,
-    PendingOutput, Queued, SessionKey, SessionState, StoreError, TurnOutcome, TurnRecord, now_ms,
+    Accepted, CommittedTurn, IdempotencyKey, InboxMessage, MessageKind, MessageStore, NewOutput,
+    OnAccepted, PendingOutput, Queued, SessionKey, SessionState, StoreError, TurnOutcome,
+    TurnRecord, now_ms,
 };
 
 /// How precisely a context's or profile's `updated_at` tracks its last use
@@ -25,6 +26,9 @@ fn inbox_message(row: &rusqlite::Row<'_>) -> rusqlite::Result<InboxMessage> {
         trace_id: row.get("trace_id")?,
         received_at: row.get("received_at")?,
         trace_parent: row.get("trace_parent")?,
+        // The schema's version keeps an older host off a newer database,
+        // so every kind here is known.
+        kind: MessageKind::parse(&row.get::<_, String>("kind")?).unwrap_or_default(),
     })
 }
 
@@ -74,8 +78,8 @@ impl MessageStore for SqliteStore {
                     .prepare_cached(
                         "INSERT INTO messages
                             (trace_id, endpoint, session_id, user_id, text, data, received_at,
-                             trace_parent)
-                         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                             trace_parent, kind)
+                         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     )?
                     .insert(params![
                         message.trace_id,
@@ -86,6 +90,7 @@ impl MessageStore for SqliteStore {
                         message.data,
                         message.received_at,
                         message.trace_parent,
+                        message.kind.as_str(),
                     ])?;
                 Ok(Ok(message))
             },
@@ -139,18 +144,20 @@ impl MessageStore for SqliteStore {
         // One statement for both: each statement costs a lookup in the
         // statement cache, a step and a reset, more than the row itself.
         self.point_read(|conn| {
-            let (context, profile): (Option<String>, Option<String>) = conn
-                .prepare_cached(
+            let (context, written_at, profile): (Option<String>, Option<i64>, Option<String>) =
+                conn.prepare_cached(
                     "SELECT (SELECT context FROM sessions WHERE endpoint = ?1 AND session_id = ?2),
+                            (SELECT updated_at FROM sessions WHERE endpoint = ?1 AND session_id = ?2),
                             (SELECT profile FROM profiles WHERE endpoint = ?1 AND user_id = ?3)",
                 )?
                 .query_row(
                     params![session.endpoint, session.session_id, user_id],
-                    |r| Ok((r.get(0)?, r.get(1)?)),
+                    |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
                 )?;
             Ok(SessionState {
                 context: context.unwrap_or_else(|| "{}".to_owned()),
                 profile: profile.unwrap_or_else(|| "{}".to_owned()),
+                context_written_at: written_at,
             })
         })
     }

@@ -17,6 +17,7 @@ fn message(session: &str, text: &str) -> InboxMessage {
         trace_id: format!("endpoint-httpIncomingMessage-{}", uuid::Uuid::new_v4()),
         received_at: now_ms(),
         trace_parent: Some("00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01".into()),
+        kind: MessageKind::User,
     }
 }
 
@@ -589,7 +590,8 @@ async fn contexts_and_profiles_unused_for_the_retention_are_pruned() {
         state("old", "u-old").await,
         SessionState {
             context: "{}".into(),
-            profile: "{}".into()
+            profile: "{}".into(),
+            context_written_at: None,
         }
     );
     assert_eq!(state("used", "u-used").await.context, r#"{"n":1}"#);

@@ -661,6 +661,7 @@ pub async fn admin(host: &Host, method: &str, path: &str, token: &str) -> (u16, 
     let url = format!("http://{}{path}", host.addr);
     let request = match method {
         "POST" => client().post(url),
+        "DELETE" => client().delete(url),
         _ => client().get(url),
     };
     let response = request.bearer_auth(token).send().await.unwrap();

@@ -3,9 +3,12 @@
 //! - "panic": says something, then panics (nothing may be delivered);
 //! - "error": changes the context, then returns an error (nothing kept);
 //! - "log": logs through the host and prints to stdout and stderr;
-//! - anything else: counts it and says the count and the text.
+//! - "end": counts it, says so, and ends the session (the count starts
+//!   again);
+//! - anything else: counts it and says the count and the text, marked
+//!   "(injected)" when a backend injected it.
 
-use flowhost_sdk::{Error, Message, Output, Result, context, object, say};
+use flowhost_sdk::{Error, Message, Output, Result, Source, context, object, say};
 use serde::{Deserialize, Serialize};
 
 #[derive(Default, Serialize, Deserialize)]
@@ -37,7 +40,17 @@ fn handle(message: Message) -> Result<()> {
             say("logged");
             context().set_as(&counter)
         }
+        "end" => {
+            say(format!("{}: end", counter.count));
+            context().set_as(&counter)?;
+            flowhost_sdk::end_session();
+            Ok(())
+        }
         _ => {
+            let text = match message.source {
+                Source::Inject => format!("{text} (injected)"),
+                _ => text,
+            };
             say(Output::text(format!("{}: {text}", counter.count))
                 .with_data(object!({ "count": counter.count })));
             context().set_as(&counter)
