@@ -47,6 +47,18 @@ pub struct EndpointConfig {
     /// A session idle for longer than this starts again with an empty
     /// context; `None`, sessions last until `session_retention`.
     pub session_ttl: Option<std::time::Duration>,
+    /// Session ids are logged and traced as hashes, and message content
+    /// (what the flow logs or prints, panic text) is kept out of the log,
+    /// without telling the receiver anything (see `crate::masking`).
+    pub mask_logging: bool,
+}
+
+impl EndpointConfig {
+    /// Whether what may quote a message (a flow's log lines and output,
+    /// panic text) is kept out of flowhost's log and traces.
+    pub fn withholds_content(&self) -> bool {
+        self.disable_sensitive_logging || self.mask_logging
+    }
 }
 
 /// When a turn's outputs are committed and handed to delivery.
@@ -203,6 +215,16 @@ impl Endpoints {
         self.by_name.get(name)
     }
 
+    /// Masks, in the log, the sessions of those that set `mask_logging`.
+    fn mask_logging(&self) {
+        crate::masking::set_masked(
+            self.by_name
+                .values()
+                .filter(|endpoint| endpoint.config.mask_logging)
+                .map(|endpoint| endpoint.name().to_owned()),
+        );
+    }
+
     /// Every endpoint, in name order.
     pub fn all(&self) -> Vec<&Arc<Endpoint>> {
         let mut all: Vec<_> = self.by_name.values().collect();
@@ -221,6 +243,7 @@ pub struct EndpointTable {
 impl EndpointTable {
     /// A table holding `endpoints`.
     pub fn new(endpoints: Endpoints) -> Self {
+        endpoints.mask_logging();
         EndpointTable {
             current: ArcSwap::from_pointee(endpoints),
             changes: watch::Sender::new(0),
@@ -234,6 +257,7 @@ impl EndpointTable {
 
     /// Puts `endpoints` in force.
     pub fn replace(&self, endpoints: Endpoints) {
+        endpoints.mask_logging();
         self.current.store(Arc::new(endpoints));
         self.changes.send_modify(|n| *n += 1);
     }

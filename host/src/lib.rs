@@ -43,6 +43,7 @@ mod inbox;
 pub mod keys;
 mod lanes;
 pub mod local;
+pub(crate) mod masking;
 mod net;
 pub mod preflight;
 mod private;

@@ -34,6 +34,9 @@ enum Command {
     /// Creates, lists and revokes endpoint API keys (live: no restart needed).
     #[command(subcommand)]
     Keys(KeysCommand),
+    /// Erases what is kept of a user (data protection).
+    #[command(subcommand)]
+    Users(UsersCommand),
     /// Lists the endpoints with their flows and whole URLs (the lines
     /// `serve` prints at start cut the URL tokens, which are secrets).
     Endpoints(ConfigArgs),
@@ -116,6 +119,21 @@ enum KeysCommand {
         endpoint: String,
         /// The key's id (key_…) or name.
         key: String,
+        #[command(flatten)]
+        config: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
+enum UsersCommand {
+    /// Removes the user's profile, the contexts of their sessions, their
+    /// messages and their outputs (pending ones too) at one endpoint, and
+    /// prints how many of each went.
+    Erase {
+        /// The endpoint's name.
+        endpoint: String,
+        /// The user's id (`userId`).
+        user: String,
         #[command(flatten)]
         config: ConfigArgs,
     },
@@ -209,6 +227,24 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             served?;
         }
         Command::Keys(command) => keys(command).await?,
+        Command::Users(UsersCommand::Erase {
+            endpoint,
+            user,
+            config,
+        }) => {
+            let config = Config::load(config.config.as_deref(), &Overrides::default())?;
+            if !config.endpoints.contains_key(&endpoint) {
+                bail!("no endpoint named {endpoint:?} in the configuration");
+            }
+            let opened = Opened::open(&config.store, &config.data_dir).await?;
+            let erased = opened.store().erase_user(&endpoint, &user).await;
+            opened.close();
+            let erased = erased?;
+            println!(
+                "erased from {endpoint}: {} profile, {} sessions, {} messages, {} outputs",
+                erased.profiles, erased.sessions, erased.messages, erased.outputs
+            );
+        }
         Command::Endpoints(args) => {
             let config = Config::load(args.config.as_deref(), &Overrides::default())?;
             let store = Opened::open(&config.store, &config.data_dir).await?;

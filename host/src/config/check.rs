@@ -359,6 +359,7 @@ impl RawConfig {
                             .idempotency_window
                             .map_or(DEFAULT_IDEMPOTENCY_WINDOW, |window| window.0),
                         session_ttl,
+                        mask_logging: raw.mask_logging,
                     },
                 );
             }

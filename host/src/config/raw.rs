@@ -131,6 +131,8 @@ pub(super) struct RawEndpoint {
     pub(super) idempotency_window: Option<HumanDuration>,
     #[serde(default)]
     pub(super) session_ttl: Option<HumanDuration>,
+    #[serde(default)]
+    pub(super) mask_logging: bool,
 }
 
 mod defaults {

@@ -38,6 +38,9 @@ pub(super) struct Courier {
     pub(super) metrics: Metrics,
     /// Told of every attempt, when anyone listens.
     pub(super) watchers: tokio::sync::broadcast::Sender<DeliveryEvent>,
+    /// Counts the times outputs were removed from the store, so that those
+    /// waiting for a retry check that they are still there.
+    pub(super) removals: tokio::sync::watch::Sender<u64>,
     pub(super) shutdown: CancellationToken,
 }
 
@@ -49,12 +52,19 @@ impl Courier {
     pub(super) async fn deliver(&self, queued: Queued, mut carried: Option<PendingOutput>) {
         let id = queued.id;
         let mut due = queued.next_attempt_at;
-        loop {
-            if let Some(due) = due {
-                let wait = Duration::from_millis(u64::try_from(due - now_ms()).unwrap_or(0));
+        let mut removals = self.removals.subscribe();
+        'attempts: loop {
+            while let Some(at) = due {
+                let wait = Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0));
                 tokio::select! {
-                    () = tokio::time::sleep(wait) => {}
-                    () = self.shutdown.cancelled() => break,
+                    () = tokio::time::sleep(wait) => break,
+                    () = self.shutdown.cancelled() => break 'attempts,
+                    Ok(()) = removals.changed() => {
+                        // Gone from the store: nothing to wait for.
+                        if let Ok(None) = self.store.pending_output(id).await {
+                            break 'attempts;
+                        }
+                    }
                 }
             }
             let output = match carried.take() {
@@ -75,7 +85,7 @@ impl Courier {
                 otel.name = "deliver",
                 otel.kind = "client",
                 endpoint = %output.session.endpoint,
-                session = %output.session.session_id,
+                session = %output.session.logged_id(),
                 output = output.id,
                 webhook_id = %output.webhook_id,
                 http.response.status_code = tracing::field::Empty,

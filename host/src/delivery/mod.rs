@@ -81,6 +81,9 @@ const CARRIED_BYTES: usize = 16 << 20;
 struct Waiting {
     queued: Queued,
     carried: Option<Carried<PendingOutput>>,
+    /// The courier's count of removals when it was queued: a carried
+    /// output is read again if outputs were removed since.
+    removals: u64,
 }
 
 /// The delivery service: a handle to queue outputs and manage deliveries.
@@ -166,6 +169,7 @@ impl Delivery {
             queued: Mutex::new(HashSet::new()),
             metrics,
             watchers: tokio::sync::broadcast::channel(WATCH_BACKLOG).0,
+            removals: tokio::sync::watch::channel(0).0,
             shutdown,
         });
         let lanes = {
@@ -174,6 +178,9 @@ impl Delivery {
                 let courier = Arc::clone(&courier);
                 async move {
                     let carried = waiting.carried.map(Carried::take);
+                    // Removed meanwhile, perhaps: read it from the store.
+                    let carried =
+                        carried.filter(|_| *courier.removals.borrow() == waiting.removals);
                     courier.deliver(waiting.queued, carried).await;
                 }
             })
@@ -241,20 +248,24 @@ impl Delivery {
     /// is not queued again. Lanes hold the output's id and session only; the
     /// body is read when the output's turn comes.
     pub fn enqueue(&self, outputs: impl IntoIterator<Item = Queued>) {
+        let removals = *self.courier.removals.borrow();
         self.push(outputs.into_iter().map(|queued| Waiting {
             queued,
             carried: None,
+            removals,
         }));
     }
 
     /// Queues outputs just committed, carrying their bodies to their first
     /// attempt while the budget allows.
     pub fn enqueue_committed(&self, outputs: Vec<PendingOutput>) {
+        let removals = *self.courier.removals.borrow();
         self.push(outputs.into_iter().map(|output| {
             let bytes = output.footprint();
             Waiting {
                 queued: Queued::from(&output),
                 carried: self.carry.carry(output, bytes),
+                removals,
             }
         }));
     }
@@ -275,6 +286,14 @@ impl Delivery {
             };
             self.lanes.push(lane, waiting);
         }
+    }
+
+    /// Tells the outputs waiting for a retry that some outputs were removed
+    /// from the store (a user erased): each checks it is still there, and
+    /// those gone leave their lane at once rather than hold back their
+    /// session until their retry was due.
+    pub fn outputs_removed(&self) {
+        self.courier.removals.send_modify(|removals| *removals += 1);
     }
 
     /// Queues an output of `endpoint` again, delivered or dead, with a fresh

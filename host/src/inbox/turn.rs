@@ -11,7 +11,7 @@ use tracing::Instrument;
 use super::TurnRunner;
 use crate::delivery::payload;
 use crate::endpoints::{Endpoint, OutputTiming};
-use crate::runtime::{Invocation, Output, Source};
+use crate::runtime::{FailureKind, Invocation, Output, Source};
 use crate::store::{
     CommittedTurn, InboxMessage, MessageKind, NewOutput, Origin, ProfileChange, TurnOutcome,
     TurnRecord, now_ms, retrying,
@@ -26,8 +26,8 @@ impl TurnRunner {
             return; // It stays unfinished in the store, for the next start.
         }
         let message = match carried {
-            Some(message) => message,
-            None => {
+            Some(message) if !self.store.erased_since(message.received_at) => message,
+            _ => {
                 let Some(read) = retrying("read a message to run", &self.shutdown, || {
                     self.store.unfinished_message(id)
                 })
@@ -46,7 +46,7 @@ impl TurnRunner {
             otel.name = "turn",
             trace_id = %message.trace_id,
             endpoint = %message.session.endpoint,
-            session = %message.session.session_id,
+            session = %message.session.logged_id(),
             flow = tracing::field::Empty,
             version = tracing::field::Empty,
             outcome = tracing::field::Empty,
@@ -139,7 +139,7 @@ impl TurnRunner {
             },
             context: state.context,
             profile: state.profile.clone(),
-            sensitive: endpoint.config.disable_sensitive_logging,
+            sensitive: endpoint.config.withholds_content(),
             said,
         };
         let run = self.runtime.run(&flow.ready, invocation);
@@ -179,12 +179,17 @@ impl TurnRunner {
             }
             Err(failure) => {
                 let panic = failure.panic_message();
-                if endpoint.config.disable_sensitive_logging {
-                    // A panic message or stderr may quote what the user
-                    // said; the admin API still shows the stored reason.
+                if endpoint.config.withholds_content() {
+                    // A panic message, stderr or the flow's own error may
+                    // quote what the user said; the admin API still shows
+                    // the stored reason.
+                    let reason = match failure.kind {
+                        FailureKind::Returned => "the flow returned an error",
+                        _ => failure.reason.as_str(),
+                    };
                     tracing::error!(
-                        reason = %crate::telemetry::printable(&failure.reason),
-                        "message failed; the session's state is unchanged (its panic text and stderr are withheld: disable_sensitive_logging)"
+                        reason = %crate::telemetry::printable(reason),
+                        "message failed; the session's state is unchanged (the flow's error text, panic text and stderr are withheld: disable_sensitive_logging or mask_logging)"
                     );
                 } else {
                     tracing::error!(

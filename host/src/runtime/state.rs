@@ -229,7 +229,7 @@ impl HostState {
     pub(crate) fn log(&mut self, level: log::Level, message: String) -> wasmtime::Result<()> {
         self.log_budget.take(message.len())?;
         if self.sensitive {
-            tracing::debug!(target: "flow", bytes = message.len(), "log line withheld (disable_sensitive_logging)");
+            tracing::debug!(target: "flow", bytes = message.len(), "log line withheld (disable_sensitive_logging or mask_logging)");
             return Ok(());
         }
         let message = crate::telemetry::printable(&message);

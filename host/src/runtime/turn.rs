@@ -458,7 +458,7 @@ fn classify(kind: FailureKind, error: &wasmtime::Error, limits: &Limits) -> (Fai
 fn log_lines(stream: &'static str, text: &str, sensitive: bool) {
     if sensitive {
         if !text.is_empty() {
-            tracing::info!(target: "flow", stream, bytes = text.len(), "output withheld (disable_sensitive_logging)");
+            tracing::info!(target: "flow", stream, bytes = text.len(), "output withheld (disable_sensitive_logging or mask_logging)");
         }
         return;
     }

@@ -264,6 +264,15 @@ pub trait MessageStore: Send + Sync + 'static {
     /// The accepted message `id`, if it has not run to the end.
     async fn unfinished_message(&self, id: i64) -> Result<Option<InboxMessage>, StoreError>;
 
+    /// Whether a user was erased through this store at or after `at` (in
+    /// milliseconds since the Unix epoch): a message accepted before then
+    /// and queued in memory may be gone from the store, and is read again
+    /// before it runs.
+    fn erased_since(&self, at: i64) -> bool {
+        let _ = at;
+        false
+    }
+
     /// The context of `session` and the profile of `user_id` at its endpoint.
     async fn session_state(
         &self,

@@ -58,9 +58,18 @@ pub struct SessionKey {
     pub session_id: String,
 }
 
+/// As the log shows it: masked where the endpoint sets `mask_logging`.
 impl fmt::Display for SessionKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}/{}", self.endpoint, self.session_id)
+        let session_id = crate::masking::session_id(&self.endpoint, &self.session_id);
+        write!(f, "{}/{session_id}", self.endpoint)
+    }
+}
+
+impl SessionKey {
+    /// The session id as the log may show it.
+    pub fn logged_id(&self) -> std::borrow::Cow<'_, str> {
+        crate::masking::session_id(&self.endpoint, &self.session_id)
     }
 }
 
@@ -237,6 +246,28 @@ pub trait Store: MessageStore + OutboxStore + CredentialStore {
     /// levels, and to tell that the store answers (readiness). On a store
     /// shared by several hosts, what waits at all of them.
     async fn backlog(&self) -> Result<Vec<EndpointBacklog>, StoreError>;
+
+    /// Removes everything kept of `user_id` at `endpoint`, in one
+    /// transaction: their profile, the contexts of their sessions (those
+    /// they wrote last, and those they sent messages to), their messages,
+    /// pending or not, with their idempotency keys, and those messages'
+    /// outputs, pending or not, with their delivery attempts. A turn of
+    /// theirs running meanwhile commits nothing, and what is queued of
+    /// theirs is not run. Returns what went.
+    async fn erase_user(&self, endpoint: &str, user_id: &str) -> Result<ErasedUser, StoreError>;
+}
+
+/// What [`Store::erase_user`] removed.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct ErasedUser {
+    /// Profiles (0 or 1).
+    pub profiles: u64,
+    /// Session contexts.
+    pub sessions: u64,
+    /// Messages, pending or not.
+    pub messages: u64,
+    /// Outputs, pending, delivered or dead.
+    pub outputs: u64,
 }
 
 /// What waits at one endpoint.

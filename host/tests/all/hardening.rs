@@ -311,7 +311,7 @@ async fn what_flows_log_is_escaped_and_kept_out_when_the_endpoint_asks() {
     let log = host.log();
     assert!(!log.contains("CONFIDENTIAL"), "{log}");
     assert!(
-        log.contains("withheld (disable_sensitive_logging)"),
+        log.contains("withheld (disable_sensitive_logging or mask_logging)"),
         "{log}"
     );
     assert!(log.contains("told: visible"), "{log}");

@@ -80,7 +80,7 @@ async fn hosts_starting_together_make_the_schema_once() {
     }
     assert_eq!(
         schema_steps(&url).await,
-        [1, 2, 3, 4, 5, 6, 7, 8],
+        [1, 2, 3, 4, 5, 6, 7, 8, 9],
         "each step applied once"
     );
 }
@@ -490,6 +490,64 @@ async fn a_host_that_paused_past_its_lease_commits_nothing_after_another_took_ov
         ["one", "two"],
         "nothing of the paused host's turn was kept"
     );
+}
+
+#[tokio::test]
+async fn erasing_a_user_mid_turn_keeps_nothing_of_theirs_and_the_session_runs_on() {
+    use flowhost::store::Store;
+    let (_postgres, url, host, _) = two_hosts("erase").await;
+    let endpoints = endpoints();
+    // One session, two users, taking turns: Ada's, Bob's, Ada's, Bob's.
+    for (n, user) in ["ada", "bob", "ada", "bob"].iter().enumerate() {
+        let mut message = message("s1", n);
+        message.user_id = (*user).to_owned();
+        host.accept_message(&message).await.unwrap();
+    }
+    host.renew_host("host", Duration::from_secs(30))
+        .await
+        .unwrap();
+    let [claim] =
+        <[Claim; 1]>::try_from(host.claim_sessions("host", &endpoints, 10).await.unwrap()).unwrap();
+    let running = host.next_message("host", &claim).await.unwrap().unwrap();
+    assert_eq!(running.message.user_id, "ada");
+
+    let erased = host.erase_user("support", "ada").await.unwrap();
+    assert_eq!((erased.messages, erased.sessions), (2, 1));
+
+    // Ada's turn ends after the erasure: nothing of it is kept.
+    let ended = host
+        .complete_turn(
+            "host",
+            &claim,
+            completed(&running, r#"{"ada":1}"#, &["to ada"]),
+        )
+        .await
+        .unwrap();
+    assert_eq!(ended, CommittedTurn::Done(Vec::new()));
+    assert!(
+        host.commit_said(
+            "host",
+            &claim,
+            running.message.id,
+            outputs(&running, &["x"])
+        )
+        .await
+        .unwrap()
+        .is_empty()
+    );
+    // Bob's messages run next, in order, and the session is then done.
+    let mut ran = Vec::new();
+    while let Some(next) = host.next_message("host", &claim).await.unwrap() {
+        ran.push(next.message.text.clone().unwrap());
+        let context = format!(r#"{{"bob":{}}}"#, ran.len());
+        host.complete_turn("host", &claim, completed(&next, &context, &["to bob"]))
+            .await
+            .unwrap();
+    }
+    assert_eq!(ran, ["1", "3"]);
+    assert_eq!(stored_outputs(&url).await, ["to bob", "to bob"]);
+    let state = host.session_state(&claim.session, "bob").await.unwrap();
+    assert_eq!(state.context, r#"{"bob":2}"#);
 }
 
 #[tokio::test]

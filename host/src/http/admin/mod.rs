@@ -66,6 +66,10 @@ pub(super) fn routes(state: Arc<AppState>, token: AdminToken) -> Router<Arc<AppS
             "/endpoints/{endpoint}/sessions/{session}",
             delete(sessions::reset),
         )
+        .route(
+            "/endpoints/{endpoint}/users/{user}",
+            delete(sessions::erase_user),
+        )
         // Both fallbacks are set here, before the layer, so that the layer
         // guards them too (`route_layer` would not, and the outer router's
         // fallbacks replace only default ones, which are not layered).

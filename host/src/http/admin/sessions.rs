@@ -1,5 +1,4 @@
-//! Conversations, for an operator: a session reset, and (with the store's
-//! help) a user erased.
+//! Conversations, for an operator: a session reset, and a user erased.
 
 use std::sync::Arc;
 
@@ -38,4 +37,40 @@ pub(super) async fn reset(
     let trace_id = endpoint::accept(&app, &endpoint, MessageKind::Reset, reset, None).await?;
     tracing::info!(endpoint = %name, %trace_id, "session reset through the admin API");
     Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
+}
+
+/// `DELETE /admin/endpoints/{endpoint}/users/{user}`: everything kept of
+/// the user at the endpoint is removed (see [`Store::erase_user`]); the
+/// answer says how much.
+///
+/// [`Store::erase_user`]: crate::store::Store::erase_user
+pub(super) async fn erase_user(
+    State(app): State<Arc<AppState>>,
+    Path((name, user_id)): Path<(String, String)>,
+) -> Result<Json<Value>, Problem> {
+    super::known_endpoint(&app, &name)?;
+    if let Some(fault) = message::id_fault(&user_id) {
+        return Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "Invalid parameter",
+            format!("the user id {fault}"),
+        ));
+    }
+    let erased = app.store.erase_user(&name, &user_id).await?;
+    if erased.outputs > 0 {
+        app.delivery.outputs_removed();
+    }
+    // The user's id stays out of the log: it is what was just erased.
+    tracing::info!(
+        endpoint = %name,
+        profiles = erased.profiles,
+        sessions = erased.sessions,
+        messages = erased.messages,
+        outputs = erased.outputs,
+        "a user was erased through the admin API"
+    );
+    Ok(Json(
+        json!({ "endpoint": name, "userId": user_id, "erased": erased }),
+    ))
 }

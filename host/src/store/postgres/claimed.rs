@@ -12,7 +12,7 @@ use super::deliveries::{PENDING_OUTPUT, pending_output};
 use super::sessions::{inbox_message, session_of};
 use super::{Claim, NOW_MS, PostgresStore};
 use crate::store::{
-    Accepted, Attempt, AttemptRecord, CommittedTurn, DisabledEndpoint, EndpointBacklog,
+    Accepted, Attempt, AttemptRecord, CommittedTurn, DisabledEndpoint, EndpointBacklog, ErasedUser,
     IdempotencyKey, InboxMessage, MessageStore, NewOutput, OnAccepted, OutboxStore, OutputQuery,
     OutputRecord, PendingOutput, Queued, SessionKey, SessionState, Store, StoreError, TurnRecord,
 };
@@ -201,6 +201,102 @@ impl OutboxStore for PostgresStore {
 
 #[async_trait::async_trait]
 impl Store for PostgresStore {
+    async fn erase_user(&self, endpoint: &str, user_id: &str) -> Result<ErasedUser, StoreError> {
+        let mut conn = self.conn().await?;
+        let tx = conn.transaction().await?;
+        let user: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&endpoint, &user_id];
+        // The sessions concerned, locked: their turns' writes, accepts and
+        // claims wait for this to commit, and a turn of the user's running
+        // meanwhile then finds its message gone and keeps nothing.
+        let sessions: Vec<String> = tx
+            .query(
+                "SELECT session_id FROM sessions
+                 WHERE endpoint = $1 AND (user_id = $2 OR session_id IN
+                     (SELECT session_id FROM messages WHERE endpoint = $1 AND user_id = $2))
+                 ORDER BY session_id FOR UPDATE",
+                &user,
+            )
+            .await?
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        // In this order: what refers to a message goes before it.
+        tx.execute(
+            "DELETE FROM delivery_attempts WHERE output_id IN
+                 (SELECT o.id FROM outputs o JOIN messages m ON m.id = o.message_id
+                  WHERE m.endpoint = $1 AND m.user_id = $2)",
+            &user,
+        )
+        .await?;
+        let outputs = tx
+            .execute(
+                "DELETE FROM outputs WHERE message_id IN
+                     (SELECT id FROM messages WHERE endpoint = $1 AND user_id = $2)",
+                &user,
+            )
+            .await?;
+        tx.execute(
+            "DELETE FROM idempotency_keys WHERE endpoint = $1 AND trace_id IN
+                 (SELECT trace_id FROM messages WHERE endpoint = $1 AND user_id = $2)",
+            &user,
+        )
+        .await?;
+        let messages = tx
+            .execute(
+                "DELETE FROM messages WHERE endpoint = $1 AND user_id = $2",
+                &user,
+            )
+            .await?;
+        let profiles = tx
+            .execute(
+                "DELETE FROM profiles WHERE endpoint = $1 AND user_id = $2",
+                &user,
+            )
+            .await?;
+        // A turn finds its session's next message by number: the pending
+        // messages left are numbered again from the last finished, with no
+        // gap (in two steps, numbers being unique), and the session's
+        // counts made true again.
+        let concerned: [&(dyn tokio_postgres::types::ToSql + Sync); 2] = [&endpoint, &sessions];
+        tx.execute(
+            "UPDATE messages SET seq = -seq
+             WHERE endpoint = $1 AND session_id = ANY($2) AND status = 'pending'",
+            &concerned,
+        )
+        .await?;
+        tx.execute(
+            "UPDATE messages m SET seq = s.finished + r.n
+             FROM (SELECT id, row_number() OVER (PARTITION BY session_id ORDER BY seq DESC) AS n
+                   FROM messages
+                   WHERE endpoint = $1 AND session_id = ANY($2) AND status = 'pending') r,
+                  sessions s
+             WHERE m.id = r.id AND s.endpoint = m.endpoint AND s.session_id = m.session_id",
+            &concerned,
+        )
+        .await?;
+        let sessions = tx
+            .execute(
+                "UPDATE sessions s
+                 SET context = '{}', user_id = NULL,
+                     accepted = s.finished + (SELECT count(*) FROM messages m
+                         WHERE m.endpoint = s.endpoint AND m.session_id = s.session_id
+                           AND m.status = 'pending'),
+                     undelivered = (SELECT count(*) FROM outputs o
+                         WHERE o.endpoint = s.endpoint AND o.session_id = s.session_id
+                           AND o.status = 'pending')
+                 WHERE s.endpoint = $1 AND s.session_id = ANY($2)",
+                &concerned,
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(ErasedUser {
+            profiles,
+            sessions,
+            messages,
+            outputs,
+        })
+    }
+
     async fn prune(&self, before: i64, idle_before: i64) -> Result<usize, StoreError> {
         // One transaction, so that what goes is consistent. Sessions keep
         // their row (and its numbering) while they have messages or work;

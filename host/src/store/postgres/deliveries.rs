@@ -84,6 +84,8 @@ impl PostgresStore {
                          INSERT INTO delivery_attempts
                              (output_id, started_at, duration_ms, status, error)
                          SELECT $5, $6, $7, $8, $9 FROM held
+                         -- An output erased meanwhile has nothing to record.
+                         WHERE EXISTS (SELECT 1 FROM outputs WHERE id = $5)
                      ), updated AS (
                          UPDATE outputs
                          SET status = $10, attempts = attempts + 1, last_error = $9,

@@ -21,6 +21,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_trace_parent.sql"),
     include_str!("migrations/0007_idempotency_keys.sql"),
     include_str!("migrations/0008_message_kind.sql"),
+    include_str!("migrations/0009_session_user.sql"),
 ];
 
 /// The advisory lock that migrations take: "flowhost" in ASCII.

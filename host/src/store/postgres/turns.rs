@@ -39,9 +39,8 @@ impl PostgresStore {
             .await?;
         let (context, profile): (Option<String>, Option<String>) = (row.get(0), row.get(2));
         Ok(SessionState {
-            // A session's row is made at its first accept, before it has
-            // a context: its time counts only once a turn wrote one.
-            context_written_at: context.is_some().then(|| row.get(1)).flatten(),
+            // Set at every turn's end, and at the session's first accept.
+            context_written_at: row.get(1),
             context: context.unwrap_or_else(|| "{}".to_owned()),
             profile: profile.unwrap_or_else(|| "{}".to_owned()),
         })
@@ -171,7 +170,8 @@ impl PostgresStore {
         tx.execute(
             &tx.prepare_cached(&format!(
                 "UPDATE sessions
-                 SET finished = $3, context = COALESCE($4, context), updated_at = {NOW_MS}
+                 SET finished = $3, context = COALESCE($4, context), updated_at = {NOW_MS},
+                     user_id = CASE WHEN $4::TEXT IS NULL THEN user_id ELSE $5 END
                  WHERE endpoint = $1 AND session_id = $2"
             ))
             .await?,
@@ -180,6 +180,7 @@ impl PostgresStore {
                 &session.session_id,
                 &message.seq,
                 &context,
+                &turn.user_id,
             ],
         )
         .await?;
@@ -262,6 +263,7 @@ impl PostgresStore {
                          UPDATE sessions
                          SET finished = (SELECT seq FROM held),
                              context = COALESCE($13, context), updated_at = {NOW_MS},
+                             user_id = CASE WHEN $13::TEXT IS NULL THEN user_id ELSE $14 END,
                              undelivered = undelivered + (SELECT count(*) FROM stored)
                          WHERE endpoint = $1 AND session_id = $2 AND EXISTS (SELECT 1 FROM ended)
                      )
@@ -285,6 +287,7 @@ impl PostgresStore {
                     &webhook_ids,
                     &bodies,
                     &context,
+                    &turn.user_id,
                 ],
             )
             .await?;

@@ -136,6 +136,10 @@ impl MessageStore for SqliteStore {
         })
     }
 
+    fn erased_since(&self, at: i64) -> bool {
+        self.last_erasure.load(std::sync::atomic::Ordering::SeqCst) >= at
+    }
+
     async fn session_state(
         &self,
         session: &SessionKey,
@@ -231,12 +235,18 @@ impl MessageStore for SqliteStore {
             match context {
                 Some(context) => conn
                     .prepare_cached(
-                        "INSERT INTO sessions (endpoint, session_id, context, updated_at)
-                         VALUES (?1, ?2, ?3, ?4)
+                        "INSERT INTO sessions (endpoint, session_id, context, updated_at, user_id)
+                         VALUES (?1, ?2, ?3, ?4, ?5)
                          ON CONFLICT (endpoint, session_id)
-                         DO UPDATE SET context = ?3, updated_at = ?4",
+                         DO UPDATE SET context = ?3, updated_at = ?4, user_id = ?5",
                     )?
-                    .execute(params![session.endpoint, session.session_id, context, now])?,
+                    .execute(params![
+                        session.endpoint,
+                        session.session_id,
+                        context,
+                        now,
+                        turn.user_id
+                    ])?,
                 // Used but unchanged: `updated_at` says when it was last used,
                 // for retention, to within a day (so that a turn that changes
                 // nothing rarely writes).

@@ -36,7 +36,7 @@ use tokio::sync::oneshot;
 
 use self::readers::{MAX_READS, ReaderPool};
 use self::writer::{CommitError, Finish, WriteJob};
-use super::{EndpointBacklog, SessionKey, Store, StoreError, now_ms};
+use super::{EndpointBacklog, ErasedUser, SessionKey, Store, StoreError, now_ms};
 
 /// A [`Store`] in a SQLite database.
 pub struct SqliteStore {
@@ -45,6 +45,8 @@ pub struct SqliteStore {
     readers: Arc<ReaderPool>,
     /// Turns for [`read`](Self::read); see [`MAX_READS`].
     reads: tokio::sync::Semaphore,
+    /// When a user was last erased (ms since the Unix epoch; 0: never).
+    pub(super) last_erasure: std::sync::atomic::AtomicI64,
 }
 
 impl SqliteStore {
@@ -92,6 +94,7 @@ impl SqliteStore {
                 idle: Mutex::new(Vec::new()),
             }),
             reads: tokio::sync::Semaphore::new(MAX_READS),
+            last_erasure: std::sync::atomic::AtomicI64::new(0),
         })
     }
 
@@ -102,6 +105,38 @@ impl SqliteStore {
         if let Some(writer) = self.writer.lock().unwrap().take() {
             let _ = writer.join();
         }
+    }
+
+    /// Moves the write-ahead log into the database and empties it: the log
+    /// keeps pages as they were before a write (an erased user's among
+    /// them) until then. Tried for a while if readers hold the log; a log
+    /// still in use is left to SQLite's next checkpoint, and logged.
+    async fn purge_wal(&self) {
+        for _ in 0..50 {
+            // On a connection of its own: the readers' are read-only, and
+            // the writer's is always in a group's transaction.
+            let path = self.readers.path.clone();
+            let checkpoint = tokio::task::spawn_blocking(move || {
+                let conn = open_connection(&path)?;
+                let busy = conn.query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |row| {
+                    row.get::<_, i64>(0)
+                })?;
+                Ok::<_, StoreError>(busy)
+            })
+            .await
+            .unwrap_or(Err(StoreError::Closed));
+            match checkpoint {
+                Ok(0) => return,
+                Ok(_busy) => tokio::time::sleep(std::time::Duration::from_millis(20)).await,
+                Err(error) => {
+                    tracing::warn!(%error, "could not empty the write-ahead log");
+                    return;
+                }
+            }
+        }
+        tracing::warn!(
+            "the write-ahead log stayed in use; SQLite empties it at a later checkpoint"
+        );
     }
 
     fn submit(&self, job: WriteJob) -> Result<(), StoreError> {
@@ -204,6 +239,10 @@ fn open_connection(path: &Path) -> Result<Connection, StoreError> {
     // FULL: a commit is fsynced before it returns, in WAL mode too.
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // What is deleted or overwritten is zeroed in the file, not only
+    // unlinked, so that a user erased (or a context replaced) is gone from
+    // the bytes on disk too. It costs a write of each page freed whole.
+    conn.pragma_update(None, "secure_delete", "ON")?;
     // 32 MiB of page cache (negative: KiB), so that the pages the writer
     // touches over and over (the ends of the tables and indexes) stay in
     // memory.
@@ -292,5 +331,42 @@ impl Store for SqliteStore {
             .collect()
         })
         .await
+    }
+
+    async fn erase_user(&self, endpoint: &str, user_id: &str) -> Result<ErasedUser, StoreError> {
+        // Before the delete: a message queued before this is read again.
+        self.last_erasure
+            .fetch_max(now_ms(), std::sync::atomic::Ordering::SeqCst);
+        let (endpoint, user) = (endpoint.to_owned(), user_id.to_owned());
+        let erased = self
+            .write(move |conn| {
+                let run = |sql: &str| -> rusqlite::Result<u64> {
+                    Ok(conn.prepare(sql)?.execute(params![endpoint, user])? as u64)
+                };
+                // In this order: what refers to a message goes before it.
+                let sessions = run("DELETE FROM sessions WHERE endpoint = ?1 AND (user_id = ?2
+                     OR session_id IN (SELECT session_id FROM messages
+                                       WHERE endpoint = ?1 AND user_id = ?2))")?;
+                run("DELETE FROM delivery_attempts WHERE output_id IN
+                     (SELECT o.id FROM outputs o JOIN messages m ON m.id = o.message_id
+                      WHERE m.endpoint = ?1 AND m.user_id = ?2)")?;
+                let outputs = run("DELETE FROM outputs WHERE message_id IN
+                     (SELECT id FROM messages WHERE endpoint = ?1 AND user_id = ?2)")?;
+                run(
+                    "DELETE FROM idempotency_keys WHERE endpoint = ?1 AND trace_id IN
+                     (SELECT trace_id FROM messages WHERE endpoint = ?1 AND user_id = ?2)",
+                )?;
+                let messages = run("DELETE FROM messages WHERE endpoint = ?1 AND user_id = ?2")?;
+                let profiles = run("DELETE FROM profiles WHERE endpoint = ?1 AND user_id = ?2")?;
+                Ok(ErasedUser {
+                    profiles,
+                    sessions,
+                    messages,
+                    outputs,
+                })
+            })
+            .await?;
+        self.purge_wal().await;
+        Ok(erased)
     }
 }

@@ -92,9 +92,10 @@ impl OutboxStore for SqliteStore {
 
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
         self.write(move |conn| {
+            // An output erased meanwhile has nothing to record.
             conn.prepare_cached(
                 "INSERT INTO delivery_attempts (output_id, started_at, duration_ms, status, error)
-                 VALUES (?, ?, ?, ?, ?)",
+                 SELECT ?1, ?2, ?3, ?4, ?5 WHERE EXISTS (SELECT 1 FROM outputs WHERE id = ?1)",
             )?
             .execute(params![
                 attempt.output_id,

@@ -15,6 +15,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0005_trace_parent.sql"),
     include_str!("migrations/0006_idempotency_keys.sql"),
     include_str!("migrations/0007_message_kind.sql"),
+    include_str!("migrations/0008_session_user.sql"),
 ];
 
 /// The first step alone: a database as the first flowhost made it.
