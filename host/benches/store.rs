@@ -68,6 +68,7 @@ fn turn(message: &InboxMessage) -> TurnRecord {
                 origin: message.origin(),
             }],
         },
+        answered: false,
     }
 }
 

@@ -27,8 +27,13 @@ pub struct EndpointConfig {
     pub url_token: Option<String>,
     /// Whether callers must present an API key.
     pub auth: Auth,
-    /// Where outputs are POSTed.
-    pub webhook_url: Url,
+    /// Whether the flow's outputs go to the webhook, or answer the POST.
+    pub mode: EndpointMode,
+    /// In REST mode, how long a POST waits for its message's turn (the
+    /// turns queued ahead of it included) before it is answered `504`.
+    pub rest_timeout: std::time::Duration,
+    /// Where outputs are POSTed: set in webhook mode, `None` in REST mode.
+    pub webhook_url: Option<Url>,
     /// Basic auth for the webhook, when set.
     pub webhook_auth: Option<BasicAuth>,
     /// Copied into every output's `disableSensitiveLogging`; when true,
@@ -59,6 +64,18 @@ impl EndpointConfig {
     pub fn withholds_content(&self) -> bool {
         self.disable_sensitive_logging || self.mask_logging
     }
+}
+
+/// How an endpoint answers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EndpointMode {
+    /// `202` at once; each output is POSTed to the webhook.
+    Webhook,
+    /// The POST waits for its message's turn and is answered `200` with
+    /// the outputs (the product's REST endpoint); nothing goes to a
+    /// webhook.
+    Rest,
 }
 
 /// When a turn's outputs are committed and handed to delivery.

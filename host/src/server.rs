@@ -160,6 +160,7 @@ impl Server {
             endpoints: Arc::clone(&endpoints),
             delivery: delivery.clone(),
             metrics: metrics.clone(),
+            answers: Arc::default(),
             shutdown: stopping.clone(),
         };
         let mut background = Vec::new();

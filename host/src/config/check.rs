@@ -9,8 +9,8 @@ use reqwest::Url;
 
 use super::raw::{RawConfig, RawHttp};
 use super::{
-    BasicAuth, Config, ConfigError, DeliveryConfig, EndpointConfig, HttpConfig, RuntimeConfig,
-    StoreConfig, TelemetryConfig, without_credentials,
+    BasicAuth, Config, ConfigError, DeliveryConfig, EndpointConfig, EndpointMode, HttpConfig,
+    RuntimeConfig, StoreConfig, TelemetryConfig, without_credentials,
 };
 use crate::runtime::Limits;
 use crate::store::PostgresOptions;
@@ -302,7 +302,37 @@ impl RawConfig {
                     ));
                 }
             }
-            let webhook_url = check_http_url(&format!("{at}.webhook_url"), &raw.webhook_url)
+            let webhook_url = match (raw.mode, &raw.webhook_url) {
+                (EndpointMode::Webhook, None) => {
+                    problems.push(format!(
+                        "{at}.webhook_url: required (or mode = \"rest\" to answer the POST itself)"
+                    ));
+                    None
+                }
+                (EndpointMode::Rest, Some(_)) => {
+                    problems.push(format!(
+                        "{at}.webhook_url: a REST endpoint answers the POST itself; remove webhook_url or set mode = \"webhook\""
+                    ));
+                    None
+                }
+                (EndpointMode::Rest, None) => None,
+                (EndpointMode::Webhook, Some(url)) => Some(url),
+            };
+            if raw.mode == EndpointMode::Rest {
+                for (key, set) in [
+                    ("webhook_user", raw.webhook_user.is_some()),
+                    ("webhook_password", raw.webhook_password.is_some()),
+                    ("webhook_secret", raw.webhook_secret.is_some()),
+                ] {
+                    if set {
+                        problems.push(format!("{at}.{key}: a REST endpoint has no webhook"));
+                    }
+                }
+            } else if raw.rest_timeout.is_some() {
+                problems.push(format!("{at}.rest_timeout: only for mode = \"rest\""));
+            }
+            let webhook_url = webhook_url.and_then(|raw_url| {
+                check_http_url(&format!("{at}.webhook_url"), raw_url)
                 .and_then(|url| {
                     if delivery.allow_private_webhooks {
                         return Ok(url);
@@ -315,7 +345,8 @@ impl RawConfig {
                     }
                 })
                 .map_err(|p| problems.push(p))
-                .ok();
+                .ok()
+            });
             let webhook_secret = raw.webhook_secret.as_deref().and_then(|secret| {
                 crate::signature::Secret::parse(secret)
                     .map_err(|e| problems.push(format!("{at}.webhook_secret: {e}")))
@@ -341,7 +372,9 @@ impl RawConfig {
                 }
                 ttl => ttl.map(|ttl| ttl.0),
             };
-            if let Some(webhook_url) = webhook_url {
+            // A webhook endpoint whose URL failed its check is left out:
+            // the problem is reported.
+            if raw.mode == EndpointMode::Rest || webhook_url.is_some() {
                 endpoints.insert(
                     name.clone(),
                     EndpointConfig {
@@ -349,6 +382,10 @@ impl RawConfig {
                         flow: raw.flow,
                         url_token: raw.url_token,
                         auth: raw.auth,
+                        mode: raw.mode,
+                        rest_timeout: raw
+                            .rest_timeout
+                            .map_or(DEFAULT_REST_TIMEOUT, |timeout| timeout.0),
                         webhook_url,
                         webhook_auth,
                         disable_sensitive_logging: raw.disable_sensitive_logging,
@@ -410,6 +447,10 @@ impl RawConfig {
 /// bench --only fast_path`, end to end: 0.283 CPU-seconds per 1,000
 /// messages with 16 or 32, 0.317 with 100, 0.324 with 256.
 const DEFAULT_WARM_INSTANCES: u32 = 32;
+
+/// How long a REST endpoint's POST waits for its turn by default: longer
+/// than the default flow deadline (5 s), with room for a few turns ahead.
+const DEFAULT_REST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// How long an `Idempotency-Key` is remembered by default: a day, as
 /// Stripe's and the IETF draft's examples keep them, longer than any

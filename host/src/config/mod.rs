@@ -28,7 +28,9 @@ use figment::providers::{Env, Format, Serialized, Toml};
 use reqwest::Url;
 
 pub use crate::delivery::DeliveryConfig;
-pub use crate::endpoints::{Auth, BasicAuth, DeliveryOrder, EndpointConfig, OutputTiming};
+pub use crate::endpoints::{
+    Auth, BasicAuth, DeliveryOrder, EndpointConfig, EndpointMode, OutputTiming,
+};
 pub use crate::http::HttpConfig;
 pub use crate::runtime::RuntimeConfig;
 pub use crate::store::StoreConfig;

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use serde::Deserialize;
 
-use super::{Auth, DeliveryOrder, OutputTiming};
+use super::{Auth, DeliveryOrder, EndpointMode, OutputTiming};
 use crate::runtime::RawLimits;
 use crate::units::{ByteSize, HumanDuration};
 
@@ -114,7 +114,12 @@ pub(super) struct RawEndpoint {
     pub(super) url_token: Option<String>,
     #[serde(default = "defaults::auth")]
     pub(super) auth: Auth,
-    pub(super) webhook_url: String,
+    #[serde(default = "defaults::mode")]
+    pub(super) mode: EndpointMode,
+    #[serde(default)]
+    pub(super) rest_timeout: Option<HumanDuration>,
+    #[serde(default)]
+    pub(super) webhook_url: Option<String>,
     #[serde(default)]
     pub(super) webhook_user: Option<String>,
     #[serde(default)]
@@ -140,6 +145,9 @@ mod defaults {
 
     pub(super) fn auth() -> Auth {
         Auth::None
+    }
+    pub(super) fn mode() -> super::EndpointMode {
+        super::EndpointMode::Webhook
     }
     pub(super) fn delivery_order() -> super::DeliveryOrder {
         super::DeliveryOrder::Session

@@ -61,7 +61,11 @@ fn reads_every_documented_key() {
     let support = &config.endpoints["support"];
     assert_eq!(support.flow, "order-help");
     assert_eq!(support.auth, Auth::ApiKey);
-    assert_eq!(support.webhook_url.as_str(), "http://127.0.0.1:9000/hook");
+    assert_eq!(
+        support.webhook_url.as_ref().map(|url| url.as_str()),
+        Some("http://127.0.0.1:9000/hook")
+    );
+    assert_eq!(support.mode, EndpointMode::Webhook, "the default");
     assert_eq!(
         support.webhook_auth,
         Some(BasicAuth {
@@ -91,6 +95,46 @@ fn reads_every_documented_key() {
         error.to_string().contains("`immediate` or `at-end`"),
         "{error}"
     );
+}
+
+#[test]
+fn a_rest_endpoint_has_a_timeout_and_no_webhook() {
+    let config = Config::from_toml(
+        "[endpoints.api]\nflow = \"f\"\nmode = \"rest\"\nrest_timeout = \"12s\"\n\
+         [endpoints.quick]\nflow = \"f\"\nmode = \"rest\"\n",
+    )
+    .unwrap();
+    let api = &config.endpoints["api"];
+    assert_eq!(api.mode, EndpointMode::Rest);
+    assert_eq!(api.rest_timeout, Duration::from_secs(12));
+    assert_eq!(api.webhook_url, None);
+    assert_eq!(
+        config.endpoints["quick"].rest_timeout,
+        Duration::from_secs(30),
+        "the default"
+    );
+
+    for (table, expected) in [
+        (
+            "mode = \"rest\"\nwebhook_url = \"http://x/\"",
+            "endpoints.e.webhook_url: a REST endpoint answers the POST itself",
+        ),
+        (
+            "mode = \"rest\"\nwebhook_secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"",
+            "endpoints.e.webhook_secret: a REST endpoint has no webhook",
+        ),
+        ("", "endpoints.e.webhook_url: required (or mode = \"rest\""),
+        (
+            "webhook_url = \"http://x/\"\nrest_timeout = \"5s\"",
+            "endpoints.e.rest_timeout: only for mode = \"rest\"",
+        ),
+    ] {
+        let Err(error) = Config::from_toml(&format!("[endpoints.e]\nflow = \"f\"\n{table}\n"))
+        else {
+            panic!("{table:?} is refused");
+        };
+        assert!(error.to_string().contains(expected), "{table:?}: {error}");
+    }
 }
 
 #[test]

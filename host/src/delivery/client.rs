@@ -15,6 +15,7 @@ use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
 use super::retry::parse_retry_after;
 use crate::endpoints::EndpointConfig;
 use crate::store::PendingOutput;
+use reqwest::Url;
 
 /// How much of a response body is read, to quote in the attempt's record
 /// (never in the log).
@@ -76,14 +77,19 @@ impl Sender {
         })
     }
 
-    /// POSTs `output` to the endpoint's webhook.
-    pub(crate) async fn send(&self, endpoint: &EndpointConfig, output: &PendingOutput) -> Answer {
+    /// POSTs `output` to `webhook`, the endpoint's.
+    pub(crate) async fn send(
+        &self,
+        endpoint: &EndpointConfig,
+        webhook: &Url,
+        output: &PendingOutput,
+    ) -> Answer {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
         let mut request = self
             .client
-            .post(endpoint.webhook_url.clone())
+            .post(webhook.clone())
             .header(CONTENT_TYPE, "application/json")
             .header(USER_AGENT, concat!("flowhost/", env!("CARGO_PKG_VERSION")))
             .header("webhook-id", &output.webhook_id)

@@ -145,6 +145,10 @@ impl Courier {
             tracing::warn!("the endpoint is no longer configured; the output stays in the outbox");
             return None;
         };
+        let Some(webhook) = endpoint.config.webhook_url.clone() else {
+            tracing::warn!("the endpoint answers in REST mode now; the output stays in the outbox");
+            return None;
+        };
 
         let (answer, started_at, took) = {
             let _endpoint_permit = self
@@ -158,7 +162,7 @@ impl Courier {
             }
             let started = Instant::now();
             let started_at = now_ms();
-            let answer = self.sender.send(&endpoint.config, &output).await;
+            let answer = self.sender.send(&endpoint.config, &webhook, &output).await;
             (answer, started_at, started.elapsed())
         };
         attempts += 1;

@@ -22,9 +22,9 @@ use serde_json::json;
 use tracing::Instrument;
 
 use super::extract::Path;
-use super::message;
 use super::{AppState, Problem};
-use crate::endpoints::{Auth, Endpoint};
+use super::{message, rest};
+use crate::endpoints::{Auth, Endpoint, EndpointMode};
 use crate::inbox::AcceptError;
 use crate::store::{Accepted, IdempotencyKey, InboxMessage, MessageKind, SessionKey, now_ms};
 use crate::telemetry::traces;
@@ -109,6 +109,14 @@ async fn answer(
     headers: &HeaderMap,
     body: Body,
 ) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
+    if kind != MessageKind::User && endpoint.config.mode == EndpointMode::Rest {
+        return Err(Problem::new(
+            StatusCode::CONFLICT,
+            "not-a-webhook-endpoint",
+            "Not a webhook endpoint",
+            "inject and notify push into a conversation through its webhook; this endpoint answers each POST itself (mode = \"rest\")",
+        ));
+    }
     if endpoint.config.auth == Auth::ApiKey {
         let presented = headers
             .get(API_KEY_HEADER)
@@ -194,8 +202,15 @@ async fn answer(
         key,
         window: endpoint.config.idempotency_window,
     });
-    let trace_id = accept(app, endpoint, kind, valid, key).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
+    let (user_id, session_id) = (valid.user_id.clone(), valid.session_id.clone());
+    let accepted = accept(app, endpoint, kind, valid, key).await?;
+    match endpoint.config.mode {
+        EndpointMode::Webhook => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "traceId": accepted.trace_id })),
+        )),
+        EndpointMode::Rest => rest::answer(app, endpoint, accepted, &user_id, &session_id).await,
+    }
 }
 
 /// The header by which a caller makes a POST safe to repeat.
@@ -238,7 +253,7 @@ fn fingerprint(route: &str, message: &message::ValidMessage) -> String {
 /// Stores a checked message of `endpoint` and queues it; returns its trace
 /// id. Also for the admin API's messages (the console's chat).
 /// With an idempotency `key` remembered already, nothing is stored: the
-/// answer is the first request's trace id, or a `422` if the key came with
+/// answer is the first request's message, or a `422` if the key came with
 /// a different request.
 pub(super) async fn accept(
     app: &AppState,
@@ -246,7 +261,7 @@ pub(super) async fn accept(
     kind: MessageKind,
     valid: message::ValidMessage,
     key: Option<IdempotencyKey>,
-) -> Result<String, Problem> {
+) -> Result<AcceptedMessage, Problem> {
     // Where hosts share the store, another host may have the flow: the
     // message waits for one that has. A notification runs no flow.
     if kind.runs_flow()
@@ -286,11 +301,17 @@ pub(super) async fn accept(
         .await
         .map_err(|error| not_accepted(error, endpoint.name()))?;
     match accepted {
-        Accepted::Stored => Ok(trace_id),
-        Accepted::Repeated { trace_id } => {
+        Accepted::Stored { id } => Ok(AcceptedMessage { trace_id, id }),
+        Accepted::Repeated {
+            trace_id,
+            message_id,
+        } => {
             tracing::Span::current().record("trace_id", &trace_id);
             tracing::debug!(endpoint = endpoint.name(), %trace_id, "a repeated request: answered as the first, nothing run");
-            Ok(trace_id)
+            Ok(AcceptedMessage {
+                trace_id,
+                id: message_id,
+            })
         }
         Accepted::KeyReused => Err(Problem::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -299,6 +320,15 @@ pub(super) async fn accept(
             "this Idempotency-Key was used for a different request; use a new key for a new request",
         )),
     }
+}
+
+/// A message in the inbox: the one just stored, or the one a repeated
+/// request was first stored as.
+pub(super) struct AcceptedMessage {
+    /// Its trace id, for the answer.
+    pub(super) trace_id: String,
+    /// Its id in the store.
+    pub(super) id: i64,
 }
 
 /// The answer to a message the inbox did not accept. Nothing of it was

@@ -13,6 +13,7 @@ mod extract;
 pub mod message;
 mod ops;
 pub mod problem;
+mod rest;
 pub mod serve;
 
 use std::sync::Arc;

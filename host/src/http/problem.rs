@@ -23,9 +23,9 @@ pub struct FieldError {
 /// An error response.
 #[derive(Debug, Clone, Serialize)]
 pub struct Problem {
-    /// `urn:flowhost:problem:<slug>`
-    #[serde(rename = "type")]
-    pub kind: String,
+    /// The slug of its type, `urn:flowhost:problem:<slug>`.
+    #[serde(rename = "type", serialize_with = "type_urn")]
+    pub slug: &'static str,
     /// A short, fixed summary of the problem type.
     pub title: &'static str,
     /// The HTTP status.
@@ -36,8 +36,18 @@ pub struct Problem {
     /// The fields at fault, for validation errors.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub errors: Vec<FieldError>,
+    /// The message the problem is about, when it was stored (a REST
+    /// endpoint's turn that failed or did not end in time).
+    #[serde(rename = "traceId", skip_serializing_if = "Option::is_none")]
+    pub trace_id: Option<Box<str>>,
     #[serde(skip)]
-    headers: Vec<(HeaderName, HeaderValue)>,
+    /// Boxed, as the other rare members, to keep a `Result<_, Problem>`
+    /// small on the paths that succeed.
+    headers: Box<[(HeaderName, HeaderValue)]>,
+}
+
+fn type_urn<S: serde::Serializer>(slug: &&'static str, s: S) -> Result<S::Ok, S::Error> {
+    s.collect_str(&format_args!("urn:flowhost:problem:{slug}"))
 }
 
 fn status_code<S: serde::Serializer>(status: &StatusCode, s: S) -> Result<S::Ok, S::Error> {
@@ -48,23 +58,32 @@ impl Problem {
     /// A problem of type `urn:flowhost:problem:<slug>`.
     pub fn new(
         status: StatusCode,
-        slug: &str,
+        slug: &'static str,
         title: &'static str,
         detail: impl Into<String>,
     ) -> Self {
         Problem {
-            kind: format!("urn:flowhost:problem:{slug}"),
+            slug,
             title,
             status,
             detail: detail.into(),
             errors: Vec::new(),
-            headers: Vec::new(),
+            trace_id: None,
+            headers: Box::default(),
         }
+    }
+
+    /// Names the message the problem is about.
+    pub fn with_trace_id(mut self, trace_id: impl Into<String>) -> Self {
+        self.trace_id = Some(trace_id.into().into_boxed_str());
+        self
     }
 
     /// Adds a response header.
     pub fn with_header(mut self, name: HeaderName, value: &'static str) -> Self {
-        self.headers.push((name, HeaderValue::from_static(value)));
+        let mut headers = std::mem::take(&mut self.headers).into_vec();
+        headers.push((name, HeaderValue::from_static(value)));
+        self.headers = headers.into_boxed_slice();
         self
     }
 
@@ -98,7 +117,7 @@ impl Problem {
     }
 
     /// Retry later: overloaded, or the flow is not loaded.
-    pub fn unavailable(slug: &str, title: &'static str, detail: impl Into<String>) -> Self {
+    pub fn unavailable(slug: &'static str, title: &'static str, detail: impl Into<String>) -> Self {
         Problem::new(StatusCode::SERVICE_UNAVAILABLE, slug, title, detail)
             .with_header(header::RETRY_AFTER, "1")
     }
@@ -132,7 +151,7 @@ impl IntoResponse for Problem {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
-        for (name, value) in headers {
+        for (name, value) in headers.into_vec() {
             response.headers_mut().insert(name, value);
         }
         response

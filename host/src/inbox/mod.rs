@@ -31,10 +31,12 @@
 //! same turn (steps 1 to 5) for each message.
 
 mod admission;
+mod answers;
 pub(crate) mod shared;
 mod turn;
 
 pub(crate) use self::admission::{Crowded, QueueLimits};
+pub(crate) use self::answers::Answers;
 
 use std::sync::Arc;
 
@@ -92,6 +94,8 @@ struct Waiting {
 pub struct Inbox {
     store: Arc<dyn MessageStore>,
     runs: Runs,
+    /// Requests waiting on their message's turn (REST endpoints).
+    answers: Arc<Answers>,
 }
 
 /// Who runs the messages accepted.
@@ -129,6 +133,8 @@ pub struct TurnRunner {
     pub delivery: Delivery,
     /// Counts turns.
     pub metrics: crate::telemetry::metrics::Metrics,
+    /// Told when a REST endpoint's message has ended.
+    pub answers: Arc<Answers>,
     /// Cancelled at shutdown: no new message starts after it.
     pub shutdown: CancellationToken,
 }
@@ -138,6 +144,7 @@ impl Inbox {
     /// `limits` are reached by the messages waiting or running.
     pub fn new(runtime: Handle, runner: TurnRunner, limits: QueueLimits) -> Inbox {
         let store = Arc::clone(&runner.store);
+        let answers = Arc::clone(&runner.answers);
         let runner = Arc::new(runner);
         let lanes = Lanes::new(runtime, move |_session: SessionKey, waiting: Waiting| {
             let runner = Arc::clone(&runner);
@@ -154,6 +161,7 @@ impl Inbox {
                 carry: CarryBudget::new(CARRIED_BYTES),
                 admission: Arc::new(Admission::new(limits)),
             }),
+            answers,
         }
     }
 
@@ -171,6 +179,7 @@ impl Inbox {
         let inbox = Inbox {
             store: Arc::clone(&runner.store),
             runs: Runs::Shared(shared),
+            answers: Arc::clone(&runner.answers),
         };
         Ok((inbox, tasks))
     }

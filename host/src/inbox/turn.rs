@@ -10,7 +10,7 @@ use tracing::Instrument;
 
 use super::TurnRunner;
 use crate::delivery::payload;
-use crate::endpoints::{Endpoint, OutputTiming};
+use crate::endpoints::{Endpoint, EndpointMode, OutputTiming};
 use crate::runtime::{FailureKind, Invocation, Output, Source};
 use crate::store::{
     CommittedTurn, InboxMessage, MessageKind, NewOutput, Origin, ProfileChange, TurnOutcome,
@@ -119,7 +119,15 @@ impl TurnRunner {
             trace_id: &message.trace_id,
             disable_sensitive_logging: endpoint.config.disable_sensitive_logging,
         };
-        let (said, heard) = match endpoint.config.output_timing {
+        // A REST endpoint answers once the turn has ended: its outputs wait
+        // for the end, whatever `output_timing` says.
+        let rest = endpoint.config.mode == EndpointMode::Rest;
+        let timing = if rest {
+            OutputTiming::AtEnd
+        } else {
+            endpoint.config.output_timing
+        };
+        let (said, heard) = match timing {
             OutputTiming::Immediate => {
                 let (said, heard) = mpsc::unbounded_channel();
                 (Some(said), Some(heard))
@@ -209,11 +217,14 @@ impl TurnRunner {
         };
         let ran = matches!(outcome, TurnOutcome::Completed { .. });
         let Some(committed) = self
-            .commit(&message, &flow.name, &flow.version, outcome)
+            .commit(&message, &flow.name, &flow.version, outcome, rest)
             .await
         else {
             return;
         };
+        if rest {
+            self.answers.ended(message.id);
+        }
         match committed {
             CommittedTurn::Done(outputs) => {
                 tracing::info!(
@@ -221,7 +232,10 @@ impl TurnRunner {
                     took_ms = started.elapsed().as_millis() as u64,
                     "message handled"
                 );
-                self.delivery.enqueue_committed(outputs);
+                // A REST endpoint's outputs answered the request instead.
+                if !rest {
+                    self.delivery.enqueue_committed(outputs);
+                }
             }
             // The flow ran, but what it changed could not be kept.
             CommittedTurn::Failed(reason) if ran => {
@@ -262,7 +276,7 @@ impl TurnRunner {
             profile: None,
             outputs: vec![payload::prepare(recipient, 0, &output, &message.origin())],
         };
-        let Some(committed) = self.commit(message, NOTIFY, "", outcome).await else {
+        let Some(committed) = self.commit(message, NOTIFY, "", outcome, false).await else {
             return;
         };
         if let CommittedTurn::Done(outputs) = committed {
@@ -282,18 +296,25 @@ impl TurnRunner {
             profile: None,
             outputs: Vec::new(),
         };
-        if self.commit(message, RESET, "", outcome).await.is_some() {
+        if self
+            .commit(message, RESET, "", outcome, false)
+            .await
+            .is_some()
+        {
             tracing::info!("the session was reset: it starts afresh");
             tracing::Span::current().record("outcome", "reset");
         }
     }
 
+    /// Records how `message` ended; with `answered`, its outputs answer
+    /// the request (REST mode) rather than go to the webhook.
     async fn commit(
         &self,
         message: &InboxMessage,
         flow: &str,
         version: &str,
         outcome: TurnOutcome,
+        answered: bool,
     ) -> Option<CommittedTurn> {
         let record = TurnRecord {
             message_id: message.id,
@@ -302,6 +323,7 @@ impl TurnRunner {
             flow: flow.to_owned(),
             flow_version: version.to_owned(),
             outcome,
+            answered,
         };
         retrying("record the message's outcome", &self.shutdown, || {
             self.store.complete_turn(record.clone())

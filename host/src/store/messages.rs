@@ -118,13 +118,18 @@ pub struct IdempotencyKey {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Accepted {
     /// It is durable, and `on_accepted` was called with it.
-    Stored,
+    Stored {
+        /// Its id.
+        id: i64,
+    },
     /// Its idempotency key was used for the same request within the key's
     /// window: nothing was stored, and the request's answer is the first
     /// one's.
     Repeated {
         /// The trace id the first request was given.
         trace_id: String,
+        /// The first request's message.
+        message_id: i64,
     },
     /// Its idempotency key was used for a different request within the
     /// key's window: nothing was stored.
@@ -165,6 +170,22 @@ pub struct TurnRecord {
     pub flow_version: String,
     /// What happened.
     pub outcome: TurnOutcome,
+    /// The outputs answer the request that brought the message (REST
+    /// mode) instead of going to the webhook: they are kept as delivered.
+    pub answered: bool,
+}
+
+/// How a message's turn ended, for the request waiting on it (REST mode).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TurnAnswer {
+    /// It has not run to the end yet.
+    Pending,
+    /// It ran: the webhook bodies of its outputs, in order.
+    Done(Vec<String>),
+    /// Its turn failed, for this reason.
+    Failed(String),
+    /// No such message: pruned since, or erased.
+    Unknown,
 }
 
 /// What happened to a message.
@@ -272,6 +293,9 @@ pub trait MessageStore: Send + Sync + 'static {
         let _ = at;
         false
     }
+
+    /// How message `id`'s turn ended, with its outputs.
+    async fn turn_answer(&self, id: i64) -> Result<TurnAnswer, StoreError>;
 
     /// The context of `session` and the profile of `user_id` at its endpoint.
     async fn session_state(

@@ -36,7 +36,7 @@ use std::time::Duration;
 pub use self::credentials::{ApiKeyInfo, CredentialStore, NewApiKey};
 pub use self::messages::{
     Accepted, CommittedTurn, IdempotencyKey, InboxMessage, MessageKind, MessageStore, NewOutput,
-    OnAccepted, Origin, ProfileChange, SessionState, TurnOutcome, TurnRecord,
+    OnAccepted, Origin, ProfileChange, SessionState, TurnAnswer, TurnOutcome, TurnRecord,
 };
 pub use self::outbox::{
     Attempt, AttemptOutcome, AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery,

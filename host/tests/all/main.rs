@@ -27,6 +27,7 @@ mod operability;
 mod ordering;
 mod postgres_store;
 mod reload;
+mod rest;
 mod sandbox;
 mod sessions;
 mod several_hosts;

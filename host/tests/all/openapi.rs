@@ -52,7 +52,7 @@ async fn every_answer_matches_the_openapi_document() {
             bearer = "{ADMIN_TOKEN}"
 
             [[operations]]
-            include-path = "/endpoint/{{url_token}}"
+            include-path-regex = "^/endpoint/\\{{url_token\\}}"
             parameters = {{ url_token = "{ECHO_TOKEN}" }}
 
             [[operations]]

@@ -279,21 +279,24 @@ async fn one_idempotency_key_sent_to_several_hosts_at_once_stores_one_message() 
     for answer in futures::future::join_all(tries).await {
         match answer.unwrap().unwrap() {
             Ok((id, _)) => stored.push(id),
-            Err(Accepted::Repeated { trace_id }) => repeated.push(trace_id),
+            Err(Accepted::Repeated {
+                trace_id,
+                message_id,
+            }) => repeated.push((trace_id, message_id)),
             Err(other) => panic!("the same request was refused: {other:?}"),
         }
     }
     assert_eq!(stored.len(), 1, "one message stored: {stored:?}");
     assert_eq!(repeated.len(), 9);
-    let first: String = client(&url)
+    let row = client(&url)
         .await
-        .query_one("SELECT trace_id FROM messages", &[])
+        .query_one("SELECT trace_id, id FROM messages", &[])
         .await
-        .unwrap()
-        .get(0);
+        .unwrap();
+    let first: (String, i64) = (row.get(0), row.get(1));
     assert!(
-        repeated.iter().all(|trace_id| *trace_id == first),
-        "every repeat answers with the first's trace id"
+        repeated.iter().all(|repeat| *repeat == first),
+        "every repeat answers with the first's trace id and message"
     );
     // The key with another request is refused; nothing more is stored.
     assert_eq!(
@@ -698,6 +701,7 @@ fn completed(message: &ClaimedMessage, context: &str, bodies: &[&str]) -> TurnRe
             profile: None,
             outputs: outputs(message, bodies),
         },
+        answered: false,
     }
 }
 

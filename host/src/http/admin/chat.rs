@@ -32,8 +32,11 @@ pub(super) async fn send(
     let endpoint = super::known_endpoint(&app, &name)?;
     endpoint::expect_json(&headers)?;
     let valid = message::parse(&body)?;
-    let trace_id = endpoint::accept(&app, &endpoint, MessageKind::User, valid, None).await?;
-    Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
+    let accepted = endpoint::accept(&app, &endpoint, MessageKind::User, valid, None).await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(json!({ "traceId": accepted.trace_id })),
+    ))
 }
 
 /// One attempt as the stream tells it: the webhook body as JSON (the

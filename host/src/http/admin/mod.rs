@@ -167,9 +167,11 @@ async fn endpoints(State(app): State<Arc<AppState>>) -> Json<Value> {
         .into_iter()
         .map(|e| {
             // Without any credentials a URL may carry.
-            let mut webhook = e.config.webhook_url.clone();
-            let _ = webhook.set_password(None);
-            let _ = webhook.set_username("");
+            let webhook = e.config.webhook_url.clone().map(|mut webhook| {
+                let _ = webhook.set_password(None);
+                let _ = webhook.set_username("");
+                webhook.to_string()
+            });
             json!({
                 "name": e.name(),
                 "flow": e.config.flow,
@@ -179,7 +181,8 @@ async fn endpoints(State(app): State<Arc<AppState>>) -> Json<Value> {
                     Auth::None => "none",
                     Auth::ApiKey => "api-key",
                 },
-                "webhookUrl": webhook.as_str(),
+                "mode": e.config.mode,
+                "webhookUrl": webhook,
                 "webhookAuth": e.config.webhook_auth.is_some(),
             })
         })

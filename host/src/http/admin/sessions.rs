@@ -34,7 +34,8 @@ pub(super) async fn reset(
         text: None,
         data: None,
     };
-    let trace_id = endpoint::accept(&app, &endpoint, MessageKind::Reset, reset, None).await?;
+    let accepted = endpoint::accept(&app, &endpoint, MessageKind::Reset, reset, None).await?;
+    let trace_id = accepted.trace_id;
     tracing::info!(endpoint = %name, %trace_id, "session reset through the admin API");
     Ok((StatusCode::ACCEPTED, Json(json!({ "traceId": trace_id }))))
 }

@@ -14,7 +14,8 @@ use super::{Claim, NOW_MS, PostgresStore};
 use crate::store::{
     Accepted, Attempt, AttemptRecord, CommittedTurn, DisabledEndpoint, EndpointBacklog, ErasedUser,
     IdempotencyKey, InboxMessage, MessageStore, NewOutput, OnAccepted, OutboxStore, OutputQuery,
-    OutputRecord, PendingOutput, Queued, SessionKey, SessionState, Store, StoreError, TurnRecord,
+    OutputRecord, PendingOutput, Queued, SessionKey, SessionState, Store, StoreError, TurnAnswer,
+    TurnRecord,
 };
 
 impl PostgresStore {
@@ -59,7 +60,7 @@ impl MessageStore for PostgresStore {
         };
         message.id = stored.0;
         on_accepted(message);
-        Ok(Accepted::Stored)
+        Ok(Accepted::Stored { id: stored.0 })
     }
 
     async fn unfinished_messages(
@@ -94,6 +95,34 @@ impl MessageStore for PostgresStore {
         user_id: &str,
     ) -> Result<SessionState, StoreError> {
         PostgresStore::session_state(self, session, user_id).await
+    }
+
+    async fn turn_answer(&self, id: i64) -> Result<TurnAnswer, StoreError> {
+        let Some(message) = self
+            .query_opt("SELECT status, error FROM messages WHERE id = $1", &[&id])
+            .await?
+        else {
+            return Ok(TurnAnswer::Unknown);
+        };
+        let status: &str = message.get("status");
+        Ok(match status {
+            "pending" => TurnAnswer::Pending,
+            "failed" => TurnAnswer::Failed(
+                message
+                    .get::<_, Option<String>>("error")
+                    .unwrap_or_default(),
+            ),
+            _ => TurnAnswer::Done(
+                self.query(
+                    "SELECT body FROM outputs WHERE message_id = $1 ORDER BY id",
+                    &[&id],
+                )
+                .await?
+                .iter()
+                .map(|row| row.get(0))
+                .collect(),
+            ),
+        })
     }
 
     async fn complete_turn(&self, turn: TurnRecord) -> Result<CommittedTurn, StoreError> {

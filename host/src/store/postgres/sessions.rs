@@ -118,12 +118,14 @@ impl PostgresStore {
         let window_ms = i64::try_from(key.window.as_millis()).unwrap_or(i64::MAX);
         let mut conn = self.conn().await?;
         let tx = conn.transaction().await?;
-        // Taken if new, or if what is remembered has expired.
+        // Taken if new, or if what is remembered has expired; its message
+        // is numbered below, in the same transaction.
         let taken = tx
             .query_opt(
                 &format!(
-                    "INSERT INTO idempotency_keys (endpoint, key, fingerprint, trace_id, expires_at)
-                     VALUES ($1, $2, $3, $4, {NOW_MS} + $5)
+                    "INSERT INTO idempotency_keys
+                         (endpoint, key, fingerprint, trace_id, message_id, expires_at)
+                     VALUES ($1, $2, $3, $4, 0, {NOW_MS} + $5)
                      ON CONFLICT (endpoint, key) DO UPDATE
                          SET fingerprint = excluded.fingerprint, trace_id = excluded.trace_id,
                              expires_at = excluded.expires_at
@@ -142,7 +144,7 @@ impl PostgresStore {
         if taken.is_none() {
             let row = tx
                 .query_one(
-                    "SELECT fingerprint, trace_id FROM idempotency_keys
+                    "SELECT fingerprint, trace_id, message_id FROM idempotency_keys
                      WHERE endpoint = $1 AND key = $2",
                     &[endpoint, &key.key],
                 )
@@ -151,12 +153,18 @@ impl PostgresStore {
             return Ok(Err(if fingerprint == key.fingerprint {
                 Accepted::Repeated {
                     trace_id: row.get("trace_id"),
+                    message_id: row.get("message_id"),
                 }
             } else {
                 Accepted::KeyReused
             }));
         }
         let stored = insert_message(&tx, message).await?;
+        tx.execute(
+            "UPDATE idempotency_keys SET message_id = $3 WHERE endpoint = $1 AND key = $2",
+            &[endpoint, &key.key, &stored.0],
+        )
+        .await?;
         tx.commit().await?;
         Ok(Ok(stored))
     }

@@ -67,6 +67,7 @@ impl PostgresStore {
             &claim.session,
             message.outputs_kept,
             outputs,
+            false,
         )
         .await?;
         if !stored.is_empty() {
@@ -202,8 +203,15 @@ impl PostgresStore {
             )
             .await?;
         }
-        let stored =
-            insert_outputs(&tx, turn.message_id, session, message.outputs_kept, outputs).await?;
+        let stored = insert_outputs(
+            &tx,
+            turn.message_id,
+            session,
+            message.outputs_kept,
+            outputs,
+            turn.answered,
+        )
+        .await?;
         tx.commit().await?;
         Ok(CommittedTurn::Done(stored))
     }
@@ -251,8 +259,11 @@ impl PostgresStore {
                          RETURNING outputs_kept
                      ), stored AS (
                          INSERT INTO outputs
-                             (message_id, endpoint, session_id, webhook_id, body, created_at)
-                         SELECT $5, $1, $2, o.webhook_id, o.body, {NOW_MS}
+                             (message_id, endpoint, session_id, webhook_id, body, created_at,
+                              status, finished_at)
+                         SELECT $5, $1, $2, o.webhook_id, o.body, {NOW_MS},
+                                CASE WHEN $15 THEN 'delivered' ELSE 'pending' END,
+                                CASE WHEN $15 THEN {NOW_MS} END
                          FROM unnest($10::INTEGER[], $11::TEXT[], $12::TEXT[])
                                   AS o(place, webhook_id, body),
                               ended
@@ -264,7 +275,8 @@ impl PostgresStore {
                          SET finished = (SELECT seq FROM held),
                              context = COALESCE($13, context), updated_at = {NOW_MS},
                              user_id = CASE WHEN $13::TEXT IS NULL THEN user_id ELSE $14 END,
-                             undelivered = undelivered + (SELECT count(*) FROM stored)
+                             undelivered = undelivered
+                                 + CASE WHEN $15 THEN 0 ELSE (SELECT count(*) FROM stored) END
                          WHERE endpoint = $1 AND session_id = $2 AND EXISTS (SELECT 1 FROM ended)
                      )
                      SELECT (SELECT count(*) FROM held) AS held,
@@ -288,6 +300,7 @@ impl PostgresStore {
                     &bodies,
                     &context,
                     &turn.user_id,
+                    &turn.answered,
                 ],
             )
             .await?;
@@ -374,11 +387,16 @@ async fn insert_outputs(
     session: &SessionKey,
     kept: i32,
     outputs: Vec<NewOutput>,
+    answered: bool,
 ) -> Result<Vec<PendingOutput>, StoreError> {
     let insert = tx
         .prepare_cached(&format!(
-            "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, created_at)
-             VALUES ($1, $2, $3, $4, $5, {NOW_MS})
+            "INSERT INTO outputs
+                 (message_id, endpoint, session_id, webhook_id, body, created_at, status,
+                  finished_at)
+             VALUES ($1, $2, $3, $4, $5, {NOW_MS},
+                     CASE WHEN $6 THEN 'delivered' ELSE 'pending' END,
+                     CASE WHEN $6 THEN {NOW_MS} END)
              RETURNING id"
         ))
         .await?;
@@ -396,6 +414,7 @@ async fn insert_outputs(
                     &session.session_id,
                     &output.webhook_id,
                     &output.body,
+                    &answered,
                 ],
             )
             .await?
@@ -410,7 +429,7 @@ async fn insert_outputs(
             origin: Some(output.origin),
         });
     }
-    if !stored.is_empty() {
+    if !stored.is_empty() && !answered {
         // The session's row is held (see `hold`).
         let count = i32::try_from(stored.len()).unwrap_or(i32::MAX);
         tx.execute(

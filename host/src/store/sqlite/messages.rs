@@ -7,8 +7,8 @@ use super::{SqliteStore, session_key};
 use crate::store::profile_merge;
 use crate::store::{
     Accepted, CommittedTurn, IdempotencyKey, InboxMessage, MessageKind, MessageStore, NewOutput,
-    OnAccepted, PendingOutput, Queued, SessionKey, SessionState, StoreError, TurnOutcome,
-    TurnRecord, now_ms,
+    OnAccepted, PendingOutput, Queued, SessionKey, SessionState, StoreError, TurnAnswer,
+    TurnOutcome, TurnRecord, now_ms,
 };
 
 /// How precisely a context's or profile's `updated_at` tracks its last use
@@ -42,37 +42,27 @@ impl MessageStore for SqliteStore {
     ) -> Result<Accepted, StoreError> {
         self.write_then(
             move |conn| {
+                let now = message.received_at;
                 if let Some(key) = &key {
-                    let now = message.received_at;
-                    let remembered: Option<(String, String)> = conn
+                    let remembered: Option<(String, String, i64)> = conn
                         .prepare_cached(
-                            "SELECT fingerprint, trace_id FROM idempotency_keys
+                            "SELECT fingerprint, trace_id, message_id FROM idempotency_keys
                              WHERE endpoint = ? AND key = ? AND expires_at > ?",
                         )?
                         .query_row(params![message.session.endpoint, key.key, now], |r| {
-                            Ok((r.get(0)?, r.get(1)?))
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
                         })
                         .optional()?;
-                    if let Some((fingerprint, trace_id)) = remembered {
+                    if let Some((fingerprint, trace_id, message_id)) = remembered {
                         return Ok(Err(if fingerprint == key.fingerprint {
-                            Accepted::Repeated { trace_id }
+                            Accepted::Repeated {
+                                trace_id,
+                                message_id,
+                            }
                         } else {
                             Accepted::KeyReused
                         }));
                     }
-                    let window = i64::try_from(key.window.as_millis()).unwrap_or(i64::MAX);
-                    conn.prepare_cached(
-                        "INSERT OR REPLACE INTO idempotency_keys
-                             (endpoint, key, fingerprint, trace_id, expires_at)
-                         VALUES (?, ?, ?, ?, ?)",
-                    )?
-                    .execute(params![
-                        message.session.endpoint,
-                        key.key,
-                        key.fingerprint,
-                        message.trace_id,
-                        now.saturating_add(window),
-                    ])?;
                 }
                 message.id = conn
                     .prepare_cached(
@@ -92,12 +82,29 @@ impl MessageStore for SqliteStore {
                         message.trace_parent,
                         message.kind.as_str(),
                     ])?;
+                if let Some(key) = &key {
+                    let window = i64::try_from(key.window.as_millis()).unwrap_or(i64::MAX);
+                    conn.prepare_cached(
+                        "INSERT OR REPLACE INTO idempotency_keys
+                             (endpoint, key, fingerprint, trace_id, message_id, expires_at)
+                         VALUES (?, ?, ?, ?, ?, ?)",
+                    )?
+                    .execute(params![
+                        message.session.endpoint,
+                        key.key,
+                        key.fingerprint,
+                        message.trace_id,
+                        message.id,
+                        now.saturating_add(window),
+                    ])?;
+                }
                 Ok(Ok(message))
             },
             |stored| match stored {
                 Ok(message) => {
+                    let id = message.id;
                     on_accepted(message);
-                    Accepted::Stored
+                    Accepted::Stored { id }
                 }
                 Err(not_stored) => not_stored,
             },
@@ -133,6 +140,29 @@ impl MessageStore for SqliteStore {
             conn.prepare_cached("SELECT * FROM messages WHERE id = ? AND status = 'pending'")?
                 .query_row([id], inbox_message)
                 .optional()
+        })
+    }
+
+    async fn turn_answer(&self, id: i64) -> Result<TurnAnswer, StoreError> {
+        self.point_read(|conn| {
+            let ended: Option<(String, Option<String>)> = conn
+                .prepare_cached("SELECT status, error FROM messages WHERE id = ?")?
+                .query_row([id], |r| Ok((r.get(0)?, r.get(1)?)))
+                .optional()?;
+            Ok(match ended {
+                None => TurnAnswer::Unknown,
+                Some((status, _)) if status == "pending" => TurnAnswer::Pending,
+                Some((status, error)) if status == "failed" => {
+                    TurnAnswer::Failed(error.unwrap_or_default())
+                }
+                Some(_) => TurnAnswer::Done(
+                    conn.prepare_cached(
+                        "SELECT body FROM outputs WHERE message_id = ? ORDER BY id",
+                    )?
+                    .query_map([id], |r| r.get(0))?
+                    .collect::<rusqlite::Result<_>>()?,
+                ),
+            })
         })
     }
 
@@ -283,8 +313,16 @@ impl MessageStore for SqliteStore {
                         USE_PRECISION_MS
                     ])?,
             };
-            insert_outputs(conn, turn.message_id, session, kept, outputs, now)
-                .map(CommittedTurn::Done)
+            insert_outputs(
+                conn,
+                turn.message_id,
+                session,
+                kept,
+                outputs,
+                now,
+                turn.answered,
+            )
+            .map(CommittedTurn::Done)
         })
         .await
     }
@@ -306,7 +344,8 @@ impl MessageStore for SqliteStore {
             let Some(kept) = kept else {
                 return Ok(Vec::new()); // The message has ended.
             };
-            let stored = insert_outputs(conn, message_id, &session, kept, outputs, now_ms())?;
+            let stored =
+                insert_outputs(conn, message_id, &session, kept, outputs, now_ms(), false)?;
             let places = stored.len() as u32;
             if places > 0 {
                 conn.prepare_cached(
@@ -330,10 +369,13 @@ fn insert_outputs(
     kept: u32,
     outputs: Vec<NewOutput>,
     now: i64,
+    answered: bool,
 ) -> rusqlite::Result<Vec<PendingOutput>> {
     let mut insert = conn.prepare_cached(
-        "INSERT INTO outputs (message_id, endpoint, session_id, webhook_id, body, created_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO outputs
+             (message_id, endpoint, session_id, webhook_id, body, created_at, status, finished_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6,
+                 CASE WHEN ?7 THEN 'delivered' ELSE 'pending' END, CASE WHEN ?7 THEN ?6 END)",
     )?;
     outputs
         .into_iter()
@@ -345,7 +387,8 @@ fn insert_outputs(
                 session.session_id,
                 output.webhook_id,
                 output.body,
-                now
+                now,
+                answered
             ])?;
             Ok(PendingOutput {
                 id,

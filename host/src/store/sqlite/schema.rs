@@ -16,6 +16,7 @@ const MIGRATIONS: &[&str] = &[
     include_str!("migrations/0006_idempotency_keys.sql"),
     include_str!("migrations/0007_message_kind.sql"),
     include_str!("migrations/0008_session_user.sql"),
+    include_str!("migrations/0009_outputs_message.sql"),
 ];
 
 /// The first step alone: a database as the first flowhost made it.

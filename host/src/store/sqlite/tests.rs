@@ -100,17 +100,20 @@ async fn an_idempotency_key_is_remembered_for_its_window() {
                 .unwrap()
         }
     };
+    let stored = |accepted: Accepted| match accepted {
+        Accepted::Stored { id } => id,
+        other => panic!("not stored: {other:?}"),
+    };
     let first = message("s1", "hi");
     let day = 86_400_000;
-    assert_eq!(
-        try_accept(first.clone(), key("k1", "a", day)).await,
-        Accepted::Stored
-    );
-    // The same request again: the first's trace id, nothing stored.
+    let first_id = stored(try_accept(first.clone(), key("k1", "a", day)).await);
+    // The same request again: the first's trace id and message, nothing
+    // stored.
     assert_eq!(
         try_accept(message("s1", "hi"), key("k1", "a", day)).await,
         Accepted::Repeated {
-            trace_id: first.trace_id.clone()
+            trace_id: first.trace_id.clone(),
+            message_id: first_id,
         }
     );
     // Another request with the key: refused.
@@ -121,29 +124,17 @@ async fn an_idempotency_key_is_remembered_for_its_window() {
     // Keys are the endpoint's: another endpoint may use the same one.
     let mut elsewhere = message("s1", "hi");
     elsewhere.session.endpoint = "sales".into();
-    assert_eq!(
-        try_accept(elsewhere, key("k1", "a", day)).await,
-        Accepted::Stored
-    );
+    stored(try_accept(elsewhere, key("k1", "a", day)).await);
     assert_eq!(unfinished(&store).await.len(), 2);
 
     // A key whose window has passed is free again, and goes when pruned.
     let mut short = message("s2", "hi");
     short.received_at -= 10_000;
-    assert_eq!(
-        try_accept(short, key("k2", "a", 5_000)).await,
-        Accepted::Stored
-    );
-    assert_eq!(
-        try_accept(message("s2", "new"), key("k2", "b", day)).await,
-        Accepted::Stored
-    );
+    stored(try_accept(short, key("k2", "a", 5_000)).await);
+    stored(try_accept(message("s2", "new"), key("k2", "b", day)).await);
     let mut expired = message("s3", "hi");
     expired.received_at -= 10_000;
-    assert_eq!(
-        try_accept(expired, key("k3", "a", 5_000)).await,
-        Accepted::Stored
-    );
+    stored(try_accept(expired, key("k3", "a", 5_000)).await);
     let keys = |store: &SqliteStore| {
         store
             .point_read(|conn| {
@@ -346,6 +337,7 @@ fn record(message: &InboxMessage, outcome: TurnOutcome) -> TurnRecord {
         flow: "echo".into(),
         flow_version: "abc".into(),
         outcome,
+        answered: false,
     }
 }
 
@@ -544,6 +536,7 @@ async fn contexts_and_profiles_unused_for_the_retention_are_pruned() {
             }),
             outputs: Vec::new(),
         },
+        answered: false,
     };
     for (session, user) in [("old", "u-old"), ("used", "u-used"), ("new", "u-new")] {
         let m = accept(&store, message(session, "hi")).await;

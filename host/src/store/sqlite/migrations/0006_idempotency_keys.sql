@@ -6,6 +6,7 @@ CREATE TABLE idempotency_keys (
     key         TEXT    NOT NULL,
     fingerprint TEXT    NOT NULL,
     trace_id    TEXT    NOT NULL,
+    message_id  INTEGER NOT NULL,
     expires_at  INTEGER NOT NULL,
     PRIMARY KEY (endpoint, key)
 ) WITHOUT ROWID;
