@@ -186,7 +186,8 @@ async fn send_one(
     acks.sent += 1;
     match sender.send_request(request).await {
         Ok(response) => {
-            let accepted = response.status().as_u16() == 202;
+            // 202 from a webhook endpoint, 200 from a REST one.
+            let accepted = response.status().is_success();
             let _ = response.into_body().collect().await;
             if accepted {
                 acks.accepted += 1;

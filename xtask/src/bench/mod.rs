@@ -25,7 +25,10 @@
 //!   served by the new version, compiled (cold) and from the compile cache
 //!   (warm); start-up with 50 flows, cold and warm; memory per loaded flow;
 //! - **metrics**: the end-to-end closed loop with Prometheus metrics on
-//!   (scraped every second) and off, turn about.
+//!   (scraped every second) and off, turn about;
+//! - **rest**: a REST endpoint's request-to-answer latency, in one session
+//!   and in many, beside the same loops' POST-to-delivery on a webhook
+//!   endpoint.
 //!
 //! The table is printed and written as JSON to `target/bench/results.json`.
 
@@ -37,6 +40,7 @@ mod neighbours;
 mod process;
 mod receiver;
 mod reload;
+mod rest;
 mod scale_out;
 mod table;
 mod waiting;
@@ -64,8 +68,8 @@ struct Options {
     duration: Duration,
     /// `--only <scenario>`: run just the fast path (ack, end to end, hot
     /// session, without fsync), the waiting flows, one of the neighbour
-    /// scenarios, the cost of metrics (`metrics`), or the store shared by
-    /// hosts (`scale_out`).
+    /// scenarios, the cost of metrics (`metrics`), REST mode (`rest`), or
+    /// the store shared by hosts (`scale_out`).
     only: Option<String>,
     /// `--flowhost <path>`: measure this build of flowhost (another
     /// version, kept aside) instead of the one built from this checkout.
@@ -167,6 +171,11 @@ async fn scenarios(
             results.insert("metrics", figures.await?);
             return Ok(json!(results));
         }
+        Some("rest") => {
+            let figures = rest::scenario(flowhost, flows, &hook, &deliveries, options, epoch);
+            results.insert("rest", figures.await?);
+            return Ok(json!(results));
+        }
         Some("scale_out") => {
             let figures =
                 scale_out::scenarios(flowhost, flows, &hook, &deliveries, options, epoch).await?;
@@ -176,7 +185,7 @@ async fn scenarios(
         Some(other) => {
             bail!(
                 "--only takes fast_path, waiting, noisy_neighbours, hostile_neighbours, \
-                 metrics or scale_out, not {other}"
+                 metrics, rest or scale_out, not {other}"
             )
         }
     }
@@ -302,6 +311,10 @@ async fn scenarios(
     results.insert(
         "metrics",
         metrics::scenario(flowhost, flows, &hook, &deliveries, options, epoch).await?,
+    );
+    results.insert(
+        "rest",
+        rest::scenario(flowhost, flows, &hook, &deliveries, options, epoch).await?,
     );
     results
         .extend(scale_out::scenarios(flowhost, flows, &hook, &deliveries, options, epoch).await?);

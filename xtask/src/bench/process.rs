@@ -12,6 +12,8 @@ use serde_json::Value;
 /// A folder with flows and a `flowhost.toml` for a bench run.
 pub(super) struct Site {
     pub(super) dir: tempfile::TempDir,
+    /// How many endpoints it has, whose URLs flowhost prints at start.
+    endpoints: usize,
 }
 
 impl Site {
@@ -42,8 +44,9 @@ impl Site {
                 "[endpoints.{endpoint}]\nflow = \"{endpoint}\"\nwebhook_url = \"{hook}\"\n"
             ));
         }
+        let endpoints = config.matches("[endpoints.").count();
         std::fs::write(dir.path().join("flowhost.toml"), config)?;
-        Ok(Site { dir })
+        Ok(Site { dir, endpoints })
     }
 }
 
@@ -72,7 +75,7 @@ impl Process {
             .spawn()
             .context("starting flowhost")?;
         let stderr = child.stderr.take().context("no stderr")?;
-        let process = Process::read_start(child, 4)?;
+        let process = Process::read_start(child, site.endpoints)?;
         let mut log = BufReader::new(stderr).lines();
         loop {
             let line = log

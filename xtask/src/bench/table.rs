@@ -131,6 +131,30 @@ pub(super) fn print_table(results: &Value) {
             &["on_over_off", "cpu_on_over_off"],
         ),
         (
+            "REST vs webhook, one session (1 connection): answer vs delivery",
+            "rest.one_session",
+            &[
+                "rest_messages_per_second",
+                "rest_p50_ms",
+                "rest_p99_ms",
+                "webhook_messages_per_second",
+                "webhook_p50_ms",
+                "webhook_p99_ms",
+            ],
+        ),
+        (
+            "REST vs webhook, 10,000 sessions (64 connections)",
+            "rest.many_sessions",
+            &[
+                "rest_messages_per_second",
+                "rest_p50_ms",
+                "rest_p99_ms",
+                "webhook_messages_per_second",
+                "webhook_p50_ms",
+                "webhook_p99_ms",
+            ],
+        ),
+        (
             "store: one host on SQLite (closed loop, 64 connections, 10,000 sessions)",
             "store_sqlite_one_host",
             &[
