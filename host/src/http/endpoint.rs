@@ -324,7 +324,7 @@ pub(super) async fn accept(
 
 /// A message in the inbox: the one just stored, or the one a repeated
 /// request was first stored as.
-pub(super) struct AcceptedMessage {
+pub(in crate::http) struct AcceptedMessage {
     /// Its trace id, for the answer.
     pub(super) trace_id: String,
     /// Its id in the store.

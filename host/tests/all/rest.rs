@@ -17,10 +17,15 @@ async fn post(url: &str, body: &Value, headers: &[(&str, &str)]) -> (u16, Value)
     (status, response.json().await.unwrap())
 }
 
+const ADMIN_TOKEN: &str = "rest-admin-token-0123456789";
+
 fn rest_site(flows: &[&str], rest: &str) -> Site {
     Site::new(
         flows,
-        &format!("[endpoints.api]\nflow = \"order-help\"\nmode = \"rest\"\n{rest}\n"),
+        &format!(
+            "admin_token = \"{ADMIN_TOKEN}\"\n\
+             [endpoints.api]\nflow = \"order-help\"\nmode = \"rest\"\n{rest}\n"
+        ),
     )
 }
 
@@ -74,6 +79,17 @@ async fn a_conversation_of_three_turns_is_answered_in_the_rest_shape() {
         third["outputStack"][0]["traceId"], trace_id,
         "a trace id per message"
     );
+    // The console's chat gets a REST endpoint's answer the same way.
+    let chat = client()
+        .post(format!("http://{}/admin/endpoints/api/messages", host.addr))
+        .bearer_auth(ADMIN_TOKEN)
+        .json(&say("new order"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(chat.status(), 200);
+    let chat: Value = chat.json().await.unwrap();
+    assert_eq!(chat["outputStack"].as_array().unwrap().len(), 1, "{chat}");
     host.wait_for_log(&["message handled", "session=session123"])
         .await;
 }

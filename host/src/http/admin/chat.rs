@@ -1,8 +1,9 @@
 //! What the console's chat needs: a message sent to an endpoint as if a
 //! user had POSTed it (behind the admin token instead of the endpoint's
-//! own auth, so that an endpoint with API keys can be tried without one),
-//! and a server-sent event stream of the endpoint's delivery attempts, to
-//! see the flow's outputs as its webhook gets them.
+//! own auth, so that an endpoint with API keys can be tried without one;
+//! a REST endpoint's answer is the response), and a server-sent event
+//! stream of the endpoint's delivery attempts, to see the flow's outputs
+//! as its webhook gets them.
 //!
 //! The stream shows the attempts this host makes: where hosts share a
 //! store, a session's outputs are sent by the host that holds it.
@@ -19,8 +20,9 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::delivery::DeliveryEvent;
+use crate::endpoints::EndpointMode;
 use crate::http::extract::{Body, Path};
-use crate::http::{AppState, Problem, endpoint, message};
+use crate::http::{AppState, Problem, endpoint, message, rest};
 use crate::store::MessageKind;
 
 pub(super) async fn send(
@@ -32,11 +34,17 @@ pub(super) async fn send(
     let endpoint = super::known_endpoint(&app, &name)?;
     endpoint::expect_json(&headers)?;
     let valid = message::parse(&body)?;
+    let (user_id, session_id) = (valid.user_id.clone(), valid.session_id.clone());
     let accepted = endpoint::accept(&app, &endpoint, MessageKind::User, valid, None).await?;
-    Ok((
-        StatusCode::ACCEPTED,
-        Json(json!({ "traceId": accepted.trace_id })),
-    ))
+    match endpoint.config.mode {
+        EndpointMode::Webhook => Ok((
+            StatusCode::ACCEPTED,
+            Json(json!({ "traceId": accepted.trace_id })),
+        )),
+        // Its outputs go to no webhook, so the stream will not show them:
+        // they are the answer.
+        EndpointMode::Rest => rest::answer(&app, &endpoint, accepted, &user_id, &session_id).await,
+    }
 }
 
 /// One attempt as the stream tells it: the webhook body as JSON (the

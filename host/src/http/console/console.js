@@ -180,7 +180,9 @@ async function loadEndpoints() {
           "div",
           { class: "field" },
           el("span", {}, "Webhook"),
-          el("code", {}, e.webhookUrl + (e.webhookAuth ? "  (Basic auth)" : "")),
+          e.webhookUrl === null
+            ? el("span", {}, "none: each POST is answered with the outputs (REST mode)")
+            : el("code", {}, e.webhookUrl + (e.webhookAuth ? "  (Basic auth)" : "")),
         ),
       ),
     ),
@@ -433,6 +435,14 @@ function heard(attempt) {
   log.scrollTop = log.scrollHeight;
 }
 
+/** An output a REST endpoint answered with: a bot bubble. */
+function answered(output) {
+  const data = output.data && Object.keys(output.data).length ? el("pre", {}, JSON.stringify(output.data, null, 2)) : null;
+  const log = $("chat-log");
+  log.append(el("div", { class: "bubble bot" }, output.text || "", data, el("span", { class: "meta" }, "answered (REST)")));
+  log.scrollTop = log.scrollHeight;
+}
+
 async function send(event) {
   event.preventDefault();
   const input = $("chat-text");
@@ -444,11 +454,13 @@ async function send(event) {
   log.scrollTop = log.scrollHeight;
   input.value = "";
   try {
-    await api("POST", `/admin/endpoints/${encodeURIComponent(endpoint)}/messages`, {
+    const answer = await api("POST", `/admin/endpoints/${encodeURIComponent(endpoint)}/messages`, {
       userId: $("chat-user").value,
       sessionId: $("chat-session").value,
       text,
     });
+    // A REST endpoint answers with its outputs: nothing goes to a webhook.
+    for (const output of answer?.outputStack ?? []) answered(output);
   } catch (e) {
     system(`Not accepted: ${e.message}`);
   }
