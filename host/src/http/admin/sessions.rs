@@ -20,14 +20,7 @@ pub(super) async fn reset(
     Path((name, session_id)): Path<(String, String)>,
 ) -> Result<(StatusCode, Json<Value>), Problem> {
     let endpoint = super::known_endpoint(&app, &name)?;
-    if let Some(fault) = message::id_fault(&session_id) {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-parameter",
-            "Invalid parameter",
-            format!("the session id {fault}"),
-        ));
-    }
+    valid_id("session id", &session_id)?;
     let reset = message::ValidMessage {
         user_id: String::new(),
         session_id,
@@ -50,14 +43,7 @@ pub(super) async fn erase_user(
     Path((name, user_id)): Path<(String, String)>,
 ) -> Result<Json<Value>, Problem> {
     super::known_endpoint(&app, &name)?;
-    if let Some(fault) = message::id_fault(&user_id) {
-        return Err(Problem::new(
-            StatusCode::BAD_REQUEST,
-            "invalid-parameter",
-            "Invalid parameter",
-            format!("the user id {fault}"),
-        ));
-    }
+    valid_id("user id", &user_id)?;
     let erased = app.store.erase_user(&name, &user_id).await?;
     if erased.outputs > 0 {
         app.delivery.outputs_removed();
@@ -74,4 +60,17 @@ pub(super) async fn erase_user(
     Ok(Json(
         json!({ "endpoint": name, "userId": user_id, "erased": erased }),
     ))
+}
+
+/// A `400` unless `id` is a valid `userId` or `sessionId` (`what`).
+fn valid_id(what: &str, id: &str) -> Result<(), Problem> {
+    match message::id_fault(id) {
+        None => Ok(()),
+        Some(fault) => Err(Problem::new(
+            StatusCode::BAD_REQUEST,
+            "invalid-parameter",
+            "Invalid parameter",
+            format!("the {what} {fault}"),
+        )),
+    }
 }
