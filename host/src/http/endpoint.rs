@@ -202,14 +202,31 @@ async fn answer(
         key,
         window: endpoint.config.idempotency_window,
     });
-    let (user_id, session_id) = (valid.user_id.clone(), valid.session_id.clone());
+    accept_and_answer(app, endpoint, kind, valid, key).await
+}
+
+/// Accepts a checked message of `endpoint` and answers as the endpoint
+/// does: `202` with its trace id, or, in REST mode, `200` with the outputs
+/// once its turn has ended. Also for the admin API's messages.
+pub(super) async fn accept_and_answer(
+    app: &AppState,
+    endpoint: &Endpoint,
+    kind: MessageKind,
+    valid: message::ValidMessage,
+    key: Option<IdempotencyKey>,
+) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
+    // The answer names them in REST mode only.
+    let ids = (endpoint.config.mode == EndpointMode::Rest)
+        .then(|| (valid.user_id.clone(), valid.session_id.clone()));
     let accepted = accept(app, endpoint, kind, valid, key).await?;
-    match endpoint.config.mode {
-        EndpointMode::Webhook => Ok((
+    match ids {
+        None => Ok((
             StatusCode::ACCEPTED,
             Json(json!({ "traceId": accepted.trace_id })),
         )),
-        EndpointMode::Rest => rest::answer(app, endpoint, accepted, &user_id, &session_id).await,
+        Some((user_id, session_id)) => {
+            rest::answer(app, endpoint, accepted, &user_id, &session_id).await
+        }
     }
 }
 
@@ -324,7 +341,7 @@ pub(super) async fn accept(
 
 /// A message in the inbox: the one just stored, or the one a repeated
 /// request was first stored as.
-pub(in crate::http) struct AcceptedMessage {
+pub(super) struct AcceptedMessage {
     /// Its trace id, for the answer.
     pub(super) trace_id: String,
     /// Its id in the store.

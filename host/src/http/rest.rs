@@ -22,7 +22,7 @@ use crate::store::TurnAnswer;
 
 /// Waits for `accepted`'s turn, at most the endpoint's `rest_timeout`, and
 /// answers with what the flow said, for `user_id` in `session_id`.
-pub(in crate::http) async fn answer(
+pub(super) async fn answer(
     app: &AppState,
     endpoint: &Endpoint,
     accepted: AcceptedMessage,

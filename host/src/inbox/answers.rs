@@ -81,7 +81,7 @@ impl Inbox {
         };
         loop {
             let answer = self.store.turn_answer(id).await?;
-            if answer != TurnAnswer::Pending {
+            if answer != TurnAnswer::Pending || tokio::time::Instant::now() >= deadline {
                 return Ok(answer);
             }
             let next_look = (tokio::time::Instant::now() + look_again).min(deadline);
@@ -92,11 +92,7 @@ impl Inbox {
             };
             tokio::select! {
                 () = ended => {}
-                () = tokio::time::sleep_until(next_look) => {
-                    if next_look >= deadline {
-                        return self.store.turn_answer(id).await;
-                    }
-                }
+                () = tokio::time::sleep_until(next_look) => {}
             }
         }
     }

@@ -20,9 +20,8 @@ use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 
 use crate::delivery::DeliveryEvent;
-use crate::endpoints::EndpointMode;
 use crate::http::extract::{Body, Path};
-use crate::http::{AppState, Problem, endpoint, message, rest};
+use crate::http::{AppState, Problem, endpoint, message};
 use crate::store::MessageKind;
 
 pub(super) async fn send(
@@ -34,17 +33,9 @@ pub(super) async fn send(
     let endpoint = super::known_endpoint(&app, &name)?;
     endpoint::expect_json(&headers)?;
     let valid = message::parse(&body)?;
-    let (user_id, session_id) = (valid.user_id.clone(), valid.session_id.clone());
-    let accepted = endpoint::accept(&app, &endpoint, MessageKind::User, valid, None).await?;
-    match endpoint.config.mode {
-        EndpointMode::Webhook => Ok((
-            StatusCode::ACCEPTED,
-            Json(json!({ "traceId": accepted.trace_id })),
-        )),
-        // Its outputs go to no webhook, so the stream will not show them:
-        // they are the answer.
-        EndpointMode::Rest => rest::answer(&app, &endpoint, accepted, &user_id, &session_id).await,
-    }
+    // A REST endpoint's outputs go to no webhook, so the stream will not
+    // show them: they are the answer.
+    endpoint::accept_and_answer(&app, &endpoint, MessageKind::User, valid, None).await
 }
 
 /// One attempt as the stream tells it: the webhook body as JSON (the
