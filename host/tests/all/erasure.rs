@@ -78,7 +78,8 @@ async fn an_erased_user_is_gone_from_the_store_and_others_stay() {
         .wait_for_text("bob-session", |t| t.contains("Roberto"))
         .await;
     // Ada's second message has run (its output waits behind the first).
-    host.wait_for_log(&["message handled", "ada-session"]).await;
+    host.wait_for_logs(2, &["message handled", "ada-session"])
+        .await;
 
     let path = format!("/admin/endpoints/shop/users/{ADA}");
     let (status, answer) = admin(&host, "DELETE", &path, TOKEN).await;

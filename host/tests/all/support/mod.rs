@@ -391,12 +391,19 @@ impl Host {
     /// Waits until the log has a line with every one of `parts`, and returns
     /// that line.
     pub async fn wait_for_log(&self, parts: &[&str]) -> String {
+        self.wait_for_logs(1, parts).await
+    }
+
+    /// Waits for the `n`th log line holding every one of `parts`, and
+    /// returns it.
+    pub async fn wait_for_logs(&self, n: usize, parts: &[&str]) -> String {
         let found = tokio::time::timeout(PATIENCE, async {
             loop {
                 if let Some(line) = self
                     .log()
                     .lines()
-                    .find(|line| parts.iter().all(|part| line.contains(part)))
+                    .filter(|line| parts.iter().all(|part| line.contains(part)))
+                    .nth(n - 1)
                 {
                     return line.to_owned();
                 }
@@ -404,7 +411,7 @@ impl Host {
             }
         })
         .await;
-        found.unwrap_or_else(|_| panic!("no log line with {parts:?} in:\n{}", self.log()))
+        found.unwrap_or_else(|_| panic!("not {n} log lines with {parts:?} in:\n{}", self.log()))
     }
 
     /// Sends SIGTERM, without waiting for the host to exit.
