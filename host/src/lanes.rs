@@ -15,6 +15,9 @@
 //! its value, [`Carried`], while a [`CarryBudget`] of bytes allows; past it,
 //! jobs carry ids only and are read as before, so a backlog still costs
 //! ids.
+//!
+//! A job may also end its lane ([`Then::Clear`]): delivery does so when an
+//! output cannot be sent in its turn, so that none behind it goes first.
 
 use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
@@ -29,7 +32,18 @@ use futures::FutureExt;
 use tokio::runtime::Handle;
 use tokio_util::task::TaskTracker;
 
-type Work<K, J> = Arc<dyn Fn(K, J) -> Pin<Box<dyn Future<Output = ()> + Send>> + Send + Sync>;
+type Work<K, J> = Arc<dyn Fn(K, J) -> Pin<Box<dyn Future<Output = Then> + Send>> + Send + Sync>;
+
+/// What a lane does once a job is done.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Then {
+    /// Runs the next job, if there is one.
+    Next,
+    /// Drops the jobs waiting behind this one and ends the lane: whoever
+    /// pushed them pushes them again, in order, once what this job left
+    /// undone can be done.
+    Clear,
+}
 
 /// Per-key FIFO lanes over a shared worker function.
 pub(crate) struct Lanes<K, J> {
@@ -61,7 +75,7 @@ where
     pub(crate) fn new<F, Fut>(runtime: Handle, work: F) -> Self
     where
         F: Fn(K, J) -> Fut + Send + Sync + 'static,
-        Fut: Future<Output = ()> + Send + 'static,
+        Fut: Future<Output = Then> + Send + 'static,
     {
         Lanes {
             inner: Arc::new(Inner {
@@ -107,15 +121,27 @@ where
     loop {
         // A panicking job must not wedge its lane: log it and go on.
         let run = (inner.work)(key.clone(), job);
-        if let Err(panic) = AssertUnwindSafe(run).catch_unwind().await {
-            let message = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_default();
-            tracing::error!(lane = %key, panic = %message, "a job panicked; its lane goes on");
-        }
+        let then = match AssertUnwindSafe(run).catch_unwind().await {
+            Ok(then) => then,
+            Err(panic) => {
+                let message = panic
+                    .downcast_ref::<&str>()
+                    .map(|s| s.to_string())
+                    .or_else(|| panic.downcast_ref::<String>().cloned())
+                    .unwrap_or_default();
+                tracing::error!(lane = %key, panic = %message, "a job panicked; its lane goes on");
+                Then::Next
+            }
+        };
         let mut queues = inner.queues.lock().unwrap();
+        if then == Then::Clear {
+            let dropped = queues.remove(&key);
+            // Dropped outside the lock: a job's drop may take locks of its
+            // own.
+            drop(queues);
+            drop(dropped);
+            return;
+        }
         let next = queues.get_mut(&key).and_then(VecDeque::pop_front);
         match next {
             Some(next) => job = next,
@@ -198,6 +224,7 @@ mod tests {
                     tokio::time::sleep(Duration::from_millis(2)).await;
                     log.lock().unwrap().push((key, n));
                     running.fetch_sub(1, SeqCst);
+                    Then::Next
                 }
             })
         };
@@ -256,6 +283,7 @@ mod tests {
                 async move {
                     assert_ne!(n, 1, "job 1 panics");
                     done.lock().unwrap().push(n);
+                    Then::Next
                 }
             })
         };
@@ -264,5 +292,48 @@ mod tests {
         }
         lanes.idle().await;
         assert_eq!(*done.lock().unwrap(), [0, 2]);
+    }
+
+    #[tokio::test]
+    async fn a_job_that_clears_its_lane_drops_the_jobs_behind_it() {
+        let done = Arc::new(Mutex::new(Vec::new()));
+        // The first job of each lane tells it runs, and waits to be let end.
+        let (runs, mut running) = tokio::sync::mpsc::unbounded_channel();
+        let (let_end, may_end) = tokio::sync::watch::channel(false);
+        let lanes = {
+            let done = done.clone();
+            Lanes::new(Handle::current(), move |key: String, n: u32| {
+                let (done, runs, mut may_end) = (done.clone(), runs.clone(), may_end.clone());
+                async move {
+                    done.lock().unwrap().push((key.clone(), n));
+                    if n == 0 {
+                        runs.send(()).unwrap();
+                        may_end.wait_for(|may| *may).await.unwrap();
+                    }
+                    if key == "a" && n == 0 {
+                        Then::Clear
+                    } else {
+                        Then::Next
+                    }
+                }
+            })
+        };
+        lanes.push("a".to_string(), 0);
+        lanes.push("b".to_string(), 0);
+        running.recv().await.unwrap();
+        running.recv().await.unwrap();
+        for n in 1..3 {
+            lanes.push("a".to_string(), n);
+            lanes.push("b".to_string(), n);
+        }
+        let_end.send(true).unwrap();
+        lanes.idle().await;
+        // Pushed after the clear: a lane of its own.
+        lanes.push("a".to_string(), 3);
+        lanes.idle().await;
+        let mut done = done.lock().unwrap().clone();
+        done.sort();
+        let expected = [("a", 0), ("a", 3), ("b", 0), ("b", 1), ("b", 2)];
+        assert_eq!(done, expected.map(|(k, n)| (k.to_string(), n)));
     }
 }

@@ -33,8 +33,6 @@ pub(super) struct Courier {
     pub(super) max_per_endpoint: usize,
     /// Endpoints whose receiver answered 410 Gone.
     pub(super) stopped: Mutex<HashSet<String>>,
-    /// Outputs in a lane, so that none is queued twice.
-    pub(super) queued: Mutex<HashSet<i64>>,
     pub(super) metrics: Metrics,
     /// Told of every attempt, when anyone listens.
     pub(super) watchers: tokio::sync::broadcast::Sender<DeliveryEvent>,
@@ -44,25 +42,45 @@ pub(super) struct Courier {
     pub(super) shutdown: CancellationToken,
 }
 
+/// How an output's time in its lane ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Left {
+    /// Delivered, dead, no longer in the outbox, or kept there for a
+    /// reason that holds for the outputs behind it too (delivery stopped,
+    /// the endpoint gone, the host stopping): the lane goes on.
+    Done,
+    /// Kept pending because this host did not hold its session when it was
+    /// due (its lease lapsed by its own clock, or another host took the
+    /// session): the outputs behind it must not go before it.
+    NotHeld,
+}
+
+/// What follows an attempt.
+enum Step {
+    /// Another attempt, at this time (milliseconds since the epoch).
+    RetryAt(i64),
+    Done(Left),
+}
+
 impl Courier {
     /// Delivers one output, attempt after attempt. Its body is read when an
     /// attempt is due (unless `carried` to its first), and dropped while the
     /// next one waits: a backlog of retries waiting (after a receiver's
     /// outage, say) costs ids, not bodies.
-    pub(super) async fn deliver(&self, queued: Queued, mut carried: Option<PendingOutput>) {
+    pub(super) async fn deliver(&self, queued: Queued, mut carried: Option<PendingOutput>) -> Left {
         let id = queued.id;
         let mut due = queued.next_attempt_at;
         let mut removals = self.removals.subscribe();
-        'attempts: loop {
+        loop {
             while let Some(at) = due {
                 let wait = Duration::from_millis(u64::try_from(at - now_ms()).unwrap_or(0));
                 tokio::select! {
                     () = tokio::time::sleep(wait) => break,
-                    () = self.shutdown.cancelled() => break 'attempts,
+                    () = self.shutdown.cancelled() => return Left::Done,
                     Ok(()) = removals.changed() => {
                         // Gone from the store: nothing to wait for.
                         if let Ok(None) = self.store.pending_output(id).await {
-                            break 'attempts;
+                            return Left::Done;
                         }
                     }
                 }
@@ -76,7 +94,9 @@ impl Courier {
                         })
                         .await;
                     // Not pending any more (delivered or dead meanwhile): done.
-                    let Some(Some(output)) = read else { break };
+                    let Some(Some(output)) = read else {
+                        return Left::Done;
+                    };
                     output
                 }
             };
@@ -101,11 +121,10 @@ impl Courier {
                     .and_then(traces::parent_of),
             );
             match self.attempt(output).instrument(span).await {
-                Some(next) => due = Some(next),
-                None => break,
+                Step::RetryAt(next) => due = Some(next),
+                Step::Done(left) => return left,
             }
         }
-        self.queued.lock().unwrap().remove(&id);
     }
 
     /// The places for POSTs to `endpoint`.
@@ -126,15 +145,15 @@ impl Courier {
     }
 
     /// Makes one attempt to deliver `output`, and records it. Returns when
-    /// the next attempt is due (milliseconds since the epoch), if there is
-    /// to be one.
-    async fn attempt(&self, output: PendingOutput) -> Option<i64> {
+    /// the next attempt is due, if there is to be one.
+    async fn attempt(&self, output: PendingOutput) -> Step {
         let mut attempts = output.attempts;
-        if self.shutdown.is_cancelled()
-            || self.is_stopped(&output.session.endpoint)
-            || !self.store.may_deliver(&output.session)
-        {
-            return None; // It stays pending in the outbox.
+        // In each case, it stays pending in the outbox.
+        if self.shutdown.is_cancelled() || self.is_stopped(&output.session.endpoint) {
+            return Step::Done(Left::Done);
+        }
+        if !self.store.may_deliver(&output.session) {
+            return Step::Done(Left::NotHeld);
         }
         let endpoint = self
             .endpoints
@@ -143,11 +162,11 @@ impl Courier {
             .cloned();
         let Some(endpoint) = endpoint else {
             tracing::warn!("the endpoint is no longer configured; the output stays in the outbox");
-            return None;
+            return Step::Done(Left::Done);
         };
         let Some(webhook) = endpoint.config.webhook_url.clone() else {
             tracing::warn!("the endpoint answers in REST mode now; the output stays in the outbox");
-            return None;
+            return Step::Done(Left::Done);
         };
 
         let (answer, started_at, took) = {
@@ -158,7 +177,7 @@ impl Courier {
                 .expect("never closed");
             let _permit = self.in_flight.acquire().await.expect("never closed");
             if !self.store.may_deliver(&output.session) {
-                return None; // Lost while it waited for a place.
+                return Step::Done(Left::NotHeld); // Lost while it waited for a place.
             }
             let started = Instant::now();
             let started_at = now_ms();
@@ -214,7 +233,15 @@ impl Courier {
             self.store.record_attempt(attempt.clone())
         })
         .await;
-        recorded?;
+        if recorded.is_none() {
+            // Stopping, or another host has taken the session (and sends
+            // this output again, with the same `webhook-id`).
+            return Step::Done(if self.shutdown.is_cancelled() {
+                Left::Done
+            } else {
+                Left::NotHeld
+            });
+        }
         // From the message's accept, for a delivered output.
         let latency = output
             .origin
@@ -243,11 +270,11 @@ impl Courier {
         match verdict {
             Verdict::Gone => {
                 self.stop(&output.session.endpoint).await;
-                None
+                Step::Done(Left::Done)
             }
             Verdict::Delivered => {
                 tracing::debug!(attempts, took_ms = took.as_millis() as u64, "delivered");
-                None
+                Step::Done(Left::Done)
             }
             Verdict::RetryAfter(wait) => {
                 tracing::warn!(
@@ -257,7 +284,10 @@ impl Courier {
                     retry_in_ms = wait.as_millis() as u64,
                     "delivery failed; will retry"
                 );
-                attempt.next_attempt_at
+                match attempt.next_attempt_at {
+                    Some(at) => Step::RetryAt(at),
+                    None => Step::Done(Left::Done),
+                }
             }
             Verdict::Dead => {
                 tracing::error!(
@@ -266,7 +296,7 @@ impl Courier {
                     body_bytes,
                     "delivery failed for the last time; the output is a dead letter"
                 );
-                None
+                Step::Done(Left::Done)
             }
         }
     }

@@ -13,7 +13,9 @@
 //! session's later outputs until it is delivered or dead, so a receiver
 //! never sees a conversation out of order; other sessions are not held
 //! back. With `"none"`, each output has a lane of its own: a failing one
-//! holds back nothing, and later outputs may overtake it.
+//! holds back nothing, and later outputs may overtake it. Where hosts share
+//! the store, a session's outputs go from the host that holds it, and wait
+//! in the outbox, in order, while none does ([`queue`]).
 //!
 //! **Answers.** 2xx is delivered. 410 Gone stops all delivery to the
 //! endpoint (its outputs are kept) until an operator resumes it through the
@@ -26,6 +28,7 @@ mod client;
 mod courier;
 pub(crate) mod guard;
 pub(crate) mod payload;
+mod queue;
 pub(crate) mod retry;
 
 use std::collections::{HashMap, HashSet};
@@ -38,11 +41,12 @@ use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
 use self::client::Sender;
-use self::courier::Courier;
+use self::courier::{Courier, Left};
+use self::queue::{Broken, Queue, Waiting};
 use self::retry::RetryPolicy;
 use crate::endpoints::DeliveryOrder;
 use crate::endpoints::SharedEndpoints;
-use crate::lanes::{Carried, CarryBudget, Lanes};
+use crate::lanes::{Carried, CarryBudget, Lanes, Then};
 use crate::store::{
     AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery, OutputRecord, PendingOutput, Queued,
     SessionKey, StoreError, now_ms,
@@ -76,21 +80,12 @@ const PAGE: usize = 500;
 /// attempt at once, so that it need not read back what was just written.
 const CARRIED_BYTES: usize = 16 << 20;
 
-/// An output in its lane: what orders it, and the output itself when it was
-/// just committed and the budget let it be carried.
-struct Waiting {
-    queued: Queued,
-    carried: Option<Carried<PendingOutput>>,
-    /// The courier's count of removals when it was queued: a carried
-    /// output is read again if outputs were removed since.
-    removals: u64,
-}
-
 /// The delivery service: a handle to queue outputs and manage deliveries.
 #[derive(Clone)]
 pub struct Delivery {
     courier: Arc<Courier>,
     lanes: Lanes<Lane, Waiting>,
+    queue: Arc<Queue>,
     carry: Arc<CarryBudget>,
 }
 
@@ -166,28 +161,36 @@ impl Delivery {
             per_endpoint: Mutex::new(HashMap::new()),
             max_per_endpoint: config.max_concurrent_per_endpoint,
             stopped: Mutex::new(stopped),
-            queued: Mutex::new(HashSet::new()),
             metrics,
             watchers: tokio::sync::broadcast::channel(WATCH_BACKLOG).0,
             removals: tokio::sync::watch::channel(0).0,
             shutdown,
         });
+        let queue = Arc::new(Queue::default());
         let lanes = {
-            let courier = Arc::clone(&courier);
-            Lanes::new(runtime, move |_lane, waiting: Waiting| {
-                let courier = Arc::clone(&courier);
+            let (courier, queue) = (Arc::clone(&courier), Arc::clone(&queue));
+            Lanes::new(runtime, move |lane, waiting: Waiting| {
+                let (courier, queue) = (Arc::clone(&courier), Arc::clone(&queue));
                 async move {
                     let carried = waiting.carried.map(Carried::take);
                     // Removed meanwhile, perhaps: read it from the store.
                     let carried =
                         carried.filter(|_| *courier.removals.borrow() == waiting.removals);
-                    courier.deliver(waiting.queued, carried).await;
+                    let left = courier.deliver(waiting.queued, carried).await;
+                    match (left, lane) {
+                        (Left::NotHeld, Lane::Session(session)) => {
+                            queue.break_lane(session);
+                            Then::Clear
+                        }
+                        _ => Then::Next,
+                    }
                 }
             })
         };
         let delivery = Delivery {
             courier,
             lanes,
+            queue,
             carry: CarryBudget::new(CARRIED_BYTES),
         };
         if !resume {
@@ -248,44 +251,114 @@ impl Delivery {
     /// is not queued again. Lanes hold the output's id and session only; the
     /// body is read when the output's turn comes.
     pub fn enqueue(&self, outputs: impl IntoIterator<Item = Queued>) {
-        let removals = *self.courier.removals.borrow();
-        self.push(outputs.into_iter().map(|queued| Waiting {
-            queued,
-            carried: None,
-            removals,
-        }));
+        self.push(outputs.into_iter().map(|queued| (queued, None)));
     }
 
     /// Queues outputs just committed, carrying their bodies to their first
     /// attempt while the budget allows.
     pub fn enqueue_committed(&self, outputs: Vec<PendingOutput>) {
-        let removals = *self.courier.removals.borrow();
-        self.push(outputs.into_iter().map(|output| {
-            let bytes = output.footprint();
-            Waiting {
-                queued: Queued::from(&output),
-                carried: self.carry.carry(output, bytes),
-                removals,
-            }
-        }));
+        self.push(outputs.into_iter().map(|output| self.carried(output)));
     }
 
-    fn push(&self, outputs: impl Iterator<Item = Waiting>) {
-        let endpoints = self.courier.endpoints.load();
-        for waiting in outputs {
-            let output = &waiting.queued;
-            if !self.courier.queued.lock().unwrap().insert(output.id) {
-                continue;
-            }
-            let order = endpoints
-                .by_name(&output.session.endpoint)
-                .map_or(DeliveryOrder::Session, |e| e.config.delivery_order);
-            let lane = match order {
-                DeliveryOrder::Session => Lane::Session(output.session.clone()),
-                DeliveryOrder::None => Lane::Output(output.id),
+    /// `output` as its lane orders it, and its body while the budget allows.
+    fn carried(&self, output: PendingOutput) -> (Queued, Option<Carried<PendingOutput>>) {
+        let bytes = output.footprint();
+        (Queued::from(&output), self.carry.carry(output, bytes))
+    }
+
+    fn push(&self, outputs: impl Iterator<Item = (Queued, Option<Carried<PendingOutput>>)>) {
+        let removals = *self.courier.removals.borrow();
+        let mut broken = self.queue.broken();
+        for (queued, carried) in outputs {
+            let lane = self.lane_of(&queued);
+            let parked = match &lane {
+                Lane::Session(session) => broken.get_mut(session),
+                Lane::Output(_) => None,
             };
-            self.lanes.push(lane, waiting);
+            let Some(waiting) = self.queue.waiting(queued, carried, removals) else {
+                continue;
+            };
+            match parked {
+                None => self.lanes.push(lane, waiting),
+                Some(Broken::Dropping) => {}
+                Some(Broken::Reading(parked)) => parked.push(waiting),
+            }
         }
+    }
+
+    fn lane_of(&self, output: &Queued) -> Lane {
+        let order = self
+            .courier
+            .endpoints
+            .load()
+            .by_name(&output.session.endpoint)
+            .map_or(DeliveryOrder::Session, |e| e.config.delivery_order);
+        match order {
+            DeliveryOrder::Session => Lane::Session(output.session.clone()),
+            DeliveryOrder::None => Lane::Output(output.id),
+        }
+    }
+
+    /// Queues every pending output of `session` that `read` finds in the
+    /// outbox, behind those already queued: for a host that has just
+    /// claimed the session, or holds it again. If the session's lane broke
+    /// ([`queue`]), its outputs go again from here, in order, with those
+    /// queued while `read` ran.
+    pub(crate) async fn take_up<E>(
+        &self,
+        session: &SessionKey,
+        read: impl Future<Output = Result<Vec<PendingOutput>, E>>,
+    ) -> Result<(), E> {
+        if let Some(broken @ Broken::Dropping) = self.queue.broken().get_mut(session) {
+            *broken = Broken::Reading(Vec::new());
+        }
+        let outputs = read.await;
+        let removals = *self.courier.removals.borrow();
+        let mut broken = self.queue.broken();
+        let outputs = match outputs {
+            Ok(outputs) => outputs,
+            Err(error) => {
+                if let Some(state @ Broken::Reading(_)) = broken.get_mut(session) {
+                    *state = Broken::Dropping;
+                }
+                return Err(error);
+            }
+        };
+        let parked = match broken.remove(session) {
+            None => Vec::new(),
+            Some(Broken::Reading(parked)) => parked,
+            // Broken again since (a read taking it up meanwhile queued it,
+            // and it broke): the next look takes it up.
+            Some(Broken::Dropping) => {
+                broken.insert(session.clone(), Broken::Dropping);
+                return Ok(());
+            }
+        };
+        let mut waiting: Vec<Waiting> = outputs
+            .into_iter()
+            .filter_map(|output| {
+                let (queued, carried) = self.carried(output);
+                self.queue.waiting(queued, carried, removals)
+            })
+            .chain(parked)
+            .collect();
+        waiting.sort_by_key(|waiting| waiting.queued.id);
+        for waiting in waiting {
+            self.lanes.push(self.lane_of(&waiting.queued), waiting);
+        }
+        Ok(())
+    }
+
+    /// The sessions whose lane broke, to be taken up again
+    /// ([`take_up`](Self::take_up)) if this host holds them, or
+    /// [forgotten](Self::forget_broken) if it does not.
+    pub(crate) fn broken_sessions(&self) -> Vec<SessionKey> {
+        self.queue.to_take_up()
+    }
+
+    /// Forgets that `session`'s lane broke: another host holds it now.
+    pub(crate) fn forget_broken(&self, session: &SessionKey) {
+        self.queue.forget(session);
     }
 
     /// Tells the outputs waiting for a retry that some outputs were removed

@@ -1,11 +1,13 @@
-//! Delivery's own tests: the spread of retries resumed at start, and the
-//! retry timing itself, with tokio's clock paused. The courier, its lanes
+//! Delivery's own tests: the spread of retries resumed at start, the
+//! retry timing itself, with tokio's clock paused, and a session's order
+//! when this host stops holding it. The courier, its lanes
 //! and a real HTTP receiver run on one paused runtime, over an outbox kept
 //! in memory (so no thread outside the runtime moves the clock): the real
 //! schedule (5 s, 5 min, … 10 h) and `Retry-After` play out in
 //! milliseconds, and each wait is checked to the second.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use axum::http::{HeaderMap, StatusCode};
@@ -65,6 +67,9 @@ fn the_spread_is_capped() {
 #[derive(Default)]
 struct MemoryOutbox {
     state: Mutex<Outbox>,
+    /// Whether this host does not hold the sessions now (as where hosts
+    /// share a store and its lease lapsed).
+    not_held: AtomicBool,
 }
 
 #[derive(Default)]
@@ -85,6 +90,24 @@ impl MemoryOutbox {
         }
         drop(state);
         Arc::new(outbox)
+    }
+
+    fn insert(&self, output: PendingOutput) {
+        let mut state = self.state.lock().unwrap();
+        state
+            .outputs
+            .insert(output.id, (output, OutputStatus::Pending));
+    }
+
+    /// The pending outputs, as a host taking up their session reads them.
+    fn pending(&self) -> Vec<PendingOutput> {
+        let state = self.state.lock().unwrap();
+        state
+            .outputs
+            .values()
+            .filter(|(_, status)| *status == OutputStatus::Pending)
+            .map(|(output, _)| output.clone())
+            .collect()
     }
 
     fn status(&self, id: i64) -> (OutputStatus, u32) {
@@ -121,6 +144,10 @@ impl OutboxStore for MemoryOutbox {
             .get(&id)
             .filter(|(_, status)| *status == OutputStatus::Pending)
             .map(|(o, _)| o.clone()))
+    }
+
+    fn may_deliver(&self, _: &SessionKey) -> bool {
+        !self.not_held.load(Ordering::SeqCst)
     }
 
     async fn record_attempt(&self, attempt: Attempt) -> Result<(), StoreError> {
@@ -170,19 +197,32 @@ impl OutboxStore for MemoryOutbox {
     }
 }
 
+/// A POST the receiver got: when, by the paused clock, and its output's
+/// `webhook-id`.
+struct Arrival {
+    at: Instant,
+    webhook_id: String,
+}
+
 /// A receiver that answers each POST with the next of `answers` (then 200),
-/// and reports when each arrived, by the paused clock.
+/// and reports each arrival.
 async fn receiver(
     answers: Vec<(u16, Option<&'static str>)>,
-) -> (String, mpsc::UnboundedReceiver<Instant>) {
+) -> (String, mpsc::UnboundedReceiver<Arrival>) {
     let answers = Arc::new(Mutex::new(answers.into_iter()));
     let (arrived, arrivals) = mpsc::unbounded_channel();
     let app = axum::Router::new().route(
         "/hook",
-        axum::routing::post(move || {
+        axum::routing::post(move |headers: HeaderMap| {
             let (answers, arrived) = (Arc::clone(&answers), arrived.clone());
             async move {
-                arrived.send(Instant::now()).unwrap();
+                let webhook_id = headers["webhook-id"].to_str().unwrap().to_owned();
+                arrived
+                    .send(Arrival {
+                        at: Instant::now(),
+                        webhook_id,
+                    })
+                    .unwrap();
                 let (status, retry_after) = answers.lock().unwrap().next().unwrap_or((200, None));
                 let mut headers = HeaderMap::new();
                 if let Some(after) = retry_after {
@@ -198,8 +238,32 @@ async fn receiver(
     (url, arrivals)
 }
 
+/// Output `id` of session `s`, never tried.
+fn pending(id: i64) -> PendingOutput {
+    PendingOutput {
+        id,
+        session: SessionKey {
+            endpoint: "support".into(),
+            session_id: "s".into(),
+        },
+        webhook_id: format!("msg_{id}"),
+        body: "{}".into(),
+        attempts: 0,
+        next_attempt_at: None,
+        origin: None,
+    }
+}
+
 /// Delivery, on the default settings, of one output to `webhook_url`.
 async fn deliver_one(webhook_url: &str) -> (Delivery, Arc<MemoryOutbox>) {
+    deliver(webhook_url, [pending(1)]).await
+}
+
+/// Delivery, on the default settings, of `outputs` to `webhook_url`.
+async fn deliver(
+    webhook_url: &str,
+    outputs: impl IntoIterator<Item = PendingOutput>,
+) -> (Delivery, Arc<MemoryOutbox>) {
     crate::tls::install_crypto_provider();
     let config = crate::Config::from_toml(&format!(
         "[delivery]\nallow_private_webhooks = true\n\
@@ -211,18 +275,7 @@ async fn deliver_one(webhook_url: &str) -> (Delivery, Arc<MemoryOutbox>) {
         url_token: "token".into(),
     };
     let endpoints = Arc::new(EndpointTable::new(Endpoints::new([endpoint])));
-    let outbox = MemoryOutbox::with([PendingOutput {
-        id: 1,
-        session: SessionKey {
-            endpoint: "support".into(),
-            session_id: "s".into(),
-        },
-        webhook_id: "msg_1".into(),
-        body: "{}".into(),
-        attempts: 0,
-        next_attempt_at: None,
-        origin: None,
-    }]);
+    let outbox = MemoryOutbox::with(outputs);
     let delivery = Delivery::start(
         Handle::current(),
         Arc::clone(&outbox) as Arc<dyn OutboxStore>,
@@ -238,10 +291,10 @@ async fn deliver_one(webhook_url: &str) -> (Delivery, Arc<MemoryOutbox>) {
 }
 
 /// The waits between consecutive arrivals.
-async fn gaps(arrivals: &mut mpsc::UnboundedReceiver<Instant>, count: usize) -> Vec<Duration> {
+async fn gaps(arrivals: &mut mpsc::UnboundedReceiver<Arrival>, count: usize) -> Vec<Duration> {
     let mut times = Vec::new();
     for _ in 0..count {
-        times.push(arrivals.recv().await.unwrap());
+        times.push(arrivals.recv().await.unwrap().at);
     }
     times.windows(2).map(|w| w[1] - w[0]).collect()
 }
@@ -313,4 +366,55 @@ async fn gone_stops_the_endpoint_and_keeps_the_output() {
     arrivals.recv().await.unwrap();
     delivery.idle().await;
     assert_eq!(outbox.status(1), (OutputStatus::Delivered, 2));
+}
+
+#[tokio::test(start_paused = true)]
+async fn outputs_behind_one_this_host_could_not_send_wait_for_it() {
+    // Output 1 fails and waits 5 s for its retry, output 2 behind it; the
+    // host stops holding the session before the retry is due.
+    let (url, mut arrivals) = receiver(vec![(500, None)]).await;
+    let (delivery, outbox) = deliver(&url, [pending(1), pending(2)]).await;
+    assert_eq!(arrivals.recv().await.unwrap().webhook_id, "msg_1");
+    outbox.not_held.store(true, Ordering::SeqCst);
+    tokio::time::sleep(Duration::from_secs(10)).await;
+
+    // It holds it again (its lease renewed), and a turn commits output 3
+    // before the session is taken up: nothing goes ahead of output 1.
+    outbox.not_held.store(false, Ordering::SeqCst);
+    outbox.insert(pending(3));
+    delivery.enqueue_committed(vec![pending(3)]);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    if let Ok(arrival) = arrivals.try_recv() {
+        panic!("{} went before msg_1", arrival.webhook_id);
+    }
+    let session = pending(1).session;
+    assert_eq!(delivery.broken_sessions(), std::slice::from_ref(&session));
+
+    // Taken up: the outbox is read again, and output 4, committed while
+    // the read runs, joins what it read.
+    let (read_done, read) = tokio::sync::oneshot::channel();
+    let taking_up = {
+        let (delivery, session) = (delivery.clone(), session.clone());
+        tokio::spawn(async move {
+            let read = async { Ok::<_, StoreError>(read.await.unwrap()) };
+            delivery.take_up(&session, read).await.unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    let before_output_4 = outbox.pending();
+    outbox.insert(pending(4));
+    delivery.enqueue_committed(vec![pending(4)]);
+    read_done.send(before_output_4).unwrap();
+    taking_up.await.unwrap();
+
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        ids.push(arrivals.recv().await.unwrap().webhook_id);
+    }
+    assert_eq!(ids, ["msg_1", "msg_2", "msg_3", "msg_4"]);
+    delivery.idle().await;
+    for id in 1..=4 {
+        assert_eq!(outbox.status(id).0, OutputStatus::Delivered, "output {id}");
+    }
+    assert!(delivery.broken_sessions().is_empty());
 }

@@ -48,7 +48,7 @@ use self::shared::Shared;
 use crate::delivery::Delivery;
 use crate::endpoints::SharedEndpoints;
 use crate::flows::Registry;
-use crate::lanes::{Carried, CarryBudget, Lanes};
+use crate::lanes::{Carried, CarryBudget, Lanes, Then};
 use crate::runtime::Runtime;
 use crate::store::{
     Accepted, IdempotencyKey, InboxMessage, MessageStore, PostgresStore, SessionKey, StoreError,
@@ -152,6 +152,7 @@ impl Inbox {
                 let _counted_until_done = waiting.admitted;
                 let carried = waiting.carried.map(Carried::take);
                 runner.run(waiting.id, carried).await;
+                Then::Next
             }
         });
         Inbox {

@@ -209,17 +209,17 @@ impl Shared {
     /// Queues the held session's outputs for delivery (delivery skips those
     /// it has queued already).
     async fn enqueue_outputs(&self, claim: &Claim) {
-        match self.store.undelivered_outputs(claim).await {
-            Ok(outputs) => self.runner.delivery.enqueue_committed(outputs),
-            Err(error) => {
-                tracing::warn!(%error, session = %claim.session, "could not read the outputs to deliver; the next look finds them");
-            }
+        let read = self.store.undelivered_outputs(claim);
+        if let Err(error) = self.runner.delivery.take_up(&claim.session, read).await {
+            tracing::warn!(%error, session = %claim.session, "could not read the outputs to deliver; the next look finds them");
         }
     }
 
     /// Gives up what this host is done with, wakes the sessions it holds
-    /// that have messages (in case a wake was lost), and follows the
-    /// endpoints whose deliveries other hosts stopped or resumed.
+    /// that have messages (in case a wake was lost), takes up again the
+    /// deliveries of those whose outputs could not go in their turn (see
+    /// [`crate::delivery`]), and follows the endpoints whose deliveries other
+    /// hosts stopped or resumed.
     async fn tidy(self: &Arc<Self>) {
         match self.store.release_idle(KEEP_IDLE).await {
             Ok(0) => {}
@@ -233,6 +233,14 @@ impl Shared {
                 }
             }
             Err(error) => tracing::warn!(%error, "could not list the sessions this host holds"),
+        }
+        for session in self.runner.delivery.broken_sessions() {
+            match self.store.claim_on(&session) {
+                Some(claim) if self.store.holds(&session) => self.enqueue_outputs(&claim).await,
+                // Held, once the lease is renewed (which takes it up).
+                Some(_) => {}
+                None => self.runner.delivery.forget_broken(&session),
+            }
         }
         if let Err(error) = self.runner.delivery.follow_stopped().await {
             tracing::warn!(%error, "could not read which endpoints' deliveries are stopped");
