@@ -12,8 +12,9 @@
 //! for a renewal: a renewal answered at the database's time `t` runs to
 //! `t + lease`, and `t` is after the moment asked, so this host's reckoning
 //! ends first. A host that paused (or lost the database) past it starts no
-//! turn and no delivery until it has renewed, so it does not send what
-//! another host may be sending now.
+//! turn and no delivery until it has renewed and learnt which of its
+//! sessions other hosts took meanwhile, so it does not send what another
+//! host may be sending now.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -74,9 +75,19 @@ impl PostgresStore {
     pub async fn renew(&self) -> Result<bool, StoreError> {
         let asked = Instant::now();
         self.renew_host(&self.me.id, self.me.lease).await?;
-        let mut until = self.me.lease_holds_until.lock().unwrap();
-        let lapsed = until.is_some_and(|until| until <= Instant::now());
-        *until = Some(asked + self.me.lease);
+        let lapsed = self
+            .me
+            .lease_holds_until
+            .lock()
+            .unwrap()
+            .is_some_and(|until| until <= Instant::now());
+        if lapsed {
+            // Other hosts may have taken some of its sessions meanwhile:
+            // forget those before the lease holds again, or a delivery due
+            // now would send an output another host is sending.
+            self.held_with_work().await?;
+        }
+        *self.me.lease_holds_until.lock().unwrap() = Some(asked + self.me.lease);
         Ok(lapsed)
     }
 
