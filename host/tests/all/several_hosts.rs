@@ -384,12 +384,10 @@ async fn a_host_paused_past_its_lease_keeps_nothing_stale_when_it_wakes() {
         receiver,
         sites,
     } = Deployment::new("paused", 2).await;
-    let hosts = start_all(&sites).await;
-    let (paused, other) = (&hosts[0], &hosts[1]);
-
     // The first half of every session goes to the host about to pause,
-    // while the receiver refuses: it holds every session, with outputs
-    // waiting for their retry.
+    // alone, while the receiver refuses: it holds every session, with
+    // outputs waiting for their retry.
+    let paused = &sites[0].start().await;
     receiver.answer_with(&[503; 40]);
     let sent = &Sent::default();
     let first_half = (0..SESSIONS).map(|s| {
@@ -401,6 +399,7 @@ async fn a_host_paused_past_its_lease_keeps_nothing_stale_when_it_wakes() {
         }
     });
     futures::future::join_all(first_half).await;
+    let other = &sites[1].start().await;
     paused.signal("STOP");
     let stopped = Instant::now();
 
