@@ -257,13 +257,10 @@ impl Delivery {
     /// Queues outputs just committed, carrying their bodies to their first
     /// attempt while the budget allows.
     pub fn enqueue_committed(&self, outputs: Vec<PendingOutput>) {
-        self.push(outputs.into_iter().map(|output| self.carried(output)));
-    }
-
-    /// `output` as its lane orders it, and its body while the budget allows.
-    fn carried(&self, output: PendingOutput) -> (Queued, Option<Carried<PendingOutput>>) {
-        let bytes = output.footprint();
-        (Queued::from(&output), self.carry.carry(output, bytes))
+        self.push(outputs.into_iter().map(|output| {
+            let bytes = output.footprint();
+            (Queued::from(&output), self.carry.carry(output, bytes))
+        }));
     }
 
     fn push(&self, outputs: impl Iterator<Item = (Queued, Option<Carried<PendingOutput>>)>) {
@@ -304,6 +301,11 @@ impl Delivery {
     /// claimed the session, or holds it again. If the session's lane broke
     /// ([`queue`]), its outputs go again from here, in order, with those
     /// queued while `read` ran.
+    ///
+    /// What `read` found is not carried to the attempt: an output it found
+    /// pending may have been delivered by its lane since (the read ran
+    /// while it was on its way), and each is read again when its turn
+    /// comes, so that it is not sent twice.
     pub(crate) async fn take_up<E>(
         &self,
         session: &SessionKey,
@@ -335,11 +337,8 @@ impl Delivery {
             }
         };
         let mut waiting: Vec<Waiting> = outputs
-            .into_iter()
-            .filter_map(|output| {
-                let (queued, carried) = self.carried(output);
-                self.queue.waiting(queued, carried, removals)
-            })
+            .iter()
+            .filter_map(|output| self.queue.waiting(Queued::from(output), None, removals))
             .chain(parked)
             .collect();
         waiting.sort_by_key(|waiting| waiting.queued.id);

@@ -418,3 +418,36 @@ async fn outputs_behind_one_this_host_could_not_send_wait_for_it() {
     }
     assert!(delivery.broken_sessions().is_empty());
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_output_found_pending_by_a_take_up_is_not_sent_again_once_delivered() {
+    // A take-up reads the outbox while output 1 is on its way; by the time
+    // the read answers, output 1 has been delivered.
+    let (url, mut arrivals) = receiver(Vec::new()).await;
+    let (delivery, outbox) = deliver(&url, []).await;
+    let session = pending(1).session;
+    let (read_done, read) = tokio::sync::oneshot::channel();
+    let taking_up = {
+        let (delivery, session) = (delivery.clone(), session.clone());
+        tokio::spawn(async move {
+            let read = async { Ok::<_, StoreError>(read.await.unwrap()) };
+            delivery.take_up(&session, read).await.unwrap();
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    outbox.insert(pending(1));
+    let found_pending = outbox.pending();
+    delivery.enqueue_committed(vec![pending(1)]);
+    assert_eq!(arrivals.recv().await.unwrap().webhook_id, "msg_1");
+    delivery.idle().await;
+    assert_eq!(outbox.status(1).0, OutputStatus::Delivered);
+
+    read_done.send(found_pending).unwrap();
+    taking_up.await.unwrap();
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    delivery.idle().await;
+    if let Ok(again) = arrivals.try_recv() {
+        panic!("{} was sent again", again.webhook_id);
+    }
+    assert_eq!(outbox.status(1), (OutputStatus::Delivered, 1));
+}
