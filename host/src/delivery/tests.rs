@@ -368,6 +368,26 @@ async fn gone_stops_the_endpoint_and_keeps_the_output() {
     assert_eq!(outbox.status(1), (OutputStatus::Delivered, 2));
 }
 
+/// Starts taking up `session`, with a read of the outbox that finds what
+/// it is told to, when it is told.
+async fn take_up(
+    delivery: &Delivery,
+    session: &SessionKey,
+) -> (
+    tokio::sync::oneshot::Sender<Vec<PendingOutput>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (found, read) = tokio::sync::oneshot::channel();
+    let (delivery, session) = (delivery.clone(), session.clone());
+    let taking_up = tokio::spawn(async move {
+        let read = async { Ok::<_, StoreError>(read.await.unwrap()) };
+        delivery.take_up(&session, read).await.unwrap();
+    });
+    // The take-up has begun, and waits for its read.
+    tokio::time::sleep(Duration::from_millis(10)).await;
+    (found, taking_up)
+}
+
 #[tokio::test(start_paused = true)]
 async fn outputs_behind_one_this_host_could_not_send_wait_for_it() {
     // Output 1 fails and waits 5 s for its retry, output 2 behind it; the
@@ -392,15 +412,7 @@ async fn outputs_behind_one_this_host_could_not_send_wait_for_it() {
 
     // Taken up: the outbox is read again, and output 4, committed while
     // the read runs, joins what it read.
-    let (read_done, read) = tokio::sync::oneshot::channel();
-    let taking_up = {
-        let (delivery, session) = (delivery.clone(), session.clone());
-        tokio::spawn(async move {
-            let read = async { Ok::<_, StoreError>(read.await.unwrap()) };
-            delivery.take_up(&session, read).await.unwrap();
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (read_done, taking_up) = take_up(&delivery, &session).await;
     let before_output_4 = outbox.pending();
     outbox.insert(pending(4));
     delivery.enqueue_committed(vec![pending(4)]);
@@ -425,16 +437,7 @@ async fn an_output_found_pending_by_a_take_up_is_not_sent_again_once_delivered()
     // the read answers, output 1 has been delivered.
     let (url, mut arrivals) = receiver(Vec::new()).await;
     let (delivery, outbox) = deliver(&url, []).await;
-    let session = pending(1).session;
-    let (read_done, read) = tokio::sync::oneshot::channel();
-    let taking_up = {
-        let (delivery, session) = (delivery.clone(), session.clone());
-        tokio::spawn(async move {
-            let read = async { Ok::<_, StoreError>(read.await.unwrap()) };
-            delivery.take_up(&session, read).await.unwrap();
-        })
-    };
-    tokio::time::sleep(Duration::from_millis(10)).await;
+    let (read_done, taking_up) = take_up(&delivery, &pending(1).session).await;
     outbox.insert(pending(1));
     let found_pending = outbox.pending();
     delivery.enqueue_committed(vec![pending(1)]);
