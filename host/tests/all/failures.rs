@@ -9,7 +9,15 @@ use crate::support::{Receiver, Site, endpoint, post};
 #[tokio::test]
 async fn a_trap_or_an_error_ends_that_message_only() {
     let receiver = Receiver::start().await;
-    let site = Site::new(&["faulty"], &endpoint("count", "faulty", &receiver));
+    // Outputs at the turn's end, so that a failed turn sends nothing: with
+    // "immediate" (the default) what a turn said more than a few
+    // milliseconds before it failed is sent and stands, as `waiting.rs`
+    // tests, and on a busy machine a say and a panic can be that far apart.
+    let config = format!(
+        "{}output_timing = \"at-end\"\n",
+        endpoint("count", "faulty", &receiver)
+    );
+    let site = Site::new(&["faulty"], &config);
     let host = site.start().await;
     let url = host.url("count");
     let send = |session: &'static str, text: &'static str| {
