@@ -44,8 +44,8 @@ use self::client::Sender;
 use self::courier::{Courier, Left};
 use self::queue::{Broken, Queue, Waiting};
 use self::retry::RetryPolicy;
-use crate::endpoints::DeliveryOrder;
 use crate::endpoints::SharedEndpoints;
+use crate::endpoints::{DeliveryOrder, Endpoints};
 use crate::lanes::{Carried, CarryBudget, Lanes, Then};
 use crate::store::{
     AttemptRecord, DisabledEndpoint, OutboxStore, OutputQuery, OutputRecord, PendingOutput, Queued,
@@ -112,6 +112,17 @@ const WATCH_BACKLOG: usize = 1024;
 enum Lane {
     Session(SessionKey),
     Output(i64),
+}
+
+/// The lane `output` goes through, as its endpoint orders deliveries.
+fn lane_of(endpoints: &Endpoints, output: &Queued) -> Lane {
+    let order = endpoints
+        .by_name(&output.session.endpoint)
+        .map_or(DeliveryOrder::Session, |e| e.config.delivery_order);
+    match order {
+        DeliveryOrder::Session => Lane::Session(output.session.clone()),
+        DeliveryOrder::None => Lane::Output(output.id),
+    }
 }
 
 impl fmt::Display for Lane {
@@ -265,34 +276,25 @@ impl Delivery {
 
     fn push(&self, outputs: impl Iterator<Item = (Queued, Option<Carried<PendingOutput>>)>) {
         let removals = *self.courier.removals.borrow();
+        let endpoints = self.courier.endpoints.load();
         let mut broken = self.queue.broken();
         for (queued, carried) in outputs {
-            let lane = self.lane_of(&queued);
+            let lane = lane_of(&endpoints, &queued);
             let parked = match &lane {
                 Lane::Session(session) => broken.get_mut(session),
                 Lane::Output(_) => None,
             };
+            // Its lane broke: it is in the outbox, for the take-up to read.
+            if let Some(Broken::Dropping) = parked {
+                continue;
+            }
             let Some(waiting) = self.queue.waiting(queued, carried, removals) else {
                 continue;
             };
             match parked {
-                None => self.lanes.push(lane, waiting),
-                Some(Broken::Dropping) => {}
                 Some(Broken::Reading(parked)) => parked.push(waiting),
+                _ => self.lanes.push(lane, waiting),
             }
-        }
-    }
-
-    fn lane_of(&self, output: &Queued) -> Lane {
-        let order = self
-            .courier
-            .endpoints
-            .load()
-            .by_name(&output.session.endpoint)
-            .map_or(DeliveryOrder::Session, |e| e.config.delivery_order);
-        match order {
-            DeliveryOrder::Session => Lane::Session(output.session.clone()),
-            DeliveryOrder::None => Lane::Output(output.id),
         }
     }
 
@@ -342,8 +344,10 @@ impl Delivery {
             .chain(parked)
             .collect();
         waiting.sort_by_key(|waiting| waiting.queued.id);
+        let endpoints = self.courier.endpoints.load();
         for waiting in waiting {
-            self.lanes.push(self.lane_of(&waiting.queued), waiting);
+            self.lanes
+                .push(lane_of(&endpoints, &waiting.queued), waiting);
         }
         Ok(())
     }
