@@ -303,7 +303,8 @@ impl Loader {
         Ok(LoadedFlow {
             name: files.name,
             version: hex::encode(&content[..8]),
-            ready: ReadyFlow::new(compiled.clone(), ready_parts.0, ready_parts.1),
+            ready: ReadyFlow::new(compiled.clone(), ready_parts.0, ready_parts.1)
+                .with_config(manifest.config().clone()),
             compiled,
             manifest,
             fingerprint,
@@ -320,7 +321,8 @@ impl Loader {
     pub fn refresh(&self, flow: &LoadedFlow) -> Result<LoadedFlow, FlowLoadError> {
         let (limits, allowed) = self.check_manifest(&flow.name, &flow.manifest)?;
         Ok(LoadedFlow {
-            ready: ReadyFlow::new(flow.compiled.clone(), limits, allowed),
+            ready: ReadyFlow::new(flow.compiled.clone(), limits, allowed)
+                .with_config(flow.manifest.config().clone()),
             compiled: flow.compiled.clone(),
             manifest: flow.manifest.clone(),
             name: flow.name.clone(),

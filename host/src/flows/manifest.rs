@@ -10,6 +10,16 @@
 //! ```
 //!
 //! Without a manifest, a flow gets the host's limits and no network.
+//!
+//! A transformer's manifest may also hold its settings, which it reads with
+//! `config.get` (a signing secret, an API token):
+//!
+//! ```toml
+//! [config]
+//! signing_secret = "8f742231b10e8888abcd99yyyzzz85a5"
+//! ```
+
+use std::collections::BTreeMap;
 
 use serde::Deserialize;
 
@@ -43,6 +53,9 @@ pub struct Manifest {
     allowed_outbound_hosts: Vec<String>,
     #[serde(default)]
     limits: RawLimits,
+    /// Settings the component reads with `config.get`.
+    #[serde(default)]
+    config: BTreeMap<String, String>,
 }
 
 impl Manifest {
@@ -59,6 +72,11 @@ impl Manifest {
             let message = e.message().trim().chars().take(200).collect();
             ManifestError::Syntax { message, at }
         })
+    }
+
+    /// The `[config]` table: settings the component reads.
+    pub fn config(&self) -> &BTreeMap<String, String> {
+        &self.config
     }
 
     /// The hosts the flow may send HTTP requests to.
@@ -161,6 +179,16 @@ mod tests {
                 .limits(&Limits::default(), &Limits::default_ceilings())
                 .is_ok()
         );
+    }
+
+    #[test]
+    fn reads_config_strings_only() {
+        let manifest = Manifest::parse("[config]\nsigning_secret = \"abc\"\n").unwrap();
+        assert_eq!(manifest.config()["signing_secret"], "abc");
+        let problem = Manifest::parse("[config]\nport = 8080\n")
+            .unwrap_err()
+            .to_string();
+        assert!(problem.contains("line 2"), "{problem}");
     }
 
     #[test]

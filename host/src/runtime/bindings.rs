@@ -12,7 +12,8 @@
 //! ([`FlowPre::new`]); a message is passed to it in that world's shape,
 //! leaving out what an older world does not have.
 
-use wasmtime::component::InstancePre;
+use wasmtime::component::types::{ComponentFunc, ComponentItem};
+use wasmtime::component::{ComponentExportIndex, Instance, InstancePre};
 use wasmtime::{AsContextMut, Engine};
 
 use super::state::HostState;
@@ -22,6 +23,19 @@ mod current {
     wasmtime::component::bindgen!({
         path: "../wit",
         world: "flow",
+        exports: { default: async },
+    });
+}
+
+/// `flowhost:flow@0.3.0`'s `transformer` world: only its types are used;
+/// its exports are looked up one by one, since either may be absent. Its
+/// `channel` types are the runtime's API for transformers, documented in
+/// the WIT.
+#[allow(missing_docs)]
+mod transformer {
+    wasmtime::component::bindgen!({
+        path: "../wit",
+        world: "transformer",
         exports: { default: async },
     });
 }
@@ -36,9 +50,98 @@ mod v0_1 {
 }
 
 pub(crate) use self::current::flowhost::flow::{log, types};
+pub use self::transformer::flowhost::flow::channel;
 
-/// The versions of `flowhost:flow` the host links, newest first.
-pub(crate) const VERSIONS: [&str; 2] = ["0.2.0", "0.1.0"];
+/// The versions of `flowhost:flow` the host links, newest first. The flow
+/// world of 0.3.0 is that of 0.2.0: a flow of either links as the current
+/// world, under its own interface names.
+pub(crate) const VERSIONS: [&str; 3] = ["0.3.0", "0.2.0", "0.1.0"];
+
+/// The interfaces a transformer may not import: they belong to a turn of a
+/// flow, which a transformer is not.
+const FLOW_ONLY: [&str; 4] = ["output", "context", "profile", "session"];
+
+/// What a component is to the host.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// A flow: it handles messages.
+    Flow,
+    /// A transformer, and which of its functions it exports.
+    Transformer {
+        /// `handle-input`
+        input: bool,
+        /// `handle-output`
+        output: bool,
+    },
+}
+
+/// `handle-input`'s type, as Rust sees it.
+type HandleInput = ((channel::Request,), (Result<channel::Input, String>,));
+/// `handle-output`'s type, as Rust sees it.
+type HandleOutput = ((channel::Output,), (Result<channel::Delivery, String>,));
+
+/// A transformer linked, with the index of each function it exports,
+/// type-checked.
+#[derive(Clone)]
+pub(crate) struct TransformerPre {
+    pre: InstancePre<HostState>,
+    input: Option<ComponentExportIndex>,
+    output: Option<ComponentExportIndex>,
+}
+
+impl TransformerPre {
+    /// `pre` as a transformer: it exports `handle-input`, `handle-output`
+    /// or both, of their types, and imports nothing of a flow's turn.
+    fn new(pre: InstancePre<HostState>) -> wasmtime::Result<TransformerPre> {
+        let component = pre.component();
+        let engine = pre.engine();
+        for (name, _) in component.component_type().imports(engine) {
+            let interface = name
+                .strip_prefix("flowhost:flow/")
+                .and_then(|rest| rest.split('@').next());
+            if let Some(interface) = interface.filter(|i| FLOW_ONLY.contains(i)) {
+                wasmtime::bail!(
+                    "a transformer may not import `{interface}`: it has no turn, context or profile \
+                     (it may import log, config and wasi:http)"
+                );
+            }
+        }
+        let export = |name: &str, check: &dyn Fn(&ComponentFunc) -> wasmtime::Result<()>| {
+            let Some((item, index)) = component.get_export(None, name) else {
+                return Ok(None);
+            };
+            match item {
+                ComponentItem::ComponentFunc(func) => {
+                    check(&func).map_err(|e| e.context(format!("type-checking `{name}`")))?;
+                    Ok(Some(index))
+                }
+                _ => wasmtime::bail!("`{name}` is not a function"),
+            }
+        };
+        let instance_type = pre.instance_type();
+        let input = export("handle-input", &|func| {
+            func.typecheck::<<HandleInput as Signature>::Params, <HandleInput as Signature>::Results>(&instance_type)
+        })?;
+        let output = export("handle-output", &|func| {
+            func.typecheck::<<HandleOutput as Signature>::Params, <HandleOutput as Signature>::Results>(&instance_type)
+        })?;
+        if input.is_none() && output.is_none() {
+            wasmtime::bail!("it exports neither `handle-input` nor `handle-output`");
+        }
+        Ok(TransformerPre { pre, input, output })
+    }
+}
+
+/// The parameters and results of an export, as a pair.
+trait Signature {
+    type Params;
+    type Results;
+}
+
+impl<P, R> Signature for (P, R) {
+    type Params = P;
+    type Results = R;
+}
 
 /// A flow linked and type-checked as one of the worlds.
 #[derive(Clone)]
@@ -47,12 +150,19 @@ pub(crate) enum FlowPre {
     Current(current::FlowPre<HostState>),
     /// `flowhost:flow@0.1.0`.
     V0_1(v0_1::FlowPre<HostState>),
+    /// A transformer (`flowhost:flow/transformer@0.3.0`).
+    Transformer(TransformerPre),
 }
 
 impl FlowPre {
-    /// `pre` as the newest world whose `handle` it exports; the current
-    /// world's complaint if none.
+    /// `pre` as the newest flow world whose `handle` it exports, or as a
+    /// transformer if it exports a transformer's functions; the current
+    /// flow world's complaint if neither.
     pub(crate) fn new(pre: InstancePre<HostState>) -> wasmtime::Result<FlowPre> {
+        let exports = |name| pre.component().get_export_index(None, name).is_some();
+        if !exports("handle") && (exports("handle-input") || exports("handle-output")) {
+            return TransformerPre::new(pre).map(FlowPre::Transformer);
+        }
         match current::FlowPre::new(pre.clone()) {
             Ok(current) => Ok(FlowPre::Current(current)),
             Err(error) => v0_1::FlowPre::new(pre)
@@ -61,11 +171,43 @@ impl FlowPre {
         }
     }
 
-    /// The version of `flowhost:flow` it implements.
-    pub(crate) fn version(&self) -> &'static str {
+    /// The world it implements, such as `flowhost:flow@0.2.0` for a flow:
+    /// the version of the `flowhost:flow` interfaces it imports (a flow
+    /// that imports none is of the newest world it fits).
+    pub(crate) fn world(&self) -> String {
+        let imported = || {
+            let component = self.component();
+            component
+                .component_type()
+                .imports(self.engine())
+                .find_map(|(name, _)| {
+                    let version = name.strip_prefix("flowhost:flow/")?.split_once('@')?.1;
+                    VERSIONS.iter().find(|v| **v == version).copied()
+                })
+        };
         match self {
-            FlowPre::Current(_) => VERSIONS[0],
-            FlowPre::V0_1(_) => "0.1.0",
+            FlowPre::Current(_) => format!("flowhost:flow@{}", imported().unwrap_or(VERSIONS[0])),
+            FlowPre::V0_1(_) => "flowhost:flow@0.1.0".into(),
+            FlowPre::Transformer(_) => format!("flowhost:flow/transformer@{}", VERSIONS[0]),
+        }
+    }
+
+    /// Whether it is a flow or a transformer.
+    pub(crate) fn kind(&self) -> Kind {
+        match self {
+            FlowPre::Current(_) | FlowPre::V0_1(_) => Kind::Flow,
+            FlowPre::Transformer(t) => Kind::Transformer {
+                input: t.input.is_some(),
+                output: t.output.is_some(),
+            },
+        }
+    }
+
+    fn component(&self) -> &wasmtime::component::Component {
+        match self {
+            FlowPre::Current(pre) => pre.instance_pre().component(),
+            FlowPre::V0_1(pre) => pre.instance_pre().component(),
+            FlowPre::Transformer(t) => t.pre.component(),
         }
     }
 
@@ -73,6 +215,7 @@ impl FlowPre {
         match self {
             FlowPre::Current(pre) => pre.engine(),
             FlowPre::V0_1(pre) => pre.engine(),
+            FlowPre::Transformer(t) => t.pre.engine(),
         }
     }
 
@@ -83,19 +226,89 @@ impl FlowPre {
         Ok(match self {
             FlowPre::Current(pre) => Flow::Current(pre.instantiate_async(store).await?),
             FlowPre::V0_1(pre) => Flow::V0_1(pre.instantiate_async(store).await?),
+            FlowPre::Transformer(t) => Flow::Transformer {
+                instance: t.pre.instantiate_async(store).await?,
+                input: t.input,
+                output: t.output,
+            },
         })
     }
 }
 
-/// An instance of a flow, of whichever world it implements.
+/// An instance of a flow, of whichever world it implements, or of a
+/// transformer.
 pub(crate) enum Flow {
     /// The current world.
     Current(current::Flow),
     /// `flowhost:flow@0.1.0`.
     V0_1(v0_1::Flow),
+    /// A transformer, and its functions.
+    Transformer {
+        instance: Instance,
+        input: Option<ComponentExportIndex>,
+        output: Option<ComponentExportIndex>,
+    },
+}
+
+/// A call into a component: a flow's `handle` or one of a transformer's
+/// functions.
+pub(crate) enum Call {
+    Handle(types::Message),
+    Input(channel::Request),
+    Output(channel::Output),
+}
+
+/// What a call returned when it did not return an error.
+pub(crate) enum Answer {
+    Handled,
+    Input(channel::Input),
+    Output(channel::Delivery),
 }
 
 impl Flow {
+    /// Makes `call`; a call the component does not export (a flow's
+    /// `handle` on a transformer, say) is an error.
+    pub(crate) async fn call(
+        &self,
+        mut store: impl AsContextMut<Data = HostState>,
+        call: Call,
+    ) -> wasmtime::Result<Result<Answer, String>> {
+        match (self, call) {
+            (
+                Flow::Transformer {
+                    instance, input, ..
+                },
+                Call::Input(request),
+            ) => {
+                let index = input.as_ref().ok_or_else(|| missing("handle-input"))?;
+                let func = instance.get_typed_func::<<HandleInput as Signature>::Params, <HandleInput as Signature>::Results>(&mut store, index)?;
+                let (result,) = func.call_async(&mut store, (request,)).await?;
+                Ok(result.map(Answer::Input))
+            }
+            (
+                Flow::Transformer {
+                    instance, output, ..
+                },
+                Call::Output(said),
+            ) => {
+                let index = output.as_ref().ok_or_else(|| missing("handle-output"))?;
+                let func = instance.get_typed_func::<<HandleOutput as Signature>::Params, <HandleOutput as Signature>::Results>(&mut store, index)?;
+                let (result,) = func.call_async(&mut store, (said,)).await?;
+                Ok(result.map(Answer::Output))
+            }
+            (Flow::Transformer { .. }, Call::Handle(_)) => Err(wasmtime::format_err!(
+                "it is a transformer, not a flow: it has no `handle`"
+            )),
+            (flow, Call::Handle(message)) => Ok(flow
+                .call_handle(store, message)
+                .await?
+                .map(|()| Answer::Handled)),
+            (_, Call::Input(_) | Call::Output(_)) => {
+                Err(wasmtime::format_err!("it is a flow, not a transformer"))
+            }
+        }
+    }
+
     /// Calls `handle` with `message`, in the shape of the flow's world.
     pub(crate) async fn call_handle(
         &self,
@@ -104,6 +317,9 @@ impl Flow {
     ) -> wasmtime::Result<Result<(), String>> {
         match self {
             Flow::Current(flow) => flow.call_handle(store, &message).await,
+            Flow::Transformer { .. } => Err(wasmtime::format_err!(
+                "it is a transformer, not a flow: it has no `handle`"
+            )),
             Flow::V0_1(flow) => {
                 let message = v0_1::flowhost::flow::types::Message {
                     user_id: message.user_id,
@@ -117,4 +333,8 @@ impl Flow {
             }
         }
     }
+}
+
+fn missing(name: &str) -> wasmtime::Error {
+    wasmtime::format_err!("the transformer does not export `{name}`")
 }

@@ -74,6 +74,19 @@ fn add_version(linker: &mut Linker<HostState>, version: &str) -> wasmtime::Resul
         },
     )?;
 
+    if version == VERSIONS[0] {
+        // The transformer world's own: its manifest's settings.
+        let mut config = linker.instance(&format!("flowhost:flow/config@{version}"))?;
+        config.func_wrap(
+            "get",
+            |store: StoreContextMut<'_, HostState>, (key,): (WasmStr,)| {
+                let key = key.to_str(&store)?;
+                Ok((store.data().config(&key),))
+            },
+        )?;
+        linker.instance(&format!("flowhost:flow/channel@{version}"))?;
+    }
+
     if version != "0.1.0" {
         let mut session = linker.instance(&format!("flowhost:flow/session@{version}"))?;
         session.func_wrap("end", |mut store: StoreContextMut<'_, HostState>, ()| {

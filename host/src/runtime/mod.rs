@@ -52,8 +52,10 @@ pub mod precheck;
 mod settings;
 mod state;
 mod stdio;
+mod transform;
 mod turn;
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -76,6 +78,7 @@ pub use self::turn::{
 };
 
 use self::bindings::FlowPre;
+pub use self::bindings::{Kind, channel};
 use self::engine::engine_config;
 use self::epoch::EpochTicker;
 use self::executor::Executor;
@@ -175,10 +178,16 @@ pub struct CompiledFlow {
 }
 
 impl CompiledFlow {
-    /// The world it implements, such as `flowhost:flow@0.2.0`: flows built
-    /// against an older version run as that version.
+    /// The world it implements, such as `flowhost:flow@0.3.0` (flows built
+    /// against an older version run as that version), or
+    /// `flowhost:flow/transformer@0.3.0`.
     pub fn world(&self) -> String {
-        format!("flowhost:flow@{}", self.pre.version())
+        self.pre.world()
+    }
+
+    /// Whether it is a flow or a transformer.
+    pub fn kind(&self) -> Kind {
+        self.pre.kind()
     }
 }
 
@@ -219,6 +228,8 @@ pub struct ReadyFlow {
     warm: Arc<Semaphore>,
     /// The flow's share of the linear memory of all turns in flight.
     memory: Arc<MemoryBudget>,
+    /// The `[config]` of its manifest, for `config.get`.
+    config: Arc<BTreeMap<String, String>>,
 }
 
 impl ReadyFlow {
@@ -233,7 +244,19 @@ impl ReadyFlow {
             running: Arc::new(Semaphore::new(limits.max_concurrent as usize)),
             limits,
             allowed_hosts: Arc::new(allowed_hosts),
+            config: Arc::default(),
         }
+    }
+
+    /// The flow, with the `[config]` of its manifest for `config.get`.
+    pub fn with_config(mut self, config: BTreeMap<String, String>) -> Self {
+        self.config = Arc::new(config);
+        self
+    }
+
+    /// Whether it is a flow or a transformer.
+    pub fn kind(&self) -> Kind {
+        self.compiled.kind()
     }
 
     /// The flow's limits.

@@ -1,6 +1,9 @@
 //! The state of one message's store: what the flow was given, what it said,
 //! and the WASI context that grants it nothing.
 
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
 use serde_json::{Map, Value};
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
@@ -56,6 +59,8 @@ pub(crate) struct HostState {
     sensitive: bool,
     /// The flow called `session.end`.
     end_session: bool,
+    /// The `[config]` of the component's manifest (`config.get`).
+    config: Arc<BTreeMap<String, String>>,
 }
 
 impl HostState {
@@ -103,7 +108,19 @@ impl HostState {
             profile_changed: false,
             sensitive,
             end_session: false,
+            config: Arc::default(),
         }
+    }
+
+    /// The state, with `config` for `config.get`.
+    pub(crate) fn with_config(mut self, config: Arc<BTreeMap<String, String>>) -> Self {
+        self.config = config;
+        self
+    }
+
+    /// `config.get`: a value of the manifest's `[config]`.
+    pub(crate) fn config(&self, key: &str) -> Option<String> {
+        self.config.get(key).cloned()
     }
 
     /// `session.end`: the session starts afresh after this message.

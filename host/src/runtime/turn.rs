@@ -1,6 +1,7 @@
 //! One turn: a fresh store and instance for one message, its `handle`
 //! called within the flow's limits, and the outcome classified.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -9,7 +10,7 @@ use tokio::time::Instant;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::AllowedHosts;
-use super::bindings::{self, Flow, FlowPre};
+use super::bindings::{self, Answer, Call, Flow, FlowPre};
 use super::executor::OnThreads;
 use super::memory::{Held, MemoryBudget};
 use super::outbound::HttpBudget;
@@ -165,7 +166,8 @@ fn new_store(
         invocation.profile.clone(),
         invocation.sensitive,
         invocation.said.clone(),
-    );
+    )
+    .with_config(Arc::clone(&hosts.config));
     let mut store = Store::new(pre.engine(), state);
     store.limiter(|state| &mut state.limiter);
     if let Some(fuel) = fuel {
@@ -243,38 +245,51 @@ fn no_room(error: &wasmtime::Error) -> bool {
 /// operator's hosts that may be on private addresses; and the budgets its
 /// memory comes out of: the host's and the flow's.
 struct Hosts {
+    /// The `[config]` of the component's manifest.
+    config: Arc<BTreeMap<String, String>>,
     allowed: Arc<AllowedHosts>,
     private: Arc<AllowedHosts>,
     memory: (Arc<MemoryBudget>, Arc<MemoryBudget>),
 }
 
-async fn execute(
-    pre: FlowPre,
-    invocation: Invocation,
-    limits: Limits,
-    hosts: Hosts,
-    fuel: Option<u64>,
-) -> Result<Turn, FlowFailure> {
-    let (mut store, deadline, instance) =
-        instantiate(&pre, &invocation, &limits, &hosts, fuel).await;
-
-    let message = bindings::types::Message {
-        user_id: invocation.user_id,
-        session_id: invocation.session_id,
-        text: invocation.text,
-        data: invocation.data,
-        trace_id: invocation.trace_id,
-        endpoint: invocation.endpoint,
+/// The call a flow's turn makes: `handle`, with the invocation's message.
+fn handle(invocation: &Invocation) -> Call {
+    Call::Handle(bindings::types::Message {
+        user_id: invocation.user_id.clone(),
+        session_id: invocation.session_id.clone(),
+        text: invocation.text.clone(),
+        data: invocation.data.clone(),
+        trace_id: invocation.trace_id.clone(),
+        endpoint: invocation.endpoint.clone(),
         source: match invocation.source {
             Source::User => bindings::types::Source::User,
             Source::Inject => bindings::types::Source::Inject,
         },
+    })
+}
+
+/// Makes `call` in a fresh instance: a flow's turn, or a transformer's
+/// call. What the instance was given and said is in the returned state.
+async fn execute(
+    pre: FlowPre,
+    invocation: Invocation,
+    call: Call,
+    limits: Limits,
+    hosts: Hosts,
+    fuel: Option<u64>,
+) -> Result<(HostState, Answer), FlowFailure> {
+    let (mut store, deadline, instance) =
+        instantiate(&pre, &invocation, &limits, &hosts, fuel).await;
+    let what = match call {
+        Call::Handle(_) => "flow",
+        Call::Input(_) | Call::Output(_) => "transformer",
     };
+
     // The epoch callback stops wasm code at the deadline; this timeout stops
     // a flow that waits in a host call (a sleep, a slow HTTP response).
     let result = tokio::time::timeout_at(deadline, async {
         let flow = instance.map_err(|e| (FailureKind::Instantiate, e))?;
-        flow.call_handle(&mut store, message)
+        flow.call(&mut store, call)
             .await
             .map_err(|e| (FailureKind::Trap, e))
     })
@@ -293,10 +308,10 @@ async fn execute(
         stderr: stderr.clone(),
     };
     match result {
-        Ok(Ok(Ok(()))) => Ok(state.into_turn()),
+        Ok(Ok(Ok(answer))) => Ok((state, answer)),
         Ok(Ok(Err(error))) => Err(failure(
             FailureKind::Returned,
-            format!("the flow returned an error: {error}"),
+            format!("the {what} returned an error: {error}"),
         )),
         Ok(Err((kind, error))) => {
             let (kind, reason) = classify(kind, &error, &limits);
@@ -319,12 +334,26 @@ impl Runtime {
         flow: &ReadyFlow,
         invocation: Invocation,
     ) -> impl Future<Output = Result<Turn, FlowFailure>> + Send + 'static {
+        let call = handle(&invocation);
+        let turn = self.call_here(flow, invocation, call);
+        async move { turn.await.map(|(state, _)| state.into_turn()) }
+    }
+
+    /// Makes `call` in a fresh instance of `flow` on the calling task,
+    /// within the flow's bounds and the runtime's.
+    pub(super) fn call_here(
+        &self,
+        flow: &ReadyFlow,
+        invocation: Invocation,
+        call: Call,
+    ) -> impl Future<Output = Result<(HostState, Answer), FlowFailure>> + Send + 'static {
         let (running, in_flight) = (Arc::clone(&flow.running), Arc::clone(&self.in_flight));
         let (flow_warm, warm) = (Arc::clone(&flow.warm), Arc::clone(&self.warm));
         let threads = Arc::clone(&flow.threads);
         let (pre, own_pre) = (flow.compiled.pre.clone(), flow.compiled.own_pre.clone());
         let limits = flow.limits.clone();
         let hosts = Hosts {
+            config: Arc::clone(&flow.config),
             allowed: Arc::clone(&flow.allowed_hosts),
             private: Arc::clone(&self.private_hosts),
             memory: (Arc::clone(&self.memory), Arc::clone(&flow.memory)),
@@ -346,7 +375,7 @@ impl Runtime {
                     .ok()
                     .and_then(|share| Some((share, warm.try_acquire_owned().ok()?)));
                 let pre = if warm.is_some() { pre } else { own_pre };
-                execute(pre, invocation, limits, hosts, fuel).await
+                execute(pre, invocation, call, limits, hosts, fuel).await
             };
             OnThreads::new(turn, threads).await
         }
