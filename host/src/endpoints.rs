@@ -56,6 +56,15 @@ pub struct EndpointConfig {
     /// (what the flow logs or prints, panic text) is kept out of the log,
     /// without telling the receiver anything (see `crate::masking`).
     pub mask_logging: bool,
+    /// The transformer between the channel and the flow:
+    /// `<flows_dir>/<transformer>.wasm`, when set.
+    pub transformer: Option<String>,
+    /// When the transformer fails: refuse the message (`422`) or make the
+    /// output a dead letter (`true`), or go on as if there were no
+    /// transformer and log the failure (`false`).
+    pub transformer_abort_on_error: bool,
+    /// The URLs besides `webhook_url` a transformer may send outputs to.
+    pub transformer_urls: Vec<Url>,
 }
 
 impl EndpointConfig {

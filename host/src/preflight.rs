@@ -12,6 +12,7 @@ use std::sync::Arc;
 
 use crate::config::{Config, ConfigError};
 use crate::flows::{Loader, flow_name};
+use crate::runtime::Kind;
 use crate::runtime::Runtime;
 
 /// One thing `serve` would refuse or not run.
@@ -83,6 +84,7 @@ pub async fn check(config: &Config) -> anyhow::Result<Report> {
     let loader =
         Loader::new(runtime, config.limits.clone(), None).with_ceilings(config.max_limits.clone());
     let mut broken = Vec::new();
+    let mut transformers = Vec::new();
     for path in files
         .iter()
         .filter(|path| path.extension().is_some_and(|e| e == "wasm"))
@@ -97,7 +99,12 @@ pub async fn check(config: &Config) -> anyhow::Result<Report> {
             continue;
         };
         match loader.load_path(path).await {
-            Ok(_) => report.flows.push(name),
+            Ok(loaded) => {
+                if loaded.compiled.kind() != Kind::Flow {
+                    transformers.push(name.clone());
+                }
+                report.flows.push(name);
+            }
             Err(error) => {
                 report.findings.push(Finding {
                     subject: path.display().to_string(),
@@ -109,21 +116,31 @@ pub async fn check(config: &Config) -> anyhow::Result<Report> {
     }
 
     for (name, endpoint) in &config.endpoints {
-        let flow = &endpoint.flow;
-        let problem = if broken.contains(flow) {
-            format!("its flow {flow:?} does not load (above); its messages would wait for it")
-        } else if !report.flows.contains(flow) {
-            format!(
-                "its flow {flow:?} has no file {}; its messages would wait for one",
-                dir.join(format!("{flow}.wasm")).display()
-            )
-        } else {
-            continue;
-        };
-        report.findings.push(Finding {
-            subject: format!("endpoints.{name}"),
-            problem,
-        });
+        let components = std::iter::once(("flow", &endpoint.flow))
+            .chain(endpoint.transformer.iter().map(|t| ("transformer", t)));
+        for (role, component) in components {
+            let is_transformer = transformers.contains(component);
+            let problem = if broken.contains(component) {
+                format!(
+                    "its {role} {component:?} does not load (above); its messages would wait for it"
+                )
+            } else if !report.flows.contains(component) {
+                format!(
+                    "its {role} {component:?} has no file {}; its messages would wait for one",
+                    dir.join(format!("{component}.wasm")).display()
+                )
+            } else if role == "flow" && is_transformer {
+                format!("its flow {component:?} is a transformer, not a flow")
+            } else if role == "transformer" && !is_transformer {
+                format!("its transformer {component:?} is a flow, not a transformer")
+            } else {
+                continue;
+            };
+            report.findings.push(Finding {
+                subject: format!("endpoints.{name}"),
+                problem,
+            });
+        }
     }
     Ok(report)
 }

@@ -291,6 +291,48 @@ impl RawConfig {
                     raw.flow
                 ));
             }
+            if let Some(transformer) = &raw.transformer {
+                if !crate::flows::is_name(transformer) {
+                    problems.push(format!(
+                        "{at}.transformer: {transformer:?} is not a transformer name (a-z, 0-9, '-', '_')"
+                    ));
+                } else if *transformer == raw.flow {
+                    problems.push(format!(
+                        "{at}.transformer: {transformer:?} is the endpoint's flow; a component is a flow or a transformer"
+                    ));
+                }
+                if raw.mode == EndpointMode::Rest {
+                    problems.push(format!(
+                        "{at}.transformer: only for mode = \"webhook\" (a REST endpoint answers in the seed's JSON)"
+                    ));
+                }
+            } else {
+                if !raw.transformer_urls.is_empty() {
+                    problems.push(format!("{at}.transformer_urls: set transformer too"));
+                }
+                if !raw.transformer_abort_on_error {
+                    problems.push(format!(
+                        "{at}.transformer_abort_on_error: set transformer too"
+                    ));
+                }
+            }
+            let transformer_urls: Vec<Url> = raw
+                .transformer_urls
+                .iter()
+                .enumerate()
+                .filter_map(|(n, raw_url)| {
+                    let key = format!("{at}.transformer_urls[{n}]");
+                    check_http_url(&key, raw_url)
+                        .and_then(|url| match crate::delivery::guard::private_host(&url) {
+                            Some(reason) if !delivery.allow_private_webhooks => Err(format!(
+                                "{key}: {url} is {reason}; set delivery.allow_private_webhooks = true to allow it"
+                            )),
+                            _ => Ok(url),
+                        })
+                        .map_err(|p| problems.push(p))
+                        .ok()
+                })
+                .collect();
             if let Some(token) = &raw.url_token {
                 if !is_url_token(token) {
                     problems.push(format!(
@@ -397,6 +439,9 @@ impl RawConfig {
                             .map_or(DEFAULT_IDEMPOTENCY_WINDOW, |window| window.0),
                         session_ttl,
                         mask_logging: raw.mask_logging,
+                        transformer: raw.transformer,
+                        transformer_abort_on_error: raw.transformer_abort_on_error,
+                        transformer_urls,
                     },
                 );
             }

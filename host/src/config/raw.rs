@@ -138,6 +138,12 @@ pub(super) struct RawEndpoint {
     pub(super) session_ttl: Option<HumanDuration>,
     #[serde(default)]
     pub(super) mask_logging: bool,
+    #[serde(default)]
+    pub(super) transformer: Option<String>,
+    #[serde(default = "defaults::abort_on_error")]
+    pub(super) transformer_abort_on_error: bool,
+    #[serde(default)]
+    pub(super) transformer_urls: Vec<String>,
 }
 
 mod defaults {
@@ -145,6 +151,9 @@ mod defaults {
 
     pub(super) fn auth() -> Auth {
         Auth::None
+    }
+    pub(super) fn abort_on_error() -> bool {
+        true
     }
     pub(super) fn mode() -> super::EndpointMode {
         super::EndpointMode::Webhook

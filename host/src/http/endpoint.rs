@@ -16,12 +16,13 @@ use axum::Json;
 use axum::body::Body;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use http::{HeaderMap, StatusCode, header};
+use http::{HeaderMap, StatusCode, Uri, header};
 use http_body_util::BodyExt;
 use serde_json::json;
 use tracing::Instrument;
 
 use super::extract::Path;
+use super::transformer::{self, Transformed};
 use super::{AppState, Problem};
 use super::{message, rest};
 use crate::endpoints::{Auth, Endpoint, EndpointMode};
@@ -36,10 +37,11 @@ pub(super) const API_KEY_HEADER: &str = "x-webhook-key";
 pub(super) async fn receive(
     State(app): State<Arc<AppState>>,
     Path(token): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    receive_as(MessageKind::User, app, token, headers, body).await
+    receive_as(MessageKind::User, app, token, &uri, headers, body).await
 }
 
 /// `POST /endpoint/{url_token}/inject`: a backend's event, run by the flow
@@ -47,10 +49,11 @@ pub(super) async fn receive(
 pub(super) async fn inject(
     State(app): State<Arc<AppState>>,
     Path(token): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    receive_as(MessageKind::Inject, app, token, headers, body).await
+    receive_as(MessageKind::Inject, app, token, &uri, headers, body).await
 }
 
 /// `POST /endpoint/{url_token}/notify`: a backend's output, sent to the
@@ -58,10 +61,11 @@ pub(super) async fn inject(
 pub(super) async fn notify(
     State(app): State<Arc<AppState>>,
     Path(token): Path<String>,
+    uri: Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
-    receive_as(MessageKind::Notify, app, token, headers, body).await
+    receive_as(MessageKind::Notify, app, token, &uri, headers, body).await
 }
 
 /// Answers the POST, and counts the answer in `flowhost_messages_total`.
@@ -71,6 +75,7 @@ async fn receive_as(
     kind: MessageKind,
     app: Arc<AppState>,
     token: String,
+    uri: &Uri,
     headers: HeaderMap,
     body: Body,
 ) -> Response {
@@ -90,7 +95,7 @@ async fn receive_as(
             return Problem::not_found("no endpoint has this URL").into_response();
         };
         tracing::Span::current().record("endpoint", endpoint.name());
-        let response = answer(&app, &endpoint, kind, &headers, body)
+        let response = answer(&app, &endpoint, kind, uri, &headers, body)
             .await
             .into_response();
         app.metrics
@@ -106,9 +111,10 @@ async fn answer(
     app: &AppState,
     endpoint: &Endpoint,
     kind: MessageKind,
+    uri: &Uri,
     headers: &HeaderMap,
     body: Body,
-) -> Result<(StatusCode, Json<serde_json::Value>), Problem> {
+) -> Result<Response, Problem> {
     if kind != MessageKind::User && endpoint.config.mode == EndpointMode::Rest {
         return Err(Problem::new(
             StatusCode::CONFLICT,
@@ -138,7 +144,16 @@ async fn answer(
         }
     }
 
-    expect_json(headers)?;
+    // A channel's transformer reads what the channel sends, JSON or not;
+    // backends inject and notify in the seed's JSON.
+    let transformer = endpoint
+        .config
+        .transformer
+        .as_deref()
+        .filter(|_| kind == MessageKind::User);
+    if transformer.is_none() {
+        expect_json(headers)?;
+    }
     let key = idempotency_key(headers)?;
     let too_large = || {
         Problem::new(
@@ -196,13 +211,26 @@ async fn answer(
             }
         })?
         .to_bytes();
-    let valid = message::parse(&bytes)?;
+    let (valid, answer) = match transformer {
+        None => (message::parse(&bytes)?, None),
+        Some(name) => {
+            match transformer::transform(app, endpoint, name, uri, headers, &bytes).await? {
+                Transformed::Run { message, answer } => (message, answer),
+                Transformed::Respond(response) => return Ok(response),
+                Transformed::Seed => {
+                    expect_json(headers)?;
+                    (message::parse(&bytes)?, None)
+                }
+            }
+        }
+    };
     let key = key.map(|key| IdempotencyKey {
         fingerprint: fingerprint(kind.as_str(), &valid),
         key,
         window: endpoint.config.idempotency_window,
     });
-    accept_and_answer(app, endpoint, kind, valid, key).await
+    let accepted = accept_and_answer(app, endpoint, kind, valid, key).await?;
+    Ok(answer.unwrap_or_else(|| accepted.into_response()))
 }
 
 /// Accepts a checked message of `endpoint` and answers as the endpoint

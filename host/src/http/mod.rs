@@ -15,6 +15,7 @@ mod ops;
 pub mod problem;
 mod rest;
 pub mod serve;
+mod transformer;
 
 use std::sync::Arc;
 

@@ -18,6 +18,8 @@ use axum::response::{IntoResponse, Response};
 use http::{StatusCode, header};
 use serde_json::json;
 
+use crate::runtime::Kind;
+
 use super::{AppState, Problem};
 use crate::store::EndpointBacklog;
 use crate::telemetry::metrics::{self, Levels};
@@ -57,15 +59,35 @@ pub(super) async fn readyz(State(app): State<Arc<AppState>>) -> Response {
         reasons.push(reason);
     }
     for endpoint in app.endpoints.load().all() {
-        let flow = &endpoint.config.flow;
-        if app.flows.get(flow).is_none() {
-            let why = match app.flows.failure(flow) {
-                Some(failure) => format!("it failed to load: {}", failure.reason),
-                None if app.flows.serves_or_may_serve(flow) => "it is loading".to_owned(),
-                None => "there is no such flow file".to_owned(),
+        let config = &endpoint.config;
+        let components = std::iter::once(("flow", &config.flow, Kind::Flow)).chain(
+            config.transformer.iter().map(|name| {
+                let any = Kind::Transformer {
+                    input: true,
+                    output: true,
+                };
+                ("transformer", name, any)
+            }),
+        );
+        for (role, name, wanted) in components {
+            let reason = match app.flows.get(name) {
+                Some(loaded) => match (loaded.compiled.kind(), wanted) {
+                    (Kind::Flow, Kind::Transformer { .. }) => "is a flow, not a transformer",
+                    (Kind::Transformer { .. }, Kind::Flow) => "is a transformer, not a flow",
+                    _ => continue,
+                }
+                .to_owned(),
+                None => {
+                    let why = match app.flows.failure(name) {
+                        Some(failure) => format!("it failed to load: {}", failure.reason),
+                        None if app.flows.serves_or_may_serve(name) => "it is loading".to_owned(),
+                        None => format!("there is no such {role} file"),
+                    };
+                    format!("is not loaded ({why})")
+                }
             };
             reasons.push(format!(
-                "endpoint {:?}: its flow {flow:?} is not loaded ({why})",
+                "endpoint {:?}: its {role} {name:?} {reason}",
                 endpoint.name()
             ));
         }

@@ -232,6 +232,10 @@ async fn flows(State(app): State<Arc<AppState>>) -> Json<Value> {
                 "loaded": true,
                 "version": flow.version,
                 "world": flow.compiled.world(),
+                "kind": match flow.compiled.kind() {
+                    crate::runtime::Kind::Flow => "flow",
+                    crate::runtime::Kind::Transformer { .. } => "transformer",
+                },
                 "size": flow.size,
                 "path": flow.path,
                 "loadedAt": flow.loaded_at,
