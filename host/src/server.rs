@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::{Config, StoreConfig};
-use crate::delivery::Delivery;
+use crate::delivery::{Delivery, Transformers};
 use crate::endpoints::{EndpointTable, EndpointUrl, Endpoints, SharedEndpoints};
 use crate::flows::{CompileCache, Compiler, FlowFolder, Loader, Registry};
 use crate::http::{AdminToken, AppState, router};
@@ -150,6 +150,10 @@ impl Server {
             &config.delivery,
             matches!(store, Opened::Sqlite(_)),
             metrics.clone(),
+            Some(Transformers {
+                runtime: Arc::clone(&runtime),
+                flows: flows.clone(),
+            }),
             stopping.clone(),
         )
         .await?;

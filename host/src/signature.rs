@@ -37,10 +37,10 @@ impl Secret {
     }
 
     /// The `webhook-signature` header value for one delivery.
-    pub fn sign(&self, id: &str, timestamp: u64, body: &str) -> String {
+    pub fn sign(&self, id: &str, timestamp: u64, body: &[u8]) -> String {
         let mut mac = Hmac::<Sha256>::new_from_slice(&self.0).expect("HMAC takes keys of any size");
         mac.update(format!("{id}.{timestamp}.").as_bytes());
-        mac.update(body.as_bytes());
+        mac.update(body);
         format!("v1,{}", STANDARD.encode(mac.finalize().into_bytes()))
     }
 }
@@ -63,7 +63,7 @@ mod tests {
             secret.sign(
                 "msg_p5jXN8AQM9LWM0D4loKWxJek",
                 1614265330,
-                r#"{"test": 2432232314}"#
+                br#"{"test": 2432232314}"#
             ),
             "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE="
         );

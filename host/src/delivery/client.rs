@@ -10,12 +10,11 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 
-use http::header::{CONTENT_TYPE, RETRY_AFTER, USER_AGENT};
+use http::header::{AUTHORIZATION, RETRY_AFTER, USER_AGENT};
 
 use super::retry::parse_retry_after;
+use super::transform::WebhookRequest;
 use crate::endpoints::EndpointConfig;
-use crate::store::PendingOutput;
-use reqwest::Url;
 
 /// How much of a response body is read, to quote in the attempt's record
 /// (never in the log).
@@ -29,6 +28,11 @@ pub(crate) enum Answer {
         /// The status.
         status: u16,
     },
+    /// Nothing was sent: the endpoint's transformer dropped the output.
+    Dropped,
+    /// Nothing was sent: the endpoint's transformer failed, and the
+    /// endpoint aborts on a transformer's error. The reason.
+    Refused(String),
     /// Anything else.
     Failed {
         /// The status, if the receiver answered.
@@ -77,33 +81,46 @@ impl Sender {
         })
     }
 
-    /// POSTs `output` to `webhook`, the endpoint's.
+    /// POSTs `request`, one attempt of the output `webhook_id`, with the
+    /// host's headers: its user agent, the Standard Webhooks id, timestamp
+    /// and signature, the trace, and the endpoint's Basic auth unless the
+    /// request has an `Authorization` of its own.
     pub(crate) async fn send(
         &self,
         endpoint: &EndpointConfig,
-        webhook: &Url,
-        output: &PendingOutput,
+        webhook_id: &str,
+        request: WebhookRequest,
     ) -> Answer {
         let timestamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
+        let own_authorization = request
+            .headers
+            .iter()
+            .any(|(name, _)| name == AUTHORIZATION);
+        let signature = endpoint
+            .webhook_secret
+            .as_ref()
+            .map(|secret| secret.sign(webhook_id, timestamp, &request.body));
+        let mut headers: http::HeaderMap = request.headers.into_iter().collect();
+        // The attempt's span, for the receiver's traces.
+        crate::telemetry::traces::send_on(&mut headers);
         let mut request = self
             .client
-            .post(webhook.clone())
-            .header(CONTENT_TYPE, "application/json")
+            .post(request.url)
+            .headers(headers)
             .header(USER_AGENT, concat!("flowhost/", env!("CARGO_PKG_VERSION")))
-            .header("webhook-id", &output.webhook_id)
+            .header("webhook-id", webhook_id)
             .header("webhook-timestamp", timestamp.to_string())
-            .body(output.body.clone());
-        // The attempt's span, for the receiver's traces.
-        let mut traced = http::HeaderMap::new();
-        crate::telemetry::traces::send_on(&mut traced);
-        request = request.headers(traced);
-        if let Some(auth) = &endpoint.webhook_auth {
+            .body(request.body);
+        if let Some(auth) = endpoint
+            .webhook_auth
+            .as_ref()
+            .filter(|_| !own_authorization)
+        {
             request = request.basic_auth(&auth.user, Some(&auth.password));
         }
-        if let Some(secret) = &endpoint.webhook_secret {
-            let signature = secret.sign(&output.webhook_id, timestamp, &output.body);
+        if let Some(signature) = signature {
             request = request.header("webhook-signature", signature);
         }
         let mut response = match request.send().await {

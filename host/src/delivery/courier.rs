@@ -13,6 +13,7 @@ use tracing::Instrument;
 use super::DeliveryEvent;
 use super::client::{Answer, Sender};
 use super::retry::{RetryPolicy, Verdict};
+use super::transform::{Shaped, Transformers, WebhookRequest};
 use crate::endpoints::SharedEndpoints;
 use crate::store::{Attempt, AttemptOutcome, OutboxStore, PendingOutput, Queued, now_ms};
 use crate::telemetry::metrics::{DeliveryOutcome, Metrics};
@@ -39,6 +40,8 @@ pub(super) struct Courier {
     /// Counts the times outputs were removed from the store, so that those
     /// waiting for a retry check that they are still there.
     pub(super) removals: tokio::sync::watch::Sender<u64>,
+    /// Runs endpoints' transformers on outputs, when the host has them.
+    pub(super) transformers: Option<Transformers>,
     pub(super) shutdown: CancellationToken,
 }
 
@@ -147,7 +150,6 @@ impl Courier {
     /// Makes one attempt to deliver `output`, and records it. Returns when
     /// the next attempt is due, if there is to be one.
     async fn attempt(&self, output: PendingOutput) -> Step {
-        let mut attempts = output.attempts;
         // In each case, it stays pending in the outbox.
         if self.shutdown.is_cancelled() || self.is_stopped(&output.session.endpoint) {
             return Step::Done(Left::Done);
@@ -169,6 +171,38 @@ impl Courier {
             return Step::Done(Left::Done);
         };
 
+        let request = match &self.transformers {
+            Some(transformers) => {
+                transformers
+                    .shape(&endpoint.config, &webhook, &output)
+                    .await
+            }
+            None => Shaped::Send(WebhookRequest::seed(&webhook, &output)),
+        };
+        let request = match request {
+            Shaped::Send(request) => request,
+            Shaped::Dropped => {
+                return self
+                    .settle(output, Answer::Dropped, now_ms(), Duration::ZERO)
+                    .await;
+            }
+            Shaped::Failed(reason) => {
+                return self
+                    .settle(output, Answer::Refused(reason), now_ms(), Duration::ZERO)
+                    .await;
+            }
+            Shaped::Unavailable(reason) => {
+                let answer = Answer::Failed {
+                    status: None,
+                    error: reason,
+                    body: String::new(),
+                    body_bytes: 0,
+                    retry_after: None,
+                };
+                return self.settle(output, answer, now_ms(), Duration::ZERO).await;
+            }
+        };
+
         let (answer, started_at, took) = {
             let _endpoint_permit = self
                 .endpoint_slots(&output.session.endpoint)
@@ -181,10 +215,24 @@ impl Courier {
             }
             let started = Instant::now();
             let started_at = now_ms();
-            let answer = self.sender.send(&endpoint.config, &webhook, &output).await;
+            let answer = self
+                .sender
+                .send(&endpoint.config, &output.webhook_id, request)
+                .await;
             (answer, started_at, started.elapsed())
         };
-        attempts += 1;
+        self.settle(output, answer, started_at, took).await
+    }
+
+    /// Records an attempt that came to `answer`, and says what follows.
+    async fn settle(
+        &self,
+        output: PendingOutput,
+        answer: Answer,
+        started_at: i64,
+        took: Duration,
+    ) -> Step {
+        let attempts = output.attempts + 1;
 
         // The receiver's body goes into the attempt's record, for the
         // admin API, and never into the log: receivers often echo the
@@ -192,6 +240,14 @@ impl Courier {
         let (mut recorded_error, mut body_bytes) = (None, 0);
         let (status, error, verdict) = match answer {
             Answer::Delivered { status } => (Some(status), None, Verdict::Delivered),
+            Answer::Dropped => {
+                recorded_error = Some("dropped by the endpoint's transformer: nothing sent".into());
+                (None, None, Verdict::Delivered)
+            }
+            Answer::Refused(reason) => {
+                recorded_error = Some(reason.clone());
+                (None, Some(reason), Verdict::Dead)
+            }
             Answer::Failed {
                 status,
                 error,

@@ -30,7 +30,9 @@ pub(crate) mod guard;
 pub(crate) mod payload;
 mod queue;
 pub(crate) mod retry;
+mod transform;
 
+pub(crate) use self::transform::Transformers;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
@@ -140,6 +142,7 @@ impl Delivery {
     /// of the sessions it claims instead). Cancelling `shutdown` stops it
     /// between attempts; what is not delivered stays in the outbox. Each
     /// attempt is counted in `metrics`.
+    #[allow(clippy::too_many_arguments)] // each is named at the two call sites
     pub async fn start(
         runtime: Handle,
         store: Arc<dyn OutboxStore>,
@@ -147,6 +150,7 @@ impl Delivery {
         config: &DeliveryConfig,
         resume: bool,
         metrics: Metrics,
+        transformers: Option<Transformers>,
         shutdown: CancellationToken,
     ) -> anyhow::Result<Delivery> {
         let stopped = store
@@ -175,6 +179,7 @@ impl Delivery {
             metrics,
             watchers: tokio::sync::broadcast::channel(WATCH_BACKLOG).0,
             removals: tokio::sync::watch::channel(0).0,
+            transformers,
             shutdown,
         });
         let queue = Arc::new(Queue::default());

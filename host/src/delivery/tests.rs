@@ -283,6 +283,7 @@ async fn deliver(
         &config.delivery,
         true,
         crate::telemetry::metrics::Metrics::off(),
+        None,
         CancellationToken::new(),
     )
     .await
