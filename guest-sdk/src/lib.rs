@@ -28,6 +28,11 @@
 //!
 //! `http` (the `http` feature, on by default) calls other services, if the
 //! flow's manifest allows them.
+//!
+//! `transformer` (the `transformer` feature, off by default) writes
+//! transformers: components that turn what a channel such as Slack sends
+//! into messages for a flow, and the flow's outputs into the requests the
+//! channel expects.
 
 #![deny(missing_docs)]
 
@@ -44,6 +49,8 @@ pub use serde_json::{Map, Value, json};
 
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "transformer")]
+pub mod transformer;
 
 #[doc(hidden)]
 #[allow(clippy::too_many_arguments)] // in the generated bindings
