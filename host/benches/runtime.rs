@@ -8,16 +8,22 @@
 //!   (flowhost never reuses instances);
 //! - `compile` and `load_from_cache`: what loading a flow costs, without and
 //!   with the compile cache;
-//! - `validate_request`: parsing and checking one inbound body.
+//! - `validate_request`: parsing and checking one inbound body;
+//! - `transformer`: what an endpoint's transformer adds to a message, with
+//!   the `slack` example: `handle_input` (a signed `event_callback`, its
+//!   signature checked) and `handle_output` (a `chat.postMessage` body), each
+//!   in a fresh instance on the flow threads, beside `echo_turn`, a turn of
+//!   `echo` run the same way, as the baseline.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use criterion::{Criterion, criterion_group, criterion_main};
 use flowhost::flows::{CompileCache, Loader};
-use flowhost::runtime::{Invocation, Runtime};
+use flowhost::runtime::{Invocation, Runtime, channel};
 
-fn echo_wasm() -> PathBuf {
+/// The example flows, built; the folder they are in.
+fn built() -> PathBuf {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .unwrap()
@@ -29,7 +35,7 @@ fn echo_wasm() -> PathBuf {
         Some(&root.join("target/flows-build")),
     )
     .expect("building the example flows");
-    out.join("echo.wasm")
+    out
 }
 
 fn invocation() -> Invocation {
@@ -49,7 +55,7 @@ fn invocation() -> Invocation {
 }
 
 fn benches(c: &mut Criterion) {
-    let wasm_path = echo_wasm();
+    let wasm_path = built().join("echo.wasm");
     let wasm = std::fs::read(&wasm_path).unwrap();
     let tokio = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -104,5 +110,100 @@ fn benches(c: &mut Criterion) {
     });
 }
 
-criterion_group!(runtime_benches, benches);
+const SLACK_SECRET: &str = "8f742231b10e8888abcd99yyyzzz85a5";
+
+/// A Slack `event_callback`, signed now, as the Events API sends it.
+fn slack_request() -> channel::Request {
+    use hmac::{Hmac, Mac};
+    let body = r#"{"type":"event_callback","team_id":"T0001","event":{"type":"message","channel":"C456","user":"U123","text":"Where is order 12345?","ts":"1700000000.000100"}}"#;
+    let timestamp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        .to_string();
+    let mut mac = Hmac::<sha2::Sha256>::new_from_slice(SLACK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("v0:{timestamp}:{body}").as_bytes());
+    let signature = format!("v0={}", hex::encode(mac.finalize().into_bytes()));
+    channel::Request {
+        method: "POST".into(),
+        path: "/endpoint/bench".into(),
+        query: None,
+        headers: vec![
+            ("content-type".into(), "application/json".into()),
+            ("x-slack-request-timestamp".into(), timestamp),
+            ("x-slack-signature".into(), signature),
+        ],
+        body: body.as_bytes().to_vec(),
+    }
+}
+
+fn transformer_benches(c: &mut Criterion) {
+    let tokio = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = flowhost::Config::from_toml("").unwrap();
+    let runtime = Arc::new(Runtime::new(&config.runtime).unwrap());
+    let loader = Loader::new(Arc::clone(&runtime), config.limits.clone(), None);
+    let folder = tempfile::tempdir().unwrap();
+    std::fs::copy(built().join("slack.wasm"), folder.path().join("slack.wasm")).unwrap();
+    std::fs::write(
+        folder.path().join("slack.toml"),
+        format!("[config]\nsigning_secret = \"{SLACK_SECRET}\"\n"),
+    )
+    .unwrap();
+    let slack = tokio
+        .block_on(loader.load_path(&folder.path().join("slack.wasm")))
+        .unwrap();
+    let echo = tokio
+        .block_on(loader.load_path(&built().join("echo.wasm")))
+        .unwrap();
+    // The request is signed once: the transformer refuses one older than
+    // five minutes, and a run is shorter than that.
+    let request = slack_request();
+    let runs = tokio
+        .block_on(runtime.transform_input(&slack.ready, "bench", false, request.clone()))
+        .unwrap();
+    assert!(
+        matches!(runs, Some(channel::Input::Run(_))),
+        "the signed event is run"
+    );
+    let output = channel::Output {
+        user_id: "U123".into(),
+        session_id: "C456".into(),
+        text: Some("Thanks! Order 12345 is on its way.".into()),
+        data: Some(r#"{"orderNumber":"12345"}"#.into()),
+        trace_id: "endpoint-httpIncomingMessage-00000000-0000-0000-0000-000000000000".into(),
+        endpoint: "bench".into(),
+    };
+
+    let mut group = c.benchmark_group("transformer");
+    group.bench_function("echo_turn", |b| {
+        b.to_async(&tokio).iter(|| async {
+            runtime.run(&echo.ready, invocation()).await.unwrap();
+        })
+    });
+    group.bench_function("slack_handle_input", |b| {
+        b.to_async(&tokio).iter(|| async {
+            runtime
+                .transform_input(&slack.ready, "bench", false, request.clone())
+                .await
+                .unwrap()
+                .unwrap();
+        })
+    });
+    group.bench_function("slack_handle_output", |b| {
+        b.to_async(&tokio).iter(|| async {
+            runtime
+                .transform_output(&slack.ready, false, output.clone())
+                .await
+                .unwrap()
+                .unwrap();
+        })
+    });
+    group.finish();
+}
+
+criterion_group!(runtime_benches, benches, transformer_benches);
 criterion_main!(runtime_benches);

@@ -32,5 +32,6 @@ mod sandbox;
 mod sessions;
 mod several_hosts;
 mod traces;
+mod transformers;
 mod waiting;
 mod wit_versions;

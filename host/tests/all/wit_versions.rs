@@ -1,7 +1,8 @@
 //! The WIT package is versioned, and the host keeps every released world:
 //! a flow built against `flowhost:flow@0.1.0`, before the message had a
-//! `source` and flows could end a session, loads and runs unchanged beside
-//! flows of the current version.
+//! `source` and flows could end a session, or against 0.2.0, from before
+//! transformers, loads and runs unchanged beside flows of the current
+//! version.
 
 use serde_json::Value;
 
@@ -57,5 +58,36 @@ async fn a_flow_built_against_0_1_0_runs_beside_current_ones() {
             .clone()
     };
     assert_eq!(world("legacy"), "flowhost:flow@0.1.0");
-    assert_eq!(world("faulty"), "flowhost:flow@0.2.0");
+    assert_eq!(world("faulty"), "flowhost:flow@0.3.0");
+}
+
+#[tokio::test]
+async fn a_flow_built_against_0_2_0_runs_with_its_source_and_session_end() {
+    let receiver = Receiver::start().await;
+    let config = format!(
+        "admin_token = \"{TOKEN}\"\n{}",
+        endpoint("two", "legacy2", &receiver)
+    );
+    let site = Site::new(&["legacy2"], &config);
+    let host = site.start().await;
+
+    for text in ["hello", "bye", "again"] {
+        send(&host.url("two"), "s1", text).await;
+    }
+    let received = receiver.wait_for(3).await;
+    let texts: Vec<&str> = received.iter().map(|r| r.text()).collect();
+    // `session.end` on "bye": the count starts afresh.
+    assert_eq!(
+        texts,
+        [
+            "1: hello from user (0.2.0)",
+            "2: bye from user (0.2.0)",
+            "1: again from user (0.2.0)"
+        ]
+    );
+    host.wait_for_log(&["a 0.2.0 flow, running"]).await;
+    let (_, flows) = admin(&host, "GET", "/admin/flows", TOKEN).await;
+    let two = &flows["flows"][0];
+    assert_eq!(two["world"], "flowhost:flow@0.2.0", "{flows}");
+    assert_eq!(two["kind"], "flow");
 }
