@@ -153,6 +153,7 @@ impl Server {
             Some(Transformers {
                 runtime: Arc::clone(&runtime),
                 flows: flows.clone(),
+                metrics: metrics.clone(),
             }),
             stopping.clone(),
         )

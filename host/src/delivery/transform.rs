@@ -19,6 +19,7 @@ use crate::endpoints::EndpointConfig;
 use crate::flows::Registry;
 use crate::runtime::{Runtime, channel};
 use crate::store::PendingOutput;
+use crate::telemetry::metrics::Metrics;
 
 /// What runs endpoints' transformers: the runtime and the components in
 /// service.
@@ -28,6 +29,8 @@ pub struct Transformers {
     pub runtime: Arc<Runtime>,
     /// Where they are found by name.
     pub flows: Registry,
+    /// Where their calls are counted.
+    pub metrics: Metrics,
 }
 
 /// One POST of an output: where, with which headers of the flow's or
@@ -114,16 +117,32 @@ impl Transformers {
             .runtime
             .transform_output(&transformer.ready, endpoint.withholds_content(), said)
             .await;
+        let count = |outcome| {
+            self.metrics
+                .transform(&endpoint.name, name, "handle-output", outcome);
+        };
         match delivery {
             Ok(None) => seed(),
-            Ok(Some(channel::Delivery::Drop)) => Shaped::Dropped,
+            Ok(Some(channel::Delivery::Drop)) => {
+                count("drop");
+                Shaped::Dropped
+            }
             Ok(Some(channel::Delivery::Send(request))) => {
                 match checked(request, endpoint, webhook) {
-                    Ok(request) => Shaped::Send(request),
-                    Err(reason) => failed(reason),
+                    Ok(request) => {
+                        count("send");
+                        Shaped::Send(request)
+                    }
+                    Err(reason) => {
+                        count("refused");
+                        failed(reason)
+                    }
                 }
             }
-            Err(failure) => failed(failure.reason),
+            Err(failure) => {
+                count(failure.kind.label());
+                failed(failure.reason)
+            }
         }
     }
 }

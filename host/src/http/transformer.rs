@@ -85,11 +85,22 @@ pub(super) async fn transform(
             request,
         )
         .await;
-    let made = match input {
+    let (made, outcome) = match input {
         Ok(None) => return Ok(Transformed::Seed),
-        Ok(Some(input)) => made(input),
-        Err(failure) => Err(failure.reason),
+        Ok(Some(input)) => {
+            let asked = match &input {
+                channel::Input::Run(_) => "run",
+                channel::Input::Respond(_) => "respond",
+                channel::Input::Ignore => "ignore",
+            };
+            let made = made(input);
+            let outcome = if made.is_ok() { asked } else { "refused" };
+            (made, outcome)
+        }
+        Err(failure) => (Err(failure.reason), failure.kind.label()),
     };
+    app.metrics
+        .transform(endpoint.name(), name, "handle-input", outcome);
     match made {
         Ok(transformed) => Ok(transformed),
         Err(reason) if endpoint.config.transformer_abort_on_error => {

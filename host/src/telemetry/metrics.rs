@@ -51,6 +51,14 @@ struct TurnLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TransformLabels {
+    endpoint: String,
+    transformer: String,
+    function: &'static str,
+    outcome: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct EndpointOutcome {
     endpoint: String,
     outcome: &'static str,
@@ -100,6 +108,7 @@ struct Registered {
     registry: Registry,
     messages: Family<EndpointStatus, Counter>,
     turns: Family<TurnLabels, Counter>,
+    transforms: Family<TransformLabels, Counter>,
     turn_duration: Timings<FlowLabel>,
     deliveries: Family<EndpointOutcome, Counter>,
     delivery_duration: Timings<EndpointLabel>,
@@ -167,6 +176,7 @@ impl Metrics {
             registry: Registry::with_prefix("flowhost"),
             messages: Family::default(),
             turns: Family::default(),
+            transforms: Family::default(),
             turn_duration: Family::new_with_constructor(short_timings),
             deliveries: Family::default(),
             delivery_duration: Family::new_with_constructor(short_timings),
@@ -201,6 +211,13 @@ impl Metrics {
             "Turns run, by endpoint, flow and outcome (completed, error, trap, contract, \
              instantiate, or the limit that stopped it: deadline, memory, fuel, outputs, …)",
             m.turns.clone(),
+        );
+        registry.register(
+            "transformer_calls",
+            "Calls of endpoints' transformers, by endpoint, transformer, function \
+             (handle-input, handle-output) and outcome (run, respond, ignore, send, drop, or \
+             the failure: error, trap, refused, the limit that stopped it, …)",
+            m.transforms.clone(),
         );
         registry.register(
             "turn_duration_seconds",
@@ -310,6 +327,27 @@ impl Metrics {
                     flow: flow.to_owned(),
                 })
                 .observe(took.as_secs_f64());
+        }
+    }
+
+    /// A call of `endpoint`'s `transformer`: its `function`
+    /// (`handle-input`, `handle-output`) and how it came out.
+    pub fn transform(
+        &self,
+        endpoint: &str,
+        transformer: &str,
+        function: &'static str,
+        outcome: &'static str,
+    ) {
+        if let Some(m) = &self.0 {
+            m.transforms
+                .get_or_create(&TransformLabels {
+                    endpoint: endpoint.to_owned(),
+                    transformer: transformer.to_owned(),
+                    function,
+                    outcome,
+                })
+                .inc();
         }
     }
 
