@@ -10,14 +10,18 @@
 //!
 //! The modules follow a message's path:
 //!
-//! - [`http`]: `POST /endpoint/{token}`: authentication, validation, 202;
-//!   connections served within timeouts and caps.
+//! - [`http`]: `POST /endpoint/{token}`: authentication, the endpoint's
+//!   input transformer if it has one, validation, 202; connections served
+//!   within timeouts and caps.
 //! - `inbox`: accepted messages, run one at a time per session, in order.
-//! - [`flows`]: flow files, compiled and kept in a registry by name.
-//! - [`runtime`]: wasmtime: one fresh instance per message, within limits.
+//! - [`flows`]: flow (and transformer) files, compiled and kept in a
+//!   registry by name.
+//! - [`runtime`]: wasmtime: one fresh instance per message (or transformer
+//!   call), within limits.
 //! - [`store`]: what must survive a restart, split by who calls it: messages
 //!   (the inbox), the outbox (delivery), credentials (HTTP); SQLite by default.
-//! - `delivery`: outputs POSTed to webhooks, in order, with retries.
+//! - `delivery`: outputs POSTed to webhooks (through the endpoint's output
+//!   transformer if it has one), in order, with retries.
 //!
 //! Around them: [`config`] (reads and checks the file into each stage's
 //! settings; no stage imports it), `endpoints` (the endpoints in force),

@@ -8,7 +8,9 @@
 //! makes unnecessary: the token (404), the API key (401, before the body is
 //! read), the content type (415), the size (413), the JSON (400), the fields
 //! (422), the flow being in service (503). Then the message is made durable
-//! and queued, and only then is it acknowledged.
+//! and queued, and only then is it acknowledged. An endpoint with a
+//! transformer hands the body to it in place of the content type and JSON
+//! checks (see `transformer`); what it makes is checked field by field.
 
 use std::sync::Arc;
 

@@ -131,6 +131,30 @@ async fn a_transformer_shapes_what_comes_in_and_what_goes_out() {
         .clone();
     assert_eq!(shaper["kind"], "transformer", "{flows}");
     assert_eq!(shaper["world"], "flowhost:flow/transformer@0.3.0");
+
+    // And counts its calls, by what they came to.
+    let metrics = client()
+        .get(format!("http://{}/metrics", host.addr))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for (function, outcome, count) in [
+        ("handle-input", "run", 3),
+        ("handle-input", "respond", 1),
+        ("handle-input", "ignore", 1),
+        ("handle-input", "refused", 1),
+        ("handle-output", "send", 2),
+        ("handle-output", "drop", 1),
+    ] {
+        let line = format!(
+            "flowhost_transformer_calls_total{{endpoint=\"shaped\",transformer=\"shaper\",\
+             function=\"{function}\",outcome=\"{outcome}\"}} {count}"
+        );
+        assert!(metrics.contains(&line), "{line} in:\n{metrics}");
+    }
 }
 
 #[tokio::test]
@@ -614,4 +638,34 @@ async fn a_transformer_swapped_by_hot_reload_mid_conversation_takes_the_next_mes
     assert_eq!(received[2].body["to"], "+15557654321");
     let text = received[2].body["text"].as_str().unwrap();
     assert!(text.starts_with("Order 12345 should arrive in"), "{text}");
+}
+
+#[tokio::test]
+async fn a_transformer_may_export_one_function_and_the_seeds_json_does_the_rest() {
+    let receiver = Receiver::start().await;
+    let config = endpoint("stamped", "echo", "stamp", &receiver, "");
+    let site = Site::new(&["echo", "stamp"], &config);
+    let host = site.start().await;
+
+    // No handle-input: the endpoint takes the seed's JSON, and only that.
+    let response = post(
+        &url(&host, "stamped"),
+        &shaper_body("s1", "hello", None),
+        &[],
+    )
+    .await;
+    assert_eq!(response.status(), 202);
+    let form = client()
+        .post(url(&host, "stamped"))
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body("userId=u&sessionId=s1&text=hi")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 415);
+
+    // Its handle-output shapes what goes out.
+    let received = receiver.wait_for(1).await;
+    assert_eq!(received[0].raw, "s1: hello");
+    assert_eq!(received[0].headers["content-type"], "text/plain");
 }
