@@ -75,10 +75,12 @@ pub enum Kind {
     },
 }
 
-/// `handle-input`'s type, as Rust sees it.
-type HandleInput = ((channel::Request,), (Result<channel::Input, String>,));
-/// `handle-output`'s type, as Rust sees it.
-type HandleOutput = ((channel::Output,), (Result<channel::Delivery, String>,));
+/// `handle-input`'s parameters and results, as Rust sees them.
+type InputParams = (channel::Request,);
+type InputResults = (Result<channel::Input, String>,);
+/// `handle-output`'s parameters and results, as Rust sees them.
+type OutputParams = (channel::Output,);
+type OutputResults = (Result<channel::Delivery, String>,);
 
 /// A transformer linked, with the index of each function it exports,
 /// type-checked.
@@ -120,27 +122,16 @@ impl TransformerPre {
         };
         let instance_type = pre.instance_type();
         let input = export("handle-input", &|func| {
-            func.typecheck::<<HandleInput as Signature>::Params, <HandleInput as Signature>::Results>(&instance_type)
+            func.typecheck::<InputParams, InputResults>(&instance_type)
         })?;
         let output = export("handle-output", &|func| {
-            func.typecheck::<<HandleOutput as Signature>::Params, <HandleOutput as Signature>::Results>(&instance_type)
+            func.typecheck::<OutputParams, OutputResults>(&instance_type)
         })?;
         if input.is_none() && output.is_none() {
             wasmtime::bail!("it exports neither `handle-input` nor `handle-output`");
         }
         Ok(TransformerPre { pre, input, output })
     }
-}
-
-/// The parameters and results of an export, as a pair.
-trait Signature {
-    type Params;
-    type Results;
-}
-
-impl<P, R> Signature for (P, R) {
-    type Params = P;
-    type Results = R;
 }
 
 /// A flow linked and type-checked as one of the worlds.
@@ -281,7 +272,8 @@ impl Flow {
                 Call::Input(request),
             ) => {
                 let index = input.as_ref().ok_or_else(|| missing("handle-input"))?;
-                let func = instance.get_typed_func::<<HandleInput as Signature>::Params, <HandleInput as Signature>::Results>(&mut store, index)?;
+                let func =
+                    instance.get_typed_func::<InputParams, InputResults>(&mut store, index)?;
                 let (result,) = func.call_async(&mut store, (request,)).await?;
                 Ok(result.map(Answer::Input))
             }
@@ -292,7 +284,8 @@ impl Flow {
                 Call::Output(said),
             ) => {
                 let index = output.as_ref().ok_or_else(|| missing("handle-output"))?;
-                let func = instance.get_typed_func::<<HandleOutput as Signature>::Params, <HandleOutput as Signature>::Results>(&mut store, index)?;
+                let func =
+                    instance.get_typed_func::<OutputParams, OutputResults>(&mut store, index)?;
                 let (result,) = func.call_async(&mut store, (said,)).await?;
                 Ok(result.map(Answer::Output))
             }

@@ -50,8 +50,9 @@ pub enum LoadError {
     /// It imports something the host does not provide.
     #[error("imports what flowhost does not provide: {0:#}")]
     Link(#[source] anyhow::Error),
-    /// It does not export the `flow` world's `handle`.
-    #[error("does not implement the flowhost:flow/flow world: {0:#}")]
+    /// It is neither a flow (it does not export the `flow` world's `handle`)
+    /// nor a transformer.
+    #[error("is neither a flow (the flowhost:flow/flow world) nor a transformer: {0:#}")]
     NotAFlow(#[source] anyhow::Error),
     /// The compiler's child process refused it; this is what it said.
     #[error("{0}")]

@@ -252,15 +252,17 @@ struct Hosts {
     memory: (Arc<MemoryBudget>, Arc<MemoryBudget>),
 }
 
-/// The call a flow's turn makes: `handle`, with the invocation's message.
-fn handle(invocation: &Invocation) -> Call {
+/// The call a flow's turn makes: `handle`, with the invocation's message,
+/// moved out of it; what is left is what the turn's store is made from.
+fn handle(invocation: &mut Invocation) -> Call {
+    use std::mem::take;
     Call::Handle(bindings::types::Message {
-        user_id: invocation.user_id.clone(),
-        session_id: invocation.session_id.clone(),
-        text: invocation.text.clone(),
-        data: invocation.data.clone(),
-        trace_id: invocation.trace_id.clone(),
-        endpoint: invocation.endpoint.clone(),
+        user_id: take(&mut invocation.user_id),
+        session_id: take(&mut invocation.session_id),
+        text: invocation.text.take(),
+        data: invocation.data.take(),
+        trace_id: take(&mut invocation.trace_id),
+        endpoint: take(&mut invocation.endpoint),
         source: match invocation.source {
             Source::User => bindings::types::Source::User,
             Source::Inject => bindings::types::Source::Inject,
@@ -332,9 +334,9 @@ impl Runtime {
     pub fn run_here(
         &self,
         flow: &ReadyFlow,
-        invocation: Invocation,
+        mut invocation: Invocation,
     ) -> impl Future<Output = Result<Turn, FlowFailure>> + Send + 'static {
-        let call = handle(&invocation);
+        let call = handle(&mut invocation);
         let turn = self.call_here(flow, invocation, call);
         async move { turn.await.map(|(state, _)| state.into_turn()) }
     }
