@@ -165,6 +165,11 @@ fn print_tour(base: &str, key: &str, admin_token: Option<&str>) {
     println!("  curl -X POST {base}/endpoint/demo-support-000000000000 \\");
     println!("    -H \"Content-Type: application/json\" -H \"X-Webhook-Key: {key}\" -d {seed}");
     println!();
+    println!("  curl -X POST {base}/endpoint/demo-sms-0000000000000000 \\");
+    println!(
+        "    --data-urlencode 'From=+15551234567' --data-urlencode 'Body=Where is my order 12345?'"
+    );
+    println!();
     if let Some(token) = admin_token {
         println!("The console: {base}/console (sign in with the admin token {token}).");
         println!();
