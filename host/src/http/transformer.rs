@@ -55,7 +55,7 @@ pub(super) async fn transform(
     headers: &HeaderMap,
     body: &Bytes,
 ) -> Result<Transformed, Problem> {
-    let Some(transformer) = app.flows.get(name) else {
+    let Some(transformer) = loaded(app, name).await else {
         return Err(Problem::unavailable(
             "transformer-not-loaded",
             "Transformer not loaded",
@@ -117,6 +117,25 @@ pub(super) async fn transform(
             Ok(Transformed::Seed)
         }
     }
+}
+
+/// How long a request waits for a transformer that is loading (at the
+/// start, its file in the flows folder but not compiled yet): the request's
+/// body is in memory meanwhile, so not long.
+const LOADING_PATIENCE: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// The transformer `name`, waiting a little for it while it is loading.
+async fn loaded(app: &AppState, name: &str) -> Option<std::sync::Arc<crate::flows::LoadedFlow>> {
+    if let Some(loaded) = app.flows.get(name) {
+        return Some(loaded);
+    }
+    if !app.flows.serves_or_may_serve(name) {
+        return None;
+    }
+    tokio::time::timeout(LOADING_PATIENCE, app.flows.wait_for(name, &app.stopping))
+        .await
+        .ok()
+        .flatten()
 }
 
 /// What the transformer's answer asks for, checked.

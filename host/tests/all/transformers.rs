@@ -131,6 +131,11 @@ async fn a_transformer_shapes_what_comes_in_and_what_goes_out() {
         .clone();
     assert_eq!(shaper["kind"], "transformer", "{flows}");
     assert_eq!(shaper["world"], "flowhost:flow/transformer@0.3.0");
+    let (_, endpoints) = admin(&host, "GET", "/admin/endpoints", ADMIN).await;
+    assert_eq!(
+        endpoints["endpoints"][0]["transformer"], "shaper",
+        "{endpoints}"
+    );
 
     // And counts its calls, by what they came to.
     let metrics = client()
@@ -668,4 +673,57 @@ async fn a_transformer_may_export_one_function_and_the_seeds_json_does_the_rest(
     let received = receiver.wait_for(1).await;
     assert_eq!(received[0].raw, "s1: hello");
     assert_eq!(received[0].headers["content-type"], "text/plain");
+}
+
+#[tokio::test]
+async fn an_endpoint_whose_transformer_is_missing_or_a_flow_is_not_ready_and_says_why() {
+    let receiver = Receiver::start().await;
+    let config = format!(
+        "{}{}",
+        endpoint("missing", "echo", "nowhere", &receiver, ""),
+        endpoint("confused", "echo", "greeter", &receiver, "")
+    );
+    let site = Site::new(&["echo", "greeter"], &config);
+    let host = site.start().await;
+
+    let ready = client()
+        .get(format!("http://{}/readyz", host.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(ready.status(), 503);
+    let problem: Value = ready.json().await.unwrap();
+    let reasons = problem["reasons"].to_string();
+    assert!(
+        reasons.contains(
+            r#"endpoint \"missing\": its transformer \"nowhere\" is not loaded (there is no such transformer file)"#
+        ),
+        "{reasons}"
+    );
+    assert!(
+        reasons.contains(
+            r#"endpoint \"confused\": its transformer \"greeter\" is a flow, not a transformer"#
+        ),
+        "{reasons}"
+    );
+
+    // A message waits for nothing that is not coming: 503, nothing stored.
+    let response = post(&url(&host, "missing"), &shaper_body("s", "hi", None), &[]).await;
+    let (status, problem) = problem_of(response).await;
+    assert_eq!(status, 503, "{problem}");
+    assert_eq!(
+        problem["type"],
+        "urn:flowhost:problem:transformer-not-loaded"
+    );
+    // A flow named as a transformer is the transformer failing.
+    let response = post(&url(&host, "confused"), &shaper_body("s", "hi", None), &[]).await;
+    let (status, problem) = problem_of(response).await;
+    assert_eq!(status, 422, "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("it is a flow, not a transformer"),
+        "{problem}"
+    );
 }

@@ -184,6 +184,7 @@ async fn endpoints(State(app): State<Arc<AppState>>) -> Json<Value> {
                 "mode": e.config.mode,
                 "webhookUrl": webhook,
                 "webhookAuth": e.config.webhook_auth.is_some(),
+                "transformer": e.config.transformer,
             })
         })
         .collect();
