@@ -316,19 +316,14 @@ impl RawConfig {
                     ));
                 }
             }
+            let allow_private = delivery.allow_private_webhooks;
             let transformer_urls: Vec<Url> = raw
                 .transformer_urls
                 .iter()
                 .enumerate()
                 .filter_map(|(n, raw_url)| {
                     let key = format!("{at}.transformer_urls[{n}]");
-                    check_http_url(&key, raw_url)
-                        .and_then(|url| match crate::delivery::guard::private_host(&url) {
-                            Some(reason) if !delivery.allow_private_webhooks => Err(format!(
-                                "{key}: {url} is {reason}; set delivery.allow_private_webhooks = true to allow it"
-                            )),
-                            _ => Ok(url),
-                        })
+                    check_webhook_url(&key, raw_url, allow_private)
                         .map_err(|p| problems.push(p))
                         .ok()
                 })
@@ -374,20 +369,9 @@ impl RawConfig {
                 problems.push(format!("{at}.rest_timeout: only for mode = \"rest\""));
             }
             let webhook_url = webhook_url.and_then(|raw_url| {
-                check_http_url(&format!("{at}.webhook_url"), raw_url)
-                .and_then(|url| {
-                    if delivery.allow_private_webhooks {
-                        return Ok(url);
-                    }
-                    match crate::delivery::guard::private_host(&url) {
-                        Some(reason) => Err(format!(
-                            "{at}.webhook_url: {url} is {reason}; set delivery.allow_private_webhooks = true to allow it"
-                        )),
-                        None => Ok(url),
-                    }
-                })
-                .map_err(|p| problems.push(p))
-                .ok()
+                check_webhook_url(&format!("{at}.webhook_url"), raw_url, allow_private)
+                    .map_err(|p| problems.push(p))
+                    .ok()
             });
             let webhook_secret = raw.webhook_secret.as_deref().and_then(|secret| {
                 crate::signature::Secret::parse(secret)
@@ -526,6 +510,18 @@ fn half_the_memory() -> u64 {
 /// and the environment say (neither can unset a key).
 fn given<T>(value: Option<T>) -> T {
     value.expect("defaults.toml gives every key without a worked-out default a value")
+}
+
+/// A URL outputs may be sent to, as `key` names it: http(s), and public
+/// unless `allow_private` (`delivery.allow_private_webhooks`).
+fn check_webhook_url(key: &str, raw: &str, allow_private: bool) -> Result<Url, String> {
+    let url = check_http_url(key, raw)?;
+    match crate::delivery::guard::private_host(&url) {
+        Some(reason) if !allow_private => Err(format!(
+            "{key}: {url} is {reason}; set delivery.allow_private_webhooks = true to allow it"
+        )),
+        _ => Ok(url),
+    }
 }
 
 fn check_http_url(at: &str, text: &str) -> Result<Url, String> {
