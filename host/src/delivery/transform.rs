@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::endpoints::EndpointConfig;
 use crate::flows::Registry;
-use crate::runtime::{Runtime, channel};
+use crate::runtime::{Runtime, channel, transformer_headers};
 use crate::store::PendingOutput;
 use crate::telemetry::metrics::Metrics;
 
@@ -188,19 +188,7 @@ fn checked(
             url
         }
     };
-    let mut headers = Vec::with_capacity(request.headers.len());
-    for (name, value) in request.headers {
-        let name = HeaderName::try_from(name.as_str())
-            .map_err(|_| format!("{name:?} is not a header name"))?;
-        if HOST_HEADERS.contains(&name.as_str()) {
-            return Err(format!(
-                "it may not set the header {name}: the host sets it"
-            ));
-        }
-        let value = HeaderValue::try_from(value)
-            .map_err(|_| format!("the value of its header {name} is not a header value"))?;
-        headers.push((name, value));
-    }
+    let headers = transformer_headers(request.headers, &HOST_HEADERS)?;
     Ok(WebhookRequest {
         url,
         headers,

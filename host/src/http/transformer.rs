@@ -13,14 +13,14 @@
 use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode, Uri};
+use http::{HeaderMap, StatusCode, Uri};
 use serde_json::{Map, Value};
 
 use super::endpoint::API_KEY_HEADER;
 use super::message::{self, ValidMessage};
 use super::{AppState, Problem};
 use crate::endpoints::Endpoint;
-use crate::runtime::channel;
+use crate::runtime::{channel, transformer_headers};
 
 /// What the transformer made of a request.
 pub(super) enum Transformed {
@@ -202,14 +202,7 @@ fn response(answer: channel::Response) -> Result<Response, String> {
         .ok_or_else(|| format!("its answer's status {} is not 200 to 599", answer.status))?;
     let mut response = Response::new(Body::from(answer.body));
     *response.status_mut() = status;
-    for (name, value) in answer.headers {
-        let name = HeaderName::try_from(name.as_str())
-            .map_err(|_| format!("{name:?} is not a header name"))?;
-        if FRAMING.contains(&name.as_str()) {
-            return Err(format!("its answer may not set the header {name}"));
-        }
-        let value = HeaderValue::try_from(value)
-            .map_err(|_| format!("the value of its header {name} is not a header value"))?;
+    for (name, value) in transformer_headers(answer.headers, &FRAMING)? {
         response.headers_mut().append(name, value);
     }
     Ok(response)

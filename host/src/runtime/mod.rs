@@ -84,6 +84,7 @@ use self::epoch::EpochTicker;
 use self::executor::Executor;
 use self::memory::MemoryBudget;
 use self::state::HostState;
+pub use self::transform::headers as transformer_headers;
 
 /// How often the epoch advances: how often a running flow yields its thread
 /// and has its deadline checked. Short, so that a flow that spins delays

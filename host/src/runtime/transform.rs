@@ -6,6 +6,7 @@
 //! at its deadline; only the call differs. It is told nothing of a session:
 //! it has no context or profile, and its store's are left empty.
 
+use http::{HeaderName, HeaderValue};
 use tokio_util::task::AbortOnDropHandle;
 use tracing::Instrument;
 
@@ -80,6 +81,29 @@ impl Runtime {
             }),
         }
     }
+}
+
+/// A transformer's headers as HTTP headers: each name and value checked,
+/// and none of `reserved` (the host's to set).
+pub fn headers(
+    pairs: Vec<channel::Header>,
+    reserved: &[&str],
+) -> Result<Vec<(HeaderName, HeaderValue)>, String> {
+    pairs
+        .into_iter()
+        .map(|(name, value)| {
+            let name = HeaderName::try_from(name.as_str())
+                .map_err(|_| format!("{name:?} is not a header name"))?;
+            if reserved.contains(&name.as_str()) {
+                return Err(format!(
+                    "it may not set the header {name}: the host sets it"
+                ));
+            }
+            let value = HeaderValue::try_from(value)
+                .map_err(|_| format!("the value of its header {name} is not a header value"))?;
+            Ok((name, value))
+        })
+        .collect()
 }
 
 /// What a transformer's store is made from: no session, no state.
