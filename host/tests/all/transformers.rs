@@ -727,3 +727,35 @@ async fn an_endpoint_whose_transformer_is_missing_or_a_flow_is_not_ready_and_say
         "{problem}"
     );
 }
+
+#[tokio::test]
+async fn a_transformer_that_imports_a_flows_context_is_refused_at_load() {
+    let receiver = Receiver::start().await;
+    let config = format!(
+        "admin_token = \"{ADMIN}\"\n{}",
+        endpoint("nosy", "echo", "nosy", &receiver, "")
+    );
+    let site = Site::new(&["echo", "nosy"], &config);
+    let host = site.start().await;
+
+    host.wait_for_log(&["nosy", "a transformer may not import `context`"])
+        .await;
+    let (_, flows) = admin(&host, "GET", "/admin/flows", ADMIN).await;
+    let nosy = flows["flows"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "nosy")
+        .unwrap()
+        .clone();
+    assert_eq!(nosy["loaded"], false, "{flows}");
+    assert!(
+        nosy["lastError"]["reason"]
+            .as_str()
+            .unwrap()
+            .contains("a transformer may not import `context`"),
+        "{flows}"
+    );
+    let response = post(&url(&host, "nosy"), &shaper_body("s", "hi", None), &[]).await;
+    assert_eq!(response.status(), 503);
+}
