@@ -179,28 +179,10 @@ impl Courier {
             }
             None => Shaped::Send(WebhookRequest::seed(&webhook, &output)),
         };
-        let request = match request {
-            Shaped::Send(request) => request,
-            Shaped::Dropped => {
-                return self
-                    .settle(output, Answer::Dropped, now_ms(), Duration::ZERO)
-                    .await;
-            }
-            Shaped::Failed(reason) => {
-                return self
-                    .settle(output, Answer::Refused(reason), now_ms(), Duration::ZERO)
-                    .await;
-            }
-            Shaped::Unavailable(reason) => {
-                let answer = Answer::Failed {
-                    status: None,
-                    error: reason,
-                    body: String::new(),
-                    body_bytes: 0,
-                    retry_after: None,
-                };
-                return self.settle(output, answer, now_ms(), Duration::ZERO).await;
-            }
+        let request = match request.into_request() {
+            Ok(request) => request,
+            // Nothing to send: the attempt is settled as it is.
+            Err(answer) => return self.settle(output, answer, now_ms(), Duration::ZERO).await,
         };
 
         let (answer, started_at, took) = {

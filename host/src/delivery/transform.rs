@@ -15,6 +15,7 @@ use http::{HeaderName, HeaderValue};
 use reqwest::Url;
 use serde_json::Value;
 
+use super::client::Answer;
 use crate::endpoints::EndpointConfig;
 use crate::flows::Registry;
 use crate::runtime::{Runtime, channel, transformer_headers};
@@ -69,6 +70,25 @@ pub(super) enum Shaped {
     Failed(String),
     /// The transformer is not in service (yet): try again later.
     Unavailable(String),
+}
+
+impl Shaped {
+    /// The request to send, or the answer the attempt comes to without
+    /// sending anything.
+    pub(super) fn into_request(self) -> Result<WebhookRequest, Answer> {
+        match self {
+            Shaped::Send(request) => Ok(request),
+            Shaped::Dropped => Err(Answer::Dropped),
+            Shaped::Failed(reason) => Err(Answer::Refused(reason)),
+            Shaped::Unavailable(error) => Err(Answer::Failed {
+                status: None,
+                error,
+                body: String::new(),
+                body_bytes: 0,
+                retry_after: None,
+            }),
+        }
+    }
 }
 
 /// Headers a transformer may not set: the host's own, and those that
