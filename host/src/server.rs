@@ -116,6 +116,14 @@ impl Server {
             )
             .with_metrics(metrics.clone()),
         );
+        // A folder not made yet is made, so that a deploy pipeline or
+        // `--watch-build` may fill it later and the watch sees it.
+        if config.watch && !config.flows_dir.exists() {
+            std::fs::create_dir_all(&config.flows_dir).with_context(|| {
+                format!("creating the flows folder {}", config.flows_dir.display())
+            })?;
+            tracing::info!(folder = %config.flows_dir.display(), "created the flows folder, empty");
+        }
         // Flows load while the host serves: a flow that takes long to
         // compile (or never does) delays no other and no start. Messages
         // for a flow still loading are accepted and wait for it.

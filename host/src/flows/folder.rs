@@ -10,7 +10,7 @@
 //! serving; a missing file unloads the flow, and messages for it wait.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -70,8 +70,11 @@ impl FlowFolder {
         let mut entries = tokio::fs::read_dir(&self.dir).await?;
         let mut names = Vec::new();
         while let Some(entry) = entries.next_entry().await? {
-            if let Some(name) = super::flow_name(&entry.path()) {
+            let path = entry.path();
+            if let Some(name) = super::flow_name(&path) {
                 names.push(name);
+            } else if super::is_misnamed_flow(&path) {
+                warn_misnamed(&path);
             }
         }
         names.sort();
@@ -210,8 +213,9 @@ impl FlowFolder {
     /// Watches the folder, reconciling each flow whose files settle, until
     /// the handle is dropped or aborted.
     pub fn watch(self: &Arc<Self>, quiet: Duration) -> notify::Result<JoinHandle<()>> {
-        let mut watch =
-            FolderWatch::start(&self.dir, false, quiet, |path| flow_of(path).is_some())?;
+        let mut watch = FolderWatch::start(&self.dir, false, quiet, |path| {
+            flow_of(path).is_some() || super::is_misnamed_flow(path)
+        })?;
         let folder = Arc::clone(self);
         Ok(tokio::spawn(async move {
             // Each change is reconciled in a task of its own, so that a flow
@@ -226,6 +230,8 @@ impl FlowFolder {
                         if let Some(name) = flow_of(&path) {
                             let folder = Arc::clone(&folder);
                             reconciling.spawn(async move { folder.reconcile(&name).await });
+                        } else if path.exists() {
+                            warn_misnamed(&path);
                         }
                     }
                     Some(_) = reconciling.join_next() => {}
@@ -233,4 +239,12 @@ impl FlowFolder {
             }
         }))
     }
+}
+
+fn warn_misnamed(path: &Path) {
+    tracing::warn!(
+        path = %path.display(),
+        rule = super::NAME_RULE,
+        "not loaded: the file name is not a flow name; rename it"
+    );
 }

@@ -24,7 +24,7 @@ const MAX_MANIFEST_SIZE: u64 = 64 << 10;
 #[derive(Debug, thiserror::Error)]
 pub enum FlowLoadError {
     /// The file name is not `<name>.wasm` with a valid name.
-    #[error("not a flow file name (want <name>.wasm, name of a-z, 0-9, '-', '_')")]
+    #[error("not a flow file name: {}", super::NAME_RULE)]
     NotAFlowFile,
     /// The path is a FIFO, a device, a folder or a socket.
     #[error("{file} is not a regular file")]

@@ -82,6 +82,21 @@ pub fn flow_name(path: &std::path::Path) -> Option<String> {
     flow_of(path)
 }
 
+/// The rule for flow file names, as error messages and logs state it.
+pub const NAME_RULE: &str = "a flow file is <name>.wasm, its name of a-z, 0-9, '-' and '_' (at most 64; no dots or capitals)";
+
+/// A `.wasm` file that is not hidden but whose name is not a flow name
+/// (`Order.Help.wasm`): worth a log line saying why it is not loaded, where
+/// editor droppings and temporary files are ignored quietly.
+pub fn is_misnamed_flow(path: &std::path::Path) -> bool {
+    path.extension().is_some_and(|e| e == "wasm")
+        && path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .is_some_and(|n| !n.starts_with('.'))
+        && flow_name(path).is_none()
+}
+
 /// Whether `name` can name an endpoint or a flow: it appears in file names,
 /// URLs and logs, so it is kept plain.
 pub fn is_name(name: &str) -> bool {
@@ -120,5 +135,24 @@ mod tests {
             assert_eq!(flow_of(Path::new(ignored)), None, "{ignored}");
         }
         assert_eq!(flow_name(Path::new("flows/order-help.toml")), None);
+    }
+
+    #[test]
+    fn a_wasm_file_with_a_name_that_is_not_a_flow_name_is_told_apart() {
+        for misnamed in [
+            "flows/Order.wasm",
+            "flows/order.help.wasm",
+            "flows/my flow.wasm",
+        ] {
+            assert!(is_misnamed_flow(Path::new(misnamed)), "{misnamed}");
+        }
+        for quiet in [
+            "flows/order-help.wasm",
+            "flows/.order-help.wasm",
+            "flows/order-help.wasm.partial",
+            "flows/order-help.toml",
+        ] {
+            assert!(!is_misnamed_flow(Path::new(quiet)), "{quiet}");
+        }
     }
 }

@@ -29,7 +29,9 @@ pub const MAX_TABLES_PER_FLOW: u32 = 16;
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     /// The file is over the configured size.
-    #[error("the component is {size} bytes, over the limit of {limit}")]
+    #[error(
+        "the component is {size} bytes, over the limit of {limit} bytes (runtime.max_component_size)"
+    )]
     TooLarge {
         /// The file's size.
         size: u64,
