@@ -6,7 +6,8 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use clap::{Args, Parser, Subcommand};
 use flowhost::config::{Config, Overrides};
-use flowhost::local::{LocalMessage, LocalOutcome};
+use flowhost::local::conversation::Conversation;
+use flowhost::local::{self, LocalFlow, LocalMessage, LocalOutcome};
 use flowhost::preflight;
 use flowhost::store::Opened;
 
@@ -43,6 +44,10 @@ enum Command {
     /// Runs a flow once, locally, and prints the webhook bodies it would send,
     /// one JSON document per line.
     Run(RunArgs),
+    /// Runs conversation files against a flow, locally, and shows every
+    /// turn that went otherwise than its file expects; exits non-zero if
+    /// any did. The file format is in the README ("Testing a flow").
+    Test(TestArgs),
     /// Checks the configuration and every flow as `serve` would, prints each
     /// problem, and exits non-zero if there is any: for a deploy pipeline.
     Check(ConfigArgs),
@@ -140,9 +145,22 @@ enum UsersCommand {
 }
 
 #[derive(Args)]
+struct TestArgs {
+    /// The flow's component (`<name>.wasm`); its `<name>.toml` is read too.
+    flow: PathBuf,
+    /// Conversation files (TOML), each run from a fresh state.
+    #[arg(required = true)]
+    conversations: Vec<PathBuf>,
+    #[command(flatten)]
+    config: ConfigArgs,
+}
+
+#[derive(Args)]
 struct RunArgs {
     /// The flow's component (`<name>.wasm`); its `<name>.toml` is read too.
     flow: PathBuf,
+    #[command(flatten)]
+    config: ConfigArgs,
     /// The message's userId.
     #[arg(long)]
     user: String,
@@ -178,8 +196,14 @@ fn main() -> ExitCode {
     // `serve` starts its log once it has read the configuration, which may
     // turn traces on.
     // (Without an endpoint there is no exporter to shut down.)
+    // `run` and `test` print what the author asked for; their log says
+    // only what went wrong.
+    let level = match cli.command {
+        Command::Run(_) | Command::Test(_) => "warn",
+        _ => "info",
+    };
     if !matches!(cli.command, Command::Serve(_))
-        && let Err(error) = flowhost::telemetry::init(None)
+        && let Err(error) = flowhost::telemetry::init(None, level)
     {
         eprintln!("error: cannot start the log: {error:#}");
         return ExitCode::FAILURE;
@@ -213,8 +237,9 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 watch_build: args.watch_build,
             };
             let mut config = Config::load(args.config.config.as_deref(), &overrides)?;
-            let telemetry = flowhost::telemetry::init(config.telemetry.otlp_endpoint.as_deref())
-                .context("starting the trace exporter")?;
+            let telemetry =
+                flowhost::telemetry::init(config.telemetry.otlp_endpoint.as_deref(), "info")
+                    .context("starting the trace exporter")?;
             // Flows are compiled by this executable in a child process,
             // bounded in time and memory.
             config.compiler_program =
@@ -266,13 +291,14 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
         Command::Check(args) => return check(args.config.as_deref()).await,
         Command::CompileFlow(_) => unreachable!("handled before the runtime starts"),
         Command::Run(args) => {
+            let config = Config::load(args.config.config.as_deref(), &Overrides::default())?;
             let message = LocalMessage {
                 user_id: args.user,
                 session_id: args.session,
                 text: args.text,
-                data: args.data,
+                data: args.data.as_deref().map(local::parse_data).transpose()?,
             };
-            match flowhost::local::run_flow(&args.flow, message, args.state.as_ref()).await? {
+            match local::run_flow(&args.flow, &config, message, args.state.as_ref()).await? {
                 LocalOutcome::Outputs(bodies) => {
                     for body in bodies {
                         println!("{body}");
@@ -287,6 +313,58 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 }
             }
         }
+        Command::Test(args) => return test(args).await,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn test(args: TestArgs) -> anyhow::Result<ExitCode> {
+    let config = Config::load(args.config.config.as_deref(), &Overrides::default())?;
+    // Every file is read first: a typo shows before a slow first compile.
+    let mut conversations = Vec::new();
+    for path in &args.conversations {
+        let text =
+            std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+        let conversation = Conversation::parse(&text)
+            .with_context(|| format!("{} is not a conversation file", path.display()))?;
+        conversations.push((path, conversation));
+    }
+    let flow = LocalFlow::load(&args.flow, &config).await?;
+    let (took, from_cache) = flow.load_time();
+    println!(
+        "{}: loaded in {} ms{}",
+        args.flow.display(),
+        took.as_millis(),
+        if from_cache {
+            " from the compile cache"
+        } else {
+            " (compiled, and cached for the next run)"
+        }
+    );
+    let mut failed = 0;
+    for (path, conversation) in &conversations {
+        let report = local::conversation::run(&flow, conversation).await;
+        let turns = report.turns.len();
+        if report.passed() {
+            println!(
+                "ok      {}: {turns} turns, {} outputs",
+                path.display(),
+                report.outputs
+            );
+        } else {
+            failed += 1;
+            let bad = report.turns.iter().filter(|t| !t.differences.is_empty());
+            println!(
+                "FAILED  {}: {} of {turns} turns\n{}",
+                path.display(),
+                bad.count(),
+                report.render_failures()
+            );
+        }
+    }
+    if failed > 0 {
+        println!("{failed} of {} conversations failed", conversations.len());
+        return Ok(ExitCode::FAILURE);
     }
     Ok(ExitCode::SUCCESS)
 }

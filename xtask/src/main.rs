@@ -101,7 +101,7 @@ fn demo(root: &Path) -> anyhow::Result<()> {
     let config_path = root.join("demo/flowhost.toml");
     let config = flowhost::Config::load(Some(&config_path), &Default::default())?;
     tokio::runtime::Runtime::new()?.block_on(async move {
-        let telemetry = flowhost::telemetry::init(None)?;
+        let telemetry = flowhost::telemetry::init(None, "info")?;
         let key = demo_api_key(&config).await?;
         let receiver = tokio::net::TcpListener::bind("127.0.0.1:9000")
             .await

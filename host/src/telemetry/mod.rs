@@ -3,7 +3,8 @@
 //!
 //! The log is written with `tracing`: human-readable lines on stderr by
 //! default, JSON lines with `FLOWHOST_LOG_FORMAT=json`; the filter comes
-//! from `FLOWHOST_LOG` (or `RUST_LOG`), `info` when neither is set. The
+//! from `FLOWHOST_LOG` (or `RUST_LOG`), `info` when neither is set (`warn` for
+//! `flowhost run` and `test`, whose output is their report). The
 //! same spans, exported, are the traces.
 
 pub mod metrics;
@@ -38,15 +39,15 @@ impl Telemetry {
     }
 }
 
-/// Installs the global subscriber: the log, and traces exported to
-/// `otlp_endpoint` (or where the standard variables say) when set. Call
-/// once, at start.
-pub fn init(otlp_endpoint: Option<&str>) -> anyhow::Result<Telemetry> {
+/// Installs the global subscriber: the log, at `default_level` unless
+/// `FLOWHOST_LOG` says otherwise, and traces exported to `otlp_endpoint` (or
+/// where the standard variables say) when set. Call once, at start.
+pub fn init(otlp_endpoint: Option<&str>, default_level: &str) -> anyhow::Result<Telemetry> {
     let filter = std::env::var("FLOWHOST_LOG")
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .map(EnvFilter::new)
-        .unwrap_or_else(|| EnvFilter::new("info"));
+        .unwrap_or_else(|| EnvFilter::new(default_level));
     let (traces, provider) = match traces::layer(otlp_endpoint)? {
         Some((layer, provider)) => (Some(layer), Some(provider)),
         None => (None, None),

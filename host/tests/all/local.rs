@@ -1,9 +1,188 @@
-//! `flowhost run`: a flow run once from the command line, its outputs as
-//! webhook bodies, its state carried over by a state file.
+//! `flowhost run` and `flowhost test`: a flow run from the command line,
+//! once (its outputs as webhook bodies, its state carried over by a state
+//! file) or through conversation files; both with `flowhost.toml`'s
+//! settings and `serve`'s compile cache.
+
+use std::path::PathBuf;
 
 use serde_json::Value;
 
-use crate::support::{Site, flow_file};
+use crate::support::{Site, flow_file, repo};
+
+/// The conversation files kept beside an example flow's sources.
+fn conversations_of(flow: &str) -> Vec<PathBuf> {
+    let dir = repo()
+        .join("example-flows")
+        .join(flow)
+        .join("conversations");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|entry| entry.unwrap().path())
+        .filter(|path| path.extension().is_some_and(|e| e == "toml"))
+        .collect();
+    files.sort();
+    files
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[tokio::test]
+async fn the_example_flows_pass_their_own_conversations() {
+    let site = Site::on_sqlite(&[], "");
+    for flow in ["echo", "greeter", "order-help"] {
+        let files = conversations_of(flow);
+        assert!(!files.is_empty(), "{flow} has conversations");
+        let mut args = vec!["test".to_owned(), flow_file(flow).display().to_string()];
+        args.extend(files.iter().map(|f| f.display().to_string()));
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let out = site.flowhost(&args).await;
+        let stdout = text(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{flow}: {stdout}{}",
+            text(&out.stderr)
+        );
+        for file in &files {
+            assert!(
+                stdout.contains(&format!("ok      {}: ", file.display())),
+                "{flow}: {stdout}"
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_conversation_that_goes_otherwise_fails_showing_each_difference() {
+    let site = Site::on_sqlite(&[], "");
+    std::fs::write(
+        site.path().join("wrong.toml"),
+        r#"
+[[turn]]
+text = "Hello"
+[[turn.expect]]
+text = "Good morning"
+
+[[turn]]
+text = "It's 12345."
+[[turn.expect]]
+matches = "^Thanks!"
+data = { orderNumber = "54321" }
+[turn.context]
+orderNumber = "54321"
+
+[[turn]]
+text = "When will it arrive?"
+expect = []
+
+[[turn]]
+text = "and then?"
+fails = "deadline"
+"#,
+    )
+    .unwrap();
+    let good = conversations_of("order-help");
+    let out = site
+        .flowhost(&[
+            "test",
+            flow_file("order-help").to_str().unwrap(),
+            "wrong.toml",
+            good[0].to_str().unwrap(),
+        ])
+        .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    for expected in [
+        "FAILED  wrong.toml: 4 of 4 turns\n",
+        "  turn 1 (\"Hello\"):\n    - output 1 text\n      expected \"Good morning\"\n      \
+         got      \"I’d be happy to help. Could you please provide your order number?\"\n",
+        "  turn 2 (\"It's 12345.\"):\n    - output 1 data.orderNumber: expected \"54321\", got \"12345\"\n    \
+         - context.orderNumber: expected \"54321\", got \"12345\"\n",
+        "    - expected 0 outputs, got 1\n        1: \"Order 12345 should arrive in 2 days.\" data ",
+        "  turn 4 (\"and then?\"):\n    - expected the turn to fail (\"deadline\"), but it succeeded with 1 outputs",
+        &format!("ok      {}: 5 turns, 5 outputs", good[0].display()),
+        "1 of 2 conversations failed",
+    ] {
+        assert!(stdout.contains(expected), "{expected:?} in:\n{stdout}");
+    }
+
+    // A turn expected to fail passes when it does, by its panic message.
+    std::fs::write(
+        site.path().join("panics.toml"),
+        "[[turn]]\ntext = \"panic\"\nfails = \"the faulty flow panics on request\"\n\n\
+         [[turn]]\ntext = \"panic\"\nexpect = []\n",
+    )
+    .unwrap();
+    let out = site
+        .flowhost(&["test", flow_file("faulty").to_str().unwrap(), "panics.toml"])
+        .await;
+    let stdout = text(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{stdout}");
+    assert!(
+        stdout.contains("FAILED  panics.toml: 1 of 2 turns"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("  turn 2 (\"panic\"):\n    - the flow failed: wasm trap"),
+        "{stdout}"
+    );
+
+    // A file that is not a conversation is named, before anything runs.
+    std::fs::write(site.path().join("typo.toml"), "[[turns]]\ntext = \"hi\"\n").unwrap();
+    let out = site
+        .flowhost(&["test", flow_file("echo").to_str().unwrap(), "typo.toml"])
+        .await;
+    let stderr = text(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("typo.toml is not a conversation file") && stderr.contains("turns"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn local_runs_read_flowhost_toml_and_share_the_compile_cache_with_serve() {
+    let site = Site::on_sqlite(&[], "[runtime]\nmax_component_size = \"1 KiB\"\n");
+    std::fs::copy(
+        flow_file("order-help"),
+        site.path().join("flows/order-help.wasm"),
+    )
+    .unwrap();
+    let conversation = conversations_of("order-help").remove(0);
+    let conversation = conversation.to_str().unwrap();
+    let args = ["test", "flows/order-help.wasm", conversation];
+    let test = || site.flowhost(&args);
+
+    // The size limit of flowhost.toml applies, and the refusal names it.
+    let refused = test().await;
+    assert!(!refused.status.success());
+    let stderr = text(&refused.stderr);
+    assert!(
+        stderr.contains("over the limit of 1024 bytes (runtime.max_component_size)"),
+        "{stderr}"
+    );
+
+    std::fs::write(
+        site.path().join("flowhost.toml"),
+        "listen = \"127.0.0.1:0\"\nflows_dir = \"flows\"\ndata_dir = \"data\"\n",
+    )
+    .unwrap();
+    let first = text(&test().await.stdout);
+    assert!(
+        first.contains("(compiled, and cached for the next run)"),
+        "{first}"
+    );
+    assert!(first.contains("ok      "), "{first}");
+    let second = text(&test().await.stdout);
+    assert!(second.contains("from the compile cache"), "{second}");
+    assert!(second.contains("ok      "), "{second}");
+
+    // `serve` finds the code `test` compiled.
+    let host = site.start().await;
+    host.wait_for_log(&["flow loaded", "flow=order-help", "from_cache=true"])
+        .await;
+}
 
 #[tokio::test]
 async fn runs_a_multi_turn_conversation_one_command_at_a_time() {

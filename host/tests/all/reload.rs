@@ -534,6 +534,28 @@ async fn two_hundred_swaps_under_traffic_lose_nothing_and_mix_nothing() {
 }
 
 #[tokio::test]
+async fn a_missing_flows_folder_is_made_and_a_misnamed_file_is_named_in_the_log() {
+    let receiver = Receiver::start().await;
+    let site = site(&receiver, "");
+    std::fs::remove_dir(site.path().join("flows")).unwrap();
+    let host = site.start().await;
+    host.wait_for_log(&["created the flows folder"]).await;
+
+    let misnamed = site.path().join("flows/Live.v2.wasm");
+    std::fs::copy(flow_file("echo"), &misnamed).unwrap();
+    host.wait_for_log(&[
+        "not loaded: the file name is not a flow name",
+        "Live.v2.wasm",
+        "no dots or capitals",
+    ])
+    .await;
+    std::fs::rename(&misnamed, site.path().join("flows/live.wasm")).unwrap();
+    host.wait_for_log(&["flow loaded", "flow=live"]).await;
+    send(&host.url("live"), "s", "renamed").await;
+    receiver.wait_for_text("s", |t| t == "renamed").await;
+}
+
+#[tokio::test]
 async fn watch_build_rebuilds_a_flow_crate_on_save_once() {
     let receiver = Receiver::start().await;
     let site = site(&receiver, "");
