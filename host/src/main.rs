@@ -4,8 +4,9 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, bail};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use flowhost::config::{Config, Overrides};
+use flowhost::flows::watch_build::WatchBuild;
 use flowhost::local::conversation::Conversation;
 use flowhost::local::{self, LocalFlow, LocalMessage, LocalOutcome};
 use flowhost::preflight;
@@ -93,10 +94,16 @@ struct ServeArgs {
     /// The folder of the store.
     #[arg(long)]
     data_dir: Option<PathBuf>,
-    /// A flow crate to rebuild into the flows folder whenever its sources
-    /// change (may be given several times).
-    #[arg(long, value_name = "CRATE_DIR")]
-    watch_build: Vec<PathBuf>,
+    /// A flow's folder to rebuild into the flows folder whenever its
+    /// sources change: a crate, built with cargo, or any folder with the
+    /// command that builds it (`--watch-build ../my-flow "npm run build"`);
+    /// may be given several times.
+    #[arg(long, num_args = 1..=2, value_names = ["DIR", "COMMAND"])]
+    watch_build: Vec<String>,
+    /// `--watch-build`, each occurrence's values together (clap's derive
+    /// flattens them; see [`watch_builds`]).
+    #[arg(skip)]
+    builds: Vec<WatchBuild>,
 }
 
 #[derive(Subcommand)]
@@ -184,7 +191,11 @@ struct RunArgs {
 const EXIT_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let mut cli = Cli::from_arg_matches(&matches).unwrap_or_else(|error| error.exit());
+    if let Command::Serve(args) = &mut cli.command {
+        args.builds = watch_builds(&matches);
+    }
     if let Command::CompileFlow(args) = cli.command {
         // The child of `serve`: no runtime, no log, just the compiler.
         let settings = flowhost::runtime::EngineSettings {
@@ -227,6 +238,22 @@ fn main() -> ExitCode {
     }
 }
 
+/// Each `--watch-build DIR [COMMAND]` of `serve`, its values kept together.
+fn watch_builds(matches: &clap::ArgMatches) -> Vec<WatchBuild> {
+    let Some(("serve", serve)) = matches.subcommand() else {
+        return Vec::new();
+    };
+    serve
+        .get_occurrences::<String>("watch_build")
+        .into_iter()
+        .flatten()
+        .map(|mut values| WatchBuild {
+            dir: PathBuf::from(values.next().expect("at least one value")),
+            command: values.next().cloned(),
+        })
+        .collect()
+}
+
 async fn execute(command: Command) -> anyhow::Result<ExitCode> {
     match command {
         Command::Serve(args) => {
@@ -234,7 +261,7 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
                 listen: args.listen,
                 flows_dir: args.flows_dir,
                 data_dir: args.data_dir,
-                watch_build: args.watch_build,
+                watch_build: args.builds,
             };
             let mut config = Config::load(args.config.config.as_deref(), &overrides)?;
             let telemetry =

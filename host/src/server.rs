@@ -228,16 +228,16 @@ impl Server {
                 )?);
             }
         }
-        for crate_dir in &config.watch_build {
+        for build in &config.watch_build {
             background.push(
-                crate::flows::build::watch_and_build(
-                    crate_dir.clone(),
+                crate::flows::watch_build::watch_and_build(
+                    build.clone(),
                     config.flows_dir.clone(),
                     config
                         .watch_debounce
                         .max(std::time::Duration::from_millis(300)),
                 )
-                .with_context(|| format!("watching {}", crate_dir.display()))?,
+                .with_context(|| format!("watching {}", build.dir.display()))?,
             );
         }
 
@@ -370,9 +370,12 @@ fn watch_config(
         _ => std::path::PathBuf::from("."),
     };
     let name = path.file_name().map(|n| n.to_owned());
-    let mut watch = crate::watch::FolderWatch::start(&folder, false, quiet, move |changed| {
-        changed.file_name().map(|n| n.to_owned()) == name
-    })
+    let mut watch = crate::watch::FolderWatch::start(
+        &folder,
+        crate::watch::Scope::Folder,
+        quiet,
+        move |changed| changed.file_name().map(|n| n.to_owned()) == name,
+    )
     .with_context(|| format!("watching {}", folder.display()))?;
     Ok(tokio::spawn(async move {
         while watch.next().await.is_some() {

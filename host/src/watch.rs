@@ -13,9 +13,16 @@
 //!
 //! What a reported path means is up to the caller, who looks at the file
 //! as it is then (present or not): events say only where to look.
+//!
+//! A tree (a flow's sources, for `--watch-build`) is watched folder by
+//! folder, leaving out the folders the caller skips, rather than with
+//! notify's recursive mode: that would watch a build's `target/` too, tens
+//! of thousands of folders that the build makes and deletes, each a watch
+//! to add and remove (and a log line when the removal races the deletion).
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use notify::event::{AccessKind, AccessMode, ModifyKind};
@@ -106,38 +113,52 @@ impl Settling {
     }
 }
 
+/// Which folders a [`FolderWatch`] watches.
+#[derive(Clone, Copy)]
+pub(crate) enum Scope {
+    /// The folder's own entries.
+    Folder,
+    /// The folder and its subfolders at any depth, made before or after the
+    /// watch started, except the ones `skip` takes (and what is in them).
+    Tree {
+        /// Whether a subfolder is left out.
+        skip: fn(&Path) -> bool,
+    },
+}
+
+type Shared = Arc<Mutex<notify::RecommendedWatcher>>;
+
 /// A watched folder: [`FolderWatch::next`] gives the paths that settle.
 /// Dropping it stops watching.
 pub(crate) struct FolderWatch {
-    watcher: notify::RecommendedWatcher,
+    watcher: Shared,
     settled: mpsc::UnboundedReceiver<PathBuf>,
 }
 
 impl FolderWatch {
-    /// Watches `folder` (and, if `recursive`, its subfolders) for paths that
-    /// `accept` takes; each is reported once it has settled (see the module
-    /// documentation), after `quiet`.
+    /// Watches `folder` (its `scope`) for paths that `accept` takes; each
+    /// is reported once it has settled (see the module documentation),
+    /// after `quiet`.
     pub(crate) fn start(
         folder: &Path,
-        recursive: bool,
+        scope: Scope,
         quiet: Duration,
         accept: impl Fn(&Path) -> bool + Send + 'static,
     ) -> notify::Result<FolderWatch> {
         let (events, mut incoming) = mpsc::unbounded_channel();
-        let mut watcher =
+        let watcher =
             notify::recommended_watcher(move |event: notify::Result<notify::Event>| match event {
                 Ok(event) => {
                     let _ = events.send(event);
                 }
                 Err(error) => tracing::warn!(%error, "file watching reported an error"),
             })?;
-        let mode = if recursive {
-            RecursiveMode::Recursive
-        } else {
-            RecursiveMode::NonRecursive
-        };
-        watcher.watch(folder, mode)?;
+        let watcher: Shared = Arc::new(Mutex::new(watcher));
+        watch_folders(&watcher, folder, scope)?;
 
+        // The task holds the watcher weakly: dropping the `FolderWatch`
+        // drops the watcher, which ends the events, which ends the task.
+        let weak = Arc::downgrade(&watcher);
         let (report, settled) = mpsc::unbounded_channel();
         tokio::spawn(async move {
             let mut settling = Settling::new(quiet, WRITE_GRACE);
@@ -146,6 +167,9 @@ impl FolderWatch {
                 tokio::select! {
                     event = incoming.recv() => {
                         let Some(event) = event else { return };
+                        if let Scope::Tree { .. } = scope {
+                            watch_new_folders(&weak, &event, scope);
+                        }
                         let Some(change) = classify(&event.kind) else { continue };
                         for path in event.paths.into_iter().filter(|p| accept(p)) {
                             settling.observe(path, change, Instant::now());
@@ -176,6 +200,54 @@ impl FolderWatch {
     /// A path that has settled already, without waiting.
     pub(crate) fn try_next(&mut self) -> Option<PathBuf> {
         self.settled.try_recv().ok()
+    }
+}
+
+/// Watches `folder` and, for a tree, each subfolder not skipped.
+fn watch_folders(watcher: &Shared, folder: &Path, scope: Scope) -> notify::Result<()> {
+    let mut watcher = watcher.lock().expect("never poisoned");
+    let skip = match scope {
+        Scope::Folder => return watcher.watch(folder, RecursiveMode::NonRecursive),
+        Scope::Tree { skip } => skip,
+    };
+    let mut folders = vec![folder.to_owned()];
+    while let Some(folder) = folders.pop() {
+        watcher.watch(&folder, RecursiveMode::NonRecursive)?;
+        // A folder that cannot be read (gone already, say) has nothing to
+        // add; its parent's watch still sees it come back.
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            let path = entry.path();
+            if entry.file_type().is_ok_and(|t| t.is_dir()) && !skip(&path) {
+                folders.push(path);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Watches the folders an event shows made or moved in.
+fn watch_new_folders(
+    watcher: &Weak<Mutex<notify::RecommendedWatcher>>,
+    event: &notify::Event,
+    scope: Scope,
+) {
+    let Scope::Tree { skip } = scope else { return };
+    if !matches!(
+        event.kind,
+        EventKind::Create(_) | EventKind::Modify(ModifyKind::Name(_))
+    ) {
+        return;
+    }
+    let Some(watcher) = watcher.upgrade() else {
+        return;
+    };
+    for path in &event.paths {
+        if path.is_dir()
+            && !skip(path)
+            && let Err(error) = watch_folders(&watcher, path, scope)
+        {
+            tracing::warn!(folder = %path.display(), %error, "cannot watch a new folder");
+        }
     }
 }
 

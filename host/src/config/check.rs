@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use reqwest::Url;
 
-use super::raw::{RawConfig, RawHttp};
+use super::raw::{RawConfig, RawHttp, RawWatchBuild};
 use super::{
     BasicAuth, Config, ConfigError, DeliveryConfig, EndpointConfig, EndpointMode, HttpConfig,
     RuntimeConfig, StoreConfig, TelemetryConfig, without_credentials,
 };
+use crate::flows::watch_build::WatchBuild;
 use crate::runtime::Limits;
 use crate::store::PostgresOptions;
 use crate::units::{ByteSize, HumanDuration};
@@ -461,7 +462,17 @@ impl RawConfig {
             endpoints,
             watch: given(self.watch),
             watch_debounce: given(self.watch_debounce).0,
-            watch_build: self.watch_build,
+            watch_build: self
+                .watch_build
+                .into_iter()
+                .map(|entry| match entry {
+                    RawWatchBuild::Crate(dir) => WatchBuild { dir, command: None },
+                    RawWatchBuild::Command { dir, command } => WatchBuild {
+                        dir,
+                        command: Some(command),
+                    },
+                })
+                .collect(),
             origin: None,
             compiler_program: None,
         })

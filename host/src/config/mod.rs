@@ -35,6 +35,7 @@ pub use crate::http::HttpConfig;
 pub use crate::runtime::RuntimeConfig;
 pub use crate::store::StoreConfig;
 
+use crate::flows::watch_build::WatchBuild;
 use crate::runtime::Limits;
 
 use self::raw::RawConfig;
@@ -83,9 +84,9 @@ pub struct Config {
     pub watch: bool,
     /// How long a changed file must be quiet before it is reloaded.
     pub watch_debounce: Duration,
-    /// Flow crates rebuilt into the flows folder whenever their sources
-    /// change (`--watch-build`): the flow author's loop.
-    pub watch_build: Vec<PathBuf>,
+    /// Flows rebuilt into the flows folder whenever their sources change
+    /// (`--watch-build`): the flow author's loop.
+    pub watch_build: Vec<WatchBuild>,
     /// Where this configuration came from, to read it again on reload.
     pub origin: Option<ConfigOrigin>,
     /// The `flowhost` executable that compiles flows in a child process
@@ -127,7 +128,7 @@ pub struct Overrides {
     /// `--data-dir`
     pub data_dir: Option<PathBuf>,
     /// `--watch-build`, added to the file's `watch_build`.
-    pub watch_build: Vec<PathBuf>,
+    pub watch_build: Vec<WatchBuild>,
 }
 
 /// A configuration that cannot be used, with every reason found.
@@ -202,10 +203,12 @@ impl Config {
         if let Some(dir) = &overrides.data_dir {
             figment = figment.merge(Serialized::global("data_dir", dir));
         }
-        let mut raw: RawConfig = figment.extract().map_err(ConfigError::parse)?;
-        raw.watch_build
+        let raw: RawConfig = figment.extract().map_err(ConfigError::parse)?;
+        let mut config = raw.check()?;
+        config
+            .watch_build
             .extend(overrides.watch_build.iter().cloned());
-        raw.check()
+        Ok(config)
     }
 
     /// The base of the URLs printed for endpoints.

@@ -44,7 +44,16 @@ pub(super) struct RawConfig {
     #[serde(default)]
     pub(super) watch_debounce: Option<HumanDuration>,
     #[serde(default)]
-    pub(super) watch_build: Vec<PathBuf>,
+    pub(super) watch_build: Vec<RawWatchBuild>,
+}
+
+/// A `watch_build` entry: a flow crate's folder, or a folder and the
+/// command that builds it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+pub(super) enum RawWatchBuild {
+    Crate(PathBuf),
+    Command { dir: PathBuf, command: String },
 }
 
 #[derive(Debug, Default, Deserialize)]

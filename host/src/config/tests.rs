@@ -414,3 +414,25 @@ fn every_default_comes_from_defaults_toml() {
     assert_eq!(config.http.max_connections, 10);
     assert_eq!(config.http.idle_timeout, HttpConfig::default().idle_timeout);
 }
+
+#[test]
+fn watch_build_takes_a_crate_folder_or_a_folder_and_its_command() {
+    use crate::flows::watch_build::WatchBuild;
+    let config = Config::from_toml(
+        r#"watch_build = ["../order-help", { dir = "../js-flow", command = "npm run build" }]"#,
+    )
+    .unwrap();
+    assert_eq!(
+        config.watch_build,
+        [
+            WatchBuild {
+                dir: "../order-help".into(),
+                command: None,
+            },
+            WatchBuild {
+                dir: "../js-flow".into(),
+                command: Some("npm run build".into()),
+            },
+        ]
+    );
+}

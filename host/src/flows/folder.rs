@@ -20,7 +20,7 @@ use tokio::task::JoinHandle;
 use super::{LoadFailure, Loader, Registry, flow_of};
 use crate::store::now_ms;
 use crate::telemetry::metrics::Metrics;
-use crate::watch::FolderWatch;
+use crate::watch::{FolderWatch, Scope};
 
 /// The flows folder and what is loaded from it.
 pub struct FlowFolder {
@@ -213,7 +213,7 @@ impl FlowFolder {
     /// Watches the folder, reconciling each flow whose files settle, until
     /// the handle is dropped or aborted.
     pub fn watch(self: &Arc<Self>, quiet: Duration) -> notify::Result<JoinHandle<()>> {
-        let mut watch = FolderWatch::start(&self.dir, false, quiet, |path| {
+        let mut watch = FolderWatch::start(&self.dir, Scope::Folder, quiet, |path| {
             flow_of(path).is_some() || super::is_misnamed_flow(path)
         })?;
         let folder = Arc::clone(self);

@@ -12,6 +12,7 @@ mod folder;
 mod loader;
 mod manifest;
 mod registry;
+pub mod watch_build;
 
 use std::path::PathBuf;
 use std::time::Duration;

@@ -47,7 +47,9 @@ pub fn init(otlp_endpoint: Option<&str>, default_level: &str) -> anyhow::Result<
         .ok()
         .or_else(|| std::env::var("RUST_LOG").ok())
         .map(EnvFilter::new)
-        .unwrap_or_else(|| EnvFilter::new(default_level));
+        // notify logs at info when a watched folder's removal races its
+        // deletion: its own business, not the operator's.
+        .unwrap_or_else(|| EnvFilter::new(format!("{default_level},notify=warn")));
     let (traces, provider) = match traces::layer(otlp_endpoint)? {
         Some((layer, provider)) => (Some(layer), Some(provider)),
         None => (None, None),

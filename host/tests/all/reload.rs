@@ -3,6 +3,7 @@
 //! reloads too; and nothing is lost or mixed up while flows are swapped.
 
 use std::collections::{HashMap, HashSet};
+use std::io::Write;
 use std::path::Path;
 use std::time::Duration;
 
@@ -556,7 +557,7 @@ async fn a_missing_flows_folder_is_made_and_a_misnamed_file_is_named_in_the_log(
 }
 
 #[tokio::test]
-async fn watch_build_rebuilds_a_flow_crate_on_save_once() {
+async fn watch_build_rebuilds_a_flow_crate_given_by_a_relative_path_on_save_once() {
     let receiver = Receiver::start().await;
     let site = site(&receiver, "");
     let repo = crate::support::repo();
@@ -588,9 +589,14 @@ async fn watch_build_rebuilds_a_flow_crate_on_save_once() {
     };
     std::fs::write(crate_dir.join("src/lib.rs"), source("first")).unwrap();
 
+    // Given as the README gives it, relative, through `..`.
+    let relative = format!(
+        "../{}/my-flow",
+        site.path().file_name().unwrap().to_str().unwrap()
+    );
     let host = site
         .start_with(
-            &["--watch-build", crate_dir.to_str().unwrap()],
+            &["--watch-build", &relative],
             &[(
                 "CARGO_TARGET_DIR",
                 repo.join("target/flows-build").to_str().unwrap(),
@@ -612,9 +618,79 @@ async fn watch_build_rebuilds_a_flow_crate_on_save_once() {
     receiver.wait_for_text("t", |t| t == "second build").await;
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(
-        log_lines(&host, &["building the flow crate"]),
+        log_lines(&host, &["building the flow"]),
         2,
         "one build at start, one per save:\n{}",
         host.log()
     );
+}
+
+/// Waits until `host` has logged `count` lines with all of `parts`.
+async fn wait_for_count(host: &Host, count: usize, parts: &[&str]) {
+    let deadline = tokio::time::Instant::now() + PATIENCE;
+    while log_lines(host, parts) < count {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "{count} lines with {parts:?}:\n{}",
+            host.log()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn watch_build_with_a_command_rebuilds_however_the_editor_saves() {
+    let receiver = Receiver::start().await;
+    let site = site(&receiver, "");
+    // A flow "built" by a command: `flow.txt` names the component the build
+    // makes, and the build churns a `target/` of its own as cargo does.
+    let project = site.path().join("my-flow");
+    std::fs::create_dir_all(project.join("node_modules/tool")).unwrap();
+    let source = project.join("flow.txt");
+    let says = |built: &str| flow_file(built).display().to_string();
+    std::fs::write(&source, says("echo")).unwrap();
+    let build = "rm -rf target/tmp && mkdir -p target/tmp/a/b/c target/release dist \
+                 && cp \"$(cat flow.txt)\" dist/live.wasm";
+    let host = site
+        .start_with(&["--watch-build", "my-flow", build], &[])
+        .await;
+    let builds = |n| wait_for_count(&host, n, &["building the flow"]);
+    let loads = |n| wait_for_count(&host, n, &["flow loaded", "flow=live"]);
+    loads(1).await;
+    send(&host.url("live"), "s1", "echo here").await;
+    receiver.wait_for_text("s1", |t| t == "echo here").await;
+
+    // Written in place.
+    std::fs::write(&source, says("greeter")).unwrap();
+    loads(2).await;
+    send(&host.url("live"), "s2", "hi").await;
+    receiver
+        .wait_for_text("s2", |t| t == "Hello! What's your name?")
+        .await;
+
+    // Written beside, then renamed over, as many editors save.
+    let swap = project.join(".flow.txt.swp");
+    std::fs::write(&swap, says("echo")).unwrap();
+    std::fs::rename(&swap, &source).unwrap();
+    loads(3).await;
+    send(&host.url("live"), "s3", "echo again").await;
+    receiver.wait_for_text("s3", |t| t == "echo again").await;
+
+    // Appended to: a change, so a build (of the same component).
+    std::fs::OpenOptions::new()
+        .append(true)
+        .open(&source)
+        .unwrap()
+        .write_all(b"\n")
+        .unwrap();
+    builds(4).await;
+
+    // Saved unchanged, or changed where no source lives: no build.
+    std::fs::write(&source, says("echo") + "\n").unwrap();
+    std::fs::write(project.join("node_modules/tool/index.js"), "x").unwrap();
+    std::fs::write(project.join("target/release/out.txt"), "x").unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let log = host.log();
+    assert_eq!(log_lines(&host, &["building the flow"]), 4, "{log}");
+    assert!(!log.contains("watch descriptor"), "no watch noise:\n{log}");
 }
