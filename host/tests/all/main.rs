@@ -20,6 +20,7 @@ mod hardening;
 mod idempotency;
 mod in_process;
 mod inject_notify;
+mod languages;
 mod local;
 mod masking;
 mod openapi;

@@ -4,6 +4,7 @@
 #![allow(dead_code)] // each test module uses part of it
 
 pub mod browser;
+pub mod languages;
 pub mod postgres;
 pub mod tools;
 

@@ -1,6 +1,7 @@
-//! Tools from PyPI that tests run, each installed once, at a pinned
-//! version, in a virtual environment of its own under `target/tools`: the
-//! one place tests install anything, kept between runs.
+//! Tools from PyPI and npm that tests run, each installed once, at a
+//! pinned version, in a folder of its own under `target/tools` (a Python
+//! virtual environment, or an npm prefix): the one place tests install
+//! anything, kept between runs.
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -9,6 +10,14 @@ use std::sync::Mutex;
 /// schemathesis, which checks a running flowhost against its OpenAPI
 /// document.
 pub const SCHEMATHESIS: (&str, &str) = ("schemathesis", "4.32.5");
+
+/// componentize-py, which builds the Python example flows; the examples'
+/// `requirements.txt` pin the same version (checked by a test).
+pub const COMPONENTIZE_PY: (&str, &str) = ("componentize-py", "0.25.1");
+
+/// ComponentizeJS, which builds the JavaScript example flows; the
+/// examples' `package.json` pin the same version (checked by a test).
+pub const COMPONENTIZE_JS: (&str, &str) = ("@bytecodealliance/componentize-js", "0.23.0");
 
 /// The path of the program `package` installs, installing `package` at
 /// `version` first if it is not yet. Needs `python3` with `venv`
@@ -34,10 +43,34 @@ pub fn python_tool((package, version): (&str, &str)) -> PathBuf {
     program
 }
 
+/// The folder of the programs `package` installs from npm (its
+/// `node_modules/.bin`), installing `package` at `version` first if it is
+/// not yet. Needs `npm` (Debian: `apt-get install npm`).
+pub fn npm_tool((package, version): (&str, &str)) -> PathBuf {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    let name = package.rsplit('/').next().unwrap_or(package);
+    let prefix = super::repo().join(format!("target/tools/{name}-{version}"));
+    let bin = prefix.join("node_modules/.bin");
+    let installed = prefix.join("installed");
+    if installed.exists() {
+        return bin;
+    }
+    let _ = std::fs::remove_dir_all(&prefix);
+    std::fs::create_dir_all(&prefix).unwrap();
+    std::fs::write(prefix.join("package.json"), "{\"private\": true}\n").unwrap();
+    run(Command::new("npm")
+        .args(["install", "--no-audit", "--no-fund", "--silent"])
+        .arg(format!("{package}@{version}"))
+        .current_dir(&prefix));
+    std::fs::write(&installed, "").unwrap();
+    bin
+}
+
 fn run(command: &mut Command) {
     let output = command
         .output()
-        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e} (is python3 installed?)"));
+        .unwrap_or_else(|e| panic!("cannot run {command:?}: {e} (are python3 and npm installed?)"));
     assert!(
         output.status.success(),
         "{command:?} failed ({}); a test tool could not be installed (Debian needs python3-venv):\n{}",
