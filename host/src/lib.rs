@@ -34,8 +34,9 @@
 //! and delivery), `net` (which addresses are public, and the one resolver
 //! check for flows and webhooks), `units` (sizes and durations as written
 //! in the file), `watch` (the folder watcher behind hot reload). [`local`]
-//! runs one flow once, for `flowhost run`; [`preflight`] checks a
-//! configuration and its flows, for `flowhost check`.
+//! runs a flow on the author's machine, for `flowhost run` and `flowhost
+//! test`; [`new_flow`] writes a flow project, for `flowhost new`;
+//! [`preflight`] checks a configuration and its flows, for `flowhost check`.
 
 mod banner;
 pub mod config;
@@ -49,6 +50,7 @@ mod lanes;
 pub mod local;
 pub(crate) mod masking;
 mod net;
+pub mod new_flow;
 pub mod preflight;
 mod private;
 pub mod reload;

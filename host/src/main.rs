@@ -9,6 +9,7 @@ use flowhost::config::{Config, Overrides};
 use flowhost::flows::watch_build::WatchBuild;
 use flowhost::local::conversation::Conversation;
 use flowhost::local::{self, LocalFlow, LocalMessage, LocalOutcome};
+use flowhost::new_flow;
 use flowhost::preflight;
 use flowhost::store::Opened;
 
@@ -49,6 +50,9 @@ enum Command {
     /// turn that went otherwise than its file expects; exits non-zero if
     /// any did. The file format is in the README ("Testing a flow").
     Test(TestArgs),
+    /// Writes a new flow project: its sources, a build that pins its
+    /// toolchain, a conversation for `flowhost test`, and a README.
+    New(NewArgs),
     /// Checks the configuration and every flow as `serve` would, prints each
     /// problem, and exits non-zero if there is any: for a deploy pipeline.
     Check(ConfigArgs),
@@ -149,6 +153,23 @@ enum UsersCommand {
         #[command(flatten)]
         config: ConfigArgs,
     },
+}
+
+#[derive(Args)]
+struct NewArgs {
+    /// The flow's name (a-z, 0-9, '-', '_'): the folder made, and the
+    /// component built.
+    name: String,
+    /// The language.
+    #[arg(long, value_enum, default_value = "rust")]
+    lang: new_flow::Language,
+    /// Where to write it [default: ./<name>].
+    #[arg(long)]
+    dir: Option<PathBuf>,
+    /// For Rust: a local flowhost-sdk crate to depend on, instead of the
+    /// flowhost repository's.
+    #[arg(long, value_name = "PATH")]
+    sdk: Option<PathBuf>,
 }
 
 #[derive(Args)]
@@ -341,6 +362,19 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             }
         }
         Command::Test(args) => return test(args).await,
+        Command::New(args) => {
+            let dir = args.dir.unwrap_or_else(|| PathBuf::from(&args.name));
+            let new = new_flow::NewFlow {
+                name: args.name,
+                language: args.lang,
+                sdk: args.sdk,
+            };
+            new.write(&dir)?;
+            println!("Created the flow {} in {}. Next:", new.name, dir.display());
+            for step in new.next_steps() {
+                println!("  {step}");
+            }
+        }
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -23,6 +23,7 @@ mod inject_notify;
 mod languages;
 mod local;
 mod masking;
+mod new_flow;
 mod openapi;
 mod operability;
 mod ordering;

@@ -1,0 +1,105 @@
+//! `flowhost new`: a project in each language builds with its own command
+//! into a flow that passes the project's own conversation.
+
+use std::path::Path;
+
+use crate::support::languages::Language as Build;
+use crate::support::{Site, repo};
+
+/// `flowhost new <name> --lang <lang>` in the site, then the project built
+/// as its README says, then its conversation under `flowhost test`.
+async fn new_project_passes_its_own_test(site: &Site, name: &str, lang: &str) {
+    let dir = site.path().join(name);
+    let sdk = repo().join("guest-sdk");
+    let mut args = vec!["new", name, "--lang", lang];
+    if lang == "rust" {
+        // The repository's own SDK, not its published source.
+        args.extend(["--sdk", sdk.to_str().unwrap()]);
+    }
+    let made = site.flowhost(&args).await;
+    let stdout = String::from_utf8_lossy(&made.stdout);
+    assert!(
+        made.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    assert!(
+        stdout.contains("flowhost test "),
+        "the next steps are printed: {stdout}"
+    );
+
+    let component = {
+        let dir = dir.clone();
+        let name = name.to_owned();
+        let lang = lang.to_owned();
+        tokio::task::spawn_blocking(move || build(&dir, &name, &lang))
+            .await
+            .unwrap()
+    };
+    let tested = site
+        .flowhost(&[
+            "test",
+            component.to_str().unwrap(),
+            dir.join("conversations/hello.toml").to_str().unwrap(),
+        ])
+        .await;
+    let stdout = String::from_utf8_lossy(&tested.stdout);
+    assert!(
+        tested.status.success() && stdout.contains("ok      "),
+        "{lang}: {stdout}{}",
+        String::from_utf8_lossy(&tested.stderr)
+    );
+}
+
+/// Builds the project in `dir` and returns its component.
+fn build(dir: &Path, name: &str, lang: &str) -> std::path::PathBuf {
+    if lang != "rust" {
+        Build::of(dir).build(dir);
+        return dir.join(format!("{name}.wasm"));
+    }
+    // `cargo build --release`, sharing the tests' target folder so that the
+    // SDK's dependencies are built once.
+    let target = repo().join("target/flows-build");
+    let output = std::process::Command::new(std::env::var("CARGO").unwrap_or("cargo".into()))
+        .args(["build", "--release", "--quiet"])
+        .env("CARGO_TARGET_DIR", &target)
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    target.join(format!(
+        "wasm32-wasip2/release/{}.wasm",
+        name.replace('-', "_")
+    ))
+}
+
+#[tokio::test]
+async fn a_new_rust_project_passes_its_own_test() {
+    let site = Site::on_sqlite(&[], "");
+    new_project_passes_its_own_test(&site, "hello-rust", "rust").await;
+}
+
+#[tokio::test]
+async fn a_new_python_project_passes_its_own_test() {
+    let site = Site::on_sqlite(&[], "");
+    new_project_passes_its_own_test(&site, "hello-python", "python").await;
+}
+
+#[tokio::test]
+async fn a_new_javascript_project_passes_its_own_test() {
+    let site = Site::on_sqlite(&[], "");
+    new_project_passes_its_own_test(&site, "hello-js", "js").await;
+}
+
+#[test]
+fn the_templates_pin_the_toolchains_the_tests_install() {
+    use crate::support::tools::{COMPONENTIZE_JS, COMPONENTIZE_PY};
+    assert_eq!(flowhost::new_flow::COMPONENTIZE_PY, COMPONENTIZE_PY.1);
+    assert_eq!(flowhost::new_flow::COMPONENTIZE_JS, COMPONENTIZE_JS.1);
+}
