@@ -14,8 +14,9 @@ function say(text, data) {
 }
 
 /**
- * @param {{ userId: string, sessionId: string, text?: string, data?: string,
- *           traceId: string, endpoint: string, source: "user" | "inject" }} message
+ * One message: `userId`, `sessionId`, `text` and `data` (JSON text), both
+ * optional, `traceId`, `endpoint`, and `source` ("user" or "inject").
+ * @param {object} message
  */
 export function handle(message) {
   const conversation = JSON.parse(context.get());
