@@ -9,6 +9,16 @@
 //! HMAC-SHA256, under a random key only this host holds, of that key and
 //! the code. An entry that is truncated, corrupt, from another build or
 //! from anyone else fails the check, is discarded, and is rebuilt.
+//!
+//! An entry is two files: `<key>.cwasm`, the code exactly as wasmtime
+//! wrote it, and `<key>.tag`, the HMAC. The code is kept whole in its own
+//! file so that the runtime can map it rather than copy it: its pages are
+//! then the page cache's, shared by the runtime's two engines (and by
+//! every process that loads the same entry) and given back under memory
+//! pressure, where a copy would cost every engine of every process the
+//! code's whole size (33 MiB for a Python flow) in memory of its own.
+//! Entries are only ever replaced by renaming a new file over the old, so
+//! a file verified and then mapped is not changed under the mapping.
 
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -16,7 +26,7 @@ use std::path::{Path, PathBuf};
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 
-const MAGIC: &[u8] = b"flowhost compiled flow v1\n";
+const MAGIC: &[u8] = b"flowhost compiled flow v2\n";
 const TAG: usize = 32;
 
 /// The compile cache in one folder.
@@ -48,12 +58,16 @@ impl CompileCache {
         })
     }
 
+    fn stem(&self, content: &[u8; 32]) -> String {
+        format!("{}-{:016x}", hex::encode(content), self.compatibility)
+    }
+
     fn path(&self, content: &[u8; 32]) -> PathBuf {
-        self.dir.join(format!(
-            "{}-{:016x}.cwasm",
-            hex::encode(content),
-            self.compatibility
-        ))
+        self.dir.join(format!("{}.cwasm", self.stem(content)))
+    }
+
+    fn tag_path(&self, content: &[u8; 32]) -> PathBuf {
+        self.dir.join(format!("{}.tag", self.stem(content)))
     }
 
     fn tag(&self, content: &[u8; 32], code: &[u8]) -> [u8; TAG] {
@@ -64,35 +78,46 @@ impl CompileCache {
         mac.finalize().into_bytes().into()
     }
 
-    /// The verified code for the flow with this content hash, if the cache
-    /// has an intact entry written by this host. A bad entry is deleted.
-    pub fn get(&self, content: &[u8; 32]) -> Option<Vec<u8>> {
+    /// The file of the verified code for the flow with this content hash,
+    /// if the cache has an intact entry written by this host: for the
+    /// runtime to map. A bad entry is deleted.
+    pub fn verified_file(&self, content: &[u8; 32]) -> Option<PathBuf> {
         let path = self.path(content);
-        let mut entry = std::fs::read(&path).ok()?;
-        let valid = entry.len() >= MAGIC.len() + TAG && entry.starts_with(MAGIC) && {
-            let (tag, code) = entry[MAGIC.len()..].split_at(TAG);
+        let code = std::fs::read(&path).ok()?;
+        let tag = std::fs::read(self.tag_path(content)).unwrap_or_default();
+        let valid = tag.len() == MAGIC.len() + TAG && tag.starts_with(MAGIC) && {
             let mut mac = Hmac::<Sha256>::new_from_slice(&self.key).expect("any key size");
             mac.update(&self.compatibility.to_le_bytes());
             mac.update(content);
-            mac.update(code);
-            mac.verify_slice(tag).is_ok()
+            mac.update(&code);
+            mac.verify_slice(&tag[MAGIC.len()..]).is_ok()
         };
         if !valid {
             tracing::warn!(entry = %path.display(), "discarding a compile cache entry that fails its check; recompiling");
             self.remove(content);
             return None;
         }
-        Some(entry.split_off(MAGIC.len() + TAG))
+        Some(path)
     }
 
-    /// Keeps compiled code for the flow with this content hash.
+    /// The verified code for the flow with this content hash, read into
+    /// memory (see [`verified_file`](Self::verified_file)).
+    pub fn get(&self, content: &[u8; 32]) -> Option<Vec<u8>> {
+        std::fs::read(self.verified_file(content)?).ok()
+    }
+
+    /// Keeps compiled code for the flow with this content hash: the code
+    /// first, then its tag, so that a crash between the two leaves an entry
+    /// that fails its check.
     pub fn put(&self, content: &[u8; 32], code: &[u8]) -> std::io::Result<()> {
         let tag = self.tag(content, code);
-        write_atomically(&self.path(content), &[MAGIC, &tag, code])
+        write_atomically(&self.path(content), &[code])?;
+        write_atomically(&self.tag_path(content), &[MAGIC, &tag])
     }
 
     /// Deletes the entry for this content hash, if any.
     pub fn remove(&self, content: &[u8; 32]) {
+        let _ = std::fs::remove_file(self.tag_path(content));
         let _ = std::fs::remove_file(self.path(content));
     }
 
@@ -171,24 +196,33 @@ mod tests {
         cache.put(&content, b"compiled code").unwrap();
         assert_eq!(cache.get(&content).as_deref(), Some(&b"compiled code"[..]));
 
-        // Truncated: rejected and removed.
+        // The code is the file, as it was put: for the runtime to map.
         let path = cache.entry_path(&content);
-        let whole = std::fs::read(&path).unwrap();
-        std::fs::write(&path, &whole[..whole.len() - 3]).unwrap();
+        assert_eq!(cache.verified_file(&content).as_ref(), Some(&path));
+        assert_eq!(std::fs::read(&path).unwrap(), b"compiled code");
+
+        // Truncated: rejected and removed.
+        std::fs::write(&path, b"compiled co").unwrap();
         assert_eq!(cache.get(&content), None);
         assert!(!path.exists());
 
         // One byte flipped: rejected.
-        let mut flipped = whole.clone();
-        *flipped.last_mut().unwrap() ^= 1;
-        std::fs::write(&path, &flipped).unwrap();
+        cache.put(&content, b"compiled code").unwrap();
+        std::fs::write(&path, b"compiled codf").unwrap();
+        assert_eq!(cache.get(&content), None);
+
+        // The code without its tag (a crash between the two writes): rejected.
+        cache.put(&content, b"compiled code").unwrap();
+        std::fs::remove_file(path.with_extension("tag")).unwrap();
         assert_eq!(cache.get(&content), None);
 
         // Written by another host (another key): rejected.
         let other = tempfile::tempdir().unwrap();
         let stranger = CompileCache::open(other.path(), 7).unwrap();
         stranger.put(&content, b"compiled code").unwrap();
-        std::fs::copy(stranger.entry_path(&content), &path).unwrap();
+        let theirs = stranger.entry_path(&content);
+        std::fs::copy(&theirs, &path).unwrap();
+        std::fs::copy(theirs.with_extension("tag"), path.with_extension("tag")).unwrap();
         assert_eq!(cache.get(&content), None);
     }
 
@@ -204,6 +238,10 @@ mod tests {
         assert_eq!(mode(&dir), 0o700);
         assert_eq!(mode(&dir.join("key")), 0o600);
         assert_eq!(mode(&cache.entry_path(&[3u8; 32])), 0o600);
+        assert_eq!(
+            mode(&cache.entry_path(&[3u8; 32]).with_extension("tag")),
+            0o600
+        );
     }
 
     #[test]

@@ -16,6 +16,11 @@ use super::{LoadedFlow, Manifest, flow_name};
 use crate::runtime::{CompiledFlow, LimitProblem, Limits, LoadError, ReadyFlow, Runtime};
 use crate::store::now_ms;
 
+/// The size from which a component queues for the compiler apart from the
+/// others: Rust and C flows are well under it, Python and JavaScript ones
+/// (12–18 MB) well over.
+const LARGE_COMPONENT: usize = 4 << 20;
+
 /// The largest manifest read: a manifest is a few lines of TOML.
 const MAX_MANIFEST_SIZE: u64 = 64 << 10;
 
@@ -227,6 +232,11 @@ pub struct Loader {
     /// Loading from the cache needs no permit, so a slow compile holds up
     /// no cached flow.
     compiling: Semaphore,
+    /// Components of [`LARGE_COMPONENT`] bytes or more (a Python or
+    /// JavaScript flow: an interpreter inside, 10–20 s to compile) queue
+    /// here, one at a time, apart from the others: a Rust flow dropped in
+    /// beside two of them loads in milliseconds, not after them.
+    compiling_large: Semaphore,
     cache: Option<Arc<CompileCache>>,
     compiler: Compiler,
 }
@@ -241,14 +251,16 @@ impl Loader {
             runtime,
             limits: RwLock::new((defaults, Limits::default_ceilings())),
             compiling: Semaphore::new(1),
+            compiling_large: Semaphore::new(1),
             cache: cache.map(Arc::new),
             compiler: Compiler::InProcess,
         }
     }
 
     /// The same loader, compiling with `compiler`. Compiles in child
-    /// processes, each bounded in time and memory, run two at a time, so
-    /// that one slow file leaves room for the others.
+    /// processes, each bounded in time and memory, run two at a time (and
+    /// a large one beside them), so that one slow file leaves room for the
+    /// others.
     pub fn with_compiler(mut self, compiler: Compiler) -> Loader {
         if matches!(compiler, Compiler::ChildProcess { .. }) {
             self.compiling = Semaphore::new(2);
@@ -383,7 +395,12 @@ impl Loader {
                 return Err(LoadError::Remembered(reason).into());
             }
         }
-        let _compiling = self.compiling.acquire().await.expect("never closed");
+        let queue = if wasm.len() >= LARGE_COMPONENT {
+            &self.compiling_large
+        } else {
+            &self.compiling
+        };
+        let _compiling = queue.acquire().await.expect("never closed");
         let compiled = match &self.compiler {
             Compiler::InProcess => {
                 let runtime = Arc::clone(&self.runtime);
@@ -431,13 +448,24 @@ impl Loader {
             }
         };
         if let Some(cache) = self.cache.clone() {
-            // Keeping the code for the next start is not on the way to
-            // serving it now.
-            tokio::task::spawn_blocking(move || {
-                if let Err(error) = cache.put(&content, &code) {
-                    tracing::warn!(%error, "could not keep the compiled flow in the cache");
+            // Kept for the next start, then loaded back from the cache's
+            // file, mapped: the code just compiled is a copy in this
+            // process's memory, twice over (once per engine).
+            let kept = {
+                let cache = Arc::clone(&cache);
+                tokio::task::spawn_blocking(move || cache.put(&content, &code)).await
+            };
+            match kept {
+                Ok(Ok(())) => {
+                    if let Some(mapped) = self.cached(&cache, content).await? {
+                        return Ok((mapped, false));
+                    }
                 }
-            });
+                Ok(Err(error)) => {
+                    tracing::warn!(%error, "could not keep the compiled flow in the cache")
+                }
+                Err(error) => tracing::warn!(%error, "the cache's writer failed"),
+            }
         }
         Ok((compiled, false))
     }
@@ -451,12 +479,13 @@ impl Loader {
     ) -> Result<Option<CompiledFlow>, FlowLoadError> {
         let (runtime, cache) = (Arc::clone(&self.runtime), Arc::clone(cache));
         background::run("loading", move || {
-            let code = cache.get(&content)?;
+            let file = cache.verified_file(&content)?;
             // SAFETY: the cache returns only code that this host compiled and
             // serialized with an engine of the same compatibility key, checked
-            // with an HMAC under a key only this host holds.
+            // with an HMAC under a key only this host holds; its files are
+            // replaced by renames, never changed in place.
             #[allow(unsafe_code)]
-            match unsafe { runtime.deserialize(&code) } {
+            match unsafe { runtime.deserialize_file(&file) } {
                 Ok(compiled) => Some(compiled),
                 Err(error) => {
                     tracing::warn!(%error, "a cached compile was refused; recompiling");

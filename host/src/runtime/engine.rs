@@ -105,7 +105,7 @@ impl Runtime {
         let config = engine_config(settings).map_err(LoadError::Compile)?;
         let engine = Engine::new(&config).map_err(|e| LoadError::Compile(e.into()))?;
         check_component(bytes)?;
-        let component = Component::new(&engine, bytes).map_err(|e| LoadError::Compile(e.into()))?;
+        let component = Component::new(&engine, bytes).map_err(compile_error)?;
         component
             .serialize()
             .map_err(|e| LoadError::Compile(anyhow::Error::from(e).context("cannot serialize")))
@@ -117,8 +117,7 @@ impl Runtime {
     pub fn compile(&self, bytes: &[u8]) -> Result<CompiledFlow, LoadError> {
         self.check_size(bytes.len() as u64)?;
         check_component(bytes)?;
-        let component =
-            Component::new(&self.engine, bytes).map_err(|e| LoadError::Compile(e.into()))?;
+        let component = Component::new(&self.engine, bytes).map_err(compile_error)?;
         let code = self.serialize_component(&component)?;
         // SAFETY: `code` was just serialized by the pool's engine, whose
         // settings are the other engine's (`Runtime::new` makes both from
@@ -193,6 +192,29 @@ impl Runtime {
         self.link(&component, &own)
     }
 
+    /// Loads the serialized code in the file at `path` into both engines,
+    /// mapping the file rather than copying it: the code's pages are the
+    /// page cache's, shared by the two engines and by other processes.
+    ///
+    /// # Safety
+    ///
+    /// As for [`deserialize`](Self::deserialize), for the file's content;
+    /// and the file is never changed in place while the flow is loaded.
+    #[allow(unsafe_code)]
+    pub unsafe fn deserialize_file(
+        &self,
+        path: &std::path::Path,
+    ) -> Result<CompiledFlow, LoadError> {
+        let load = |engine: &Engine| {
+            // SAFETY: passed on to the caller.
+            unsafe { Component::deserialize_file(engine, path) }.map_err(|e| {
+                LoadError::Compile(anyhow::Error::from(e).context("cannot load the compiled code"))
+            })
+        };
+        let (component, own) = (load(&self.engine)?, load(&self.own_engine)?);
+        self.link(&component, &own)
+    }
+
     /// Loads serialized code into `engine`.
     ///
     /// # Safety
@@ -259,6 +281,22 @@ pub(super) fn engine_config(settings: &EngineSettings) -> anyhow::Result<wasmtim
 
 /// Refuses what is not a component, and code of a shape that would take
 /// the compiler too long or too much memory.
+/// wasmtime's refusal to compile a component, with a way out where one is
+/// known: jco's QuickJS backend uses the component model's async features
+/// unless told not to, and flowhost runs synchronous components only.
+fn compile_error(error: wasmtime::Error) -> LoadError {
+    let error = anyhow::Error::from(error);
+    if format!("{error:#}").contains("component model async feature") {
+        return LoadError::Compile(error.context(
+            "the component uses the component model's async features, which flowhost does not \
+             run; jco's QuickJS backend does so by default: build with \
+             `jco componentize --backend qjs --backend-qjs-disable-async`, or with the default \
+             StarlingMonkey backend (ComponentizeJS)",
+        ));
+    }
+    LoadError::Compile(error)
+}
+
 fn check_component(bytes: &[u8]) -> Result<(), LoadError> {
     // A wasm binary starts with `\0asm` and a version: 1 for a core
     // module, 0x0d plus layer 1 for a component.

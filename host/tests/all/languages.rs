@@ -1,6 +1,7 @@
 //! Flows in Python and JavaScript: the `order-help` examples, built with
-//! their own build commands and pinned toolchains, hold the Rust example's
-//! conversation under `flowhost test` and serve it through an endpoint.
+//! their own build commands and pinned toolchains, serve the Rust example's
+//! conversation through an endpoint and hold to it under `flowhost test`;
+//! what jco's QuickJS backend makes by default is refused saying why.
 
 use crate::support::languages::built_example;
 use crate::support::tools::{COMPONENTIZE_JS, COMPONENTIZE_PY};
@@ -9,7 +10,7 @@ use crate::support::{Receiver, Site, endpoint, repo, send};
 const EXAMPLES: [&str; 2] = ["order-help-python", "order-help-js"];
 
 #[tokio::test]
-async fn order_help_in_python_and_javascript_holds_the_rust_conversation_and_serves_it() {
+async fn order_help_in_python_and_javascript_is_served_and_holds_the_rust_conversation() {
     // Built side by side: each toolchain takes seconds.
     let builds =
         EXAMPLES.map(|example| tokio::task::spawn_blocking(move || built_example(example)));
@@ -25,38 +26,26 @@ async fn order_help_in_python_and_javascript_holds_the_rust_conversation_and_ser
         let built = build.await.unwrap();
         std::fs::copy(built, site.path().join(format!("flows/{example}.wasm"))).unwrap();
     }
-
-    let conversation = repo().join("example-flows/order-help/conversations/order-status.toml");
-    let conversation = conversation.to_str().unwrap();
-    let paths = EXAMPLES.map(|example| format!("flows/{example}.wasm"));
-    // The first run of each compiles it (seconds: both at once); the second
-    // loads it from the compile cache.
-    let args = paths
-        .iter()
-        .map(|path| ["test", path.as_str(), conversation])
-        .collect::<Vec<_>>();
-    let first = futures::future::join_all(args.iter().map(|args| site.flowhost(args))).await;
-    for (path, out) in paths.iter().zip(first) {
-        let stdout = String::from_utf8_lossy(&out.stdout);
+    // Served from cold: the two compile for seconds each. A small flow
+    // dropped in meanwhile loads at once, not after them.
+    let host = site.start_serving().await;
+    tokio::time::sleep(std::time::Duration::from_secs(2)).await;
+    site.add_flow("tiny", "echo", None);
+    let tiny = host.wait_for_log(&["flow loaded", "flow=tiny"]).await;
+    for example in EXAMPLES {
         assert!(
-            out.status.success() && stdout.contains("ok      "),
-            "{path}: {stdout}{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let again = site.flowhost(&["test", path, conversation]).await;
-        let stdout = String::from_utf8_lossy(&again.stdout);
-        assert!(again.status.success(), "{path}: {stdout}");
-        assert!(
-            stdout.contains("from the compile cache"),
-            "{path}: {stdout}"
+            !host.log().contains(&format!("flow={example} ")),
+            "the small flow loaded first: {tiny}\n{}",
+            host.log()
         );
     }
-
-    // Served, from the same cache, through the webhook.
-    let host = site.start().await;
     for example in EXAMPLES {
-        host.wait_for_log(&["flow loaded", &format!("flow={example}"), "from_cache=true"])
-            .await;
+        host.wait_for_log(&[
+            "flow loaded",
+            &format!("flow={example}"),
+            "from_cache=false",
+        ])
+        .await;
         let url = host.url(example);
         let session = format!("{example}-session");
         send(&url, &session, "Hello, I need help with my order").await;
@@ -73,6 +62,26 @@ async fn order_help_in_python_and_javascript_holds_the_rust_conversation_and_ser
         receiver
             .wait_for_text(&session, |t| t == "Order 12345 should arrive in 2 days.")
             .await;
+    }
+
+    // `flowhost test` holds each to the Rust example's conversation, with
+    // the code `serve` compiled.
+    let conversation = repo().join("example-flows/order-help/conversations/order-status.toml");
+    for example in EXAMPLES {
+        let path = format!("flows/{example}.wasm");
+        let out = site
+            .flowhost(&["test", &path, conversation.to_str().unwrap()])
+            .await;
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains("ok      "),
+            "{path}: {stdout}{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.contains("from the compile cache"),
+            "{path}: {stdout}"
+        );
     }
 }
 
@@ -93,4 +102,29 @@ fn the_examples_pin_the_toolchains_the_tests_install() {
     .unwrap();
     let (package, version) = COMPONENTIZE_JS;
     assert_eq!(manifest["devDependencies"][package], version, "{manifest}");
+}
+
+#[tokio::test]
+async fn a_component_using_async_features_is_refused_saying_how_to_build_it() {
+    // What jco's QuickJS backend makes by default: a component using the
+    // component model's async builtins (here `task.cancel`).
+    let component = wat::parse_str(
+        r#"(component
+            (core module $m (func (export "f")))
+            (core instance $i (instantiate $m))
+            (core func $cancel (canon task.cancel))
+        )"#,
+    )
+    .unwrap();
+    let site = Site::on_sqlite(&[], "");
+    std::fs::write(site.path().join("qjs.wasm"), component).unwrap();
+    std::fs::write(site.path().join("hello.toml"), "[[turn]]\ntext = \"hi\"\n").unwrap();
+    let out = site.flowhost(&["test", "qjs.wasm", "hello.toml"]).await;
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success());
+    assert!(
+        stderr.contains("requires the component model async feature")
+            && stderr.contains("--backend-qjs-disable-async"),
+        "{stderr}"
+    );
 }
