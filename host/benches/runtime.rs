@@ -7,13 +7,20 @@
 //! - `call_warm_instance`: a call on an instance kept warm, for comparison
 //!   (flowhost never reuses instances);
 //! - `compile` and `load_from_cache`: what loading a flow costs, without and
-//!   with the compile cache;
+//!   with the compile cache (the cache's file mapped, as the host does; and
+//!   `load_from_cache_copied`, read and copied into each engine, before);
 //! - `validate_request`: parsing and checking one inbound body;
 //! - `transformer`: what an endpoint's transformer adds to a message, with
 //!   the `slack` example: `handle_input` (a signed `event_callback`, its
 //!   signature checked) and `handle_output` (a `chat.postMessage` body), each
 //!   in a fresh instance on the flow threads, beside `echo_turn`, a turn of
-//!   `echo` run the same way, as the baseline.
+//!   `echo` run the same way, as the baseline;
+//! - `languages`: the `order-help` conversation's first turn in Rust (the
+//!   baseline), Python and JavaScript, each a fresh instance on the flow
+//!   threads, and each loaded from the compile cache (its code mapped).
+//!   The Python and JavaScript flows are the ones the test suite builds
+//!   (`cargo test --workspace --test all -- languages` first); without
+//!   them the group measures Rust alone and says so.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -96,8 +103,18 @@ fn benches(c: &mut Criterion) {
         .unwrap();
     group.bench_function("load_from_cache", |b| {
         b.iter(|| {
-            let code = cache.get(&content).unwrap();
+            let file = cache.verified_file(&content).unwrap();
             // SAFETY: the cache verified that this host wrote the entry.
+            #[allow(unsafe_code)]
+            unsafe { runtime.deserialize_file(&file) }.unwrap()
+        })
+    });
+    // The code read into memory and copied into each engine, as before
+    // the cache's code was mapped: the baseline of the one above.
+    group.bench_function("load_from_cache_copied", |b| {
+        b.iter(|| {
+            let code = cache.get(&content).unwrap();
+            // SAFETY: as above.
             #[allow(unsafe_code)]
             unsafe { runtime.deserialize(&code) }.unwrap()
         })
@@ -205,5 +222,66 @@ fn transformer_benches(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(runtime_benches, benches, transformer_benches);
+fn language_benches(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap();
+    let mut flows = vec![("rust", built().join("order-help.wasm"))];
+    for (language, example) in [
+        ("python", "order-help-python"),
+        ("javascript", "order-help-js"),
+    ] {
+        let path = root.join(format!("target/test-flows/{example}.wasm"));
+        if path.exists() {
+            flows.push((language, path));
+        } else {
+            eprintln!(
+                "languages: no {} (run `cargo test --workspace --test all -- languages` to build it)",
+                path.display()
+            );
+        }
+    }
+    let tokio = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let config = flowhost::Config::from_toml("").unwrap();
+    let runtime = Arc::new(Runtime::new(&config.runtime).unwrap());
+    let cache_dir = tempfile::tempdir().unwrap();
+    let cache = || CompileCache::open(cache_dir.path(), runtime.compatibility_key()).unwrap();
+    let loader = Loader::new(Arc::clone(&runtime), config.limits.clone(), Some(cache()));
+
+    let mut group = c.benchmark_group("languages");
+    for (language, path) in &flows {
+        // Compiled once, into the cache; every load below is from it.
+        let flow = tokio.block_on(loader.load_path(path)).unwrap();
+        group.bench_function(format!("order_help_turn/{language}"), |b| {
+            b.to_async(&tokio).iter(|| async {
+                runtime.run(&flow.ready, invocation()).await.unwrap();
+            })
+        });
+    }
+    group.sample_size(20);
+    for (language, path) in &flows {
+        let wasm = std::fs::read(path).unwrap();
+        let content: [u8; 32] =
+            sha2::Digest::finalize(sha2::Digest::chain_update(sha2::Sha256::default(), &wasm))
+                .into();
+        let cache = cache();
+        group.bench_function(format!("load_from_cache/{language}"), |b| {
+            b.iter(|| {
+                let file = cache.verified_file(&content).unwrap();
+                // SAFETY: the cache verified that this host wrote the entry.
+                #[allow(unsafe_code)]
+                unsafe { runtime.deserialize_file(&file) }.unwrap()
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(
+    runtime_benches,
+    benches,
+    transformer_benches,
+    language_benches
+);
 criterion_main!(runtime_benches);

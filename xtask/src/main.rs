@@ -11,6 +11,7 @@
 //!   cycle (in this checkout, or another one, such as an older version).
 
 mod bench;
+mod flow_costs;
 mod modules;
 
 use std::path::{Path, PathBuf};
@@ -18,7 +19,7 @@ use std::process::Command;
 
 use anyhow::{Context, bail};
 
-const USAGE: &str = "usage: cargo xtask demo | cargo xtask bench [--quick] [--only SCENARIO] [--flowhost PATH] | cargo xtask code-shape <file.wasm>… | cargo xtask module-graph [CHECKOUT]";
+const USAGE: &str = "usage: cargo xtask demo | cargo xtask bench [--quick] [--only SCENARIO] [--flowhost PATH] | cargo xtask code-shape <file.wasm>… | cargo xtask flow-costs [--flowhost PATH] <file.wasm>… | cargo xtask module-graph [CHECKOUT]";
 
 fn main() -> anyhow::Result<()> {
     let task = std::env::args().nth(1).unwrap_or_default();
@@ -47,6 +48,7 @@ fn main() -> anyhow::Result<()> {
             tokio::runtime::Runtime::new()?.block_on(bench::serve_ceiling(&listen))
         }
         "code-shape" if !rest.is_empty() => code_shape(&rest),
+        "flow-costs" if !rest.is_empty() => flow_costs::run(&root, &rest),
         "module-graph" => modules::run(&rest.first().map_or(root.clone(), PathBuf::from)),
         _ => bail!("{USAGE}"),
     }
