@@ -6,7 +6,8 @@
 //! compile), and its memory (`/proc/<pid>/status`) before and after gives
 //! what the loaded flow holds: anonymous memory (the host's own) and file
 //! pages (the compile cache's code, mapped: shared and reclaimable). A
-//! second host on the same folder gives the load time from the cache.
+//! second host on the same folder gives the load time from the cache, and
+//! the same two figures for a start after the first.
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -89,6 +90,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         [flag, path, files @ ..] if flag == "--flowhost" => (PathBuf::from(path), files),
         files => (root.join("target/release/flowhost"), files),
     };
+    // The hosts run in folders of their own.
+    let flowhost = std::path::absolute(&flowhost)?;
     if !flowhost.exists() {
         bail!(
             "{} is not built: `cargo build --release -p flowhost`, or give --flowhost PATH",
@@ -96,8 +99,8 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         );
     }
     println!(
-        "{:<24} {:>10} {:>11} {:>11} {:>14} {:>14}",
-        "FLOW", "SIZE", "COLD LOAD", "CACHED LOAD", "HOST MEMORY", "MAPPED CODE"
+        "{:<20} {:>10} {:>11} {:>9} {:>12} {:>12} {:>12} {:>12}",
+        "FLOW", "SIZE", "COLD LOAD", "CACHED", "OWN (COLD)", "MAPPED", "OWN (CACHED)", "MAPPED"
     );
     for file in files {
         let file = Path::new(file);
@@ -118,17 +121,24 @@ pub(crate) fn run(root: &Path, args: &[String]) -> anyhow::Result<()> {
         let (anon_after, file_after) = host.memory()?;
         drop(host);
 
+        // A restart: the flow loads from the cache, and what the host
+        // holds is what every start after the first holds.
         let host = Host::start(&flowhost, dir.path())?;
         let cached = host.wait_for(&["flow loaded", &format!("flow={name} ")])?;
+        std::thread::sleep(Duration::from_millis(500));
+        let (anon_cached, file_cached) = host.memory()?;
         drop(host);
+        let mib = |after: u64, before: u64| after.saturating_sub(before) as f64 / 1024.0;
         println!(
-            "{:<24} {:>7.1} MB {:>8} ms {:>8} ms {:>10.1} MiB {:>10.1} MiB",
+            "{:<20} {:>7.1} MB {:>8} ms {:>6} ms {:>8.1} MiB {:>8.1} MiB {:>8.1} MiB {:>8.1} MiB",
             name,
             std::fs::metadata(file)?.len() as f64 / 1e6,
             took_ms(&cold),
             took_ms(&cached),
-            anon_after.saturating_sub(anon_before) as f64 / 1024.0,
-            file_after.saturating_sub(file_before) as f64 / 1024.0,
+            mib(anon_after, anon_before),
+            mib(file_after, file_before),
+            mib(anon_cached, anon_before),
+            mib(file_cached, file_before),
         );
     }
     Ok(())

@@ -535,12 +535,22 @@ async fn two_hundred_swaps_under_traffic_lose_nothing_and_mix_nothing() {
 }
 
 #[tokio::test]
-async fn a_missing_flows_folder_is_made_and_a_misnamed_file_is_named_in_the_log() {
+async fn a_missing_flows_folder_is_made_and_a_failed_first_load_or_a_misnamed_file_is_told() {
     let receiver = Receiver::start().await;
     let site = site(&receiver, "");
     std::fs::remove_dir(site.path().join("flows")).unwrap();
     let host = site.start().await;
     host.wait_for_log(&["created the flows folder"]).await;
+
+    // A first version that fails: nothing was serving, and the log says so.
+    std::fs::write(site.path().join("flows/live.wasm"), b"\0asm not really").unwrap();
+    let failed = host
+        .wait_for_log(&[
+            "flow not loaded; its endpoints answer 503 until a file that loads replaces it",
+        ])
+        .await;
+    assert!(failed.contains("flow=live"), "{failed}");
+    assert!(!host.log().contains("keeps serving"), "{}", host.log());
 
     let misnamed = site.path().join("flows/Live.v2.wasm");
     std::fs::copy(flow_file("echo"), &misnamed).unwrap();
