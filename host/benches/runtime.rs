@@ -61,6 +61,13 @@ fn invocation() -> Invocation {
     }
 }
 
+/// The default configuration, and a runtime of its settings.
+fn defaults() -> (flowhost::Config, Arc<Runtime>) {
+    let config = flowhost::Config::from_toml("").unwrap();
+    let runtime = Arc::new(Runtime::new(&config.runtime).unwrap());
+    (config, runtime)
+}
+
 fn benches(c: &mut Criterion) {
     let wasm_path = built().join("echo.wasm");
     let wasm = std::fs::read(&wasm_path).unwrap();
@@ -68,8 +75,7 @@ fn benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let config = flowhost::Config::from_toml("").unwrap();
-    let runtime = Arc::new(Runtime::new(&config.runtime).unwrap());
+    let (config, runtime) = defaults();
     let loader = Loader::new(Arc::clone(&runtime), config.limits.clone(), None);
     let echo = tokio.block_on(loader.load_path(&wasm_path)).unwrap();
 
@@ -160,8 +166,7 @@ fn transformer_benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let config = flowhost::Config::from_toml("").unwrap();
-    let runtime = Arc::new(Runtime::new(&config.runtime).unwrap());
+    let (config, runtime) = defaults();
     let loader = Loader::new(Arc::clone(&runtime), config.limits.clone(), None);
     let folder = tempfile::tempdir().unwrap();
     std::fs::copy(built().join("slack.wasm"), folder.path().join("slack.wasm")).unwrap();
@@ -243,8 +248,7 @@ fn language_benches(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let config = flowhost::Config::from_toml("").unwrap();
-    let runtime = Arc::new(Runtime::new(&config.runtime).unwrap());
+    let (config, runtime) = defaults();
     let cache_dir = tempfile::tempdir().unwrap();
     let cache = || CompileCache::open(cache_dir.path(), runtime.compatibility_key()).unwrap();
     let loader = Loader::new(Arc::clone(&runtime), config.limits.clone(), Some(cache()));
