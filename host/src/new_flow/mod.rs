@@ -6,7 +6,10 @@
 //! has a README saying how to build, test and serve it. The templates are
 //! the files in `templates/<language>/`, with `{{name}}`, `{{wasm}}` (the
 //! component the build makes) and the toolchain versions filled in; the
-//! Python and JavaScript projects get `wit/flow.wit`, this host's WIT.
+//! Python and JavaScript projects get `wit/flow.wit`, this host's WIT, and
+//! the JavaScript one `types/flowhost.d.ts`, made from it ([`typescript`]).
+
+pub mod typescript;
 
 use std::path::{Path, PathBuf};
 
@@ -27,6 +30,9 @@ pub enum Language {
 pub const COMPONENTIZE_PY: &str = "0.25.1";
 /// ComponentizeJS, as the JavaScript template pins it.
 pub const COMPONENTIZE_JS: &str = "0.23.0";
+/// TypeScript, which checks a JavaScript flow (`npm run check`): the
+/// version ComponentizeJS brings.
+pub const TYPESCRIPT: &str = "7.0.2";
 
 /// Where a Rust project takes `flowhost-sdk` from when not told otherwise.
 const SDK_GIT: &str = concat!(env!("CARGO_PKG_REPOSITORY"), ".git");
@@ -71,6 +77,7 @@ const PYTHON: &[Template] = &[
 const JS: &[Template] = &[
     ("flow.js", include_str!("templates/js/flow.js")),
     ("package.json", include_str!("templates/js/package.json")),
+    ("jsconfig.json", include_str!("templates/js/jsconfig.json")),
     (
         "conversations/hello.toml",
         include_str!("templates/js/conversations/hello.toml"),
@@ -138,6 +145,7 @@ impl NewFlow {
                 .replace("{{sdk}}", &sdk)
                 .replace("{{componentize_py}}", COMPONENTIZE_PY)
                 .replace("{{componentize_js}}", COMPONENTIZE_JS)
+                .replace("{{typescript}}", TYPESCRIPT)
         };
         let templates = match self.language {
             Language::Rust => RUST,
@@ -161,6 +169,13 @@ impl NewFlow {
             if file.ends_with(".sh") {
                 make_executable(&path)?;
             }
+            written.push(path);
+        }
+        if self.language == Language::Js {
+            let path = dir.join("types/flowhost.d.ts");
+            std::fs::create_dir_all(dir.join("types"))?;
+            std::fs::write(&path, typescript::declarations(WIT, "flow")?)
+                .with_context(|| format!("writing {}", path.display()))?;
             written.push(path);
         }
         Ok(written)

@@ -36,6 +36,27 @@ async fn new_project_passes_its_own_test(site: &Site, name: &str, lang: &str) {
             .await
             .unwrap()
     };
+    if lang == "js" {
+        // `flow.js` checked against the declarations made from the WIT.
+        let checked = npm_run_check(&dir);
+        assert!(checked.status.success(), "npm run check: {checked:?}");
+        // A call the WIT does not allow is caught.
+        let source = dir.join("flow.js");
+        let good = std::fs::read_to_string(&source).unwrap();
+        std::fs::write(
+            &source,
+            format!("{good}\nexport function bad() {{ context.set(42); }}\n"),
+        )
+        .unwrap();
+        let checked = npm_run_check(&dir);
+        let said = String::from_utf8_lossy(&checked.stdout);
+        assert!(
+            !checked.status.success()
+                && said.contains("not assignable to parameter of type 'string'"),
+            "{checked:?}"
+        );
+        std::fs::write(&source, good).unwrap();
+    }
     let tested = site
         .flowhost(&[
             "test",
@@ -49,6 +70,21 @@ async fn new_project_passes_its_own_test(site: &Site, name: &str, lang: &str) {
         "{lang}: {stdout}{}",
         String::from_utf8_lossy(&tested.stderr)
     );
+}
+
+/// `npm run check` in `dir`, with the tests' TypeScript.
+fn npm_run_check(dir: &Path) -> std::process::Output {
+    let bin = crate::support::tools::npm_tool(crate::support::tools::COMPONENTIZE_JS);
+    let path = std::env::join_paths(
+        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap();
+    std::process::Command::new("npm")
+        .args(["run", "--silent", "check"])
+        .env("PATH", path)
+        .current_dir(dir)
+        .output()
+        .unwrap()
 }
 
 /// Builds the project in `dir` and returns its component.

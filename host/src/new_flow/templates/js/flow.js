@@ -8,7 +8,11 @@
 import { say as sayRaw } from "flowhost:flow/output@0.3.0";
 import * as context from "flowhost:flow/context@0.3.0";
 
-/** One output: text, and data (an object, sent as a JSON object). */
+/**
+ * One output: text, and data (an object, sent as a JSON object).
+ * @param {string} text
+ * @param {object} [data]
+ */
 function say(text, data) {
   sayRaw(text, data === undefined ? undefined : JSON.stringify(data));
 }
@@ -16,7 +20,8 @@ function say(text, data) {
 /**
  * One message: `userId`, `sessionId`, `text` and `data` (JSON text), both
  * optional, `traceId`, `endpoint`, and `source` ("user" or "inject").
- * @param {object} message
+ * (`types/flowhost.d.ts` declares them, from the WIT: `npm run check`.)
+ * @param {import("flowhost:flow/exports").Message} message
  */
 export function handle(message) {
   const conversation = JSON.parse(context.get());
