@@ -5,9 +5,28 @@
 
 use crate::support::languages::built_example;
 use crate::support::tools::{COMPONENTIZE_JS, COMPONENTIZE_PY};
-use crate::support::{Receiver, Site, endpoint, repo, send};
+use crate::support::{Host, Receiver, Site, endpoint, repo, send};
 
 const EXAMPLES: [&str; 2] = ["order-help-python", "order-help-js"];
+
+/// Waits, up to five minutes, for a log line holding all of `parts`: what
+/// a compile of a large component may take on a machine running other
+/// tests.
+async fn wait_long_for_log(host: &Host, parts: &[&str]) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(300);
+    while !host
+        .log()
+        .lines()
+        .any(|l| parts.iter().all(|p| l.contains(p)))
+    {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no log line with {parts:?} in:\n{}",
+            host.log()
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
 
 #[tokio::test]
 async fn order_help_in_python_and_javascript_is_served_and_holds_the_rust_conversation() {
@@ -40,11 +59,15 @@ async fn order_help_in_python_and_javascript_is_served_and_holds_the_rust_conver
         );
     }
     for example in EXAMPLES {
-        host.wait_for_log(&[
-            "flow loaded",
-            &format!("flow={example}"),
-            "from_cache=false",
-        ])
+        // One at a time, each tens of seconds on a busy machine.
+        wait_long_for_log(
+            &host,
+            &[
+                "flow loaded",
+                &format!("flow={example} "),
+                "from_cache=false",
+            ],
+        )
         .await;
         let url = host.url(example);
         let session = format!("{example}-session");
