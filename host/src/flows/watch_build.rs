@@ -166,19 +166,15 @@ impl Contents {
     /// The sources in the tree at `root` as they are now.
     fn of_tree(root: &Path, is_source: impl Fn(&Path) -> bool) -> Contents {
         let mut contents = Contents::default();
-        let mut folders = vec![root.to_owned()];
-        while let Some(folder) = folders.pop() {
-            for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
-                let path = entry.path();
-                match entry.file_type() {
-                    Ok(kind) if kind.is_dir() && !skipped(&path) => folders.push(path),
-                    Ok(kind) if kind.is_file() && is_source(&path) => {
-                        contents.changed(&path);
-                    }
-                    _ => {}
+        walk_files(
+            root,
+            |folder| !skipped(folder),
+            |file| {
+                if is_source(&file.path()) {
+                    contents.changed(&file.path());
                 }
-            }
-        }
+            },
+        );
         contents
     }
 
@@ -225,8 +221,8 @@ fn build_with_command(dir: &Path, command: &str, out: &Path) -> anyhow::Result<V
     let built = wasm_written_since(dir, started);
     if built.is_empty() {
         bail!(
-            "`{command}` in {} wrote no .wasm file: a build command must write the component \
-             somewhere in the folder (node_modules, deps and hidden folders aside)",
+            "`{command}` in {} wrote no component (.wasm): a build command must write the \
+             component somewhere in the folder (node_modules, deps and hidden folders aside)",
             dir.display()
         );
     }
@@ -247,39 +243,57 @@ fn build_with_command(dir: &Path, command: &str, out: &Path) -> anyhow::Result<V
     Ok(written)
 }
 
-/// The `.wasm` files under `dir` modified since `since`, newest last, one
+/// The components under `dir` modified since `since`, newest last, one
 /// per file name; not looking in `node_modules`, cargo's `deps` (copies of
-/// what it puts beside them) or hidden folders.
+/// what it puts beside them) or hidden folders. A `.wasm` file that is not
+/// a component (the core module a C build makes on the way) is not a flow.
 fn wasm_written_since(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
     let mut found: HashMap<std::ffi::OsString, (SystemTime, PathBuf)> = HashMap::new();
-    let mut folders = vec![dir.to_owned()];
-    while let Some(folder) = folders.pop() {
-        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
-            let path = entry.path();
-            let name = entry.file_name();
-            let Ok(kind) = entry.file_type() else {
-                continue;
-            };
-            if kind.is_dir() {
-                let skip = name == "node_modules"
-                    || name == "deps"
-                    || name.to_string_lossy().starts_with('.');
-                if !skip {
-                    folders.push(path);
-                }
-            } else if kind.is_file()
-                && path.extension().is_some_and(|e| e == "wasm")
-                && let Ok(modified) = entry.metadata().and_then(|m| m.modified())
-                && modified >= since
-                && found.get(&name).is_none_or(|(at, _)| modified > *at)
-            {
-                found.insert(name, (modified, path));
-            }
+    let enter = |folder: &Path| {
+        let name = folder.file_name().unwrap_or_default();
+        !(name == "node_modules" || name == "deps" || name.to_string_lossy().starts_with('.'))
+    };
+    walk_files(dir, enter, |file| {
+        let (path, name) = (file.path(), file.file_name());
+        if path.extension().is_some_and(|e| e == "wasm")
+            && let Ok(modified) = file.metadata().and_then(|m| m.modified())
+            && modified >= since
+            && found.get(&name).is_none_or(|(at, _)| modified > *at)
+            && is_component(&path)
+        {
+            found.insert(name, (modified, path));
         }
-    }
+    });
     let mut found: Vec<(SystemTime, PathBuf)> = found.into_values().collect();
     found.sort();
     found.into_iter().map(|(_, path)| path).collect()
+}
+
+/// Whether the file at `path` starts as a component does.
+fn is_component(path: &Path) -> bool {
+    let mut header = [0; 8];
+    std::fs::File::open(path)
+        .and_then(|mut file| std::io::Read::read_exact(&mut file, &mut header))
+        .is_ok_and(|()| wasmparser::Parser::is_component(&header))
+}
+
+/// Calls `visit` with every file under `root`, going into the folders that
+/// `enter` lets in.
+fn walk_files(
+    root: &Path,
+    enter: impl Fn(&Path) -> bool,
+    mut visit: impl FnMut(&std::fs::DirEntry),
+) {
+    let mut folders = vec![root.to_owned()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).into_iter().flatten().flatten() {
+            match entry.file_type() {
+                Ok(kind) if kind.is_dir() && enter(&entry.path()) => folders.push(entry.path()),
+                Ok(kind) if kind.is_file() => visit(&entry),
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -399,20 +413,28 @@ mod tests {
                 .set_modified(long_ago)
                 .unwrap();
         }
+        // A component's header, then a core module's (as a C build makes
+        // on the way to its component).
+        let component = r"printf '\000asm\015\000\001\000built'";
+        let core_module = r"printf '\000asm\001\000\000\000'";
         let written = build_with_command(
             &src,
-            "mkdir -p dist && printf built > dist/my-flow.wasm && touch node_modules/tool.wasm",
+            &format!(
+                "mkdir -p dist && {component} > dist/my-flow.wasm && \
+                 {core_module} > dist/my-flow.core.wasm && touch node_modules/tool.wasm"
+            ),
             &out,
         )
         .unwrap();
         assert_eq!(written, [out.join("my-flow.wasm")]);
         assert_eq!(
-            std::fs::read_to_string(out.join("my-flow.wasm")).unwrap(),
-            "built"
+            std::fs::read(out.join("my-flow.wasm")).unwrap(),
+            b"\0asm\x0d\0\x01\0built"
         );
         assert!(!out.join("old.wasm").exists() && !out.join("tool.wasm").exists());
 
-        let misnamed = build_with_command(&src, "printf x > My.Flow.wasm", &out).unwrap_err();
+        let misnamed =
+            build_with_command(&src, &format!("{component} > My.Flow.wasm"), &out).unwrap_err();
         assert!(
             format!("{misnamed:#}").contains("no dots or capitals"),
             "{misnamed:#}"
@@ -421,7 +443,7 @@ mod tests {
         std::fs::create_dir(&elsewhere).unwrap();
         let none = build_with_command(&elsewhere, "true", &out).unwrap_err();
         assert!(
-            format!("{none:#}").contains("wrote no .wasm file"),
+            format!("{none:#}").contains("wrote no component"),
             "{none:#}"
         );
         let failed = build_with_command(&src, "echo oops >&2; exit 3", &out).unwrap_err();
