@@ -53,6 +53,10 @@ enum Command {
     /// Writes a new flow project: its sources, a build that pins its
     /// toolchain, a conversation for `flowhost test`, and a README.
     New(NewArgs),
+    /// Makes a flow component of a core WebAssembly module, such as a C
+    /// compiler makes for wasm32-wasi: what `wasm-tools component embed`
+    /// and `component new` do, with this host's WASI adapter.
+    Componentize(ComponentizeArgs),
     /// Checks the configuration and every flow as `serve` would, prints each
     /// problem, and exits non-zero if there is any: for a deploy pipeline.
     Check(ConfigArgs),
@@ -173,6 +177,22 @@ struct NewArgs {
 }
 
 #[derive(Args)]
+struct ComponentizeArgs {
+    /// The core module.
+    module: PathBuf,
+    /// The WIT the module was built against, a file or a folder (a C
+    /// project's `wit`). Not needed if the module carries its type already.
+    #[arg(long)]
+    wit: Option<PathBuf>,
+    /// The world of that WIT which the module implements.
+    #[arg(long, default_value = "flow")]
+    world: String,
+    /// Where to write the component.
+    #[arg(short, long)]
+    output: PathBuf,
+}
+
+#[derive(Args)]
 struct TestArgs {
     /// The flow's component (`<name>.wasm`); its `<name>.toml` is read too.
     flow: PathBuf,
@@ -231,7 +251,7 @@ fn main() -> ExitCode {
     // `run` and `test` print what the author asked for; their log says
     // only what went wrong.
     let level = match cli.command {
-        Command::Run(_) | Command::Test(_) => "warn",
+        Command::Run(_) | Command::Test(_) | Command::Componentize(_) => "warn",
         _ => "info",
     };
     if !matches!(cli.command, Command::Serve(_))
@@ -374,6 +394,14 @@ async fn execute(command: Command) -> anyhow::Result<ExitCode> {
             for step in new.next_steps() {
                 println!("  {step}");
             }
+        }
+        Command::Componentize(args) => {
+            let module = std::fs::read(&args.module)
+                .with_context(|| format!("reading {}", args.module.display()))?;
+            let component = new_flow::c::componentize(&module, args.wit.as_deref(), &args.world)
+                .with_context(|| format!("componentizing {}", args.module.display()))?;
+            std::fs::write(&args.output, component)
+                .with_context(|| format!("writing {}", args.output.display()))?;
         }
     }
     Ok(ExitCode::SUCCESS)
