@@ -1,14 +1,16 @@
-//! `flowhost new`: a flow project to start from, in Rust, Python or
-//! JavaScript.
+//! `flowhost new`: a flow project to start from, in Rust, Python,
+//! JavaScript or C.
 //!
 //! Each project builds with one command into a flow component, carries a
 //! conversation that `flowhost test` holds it to, pins its toolchain, and
 //! has a README saying how to build, test and serve it. The templates are
 //! the files in `templates/<language>/`, with `{{name}}`, `{{wasm}}` (the
 //! component the build makes) and the toolchain versions filled in; the
-//! Python and JavaScript projects get `wit/flow.wit`, this host's WIT, and
-//! the JavaScript one `types/flowhost.d.ts`, made from it ([`typescript`]).
+//! Python, JavaScript and C projects get `wit/flow.wit`, this host's WIT,
+//! the JavaScript one `types/flowhost.d.ts`, made from it ([`typescript`]),
+//! and the C one wit-bindgen's bindings in `bindings/` ([`c`]).
 
+pub mod c;
 pub mod typescript;
 
 use std::path::{Path, PathBuf};
@@ -24,6 +26,8 @@ pub enum Language {
     Python,
     /// JavaScript, with ComponentizeJS.
     Js,
+    /// C, with a clang for wasm32-wasi and `flowhost componentize`.
+    C,
 }
 
 /// componentize-py, as the Python template pins it.
@@ -87,6 +91,18 @@ const JS: &[Template] = &[
     ("wit/flow.wit", WIT),
 ];
 
+const C: &[Template] = &[
+    ("flow.c", include_str!("templates/c/flow.c")),
+    ("Makefile", include_str!("templates/c/Makefile")),
+    (
+        "conversations/hello.toml",
+        include_str!("templates/c/conversations/hello.toml"),
+    ),
+    (".gitignore", include_str!("templates/c/gitignore")),
+    ("README.md", include_str!("templates/c/README.md")),
+    ("wit/flow.wit", WIT),
+];
+
 /// What to make.
 #[derive(Debug, Clone)]
 pub struct NewFlow {
@@ -107,7 +123,7 @@ impl NewFlow {
                 "target/wasm32-wasip2/release/{}.wasm",
                 self.name.replace('-', "_")
             ),
-            Language::Python | Language::Js => format!("{}.wasm", self.name),
+            Language::Python | Language::Js | Language::C => format!("{}.wasm", self.name),
         }
     }
 
@@ -151,6 +167,7 @@ impl NewFlow {
             Language::Rust => RUST,
             Language::Python => PYTHON,
             Language::Js => JS,
+            Language::C => C,
         };
         let mut written = Vec::new();
         for (file, text) in templates {
@@ -171,11 +188,21 @@ impl NewFlow {
             }
             written.push(path);
         }
-        if self.language == Language::Js {
-            let path = dir.join("types/flowhost.d.ts");
-            std::fs::create_dir_all(dir.join("types"))?;
-            std::fs::write(&path, typescript::declarations(WIT, "flow")?)
-                .with_context(|| format!("writing {}", path.display()))?;
+        let generated = match self.language {
+            Language::Js => vec![(
+                "types/flowhost.d.ts".to_owned(),
+                typescript::declarations(WIT, "flow")?,
+            )],
+            Language::C => c::bindings(WIT, "flow")?
+                .into_iter()
+                .map(|(file, text)| (format!("bindings/{file}"), text))
+                .collect(),
+            Language::Rust | Language::Python => Vec::new(),
+        };
+        for (file, text) in generated {
+            let path = dir.join(file);
+            std::fs::create_dir_all(path.parent().expect("a file in a folder"))?;
+            std::fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
             written.push(path);
         }
         Ok(written)
@@ -187,6 +214,7 @@ impl NewFlow {
             Language::Rust => "rustup target add wasm32-wasip2 && cargo build --release",
             Language::Python => "./build.sh",
             Language::Js => "npm run build",
+            Language::C => "make",
         };
         vec![
             format!("cd {}", self.name),
@@ -214,7 +242,7 @@ mod tests {
 
     #[test]
     fn every_placeholder_is_filled_and_the_toml_files_parse() {
-        for language in [Language::Rust, Language::Python, Language::Js] {
+        for language in [Language::Rust, Language::Python, Language::Js, Language::C] {
             let dir = tempfile::tempdir().unwrap();
             let project = dir.path().join("my-flow");
             let new = NewFlow {
