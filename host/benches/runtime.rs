@@ -16,11 +16,11 @@
 //!   in a fresh instance on the flow threads, beside `echo_turn`, a turn of
 //!   `echo` run the same way, as the baseline;
 //! - `languages`: the `order-help` conversation's first turn in Rust (the
-//!   baseline), Python and JavaScript, each a fresh instance on the flow
+//!   baseline), Python, JavaScript and C, each a fresh instance on the flow
 //!   threads, and each loaded from the compile cache (its code mapped).
-//!   The Python and JavaScript flows are the ones the test suite builds
-//!   (`cargo test --workspace --test all -- languages` first); without
-//!   them the group measures Rust alone and says so.
+//!   The Python, JavaScript and C flows are the ones the test suite builds
+//!   (`cargo test --workspace --test languages` first); without them the
+//!   group measures Rust alone and says so.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -233,13 +233,14 @@ fn language_benches(c: &mut Criterion) {
     for (language, example) in [
         ("python", "order-help-python"),
         ("javascript", "order-help-js"),
+        ("c", "order-help-c"),
     ] {
         let path = root.join(format!("target/test-flows/{example}.wasm"));
         if path.exists() {
             flows.push((language, path));
         } else {
             eprintln!(
-                "languages: no {} (run `cargo test --workspace --test all -- languages` to build it)",
+                "languages: no {} (run `cargo test --workspace --test languages` to build it)",
                 path.display()
             );
         }

@@ -1,4 +1,4 @@
-//! Flows in Python and JavaScript: the `order-help` examples, built with
+//! Flows in Python, JavaScript and C: the `order-help` examples, built with
 //! their own build commands and pinned toolchains, serve the Rust example's
 //! conversation through an endpoint and hold to it under `flowhost test`;
 //! what jco's QuickJS backend makes by default is refused saying why.
@@ -7,7 +7,9 @@ use crate::support::languages::built_example;
 use crate::support::tools::{COMPONENTIZE_JS, COMPONENTIZE_PY};
 use crate::support::{Host, Receiver, Site, endpoint, repo, send};
 
-const EXAMPLES: [&str; 2] = ["order-help-python", "order-help-js"];
+const EXAMPLES: [&str; 3] = ["order-help-python", "order-help-js", "order-help-c"];
+/// The examples whose components are large (an interpreter inside).
+const LARGE: [&str; 2] = ["order-help-python", "order-help-js"];
 
 /// Waits, up to five minutes, for a log line holding all of `parts`: what
 /// a compile of a large component may take on a machine running other
@@ -29,7 +31,7 @@ async fn wait_long_for_log(host: &Host, parts: &[&str]) {
 }
 
 #[tokio::test]
-async fn order_help_in_python_and_javascript_is_served_and_holds_the_rust_conversation() {
+async fn order_help_in_python_javascript_and_c_is_served_and_holds_the_rust_conversation() {
     // Built side by side: each toolchain takes seconds.
     let builds =
         EXAMPLES.map(|example| tokio::task::spawn_blocking(move || built_example(example)));
@@ -45,13 +47,13 @@ async fn order_help_in_python_and_javascript_is_served_and_holds_the_rust_conver
         let built = build.await.unwrap();
         std::fs::copy(built, site.path().join(format!("flows/{example}.wasm"))).unwrap();
     }
-    // Served from cold: the two compile for seconds each. A small flow
-    // dropped in meanwhile loads at once, not after them.
+    // Served from cold: the large two compile for seconds each. A small
+    // flow dropped in meanwhile loads at once, not after them.
     let host = site.start_serving().await;
     tokio::time::sleep(std::time::Duration::from_secs(2)).await;
     site.add_flow("tiny", "echo", None);
     let tiny = host.wait_for_log(&["flow loaded", "flow=tiny"]).await;
-    for example in EXAMPLES {
+    for example in LARGE {
         assert!(
             !host.log().contains(&format!("flow={example} ")),
             "the small flow loaded first: {tiny}\n{}",

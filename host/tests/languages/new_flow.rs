@@ -75,13 +75,9 @@ async fn new_project_passes_its_own_test(site: &Site, name: &str, lang: &str) {
 /// `npm run check` in `dir`, with the tests' TypeScript.
 fn npm_run_check(dir: &Path) -> std::process::Output {
     let bin = crate::support::tools::npm_tool(crate::support::tools::COMPONENTIZE_JS);
-    let path = std::env::join_paths(
-        std::iter::once(bin).chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-    )
-    .unwrap();
     std::process::Command::new("npm")
         .args(["run", "--silent", "check"])
-        .env("PATH", path)
+        .env("PATH", crate::support::tools::path_with(&bin))
         .current_dir(dir)
         .output()
         .unwrap()
@@ -131,6 +127,12 @@ async fn a_new_python_project_passes_its_own_test() {
 async fn a_new_javascript_project_passes_its_own_test() {
     let site = Site::on_sqlite(&[], "");
     new_project_passes_its_own_test(&site, "hello-js", "js").await;
+}
+
+#[tokio::test]
+async fn a_new_c_project_passes_its_own_test() {
+    let site = Site::on_sqlite(&[], "");
+    new_project_passes_its_own_test(&site, "hello-c", "c").await;
 }
 
 #[test]

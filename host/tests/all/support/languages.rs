@@ -1,10 +1,12 @@
 //! The example flows written in languages other than Rust, built as their
-//! authors build them (`build.sh`, `npm run build`) with the toolchains
-//! that [`tools`](super::tools) installs at pinned versions.
+//! authors build them (`build.sh`, `npm run build`, `make`) with the
+//! toolchains that [`tools`](super::tools) installs at pinned versions.
 //!
-//! A build takes tens of seconds, so its result is kept in
-//! `target/test-flows` with a stamp of everything it was built from, and
-//! built again only when one of those changed.
+//! A Python or JavaScript build takes tens of seconds, so its result is
+//! kept in `target/test-flows` with a stamp of everything it was built
+//! from, and built again only when one of those changed. A C build takes
+//! a second, and runs the `flowhost componentize` under test: it is made
+//! every time.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -22,6 +24,8 @@ pub enum Language {
     Python,
     /// `npm run build`, with ComponentizeJS.
     JavaScript,
+    /// `make`, with Debian's clang for wasm32-wasi and this flowhost.
+    C,
 }
 
 impl Language {
@@ -29,6 +33,8 @@ impl Language {
     pub fn of(dir: &Path) -> Language {
         if dir.join("package.json").exists() {
             Language::JavaScript
+        } else if dir.join("Makefile").exists() {
+            Language::C
         } else {
             assert!(
                 dir.join("requirements.txt").exists(),
@@ -48,17 +54,21 @@ impl Language {
                 (program.parent().unwrap().to_owned(), Command::new("sh"))
             }
             Language::JavaScript => (tools::npm_tool(COMPONENTIZE_JS), Command::new("npm")),
+            Language::C => {
+                let flowhost = Path::new(env!("CARGO_BIN_EXE_flowhost"));
+                (flowhost.parent().unwrap().to_owned(), Command::new("make"))
+            }
         };
         match self {
             Language::Python => command.arg("build.sh"),
             Language::JavaScript => command.args(["run", "build"]),
+            Language::C => command.arg(format!("CC={}", tools::wasm_c_compiler())),
         };
-        let path = std::env::join_paths(
-            std::iter::once(tool_bin)
-                .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
-        )
-        .unwrap();
-        let output = command.current_dir(dir).env("PATH", path).output().unwrap();
+        let output = command
+            .current_dir(dir)
+            .env("PATH", tools::path_with(&tool_bin))
+            .output()
+            .unwrap();
         assert!(
             output.status.success(),
             "building {} failed: {}\n{}{}",
@@ -79,10 +89,12 @@ pub fn built_example(example: &str) -> PathBuf {
     let built = out.join(format!("{example}.wasm"));
     let stamp_file = out.join(format!("{example}.stamp"));
     let stamp = stamp_of(&dir);
-    if built.exists() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
+    let language = Language::of(&dir);
+    let cheap = matches!(language, Language::C);
+    if !cheap && built.exists() && std::fs::read_to_string(&stamp_file).is_ok_and(|s| s == stamp) {
         return built;
     }
-    Language::of(&dir).build(&dir);
+    language.build(&dir);
     std::fs::create_dir_all(&out).unwrap();
     std::fs::rename(dir.join(format!("{example}.wasm")), &built).unwrap();
     std::fs::write(&stamp_file, stamp).unwrap();

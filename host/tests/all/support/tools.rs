@@ -1,9 +1,11 @@
 //! Tools from PyPI and npm that tests run, each installed once, at a
 //! pinned version, in a folder of its own under `target/tools` (a Python
 //! virtual environment, or an npm prefix): the one place tests install
-//! anything, kept between runs.
+//! anything, kept between runs. Programs that Debian packages (Chromium,
+//! clang for WebAssembly) are installed with apt where the tests run as
+//! root, as on CI.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Mutex;
 
@@ -67,6 +69,15 @@ pub fn npm_tool((package, version): (&str, &str)) -> PathBuf {
     bin
 }
 
+/// `PATH` with `bin` first: what a build finds a pinned toolchain by.
+pub fn path_with(bin: &Path) -> std::ffi::OsString {
+    std::env::join_paths(
+        std::iter::once(bin.to_owned())
+            .chain(std::env::split_paths(&std::env::var_os("PATH").unwrap())),
+    )
+    .unwrap()
+}
+
 fn run(command: &mut Command) {
     let output = command
         .output()
@@ -83,8 +94,6 @@ fn run(command: &mut Command) {
 /// it when it is missing and the tests run as root (as on CI); otherwise
 /// a failure that says what to install.
 pub fn debian_program(program: &str, packages: &[&str]) -> PathBuf {
-    static INSTALLING: Mutex<()> = Mutex::new(());
-    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
     let find = || {
         std::env::var_os("PATH").and_then(|path| {
             std::env::split_paths(&path)
@@ -92,8 +101,40 @@ pub fn debian_program(program: &str, packages: &[&str]) -> PathBuf {
                 .find(|candidate| candidate.is_file())
         })
     };
-    if let Some(found) = find() {
-        return found;
+    debian_packages(|| find().is_some(), program, packages);
+    find().unwrap_or_else(|| panic!("{program} is still missing after installing {packages:?}"))
+}
+
+/// Debian's clang 19 for `wasm32-wasi`, with its linker, its builtins and
+/// wasi-libc, which the C example flows build with: the compiler's name,
+/// installing the packages first where one is missing (as
+/// [`debian_program`] does).
+pub fn wasm_c_compiler() -> &'static str {
+    const PACKAGES: [&str; 4] = [
+        "clang-19",
+        "lld-19",
+        "wasi-libc",
+        "libclang-rt-19-dev-wasm32",
+    ];
+    let installed = || {
+        PACKAGES.iter().all(|package| {
+            Command::new("dpkg-query")
+                .args(["-W", "-f=${Status}", package])
+                .output()
+                .is_ok_and(|out| out.stdout.ends_with(b" installed"))
+        })
+    };
+    debian_packages(installed, "clang-19 for wasm32-wasi", &PACKAGES);
+    "clang-19"
+}
+
+/// Installs the Debian `packages` unless `present()`, if the tests run as
+/// root (as on CI); otherwise a failure that says what to install.
+fn debian_packages(present: impl Fn() -> bool, what: &str, packages: &[&str]) {
+    static INSTALLING: Mutex<()> = Mutex::new(());
+    let _one_at_a_time = INSTALLING.lock().unwrap_or_else(|e| e.into_inner());
+    if present() {
+        return;
     }
     let root = Command::new("id")
         .arg("-u")
@@ -101,7 +142,7 @@ pub fn debian_program(program: &str, packages: &[&str]) -> PathBuf {
         .is_ok_and(|out| out.stdout.starts_with(b"0\n"));
     assert!(
         root,
-        "{program} is missing: install it with `sudo apt-get install {}`",
+        "{what} is missing: install it with `sudo apt-get install {}`",
         packages.join(" ")
     );
     run(Command::new("apt-get").args(["update", "-qq"]));
@@ -109,5 +150,8 @@ pub fn debian_program(program: &str, packages: &[&str]) -> PathBuf {
         .args(["install", "-y", "-qq"])
         .args(packages)
         .env("DEBIAN_FRONTEND", "noninteractive"));
-    find().unwrap_or_else(|| panic!("{program} is still missing after installing {packages:?}"))
+    assert!(
+        present(),
+        "{what} is still missing after installing {packages:?}"
+    );
 }
