@@ -4,7 +4,7 @@
 use std::path::Path;
 
 use crate::support::languages::Language as Build;
-use crate::support::{Site, repo};
+use crate::support::{Receiver, Site, endpoint, repo, send};
 
 /// `flowhost new <name> --lang <lang>` in the site, then the project built
 /// as its README says, then its conversation under `flowhost test`.
@@ -133,6 +133,46 @@ async fn a_new_javascript_project_passes_its_own_test() {
 async fn a_new_c_project_passes_its_own_test() {
     let site = Site::on_sqlite(&[], "");
     new_project_passes_its_own_test(&site, "hello-c", "c").await;
+}
+
+#[tokio::test]
+async fn a_new_c_project_is_rebuilt_and_served_on_save_under_watch_build() {
+    let receiver = Receiver::start().await;
+    let site = Site::on_sqlite(&[], &endpoint("hello", "hello-c", &receiver));
+    let made = site.flowhost(&["new", "hello-c", "--lang", "c"]).await;
+    assert!(made.status.success(), "{made:?}");
+    // The README's command, with the compiler and this flowhost named.
+    let build = format!(
+        "make CC={} FLOWHOST={}",
+        crate::support::tools::wasm_c_compiler(),
+        env!("CARGO_BIN_EXE_flowhost")
+    );
+    let host = site
+        .start_with(&["--watch-build", "hello-c", &build], &[])
+        .await;
+    host.wait_for_log(&["flow loaded", "flow=hello-c"]).await;
+    send(&host.url("hello"), "s1", "Hi").await;
+    receiver
+        .wait_for_text("s1", |t| t == "Hello! I am hello-c. Say anything.")
+        .await;
+
+    // Saved as an editor does, by rename.
+    let source = site.path().join("hello-c/flow.c");
+    let edited = std::fs::read_to_string(&source)
+        .unwrap()
+        .replace("Say anything.", "Say something.");
+    std::fs::write(site.path().join("hello-c/.flow.c.swp"), edited).unwrap();
+    std::fs::rename(site.path().join("hello-c/.flow.c.swp"), &source).unwrap();
+    host.wait_for_logs(2, &["flow loaded", "flow=hello-c"])
+        .await;
+    send(&host.url("hello"), "s2", "Hi").await;
+    receiver
+        .wait_for_text("s2", |t| t == "Hello! I am hello-c. Say something.")
+        .await;
+    // The core module the build made on the way is not taken for a flow.
+    let log = host.log();
+    assert!(!log.contains("hello-c.core"), "{log}");
+    assert!(!site.path().join("flows/hello-c.core.wasm").exists());
 }
 
 #[test]
