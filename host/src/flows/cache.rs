@@ -108,11 +108,14 @@ impl CompileCache {
 
     /// Keeps compiled code for the flow with this content hash: the code
     /// first, then its tag, so that a crash between the two leaves an entry
-    /// that fails its check.
-    pub fn put(&self, content: &[u8; 32], code: &[u8]) -> std::io::Result<()> {
+    /// that fails its check. Returns the code's file, which holds `code`
+    /// until it is replaced (by a rename, never in place).
+    pub fn put(&self, content: &[u8; 32], code: &[u8]) -> std::io::Result<PathBuf> {
         let tag = self.tag(content, code);
-        write_atomically(&self.path(content), &[code])?;
-        write_atomically(&self.tag_path(content), &[MAGIC, &tag])
+        let path = self.path(content);
+        write_atomically(&path, &[code])?;
+        write_atomically(&self.tag_path(content), &[MAGIC, &tag])?;
+        Ok(path)
     }
 
     /// Deletes the entry for this content hash, if any.

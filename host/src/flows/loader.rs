@@ -388,7 +388,7 @@ impl Loader {
         wasm: Vec<u8>,
     ) -> Result<(CompiledFlow, bool), FlowLoadError> {
         if let Some(cache) = &self.cache {
-            if let Some(compiled) = self.cached(cache, content).await? {
+            if let Some(compiled) = self.mapped(cache, content, None).await? {
                 return Ok((compiled, true));
             }
             if let Some(reason) = cache.refusal(&self.refusal_key(&content)) {
@@ -450,14 +450,15 @@ impl Loader {
         if let Some(cache) = self.cache.clone() {
             // Kept for the next start, then loaded back from the cache's
             // file, mapped: the code just compiled is a copy in this
-            // process's memory, twice over (once per engine).
+            // process's memory, twice over (once per engine). The file is
+            // the one just written, so its tag is not checked again.
             let kept = {
                 let cache = Arc::clone(&cache);
                 tokio::task::spawn_blocking(move || cache.put(&content, &code)).await
             };
             match kept {
-                Ok(Ok(())) => {
-                    if let Some(mapped) = self.cached(&cache, content).await? {
+                Ok(Ok(file)) => {
+                    if let Some(mapped) = self.mapped(&cache, content, Some(file)).await? {
                         return Ok((mapped, false));
                     }
                 }
@@ -470,20 +471,24 @@ impl Loader {
         Ok((compiled, false))
     }
 
-    /// The verified compiled code in the cache, loaded; `None` if the cache
-    /// has no good entry.
-    async fn cached(
+    /// The compiled code of the cache's entry for `content` mapped into the
+    /// runtime: from `written`, the entry's file this process has just
+    /// written, or else from the entry's file once its tag is checked;
+    /// `None` if the cache has no good entry.
+    async fn mapped(
         &self,
         cache: &Arc<CompileCache>,
         content: [u8; 32],
+        written: Option<PathBuf>,
     ) -> Result<Option<CompiledFlow>, FlowLoadError> {
         let (runtime, cache) = (Arc::clone(&self.runtime), Arc::clone(cache));
         background::run("loading", move || {
-            let file = cache.verified_file(&content)?;
-            // SAFETY: the cache returns only code that this host compiled and
-            // serialized with an engine of the same compatibility key, checked
-            // with an HMAC under a key only this host holds; its files are
-            // replaced by renames, never changed in place.
+            let file = written.or_else(|| cache.verified_file(&content))?;
+            // SAFETY: the cache holds only code that this host compiled and
+            // serialized with an engine of the same compatibility key:
+            // checked with an HMAC under a key only this host holds, or just
+            // written by this process; its files are replaced by renames,
+            // never changed in place.
             #[allow(unsafe_code)]
             match unsafe { runtime.deserialize_file(&file) } {
                 Ok(compiled) => Some(compiled),
