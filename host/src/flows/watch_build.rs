@@ -121,6 +121,9 @@ pub fn watch_and_build(
             tracing::info!(folder = %dir.display(), changed = %reason, "building the flow");
             let (build, out_) = (what.clone(), out.clone());
             match tokio::task::spawn_blocking(move || build.build(&out_)).await {
+                Ok(Ok(written)) if written.is_empty() => {
+                    tracing::info!(folder = %dir.display(), "built; no component changed");
+                }
                 Ok(Ok(written)) => {
                     for path in written {
                         tracing::info!(component = %path.display(), "built; the flows folder reloads it");
@@ -218,14 +221,21 @@ fn build_with_command(dir: &Path, command: &str, out: &Path) -> anyhow::Result<V
             String::from_utf8_lossy(&output.stderr)
         );
     }
-    let built = wasm_written_since(dir, started);
-    if built.is_empty() {
+    let components = components_in(dir);
+    if components.is_empty() {
         bail!(
             "`{command}` in {} wrote no component (.wasm): a build command must write the \
              component somewhere in the folder (node_modules, deps and hidden folders aside)",
             dir.display()
         );
     }
+    // Components older than the build were not made by it: a `make` that
+    // found everything up to date (a README saved, say) copies nothing.
+    let built: Vec<PathBuf> = components
+        .into_iter()
+        .filter(|(modified, _)| *modified >= started)
+        .map(|(_, path)| path)
+        .collect();
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     let mut written = Vec::new();
     for component in built {
@@ -243,11 +253,12 @@ fn build_with_command(dir: &Path, command: &str, out: &Path) -> anyhow::Result<V
     Ok(written)
 }
 
-/// The components under `dir` modified since `since`, newest last, one
-/// per file name; not looking in `node_modules`, cargo's `deps` (copies of
-/// what it puts beside them) or hidden folders. A `.wasm` file that is not
-/// a component (the core module a C build makes on the way) is not a flow.
-fn wasm_written_since(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
+/// The components under `dir` with their modification times, oldest
+/// first, the newest of each file name; not looking in `node_modules`,
+/// cargo's `deps` (copies of what it puts beside them) or hidden folders.
+/// A `.wasm` file that is not a component (the core module a C build makes
+/// on the way) is not a flow.
+fn components_in(dir: &Path) -> Vec<(SystemTime, PathBuf)> {
     let mut found: HashMap<std::ffi::OsString, (SystemTime, PathBuf)> = HashMap::new();
     let enter = |folder: &Path| {
         let name = folder.file_name().unwrap_or_default();
@@ -257,7 +268,6 @@ fn wasm_written_since(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
         let (path, name) = (file.path(), file.file_name());
         if path.extension().is_some_and(|e| e == "wasm")
             && let Ok(modified) = file.metadata().and_then(|m| m.modified())
-            && modified >= since
             && found.get(&name).is_none_or(|(at, _)| modified > *at)
             && is_component(&path)
         {
@@ -266,7 +276,7 @@ fn wasm_written_since(dir: &Path, since: SystemTime) -> Vec<PathBuf> {
     });
     let mut found: Vec<(SystemTime, PathBuf)> = found.into_values().collect();
     found.sort();
-    found.into_iter().map(|(_, path)| path).collect()
+    found
 }
 
 /// Whether the file at `path` starts as a component does.
@@ -432,6 +442,19 @@ mod tests {
             b"\0asm\x0d\0\x01\0built"
         );
         assert!(!out.join("old.wasm").exists() && !out.join("tool.wasm").exists());
+
+        // A build that finds everything up to date writes nothing, and
+        // copies nothing.
+        std::fs::File::options()
+            .write(true)
+            .open(src.join("dist/my-flow.wasm"))
+            .unwrap()
+            .set_modified(long_ago)
+            .unwrap();
+        std::fs::remove_file(out.join("my-flow.wasm")).unwrap();
+        let up_to_date = build_with_command(&src, "echo nothing to be done", &out).unwrap();
+        assert!(up_to_date.is_empty(), "{up_to_date:?}");
+        assert!(!out.join("my-flow.wasm").exists());
 
         let misnamed =
             build_with_command(&src, &format!("{component} > My.Flow.wasm"), &out).unwrap_err();
