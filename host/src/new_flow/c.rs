@@ -27,11 +27,7 @@ use wit_parser::Resolve;
 /// as (file name, text): `<world>.c`, `<world>.h`, and
 /// `<world>_component_type.c`, in place of wit-bindgen's object file.
 pub fn bindings(source: &str, world: &str) -> anyhow::Result<Vec<(String, String)>> {
-    let mut resolve = Resolve::default();
-    let package = resolve
-        .push_str("flow.wit", source)
-        .context("parsing the WIT")?;
-    let world = resolve.select_world(&[package], Some(world))?;
+    let (mut resolve, world) = super::resolve_world(source, world)?;
     let opts = wit_bindgen_c::Opts {
         no_object_file: true,
         ..Default::default()

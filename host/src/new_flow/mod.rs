@@ -44,6 +44,20 @@ const SDK_GIT: &str = concat!(env!("CARGO_PKG_REPOSITORY"), ".git");
 /// This host's WIT, which the Python and JavaScript builds read.
 const WIT: &str = include_str!("../../../wit/flow.wit");
 
+/// `world` of the WIT `source`, resolved: what the bindings ([`c`]) and
+/// the declarations ([`typescript`]) are made from.
+fn resolve_world(
+    source: &str,
+    world: &str,
+) -> anyhow::Result<(wit_parser::Resolve, wit_parser::WorldId)> {
+    let mut resolve = wit_parser::Resolve::default();
+    let package = resolve
+        .push_str("flow.wit", source)
+        .context("reading the WIT")?;
+    let world = resolve.select_world(&[package], Some(world))?;
+    Ok((resolve, world))
+}
+
 /// One file of a template: its path in the project, and its text.
 type Template = (&'static str, &'static str);
 

@@ -18,12 +18,9 @@ use wit_parser::{Docs, Function, Resolve, Type, TypeDefKind, TypeOwner, WorldIte
 
 /// The declarations of `world` in the WIT `source`.
 pub fn declarations(source: &str, world: &str) -> anyhow::Result<String> {
-    let mut resolve = Resolve::default();
-    let package = resolve
-        .push_source("flow.wit", source)
-        .context("reading the WIT")?;
-    let world_id = resolve.select_world(&[package], Some(world))?;
+    let (resolve, world_id) = super::resolve_world(source, world)?;
     let world = &resolve.worlds[world_id];
+    let package = world.package.context("a world of a package")?;
     let package_name = resolve.packages[package].name.clone();
     let mut out = format!(
         "// The `{world}` world of {package}, for checking a JavaScript flow with TypeScript.\n\
