@@ -34,22 +34,7 @@ async fn the_example_flows_pass_their_own_conversations() {
     for flow in ["echo", "greeter", "order-help"] {
         let files = conversations_of(flow);
         assert!(!files.is_empty(), "{flow} has conversations");
-        let mut args = vec!["test".to_owned(), flow_file(flow).display().to_string()];
-        args.extend(files.iter().map(|f| f.display().to_string()));
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let out = site.flowhost(&args).await;
-        let stdout = text(&out.stdout);
-        assert!(
-            out.status.success(),
-            "{flow}: {stdout}{}",
-            text(&out.stderr)
-        );
-        for file in &files {
-            assert!(
-                stdout.contains(&format!("ok      {}: ", file.display())),
-                "{flow}: {stdout}"
-            );
-        }
+        site.flowhost_test(&flow_file(flow), &files).await;
     }
 }
 

@@ -229,6 +229,29 @@ impl Site {
             .collect()
     }
 
+    /// Runs `flowhost test <component> <conversations…>` here, asserts that
+    /// every conversation passed, and returns what it printed.
+    pub async fn flowhost_test(&self, component: &Path, conversations: &[PathBuf]) -> String {
+        let mut args = vec!["test", component.to_str().unwrap()];
+        args.extend(conversations.iter().map(|c| c.to_str().unwrap()));
+        let out = self.flowhost(&args).await;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        assert!(
+            out.status.success(),
+            "{}: {stdout}{}",
+            component.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for conversation in conversations {
+            assert!(
+                stdout.contains(&format!("ok      {}: ", conversation.display())),
+                "{}: {stdout}",
+                component.display()
+            );
+        }
+        stdout
+    }
+
     /// Runs `flowhost <args…>` here, to completion.
     pub async fn flowhost(&self, args: &[&str]) -> std::process::Output {
         Command::new(env!("CARGO_BIN_EXE_flowhost"))
